@@ -1,0 +1,1 @@
+"""asyncio glue joining the IKE engine, the kernel layer and the control socket."""
