@@ -1,0 +1,58 @@
+"""Proposal and transform values shared by the SA payload codec, proposal parsing and selection.
+
+These are plain values: the codec adds the proposal number and SPI on the wire, the proposal
+parser builds them from strongSwan syntax, and the engine selects among them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xfrmctl.ike.iana import (
+    EncrId,
+    EsnId,
+    IntegId,
+    KeId,
+    PrfId,
+    ProtocolId,
+    TransformType,
+    name_of,
+)
+
+_ID_ENUMS = {
+    TransformType.ENCR: EncrId,
+    TransformType.PRF: PrfId,
+    TransformType.INTEG: IntegId,
+    TransformType.KE: KeId,
+    TransformType.ESN: EsnId,
+}
+
+
+@dataclass(frozen=True, order=True)
+class Transform:
+    """One transform: its type, its IANA ID and, for variable-length ciphers, the key length."""
+
+    type: TransformType
+    id: int
+    key_length: int | None = None  # bits; the KEY_LENGTH attribute
+
+    def __str__(self) -> str:
+        name = name_of(_ID_ENUMS[self.type], self.id)
+        return f"{name}_{self.key_length}" if self.key_length is not None else name
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A proposal: a protocol and, per transform type, the acceptable alternatives.
+
+    `num` and `spi` are wire details: zero/empty in configured proposals, filled in by the
+    engine when it builds an SA payload and by the codec when it parses one.
+    """
+
+    protocol: ProtocolId
+    transforms: tuple[Transform, ...]
+    num: int = 0
+    spi: bytes = field(default=b"", compare=False)
+
+    def of_type(self, ttype: TransformType) -> tuple[Transform, ...]:
+        return tuple(t for t in self.transforms if t.type == ttype)
