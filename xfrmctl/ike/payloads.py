@@ -1,0 +1,504 @@
+"""IKEv2 payload codec (RFC 7296 §3, RFC 7383 §2.5): one dataclass per payload.
+
+Every length and count is checked against the bytes actually present, so a hostile packet
+yields `MalformedMessage`, never an IndexError or struct.error. Decoding and re-encoding a
+well-formed payload gives back the same bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from xfrmctl.ike.errors import MalformedMessage
+from xfrmctl.ike.iana import (
+    PayloadType,
+    ProtocolId,
+    TransformAttr,
+    TransformType,
+    TsType,
+)
+from xfrmctl.ike.transforms import Proposal, Transform
+
+GENERIC_HEADER = struct.Struct("!BBH")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Base: `critical` is the generic header's C bit, kept so re-encoding is exact."""
+
+    critical: bool = field(default=False, kw_only=True)
+    TYPE = PayloadType.NONE
+
+    @property
+    def ptype(self) -> int:
+        return int(self.TYPE)
+
+    def encode_body(self) -> bytes:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SaPayload(Payload):
+    TYPE = PayloadType.SA
+    proposals: tuple[Proposal, ...]
+
+    def encode_body(self) -> bytes:
+        out = bytearray()
+        for i, prop in enumerate(self.proposals):
+            transforms = bytearray()
+            for j, t in enumerate(prop.transforms):
+                attrs = b""
+                if t.key_length is not None:
+                    attrs = struct.pack("!HH", 0x8000 | TransformAttr.KEY_LENGTH, t.key_length)
+                last_t = 0 if j == len(prop.transforms) - 1 else 3
+                transforms += struct.pack("!BBHBBH", last_t, 0, 8 + len(attrs), t.type, 0, t.id)
+                transforms += attrs
+            last_p = 0 if i == len(self.proposals) - 1 else 2
+            body = struct.pack(
+                "!BBHBBBB",
+                last_p,
+                0,
+                8 + len(prop.spi) + len(transforms),
+                prop.num,
+                prop.protocol,
+                len(prop.spi),
+                len(prop.transforms),
+            )
+            out += body + prop.spi + transforms
+        return bytes(out)
+
+
+@dataclass(frozen=True)
+class KePayload(Payload):
+    TYPE = PayloadType.KE
+    group: int
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!HH", self.group, 0) + self.data
+
+
+@dataclass(frozen=True)
+class IdPayload(Payload):
+    """IDi or IDr; `body` (type + reserved + data) is what AUTH signs (RFC 7296 §2.15)."""
+
+    id_type: int
+    data: bytes
+    responder: bool = False
+
+    @property
+    def ptype(self) -> int:
+        return int(PayloadType.IDr if self.responder else PayloadType.IDi)
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", self.id_type) + self.data
+
+
+@dataclass(frozen=True)
+class CertPayload(Payload):
+    TYPE = PayloadType.CERT
+    encoding: int
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+
+@dataclass(frozen=True)
+class CertReqPayload(Payload):
+    TYPE = PayloadType.CERTREQ
+    encoding: int
+    data: bytes  # concatenated SHA-1 hashes of trusted CA public keys for X509_SIG
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+
+@dataclass(frozen=True)
+class AuthPayload(Payload):
+    TYPE = PayloadType.AUTH
+    method: int
+    data: bytes = field(repr=False)
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!B3x", self.method) + self.data
+
+
+@dataclass(frozen=True)
+class NoncePayload(Payload):
+    TYPE = PayloadType.NONCE
+    data: bytes = field(repr=False)
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
+class NotifyPayload(Payload):
+    TYPE = PayloadType.NOTIFY
+    notify_type: int
+    data: bytes = b""
+    protocol: int = ProtocolId.NONE
+    spi: bytes = b""
+
+    def encode_body(self) -> bytes:
+        return (
+            struct.pack("!BBH", self.protocol, len(self.spi), self.notify_type)
+            + self.spi
+            + self.data
+        )
+
+
+@dataclass(frozen=True)
+class DeletePayload(Payload):
+    TYPE = PayloadType.DELETE
+    protocol: int
+    spis: tuple[bytes, ...] = ()
+    spi_size: int = 0
+
+    def encode_body(self) -> bytes:
+        size = self.spi_size or (len(self.spis[0]) if self.spis else 0)
+        return struct.pack("!BBH", self.protocol, size, len(self.spis)) + b"".join(self.spis)
+
+
+@dataclass(frozen=True)
+class VendorPayload(Payload):
+    TYPE = PayloadType.VENDOR
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True, order=True)
+class TrafficSelector:
+    """One address range with a protocol and port range (RFC 7296 §3.13.1)."""
+
+    start: IPAddress
+    end: IPAddress
+    ip_proto: int = 0
+    start_port: int = 0
+    end_port: int = 65535
+
+    @property
+    def ts_type(self) -> TsType:
+        return TsType.IPV4_ADDR_RANGE if self.start.version == 4 else TsType.IPV6_ADDR_RANGE
+
+    def __str__(self) -> str:
+        net = f"{self.start}-{self.end}"
+        try:
+            nets = list(ipaddress.summarize_address_range(self.start, self.end))
+            if len(nets) == 1:
+                net = str(nets[0])
+        except (TypeError, ValueError):
+            pass
+        if self.ip_proto == 0 and self.start_port == 0 and self.end_port == 65535:
+            return net
+        ports = (
+            ""
+            if (self.start_port, self.end_port) == (0, 65535)
+            else f"{self.start_port}"
+            if self.start_port == self.end_port
+            else f"{self.start_port}-{self.end_port}"
+        )
+        return f"{net}[{self.ip_proto}/{ports}]"
+
+
+@dataclass(frozen=True)
+class TsPayload(Payload):
+    selectors: tuple[TrafficSelector, ...]
+    responder: bool = False
+
+    @property
+    def ptype(self) -> int:
+        return int(PayloadType.TSr if self.responder else PayloadType.TSi)
+
+    def encode_body(self) -> bytes:
+        out = bytearray(struct.pack("!B3x", len(self.selectors)))
+        for ts in self.selectors:
+            addrs = ts.start.packed + ts.end.packed
+            out += struct.pack(
+                "!BBHHH", ts.ts_type, ts.ip_proto, 8 + len(addrs), ts.start_port, ts.end_port
+            )
+            out += addrs
+        return bytes(out)
+
+
+@dataclass(frozen=True)
+class CpPayload(Payload):
+    TYPE = PayloadType.CP
+    cfg_type: int
+    attributes: tuple[tuple[int, bytes], ...] = ()
+
+    def encode_body(self) -> bytes:
+        out = bytearray(struct.pack("!B3x", self.cfg_type))
+        for atype, value in self.attributes:
+            out += struct.pack("!HH", atype & 0x7FFF, len(value)) + value
+        return bytes(out)
+
+
+@dataclass(frozen=True)
+class SkPayload(Payload):
+    """Encrypted payload: `inner_next` is the type of the first payload inside (§3.14)."""
+
+    TYPE = PayloadType.SK
+    inner_next: int
+    data: bytes  # IV || ciphertext || ICV
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
+class SkfPayload(Payload):
+    """Encrypted fragment (RFC 7383 §2.5); `inner_next` is non-zero only in fragment 1."""
+
+    TYPE = PayloadType.SKF
+    inner_next: int
+    number: int
+    total: int
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!HH", self.number, self.total) + self.data
+
+
+@dataclass(frozen=True)
+class EapPayload(Payload):
+    TYPE = PayloadType.EAP
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+
+@dataclass(frozen=True)
+class UnknownPayload(Payload):
+    """A payload type we do not implement, kept verbatim so the engine can judge its C bit."""
+
+    payload_type: int
+    data: bytes
+
+    @property
+    def ptype(self) -> int:
+        return self.payload_type
+
+    def encode_body(self) -> bytes:
+        return self.data
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+class _Reader:
+    """Bounds-checked cursor: every read names what it was reading when data runs out."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int, field_name: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise MalformedMessage(
+                f"{self.what}: {field_name} needs {n} bytes, only {self.remaining()} left"
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, field_name: str) -> tuple[int, ...]:
+        s = struct.Struct(fmt)
+        return s.unpack(self.take(s.size, field_name))
+
+    def rest(self) -> bytes:
+        return self.take(self.remaining(), "rest")
+
+
+def _decode_sa(body: bytes, critical: bool) -> SaPayload:
+    r = _Reader(body, "SA payload")
+    proposals: list[Proposal] = []
+    last = 2
+    while r.remaining():
+        if last != 2:
+            raise MalformedMessage("SA payload: data after the last proposal")
+        last, _, plen, num, proto, spi_size, ntrans = r.unpack("!BBHBBBB", "proposal header")
+        if last not in (0, 2):
+            raise MalformedMessage(f"SA payload: proposal 'last' field is {last}, not 0 or 2")
+        if plen < 8:
+            raise MalformedMessage(f"SA payload: proposal length {plen} below 8")
+        pr = _Reader(r.take(plen - 8, "proposal body"), f"proposal {num}")
+        spi = pr.take(spi_size, "SPI")
+        transforms: list[Transform] = []
+        usable = True
+        tlast = 3
+        for _ in range(ntrans):
+            if tlast != 3:
+                raise MalformedMessage(f"proposal {num}: transform after the last one")
+            tlast, _, tlen, ttype, _, tid = pr.unpack("!BBHBBH", "transform header")
+            if tlast not in (0, 3):
+                raise MalformedMessage(f"proposal {num}: transform 'last' field is {tlast}")
+            if tlen < 8:
+                raise MalformedMessage(f"proposal {num}: transform length {tlen} below 8")
+            ar = _Reader(pr.take(tlen - 8, "transform attributes"), f"transform {ttype}/{tid}")
+            key_length: int | None = None
+            while ar.remaining():
+                (atype,) = ar.unpack("!H", "attribute type")
+                if atype & 0x8000:
+                    (value,) = ar.unpack("!H", "attribute value")
+                    if atype & 0x7FFF == TransformAttr.KEY_LENGTH and key_length is None:
+                        key_length = value
+                    else:
+                        usable = False  # unknown attribute: the transform must be ignored
+                else:
+                    (alen,) = ar.unpack("!H", "attribute length")
+                    ar.take(alen, "attribute value")
+                    usable = False
+            if ttype not in TransformType._value2member_map_:
+                usable = False  # unknown transform type: proposal is unusable (§3.3.6)
+                continue
+            transforms.append(Transform(TransformType(ttype), tid, key_length))
+        if tlast != 0 and ntrans:
+            raise MalformedMessage(f"proposal {num}: last transform not marked last")
+        if pr.remaining():
+            raise MalformedMessage(f"proposal {num}: {pr.remaining()} bytes after the transforms")
+        if proto not in ProtocolId._value2member_map_:
+            usable = False
+        if usable:
+            proposals.append(Proposal(ProtocolId(proto), tuple(transforms), num, spi))
+    if last != 0:
+        raise MalformedMessage("SA payload: last proposal not marked last")
+    return SaPayload(tuple(proposals), critical=critical)
+
+
+def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
+    r = _Reader(body, "TS payload")
+    (count,) = r.unpack("!B3x", "TS header")
+    selectors: list[TrafficSelector] = []
+    for i in range(count):
+        ts_type, proto, slen, sport, eport = r.unpack("!BBHHH", f"selector {i} header")
+        if ts_type == TsType.IPV4_ADDR_RANGE:
+            size = 4
+        elif ts_type == TsType.IPV6_ADDR_RANGE:
+            size = 16
+        else:
+            raise MalformedMessage(f"TS payload: selector {i} has unknown type {ts_type}")
+        if slen != 8 + 2 * size:
+            raise MalformedMessage(f"TS payload: selector {i} length {slen} is wrong for its type")
+        start = ipaddress.ip_address(r.take(size, "start address"))
+        end = ipaddress.ip_address(r.take(size, "end address"))
+        selectors.append(TrafficSelector(start, end, proto, sport, eport))
+    if r.remaining():
+        raise MalformedMessage(f"TS payload: {r.remaining()} bytes after {count} selectors")
+    return TsPayload(tuple(selectors), responder, critical=critical)
+
+
+_ID_LENGTHS = {1: 4, 5: 16}  # IPV4_ADDR, IPV6_ADDR
+
+
+def _decode_body(ptype: int, body: bytes, critical: bool) -> Payload:
+    r = _Reader(body, f"payload {ptype}")
+    if ptype == PayloadType.SA:
+        return _decode_sa(body, critical)
+    if ptype == PayloadType.KE:
+        group, _ = r.unpack("!HH", "KE header")
+        return KePayload(group, r.rest(), critical=critical)
+    if ptype in (PayloadType.IDi, PayloadType.IDr):
+        (id_type,) = r.unpack("!B3x", "ID header")
+        data = r.rest()
+        want = _ID_LENGTHS.get(id_type)
+        if want is not None and len(data) != want:
+            raise MalformedMessage(f"ID payload: type {id_type} needs {want} bytes not {len(data)}")
+        return IdPayload(id_type, data, ptype == PayloadType.IDr, critical=critical)
+    if ptype == PayloadType.CERT:
+        (enc,) = r.unpack("!B", "CERT encoding")
+        return CertPayload(enc, r.rest(), critical=critical)
+    if ptype == PayloadType.CERTREQ:
+        (enc,) = r.unpack("!B", "CERTREQ encoding")
+        return CertReqPayload(enc, r.rest(), critical=critical)
+    if ptype == PayloadType.AUTH:
+        (method,) = r.unpack("!B3x", "AUTH header")
+        return AuthPayload(method, r.rest(), critical=critical)
+    if ptype == PayloadType.NONCE:
+        if not 16 <= len(body) <= 256:
+            raise MalformedMessage(f"Nonce payload: {len(body)} bytes, must be 16..256")
+        return NoncePayload(body, critical=critical)
+    if ptype == PayloadType.NOTIFY:
+        proto, spi_size, ntype = r.unpack("!BBH", "Notify header")
+        spi = r.take(spi_size, "Notify SPI")
+        return NotifyPayload(ntype, r.rest(), proto, spi, critical=critical)
+    if ptype == PayloadType.DELETE:
+        proto, spi_size, count = r.unpack("!BBH", "Delete header")
+        if (spi_size == 0) != (count == 0) or spi_size * count != r.remaining():
+            raise MalformedMessage(
+                f"Delete payload: {count} SPIs of {spi_size} bytes but {r.remaining()} bytes"
+            )
+        spis = tuple(r.take(spi_size, "SPI") for _ in range(count if spi_size else 0))
+        return DeletePayload(proto, spis, spi_size, critical=critical)
+    if ptype == PayloadType.VENDOR:
+        return VendorPayload(body, critical=critical)
+    if ptype in (PayloadType.TSi, PayloadType.TSr):
+        return _decode_ts(body, critical, ptype == PayloadType.TSr)
+    if ptype == PayloadType.CP:
+        (cfg_type,) = r.unpack("!B3x", "CP header")
+        attrs: list[tuple[int, bytes]] = []
+        while r.remaining():
+            atype, alen = r.unpack("!HH", "CP attribute header")
+            attrs.append((atype & 0x7FFF, r.take(alen, "CP attribute value")))
+        return CpPayload(cfg_type, tuple(attrs), critical=critical)
+    if ptype == PayloadType.EAP:
+        return EapPayload(body, critical=critical)
+    return UnknownPayload(ptype, body, critical=critical)
+
+
+def decode_payloads(first: int, data: bytes, what: str = "message") -> list[Payload]:
+    """Walk a payload chain. SK/SKF end the chain and must cover the rest of `data`."""
+    r = _Reader(data, what)
+    payloads: list[Payload] = []
+    ptype = first
+    while ptype != PayloadType.NONE:
+        nxt, flags, plen = r.unpack("!BBH", f"header of payload {ptype}")
+        if plen < 4:
+            raise MalformedMessage(f"{what}: payload {ptype} length {plen} below 4")
+        body = r.take(plen - 4, f"body of payload {ptype}")
+        critical = bool(flags & 0x80)
+        if ptype == PayloadType.SK:
+            payloads.append(SkPayload(nxt, body, critical=critical))
+            break
+        if ptype == PayloadType.SKF:
+            br = _Reader(body, "SKF payload")
+            number, total = br.unpack("!HH", "fragment numbers")
+            payloads.append(SkfPayload(nxt, number, total, br.rest(), critical=critical))
+            break
+        payloads.append(_decode_body(ptype, body, critical))
+        ptype = nxt
+    if r.remaining():
+        raise MalformedMessage(f"{what}: {r.remaining()} bytes after the last payload")
+    return payloads
+
+
+def _next_field(p: Payload) -> int:
+    return p.inner_next if isinstance(p, SkPayload | SkfPayload) else -1
+
+
+def encode_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
+    """Chain payloads; returns the first payload type and the bytes."""
+    out = bytearray()
+    for i, p in enumerate(payloads):
+        body = p.encode_body()
+        nxt = _next_field(p)
+        if nxt < 0:
+            nxt = payloads[i + 1].ptype if i + 1 < len(payloads) else PayloadType.NONE
+        if len(body) + 4 > 0xFFFF:
+            raise ValueError(f"payload {p.ptype} too long: {len(body) + 4} bytes")
+        out += GENERIC_HEADER.pack(nxt, 0x80 if p.critical else 0, len(body) + 4) + body
+    first = payloads[0].ptype if payloads else PayloadType.NONE
+    return first, bytes(out)
