@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Real-kernel lab runner: boot Debian's distro kernel in a QEMU guest and run a command in it.
+
+The host kernel may lack ESP/AH entirely, so data-plane tests run inside a virtme-ng guest that
+shares this machine's filesystem (read-only root, writable /tmp and --rwdir folders). One boot
+runs a whole command or test session, because a boot costs 15-30 s under software emulation.
+
+Usage:
+  integration/lab.py exec [--memory 2G] [--cpus 2] -- CMD [ARGS...]
+  integration/lab.py pytest [PYTEST ARGS...]
+  integration/lab.py shell
+  integration/lab.py install      # only install what the lab needs
+  integration/lab.py direct -- CMD  # run on this host as-is, when its kernel already has ESP
+
+Environment: XFRMCTL_LAB_ACCEL=kvm|tcg overrides the accelerator choice; XFRMCTL_LAB_OUT sets
+the writable output folder (default: lab-out/ in the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".venv"
+DEBIAN_PACKAGES = {
+    # command or file that proves the package is there -> package
+    "qemu-system-x86_64": "qemu-system-x86",
+    "busybox": "busybox-static",
+    "ip": "iproute2",
+    "tcpdump": "tcpdump",
+    "ping": "iputils-ping",
+    "nft": "nftables",
+}
+KERNEL_PACKAGE = "linux-image-amd64"
+
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    log(f"error: {msg}")
+    raise SystemExit(code)
+
+
+def distro_kernel() -> Path | None:
+    """Newest Debian distro kernel image in /boot (one with modules for ESP, AH, GCM)."""
+    images = []
+    for path in glob.glob("/boot/vmlinuz-*"):
+        release = path.removeprefix("/boot/vmlinuz-")
+        if Path(f"/lib/modules/{release}/kernel/net/ipv4").is_dir():
+            images.append(Path(path))
+    return sorted(images)[-1] if images else None
+
+
+def vng_binary() -> str | None:
+    local = VENV / "bin" / "vng"
+    if local.exists():
+        return str(local)
+    return shutil.which("vng")
+
+
+def install() -> None:
+    """Install the guest kernel, QEMU and tools when missing (idempotent, needs root)."""
+    missing = sorted({pkg for cmd, pkg in DEBIAN_PACKAGES.items() if not shutil.which(cmd)})
+    if distro_kernel() is None:
+        missing.append(KERNEL_PACKAGE)
+    if missing:
+        if os.geteuid() != 0:
+            fail(f"missing Debian packages {' '.join(missing)}; run as root to install them")
+        log(f"installing {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", INITRD="No")
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            check=True,
+            env=env,
+        )
+    if vng_binary() is None:
+        pip = VENV / "bin" / "pip"
+        if not pip.exists():
+            fail(f"no virtualenv at {VENV}: run scripts/setup.sh first")
+        log("installing virtme-ng into the virtualenv")
+        subprocess.run([str(pip), "install", "-q", "virtme-ng"], check=True)
+
+
+def host_has_esp() -> bool:
+    """True when this host's kernel can install ESP SAs (then no VM is needed)."""
+    probe = (
+        "ip netns add xfrmctl-probe && "
+        "ip -n xfrmctl-probe xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100 "
+        "mode transport aead 'rfc4106(gcm(aes))' 0x" + "00" * 20 + " 128; "
+        "rc=$?; ip netns del xfrmctl-probe; exit $rc"
+    )
+    return subprocess.run(["sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def kvm_usable() -> bool:
+    """KVM only when the CPU really offers hardware virtualisation; /dev/kvm alone can lie."""
+    forced = os.environ.get("XFRMCTL_LAB_ACCEL", "").lower()
+    if forced in ("kvm", "tcg"):
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("vmx", "svm"))
+
+
+def guest_script(out: Path, command: list[str], interactive: bool = False) -> Path:
+    """Write the script the guest runs: we cannot pass long --exec strings (the guest hangs)."""
+    venv_bin = VENV / "bin"
+    lines = [
+        "#!/bin/sh",
+        f"touch {shlex.quote(str(out / 'guest-started'))}",
+        f"cd {shlex.quote(str(REPO))}",
+        f"export PATH={shlex.quote(str(venv_bin))}:/usr/local/sbin:/usr/local/bin:"
+        "/usr/sbin:/usr/bin:/sbin:/bin",
+        "export PYTHONDONTWRITEBYTECODE=1 XFRMCTL_IN_LAB=1",
+        f"export XFRMCTL_LAB_OUT={shlex.quote(str(out))}",
+        "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis",
+        # The root filesystem is the host's, read-only: load the modules tests rely on up front.
+        "for m in xfrm_user esp4 esp6 ah4 ah6 xfrm4_tunnel xfrm6_tunnel tunnel4 "
+        "xfrm_interface veth; do modprobe -q $m 2>/dev/null; done",
+        "sysctl -qw net.ipv4.ip_forward=0",
+    ]
+    lines.append("exec /bin/sh -i" if interactive else "exec " + shlex.join(command))
+    script = out / "guest-cmd.sh"
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    return script
+
+
+def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool = False) -> int:
+    install()
+    kernel = distro_kernel()
+    if kernel is None:
+        fail(f"no Debian kernel with modules in /boot after installing {KERNEL_PACKAGE}")
+    vng = vng_binary()
+    if vng is None:
+        fail("virtme-ng (vng) is not installed")
+    out = Path(os.environ.get("XFRMCTL_LAB_OUT", REPO / "lab-out")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    script = guest_script(out, command, interactive)
+    accel = kvm_usable()
+    argv = [
+        str(vng),
+        "-r",
+        str(kernel),
+        "--force-9p",
+        "--memory",
+        memory,
+        "--cpus",
+        str(cpus),
+        "--user",
+        "root",
+        "--rwdir",
+        str(out),
+    ]
+    if not accel:
+        argv.append("--disable-kvm")
+    argv += ["--exec", str(script)]
+    marker = out / "guest-started"
+    marker.unlink(missing_ok=True)
+    log(f"booting {kernel.name} ({'KVM' if accel else 'TCG, no hardware virtualisation'})")
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    stdin = None if interactive else subprocess.DEVNULL
+    proc = subprocess.run(argv, stdin=stdin, env=env)
+    if not marker.exists():
+        log(
+            f"the real-kernel guest did not boot (vng exit {proc.returncode}); "
+            "lab tests cannot run. Check that QEMU works: integration/lab.py exec -- true"
+        )
+        return proc.returncode or 3
+    return proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--memory", default=os.environ.get("XFRMCTL_LAB_MEMORY", "2G"))
+    parser.add_argument("--cpus", type=int, default=int(os.environ.get("XFRMCTL_LAB_CPUS", "2")))
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_exec = sub.add_parser("exec", help="run a command as root in the guest")
+    p_exec.add_argument("command", nargs=argparse.REMAINDER)
+    p_pytest = sub.add_parser("pytest", help="run the integration suite in the guest")
+    p_pytest.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("shell", help="interactive root shell in the guest")
+    sub.add_parser("install", help="install QEMU, the guest kernel and tools")
+    p_direct = sub.add_parser("direct", help="run on this host (its kernel must have ESP)")
+    p_direct.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    if args.action == "install":
+        install()
+        return 0
+    if args.action == "exec":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            parser.error("exec needs a command")
+        return run_in_guest(command, args.memory, args.cpus)
+    if args.action == "pytest":
+        pytest_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        command = [
+            str(VENV / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(REPO / "integration" / "pytest.ini"),
+            "--rootdir",
+            str(REPO),
+            *(pytest_args or [str(REPO / "integration")]),
+        ]
+        return run_in_guest(command, args.memory, args.cpus)
+    if args.action == "shell":
+        return run_in_guest([], args.memory, args.cpus, interactive=True)
+    if args.action == "direct":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not host_has_esp():
+            fail("this host's kernel cannot install ESP SAs; use 'exec' to run in the guest")
+        return subprocess.run(command).returncode
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

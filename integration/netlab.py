@@ -1,0 +1,270 @@
+"""Test hosts as network namespaces: links, bridges, routes, NAT, packet capture, XFRM readouts.
+
+Every namespace and process a `Network` creates is removed by `close()`, which the pytest
+fixture calls even when a test fails; deleting a namespace also deletes its veth ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Command = str | Sequence[str]
+_counter = itertools.count()
+
+
+def _argv(cmd: Command) -> list[str]:
+    return ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+
+
+@dataclass(frozen=True)
+class SaCounters:
+    spi: int
+    src: str
+    dst: str
+    proto: str
+    bytes: int
+    packets: int
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def run(
+        self, cmd: Command, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside this host; on failure the error shows its output."""
+        argv = ["ip", "netns", "exec", self.ns, *_argv(cmd)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"[{self.name}] {cmd!r} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+            )
+        return proc
+
+    def popen(self, cmd: Command, **kwargs: object) -> subprocess.Popen[str]:
+        """Start a background process in this host; it is killed at teardown."""
+        argv = ["ip", "netns", "exec", self.ns, *_argv(cmd)]
+        proc: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
+            argv, text=True, start_new_session=True, **kwargs
+        )
+        self.processes.append(proc)
+        return proc
+
+    def ping(self, dst: str, count: int = 3, interval: float = 0.2, wait: float = 2) -> bool:
+        proc = self.run(
+            f"ping -n -c {count} -i {interval} -W {wait} {shlex.quote(dst)}", check=False
+        )
+        return proc.returncode == 0
+
+    def xfrm_sa_counters(self) -> list[SaCounters]:
+        """SA byte/packet counters as `ip -s xfrm state` shows them (iproute2 as the oracle)."""
+        return parse_xfrm_state_stats(self.run("ip -s xfrm state").stdout)
+
+    def xfrm_state_text(self) -> str:
+        return self.run("ip xfrm state").stdout
+
+    def xfrm_policy_text(self) -> str:
+        return self.run("ip xfrm policy").stdout
+
+
+_SA_HEAD = re.compile(r"^src (\S+) dst (\S+)\s*$")
+_SA_PROTO = re.compile(r"^\s+proto (\S+) spi (0x[0-9a-f]+)")
+_SA_CUR = re.compile(r"^\s+(\d+)\(bytes\), (\d+)\(packets\)")
+
+
+def parse_xfrm_state_stats(text: str) -> list[SaCounters]:
+    out: list[SaCounters] = []
+    src = dst = proto = ""
+    spi = 0
+    in_current = False
+    for line in text.splitlines():
+        if m := _SA_HEAD.match(line):
+            src, dst = m.groups()
+            in_current = False
+        elif m := _SA_PROTO.match(line):
+            proto, spi = m.group(1), int(m.group(2), 16)
+        elif "lifetime current:" in line:
+            in_current = True
+        elif in_current and (m := _SA_CUR.match(line)):
+            out.append(SaCounters(spi, src, dst, proto, int(m.group(1)), int(m.group(2))))
+            in_current = False
+    return out
+
+
+@dataclass
+class Capture:
+    """A tcpdump running on one link of one host, read back as text after stop()."""
+
+    host: Host
+    dev: str
+    pcap: Path
+    proc: subprocess.Popen[str] | None = None
+    text: str = ""
+
+    def start(self, bpf: str = "") -> Capture:
+        self.proc = self.host.popen(
+            ["tcpdump", "-i", self.dev, "-n", "-U", "-w", str(self.pcap), *shlex.split(bpf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        # tcpdump prints "listening on ..." once the capture is open.
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        if "listening" not in line:
+            raise AssertionError(f"tcpdump did not start on {self.dev}: {line}")
+        return self
+
+    def stop(self) -> str:
+        if self.proc is not None and self.proc.poll() is None:
+            time.sleep(0.3)  # let the last packets reach the file
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=10)
+        out = subprocess.run(
+            ["tcpdump", "-n", "-v", "-r", str(self.pcap)], capture_output=True, text=True
+        )
+        self.text = out.stdout
+        return self.text
+
+    def lines(self) -> list[str]:
+        return [ln for ln in self.text.splitlines() if ln and not ln.startswith(" ")]
+
+
+class Network:
+    """A set of named hosts (network namespaces) and the links between them."""
+
+    def __init__(self, workdir: Path, prefix: str | None = None) -> None:
+        self.workdir = workdir
+        self.prefix = prefix or f"xl{os.getpid() % 10000}n{next(_counter)}"
+        self.hosts: dict[str, Host] = {}
+        self._links = 0
+
+    def host(self, name: str, forward: bool = False) -> Host:
+        ns = f"{self.prefix}-{name}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        host = Host(name, ns)
+        self.hosts[name] = host
+        host.run("ip link set lo up")
+        host.run(f"sysctl -qw net.ipv4.ip_forward={int(forward)}")
+        host.run(f"sysctl -qw net.ipv6.conf.all.forwarding={int(forward)}")
+        host.run("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")
+        return host
+
+    def link(self, a: Host, a_addr: str, b: Host, b_addr: str) -> tuple[str, str]:
+        """A veth pair between two hosts; returns the device names (in a, in b)."""
+        n = self._links
+        self._links += 1
+        a_dev, b_dev = f"veth{n}{a.name[:5]}", f"veth{n}{b.name[:5]}"
+        subprocess.run(
+            [
+                "ip",
+                "link",
+                "add",
+                a_dev,
+                "netns",
+                a.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b_dev,
+                "netns",
+                b.ns,
+            ],
+            check=True,
+        )
+        for host, dev, addr in ((a, a_dev, a_addr), (b, b_dev, b_addr)):
+            host.run(
+                f"ip addr add {addr} dev {dev} nodad"
+                if ":" in addr
+                else f"ip addr add {addr} dev {dev}"
+            )
+            host.run(f"ip link set {dev} up")
+        return a_dev, b_dev
+
+    def bridge(
+        self, members: Sequence[tuple[Host, str]], name: str = "sw"
+    ) -> tuple[Host, dict[str, str]]:
+        """A switch (bridge `br0` in its own namespace) joining several hosts.
+
+        Returns the switch host and each member's device. Capture on the switch's `br0` to see
+        exactly what crossed the wire: a capture on an endpoint's own device also shows
+        tunnel-mode packets after the kernel decapsulated them.
+        """
+        sw = self.host(f"{name}{self._links}")
+        sw.run("ip link add br0 type bridge && ip link set br0 up")
+        devs: dict[str, str] = {}
+        for host, addr in members:
+            n = self._links
+            self._links += 1
+            h_dev, s_dev = f"veth{n}{host.name[:5]}", f"port{n}"
+            subprocess.run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    h_dev,
+                    "netns",
+                    host.ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    s_dev,
+                    "netns",
+                    sw.ns,
+                ],
+                check=True,
+            )
+            sw.run(f"ip link set {s_dev} master br0 && ip link set {s_dev} up")
+            host.run(f"ip addr add {addr} dev {h_dev} && ip link set {h_dev} up")
+            devs[host.name] = h_dev
+        return sw, devs
+
+    def route(self, host: Host, dst: str, via: str) -> None:
+        host.run(f"ip route add {dst} via {via}")
+
+    def masquerade(self, host: Host, out_dev: str) -> None:
+        """Make `host` a NAT box that masquerades everything leaving through `out_dev`."""
+        host.run("sysctl -qw net.ipv4.ip_forward=1")
+        rules = (
+            "table ip nat {\n"
+            " chain postrouting { type nat hook postrouting priority srcnat;"
+            f' oifname "{out_dev}" masquerade; }}\n'
+            "}\n"
+        )
+        host.run(f"printf '%s' {shlex.quote(rules)} | nft -f -")
+
+    @contextlib.contextmanager
+    def capture(self, host: Host, dev: str, bpf: str = "") -> Iterator[Capture]:
+        pcap = self.workdir / f"{host.ns}-{dev}-{next(_counter)}.pcap"
+        cap = Capture(host, dev, pcap).start(bpf)
+        try:
+            yield cap
+        finally:
+            cap.stop()
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            for proc in host.processes:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=5)
+        for host in self.hosts.values():
+            subprocess.run(["ip", "netns", "del", host.ns], capture_output=True)
+        self.hosts.clear()
