@@ -220,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             str(REPO / "integration" / "pytest.ini"),
             "--rootdir",
             str(REPO),
-            *(pytest_args or [str(REPO / "integration")]),
+            *pytest_args,
         ]
+        if not any(Path(a.split("::")[0]).exists() for a in pytest_args):
+            command.append(str(REPO / "integration"))
         return run_in_guest(command, args.memory, args.cpus)
     if args.action == "shell":
         return run_in_guest([], args.memory, args.cpus, interactive=True)

@@ -1,0 +1,27 @@
+#!/bin/sh
+# xfrmctl's two entry points on a fresh Debian 12 machine (as root):
+#   ./lab.sh demo   install everything, then a real IPsec tunnel between two hosts in the lab
+#   ./lab.sh test   install everything, then lint, unit tests and the real-kernel lab suite
+# Also: ./lab.sh shell (root shell in the lab guest), ./lab.sh unit, ./lab.sh lint, ./lab.sh lab.
+set -eu
+cd "$(dirname "$0")"
+action=${1:-help}
+[ $# -gt 0 ] && shift
+
+lint() {
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy
+}
+unit() { .venv/bin/python -m pytest -q tests "$@"; }
+lab() { .venv/bin/python integration/lab.py pytest "$@"; }
+
+case "$action" in
+    demo) scripts/setup.sh; exec .venv/bin/python integration/lab.py exec -- .venv/bin/python integration/demo.py "$@" ;;
+    test) scripts/setup.sh; lint; unit; lab -q "$@" ;;
+    unit) scripts/setup.sh; unit "$@" ;;
+    lint) scripts/setup.sh; lint ;;
+    lab) scripts/setup.sh; lab "$@" ;;
+    shell) scripts/setup.sh; exec .venv/bin/python integration/lab.py shell ;;
+    *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; [ "$action" = help ] ;;
+esac
