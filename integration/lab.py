@@ -198,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("install", help="install QEMU, the guest kernel and tools")
     p_direct = sub.add_parser("direct", help="run on this host (its kernel must have ESP)")
     p_direct.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.action in ("exec", "pytest", "direct"):
+        # argparse leaves options meant for the inner command (pytest -q, ...) unparsed.
+        field = "args" if args.action == "pytest" else "command"
+        setattr(args, field, extra + getattr(args, field))
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     if args.action == "install":
         install()
