@@ -8,6 +8,13 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import constant_time
 
 from xfrmctl.ike.crypto.algorithms import Prf
+from xfrmctl.ike.crypto.signatures import (
+    LocalSigner,
+    SignatureError,
+    check_signature,
+    our_hash_algorithms,
+    verify_signature,
+)
 
 _KEY_PAD = b"Key Pad for IKEv2"
 
@@ -31,3 +38,15 @@ def psk_auth_data(prf: Prf, psk: bytes, octets: bytes) -> bytes:
 def psk_verify(prf: Prf, psk: bytes, octets: bytes, auth_data: bytes) -> bool:
     """Constant-time check of a peer's PSK AUTH data."""
     return constant_time.bytes_eq(psk_auth_data(prf, psk, octets), auth_data)
+
+
+__all__ = [
+    "LocalSigner",
+    "SignatureError",
+    "check_signature",
+    "our_hash_algorithms",
+    "psk_auth_data",
+    "psk_verify",
+    "signed_octets",
+    "verify_signature",
+]
