@@ -1,0 +1,53 @@
+"""The configuration: one YAML file plus includes, validated with file:line error messages.
+
+Exports resolve lazily so that importing a light helper (e.g. `xfrmctl.config.units`) from the
+CLI does not pull in pydantic.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xfrmctl.config.errors import ConfigError, ConfigIssue
+    from xfrmctl.config.identities import Identity
+    from xfrmctl.config.loader import LoadedConfig, check_config, load_config
+    from xfrmctl.config.model import Child, Connection, Settings, XfrmctlConfig, json_schema
+    from xfrmctl.config.selectors import Selector
+
+_EXPORTS = {
+    "ConfigError": "errors",
+    "ConfigIssue": "errors",
+    "Identity": "identities",
+    "LoadedConfig": "loader",
+    "check_config": "loader",
+    "load_config": "loader",
+    "Child": "model",
+    "Connection": "model",
+    "Settings": "model",
+    "XfrmctlConfig": "model",
+    "json_schema": "model",
+    "Selector": "selectors",
+}
+__all__ = [
+    "Child",
+    "ConfigError",
+    "ConfigIssue",
+    "Connection",
+    "Identity",
+    "LoadedConfig",
+    "Selector",
+    "Settings",
+    "XfrmctlConfig",
+    "check_config",
+    "json_schema",
+    "load_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xfrmctl.config' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"xfrmctl.config.{module}"), name)

@@ -1,0 +1,250 @@
+"""Loading the main file and its includes into one validated configuration.
+
+Every problem found is collected, not just the first, so `xfrmctl check` can list them all.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from xfrmctl.config.errors import ConfigError, ConfigIssue, pydantic_message
+from xfrmctl.config.model import Connection, Settings, XfrmctlConfig
+from xfrmctl.config.rules import find_problems
+from xfrmctl.config.secretfiles import SecretError, decode_psk, read_private_file, read_psk
+from xfrmctl.config.yamlnodes import Loc, Position, SourceMap, YamlError, load_yaml
+
+# Path-valued keys inside a connection, resolved relative to the file that wrote them.
+_PATH_KEYS: tuple[tuple[str, ...], ...] = (
+    ("psk_file",),
+    ("local", "key"),
+    ("local", "certs"),
+    ("remote", "cacerts"),
+    ("remote", "certs"),
+)
+
+
+@dataclass
+class LoadedConfig:
+    """A valid configuration plus the secrets it refers to (never shown by repr)."""
+
+    model: XfrmctlConfig
+    path: Path
+    files: list[Path]
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    _psks: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        return self.model.settings
+
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self.model.connections
+
+    def connection(self, name: str) -> Connection:
+        """The named connection; KeyError names it when unknown."""
+        try:
+            return self.model.connections[name]
+        except KeyError:
+            raise KeyError(f"no connection named {name!r} in {self.path}") from None
+
+    def psk_bytes(self, name: str) -> bytes:
+        """The connection's pre-shared key, decoded; KeyError if it has none."""
+        try:
+            return self._psks[name]
+        except KeyError:
+            raise KeyError(f"connection {name!r} has no pre-shared key") from None
+
+    def private_key_bytes(self, name: str) -> bytes:
+        """Contents of the connection's private key file (PEM or DER); KeyError if none."""
+        try:
+            return self._keys[name]
+        except KeyError:
+            raise KeyError(f"connection {name!r} has no private key") from None
+
+
+class _Collector:
+    def __init__(self, main: Path) -> None:
+        self.main = main
+        self.sources = SourceMap()
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, loc: Loc, message: str, warning: bool = False) -> None:
+        self.issues.append(ConfigIssue(self.sources.find(loc, self.main), loc, message, warning))
+
+    def add_yaml(self, exc: YamlError) -> None:
+        self.issues.append(ConfigIssue(exc.position, exc.loc, exc.message))
+
+    def file_of(self, loc: Loc) -> Path:
+        return self.sources.find(loc, self.main).file
+
+
+def _read_text(path: Path, what: str, out: _Collector) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        out.issues.append(ConfigIssue(Position(path, 0), (), f"{what} does not exist"))
+    except PermissionError:
+        out.issues.append(ConfigIssue(Position(path, 0), (), f"{what}: permission denied"))
+    except UnicodeDecodeError as exc:
+        out.issues.append(ConfigIssue(Position(path, 0), (), f"{what} is not UTF-8 text: {exc}"))
+    except OSError as exc:
+        out.issues.append(ConfigIssue(Position(path, 0), (), f"{what}: {exc.strerror}"))
+    return None
+
+
+def _merge_include(path: Path, merged: dict[str, Any], out: _Collector) -> None:
+    text = _read_text(path, "include file", out)
+    if text is None:
+        return
+    local = SourceMap()
+    try:
+        data = load_yaml(text, path, local)
+    except YamlError as exc:
+        out.add_yaml(exc)
+        return
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        problem = "expected a mapping with connections:"
+        out.issues.append(ConfigIssue(Position(path, 1), (), problem))
+        return
+    for key in data:
+        if key != "connections":
+            out.issues.append(
+                ConfigIssue(
+                    local.find((key,), path),
+                    (key,),
+                    "only 'connections' may appear in an include file",
+                )
+            )
+    conns = data.get("connections") or {}
+    if not isinstance(conns, dict):
+        out.issues.append(
+            ConfigIssue(local.find(("connections",), path), ("connections",), "expected a mapping")
+        )
+        return
+    target = merged.setdefault("connections", {})
+    if not isinstance(target, dict):
+        return
+    for name, value in conns.items():
+        here = local.find(("connections", name), path)
+        if name in target:
+            first = out.sources.find(("connections", name), out.main)
+            out.issues.append(
+                ConfigIssue(
+                    here,
+                    ("connections", name),
+                    f"duplicate connection name {name!r}: already defined at {first}",
+                )
+            )
+            continue
+        target[name] = value
+        for loc, position in local.positions.items():
+            if loc[:2] == ("connections", name):
+                out.sources.positions[loc] = position
+
+
+def _resolve_paths(data: dict[str, Any], out: _Collector) -> None:
+    """Make relative file names absolute against the directory of the file naming them."""
+    conns = data.get("connections")
+    if not isinstance(conns, dict):
+        return
+    for name, conn in conns.items():
+        for keys in _PATH_KEYS:
+            holder: Any = conn
+            for key in keys[:-1]:
+                holder = holder.get(key) if isinstance(holder, dict) else None
+            if not isinstance(holder, dict) or keys[-1] not in holder:
+                continue
+            base = out.file_of(("connections", name, *keys)).parent
+            value = holder[keys[-1]]
+            if isinstance(value, str):
+                holder[keys[-1]] = str(base / value)
+            elif isinstance(value, list):
+                holder[keys[-1]] = [str(base / v) if isinstance(v, str) else v for v in value]
+
+
+def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
+    for name, conn in config.model.connections.items():
+        loc: Loc = ("connections", name)
+        if conn.uses_psk and conn.psk_file is not None:
+            try:
+                config._psks[name] = read_psk(conn.psk_file)
+            except SecretError as exc:
+                out.add((*loc, "psk_file"), str(exc))
+        elif conn.uses_psk and conn.psk is not None:
+            try:
+                config._psks[name] = decode_psk(conn.psk.encode(), "psk")
+            except SecretError as exc:
+                out.add((*loc, "psk"), str(exc))
+            out.add(
+                (*loc, "psk"),
+                "pre-shared key written inline; move it to a psk_file readable only by root",
+                warning=True,
+            )
+        if conn.local.auth == "pubkey" and conn.local.key is not None:
+            try:
+                config._keys[name] = read_private_file(conn.local.key, "private key")
+            except SecretError as exc:
+                out.add((*loc, "local", "key"), str(exc))
+        for side, key in (("local", "certs"), ("remote", "cacerts"), ("remote", "certs")):
+            for index, cert in enumerate(getattr(getattr(conn, side), key)):
+                if not cert.is_file():
+                    out.add((*loc, side, key, index), f"certificate file {cert} does not exist")
+
+
+def check_config(path: Path) -> tuple[LoadedConfig | None, list[ConfigIssue]]:
+    """Load and validate; returns the config (None on errors) and every issue, warnings too."""
+    out = _Collector(path)
+    text = _read_text(path, "configuration file", out)
+    if text is None:
+        return None, out.issues
+    try:
+        data = load_yaml(text, path, out.sources)
+    except YamlError as exc:
+        out.add_yaml(exc)
+        return None, out.issues
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        out.add((), "expected a mapping with settings: and connections:")
+        return None, out.issues
+    settings = data.get("settings")
+    pattern = Settings().include
+    if isinstance(settings, dict) and isinstance(settings.get("include"), str):
+        pattern = settings["include"]
+    files = [path]
+    for include in sorted(glob.glob(str(path.parent / pattern))):
+        files.append(Path(include))
+        _merge_include(Path(include), data, out)
+    _resolve_paths(data, out)
+    try:
+        model = XfrmctlConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc, message = pydantic_message(XfrmctlConfig, error)
+            out.add(loc, message)
+        return None, out.issues
+    for loc, message in find_problems(model):
+        out.add(loc, message)
+    loaded = LoadedConfig(model=model, path=path, files=files)
+    _load_secrets(loaded, out)
+    loaded.warnings = [i for i in out.issues if i.warning]
+    if any(not i.warning for i in out.issues):
+        return None, out.issues
+    return loaded, out.issues
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """The validated configuration; raises ConfigError listing every problem."""
+    loaded, issues = check_config(path)
+    if loaded is None:
+        raise ConfigError(issues)
+    return loaded

@@ -1,0 +1,363 @@
+"""The configuration schema: pydantic models whose field names follow swanctl.conf.
+
+Models only check shape and single values; cross-field rules live in `rules.py` and file access
+in `secrets.py`, so that every mistake can be reported with its own key and line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+
+from xfrmctl.config.identities import ANY, Identity, parse_identity
+from xfrmctl.config.selectors import Selector, parse_selector
+from xfrmctl.config.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+from xfrmctl.ike.iana import ProtocolId
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.transforms import Proposal
+
+DEFAULT_SOCKET = Path("/run/xfrmctl/xfrmctl.sock")
+DEFAULT_IKE_PROPOSALS = ["aes256gcm16-prfsha384-x25519"]
+DEFAULT_ESP_PROPOSALS = ["aes256gcm16"]
+DEFAULT_AH_PROPOSALS = ["sha256"]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"name {value!r} must start with a letter or digit and hold only letters, digits, "
+            "'.', '_' and '-'"
+        )
+    return value
+
+
+def _check_proposal(protocol: ProtocolId) -> Any:
+    def check(text: str) -> str:
+        try:
+            from xfrmctl.ike.proposals import parse_proposals
+        except ImportError:  # the proposal parser is not there: the daemon will refuse later
+            return text
+        parse_proposals([text], protocol)  # ProposalSyntaxError is a ValueError
+        return text
+
+    return check
+
+
+def _check_identity(value: str) -> str:
+    parse_identity(value)
+    return value
+
+
+def _check_selector(value: str) -> str:
+    parse_selector(value)
+    return value
+
+
+def _check_address(value: str) -> str:
+    if value == ANY:
+        return value
+    try:
+        if "/" in value:
+            ipaddress.ip_network(value, strict=True)
+        else:
+            ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address, a prefix or %any") from None
+    return value
+
+
+def _bool_alias(true: str, false: str) -> Any:
+    """YAML 1.1 reads `yes`/`no` as booleans; map them back onto the documented words."""
+
+    def convert(value: object) -> object:
+        if value is True:
+            return true
+        if value is False:
+            return false
+        return value
+
+    return convert
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            "description": "seconds, or a number with s, m, h or d",
+        }
+    ),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "a count, or a number with K, M, G or T (powers of 1024)",
+        }
+    ),
+]
+Name = Annotated[str, AfterValidator(_check_name)]
+Address = Annotated[str, AfterValidator(_check_address)]
+IdentityText = Annotated[str, AfterValidator(_check_identity)]
+TrafficSelectorText = Annotated[str, AfterValidator(_check_selector)]
+IkeProposal = Annotated[str, AfterValidator(_check_proposal(ProtocolId.IKE))]
+EspProposal = Annotated[str, AfterValidator(_check_proposal(ProtocolId.ESP))]
+AhProposal = Annotated[str, AfterValidator(_check_proposal(ProtocolId.AH))]
+Port = Annotated[int, Field(ge=1, le=65535)]
+IfId = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class Settings(_Strict):
+    """Daemon-wide settings; only allowed in the main file."""
+
+    socket: Path = DEFAULT_SOCKET
+    """Control socket path (created 0600, its directory 0700)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity. Key material is never logged at any level."""
+    include: str = "conf.d/*.yaml"
+    """Glob of per-connection files, relative to the main file's directory."""
+    port: Port = 500
+    """UDP port for IKE (charon.port)."""
+    port_nat_t: Port = 4500
+    """UDP port for NAT-T and ESP-in-UDP (charon.port_nat_t)."""
+
+
+class LocalAuth(_Strict):
+    """How we authenticate ourselves (swanctl connections.<conn>.local)."""
+
+    id: IdentityText | None = None
+    """Our identity; defaults to our IKE address."""
+    auth: Literal["psk", "pubkey"] = "pubkey"
+    """psk (needs psk_file) or pubkey (needs certs and key)."""
+    certs: list[Path] = []
+    """Our certificate first, then intermediates (PEM or DER)."""
+    key: Path | None = None
+    """Private key file for pubkey; must not be readable by other users."""
+
+    def identity(self) -> Identity | None:
+        """Typed identity, or None for "use the IKE address"."""
+        return parse_identity(self.id) if self.id else None
+
+
+class RemoteAuth(_Strict):
+    """How the peer must authenticate (swanctl connections.<conn>.remote)."""
+
+    id: IdentityText = ANY
+    """Identity the peer must prove; %any accepts any authenticated identity."""
+    auth: Literal["psk", "pubkey"] = "pubkey"
+    """psk (needs psk_file) or pubkey (needs cacerts or certs)."""
+    cacerts: list[Path] = []
+    """CA certificates the peer's certificate must chain to."""
+    certs: list[Path] = []
+    """Pinned peer certificates accepted as they are."""
+
+    def identity(self) -> Identity | None:
+        """Typed identity; None means %any."""
+        return parse_identity(self.id)
+
+
+class Child(_Strict):
+    """One Child SA (swanctl connections.<conn>.children.<child>)."""
+
+    mode: Literal["tunnel", "transport"] = "tunnel"
+    """IPsec mode."""
+    protocol: Literal["esp", "ah"] = "esp"
+    """ESP (encrypts) or AH (integrity only)."""
+    local_ts: list[TrafficSelectorText] = ["dynamic"]
+    """Local traffic selectors: PREFIX or PREFIX[PROTO/PORT]; dynamic = our address."""
+    remote_ts: list[TrafficSelectorText] = ["dynamic"]
+    """Remote traffic selectors; dynamic = the peer's address."""
+    esp_proposals: list[EspProposal] | None = None
+    """ESP proposals in strongSwan syntax (default aes256gcm16)."""
+    ah_proposals: list[AhProposal] | None = None
+    """AH proposals in strongSwan syntax (default sha256)."""
+    start_action: Literal["none", "trap", "start"] = "none"
+    """What to do when the config is loaded: nothing, install trap policies, or initiate."""
+    close_action: Literal["none", "trap", "start"] = "none"
+    """What to do when the peer closes the Child SA."""
+    dpd_action: Literal["clear", "trap", "restart"] = "clear"
+    """What to do when DPD declares the peer dead."""
+    rekey_time: Duration = 3600
+    """Rekey after this time (default 1h)."""
+    life_time: Duration | None = None
+    """Hard expiry (default rekey_time + 10%)."""
+    rand_time: Duration | None = None
+    """Random jitter subtracted from rekey_time (default life_time - rekey_time)."""
+    rekey_bytes: Size = 0
+    """Rekey after this many bytes (0: never)."""
+    life_bytes: Size | None = None
+    """Hard byte limit (default rekey_bytes + 10%)."""
+    rand_bytes: Size | None = None
+    """Random byte jitter (default life_bytes - rekey_bytes)."""
+    rekey_packets: Size = 0
+    """Rekey after this many packets (0: never)."""
+    life_packets: Size | None = None
+    """Hard packet limit (default rekey_packets + 10%)."""
+    rand_packets: Size | None = None
+    """Random packet jitter (default life_packets - rekey_packets)."""
+    replay_window: Annotated[int, Field(ge=0, le=4096)] = 32
+    """Anti-replay window in packets (0 disables replay protection)."""
+    if_id_in: IfId | None = None
+    """XFRM interface ID for inbound SAs and policies."""
+    if_id_out: IfId | None = None
+    """XFRM interface ID for outbound SAs and policies."""
+    hw_offload: Annotated[
+        Literal["no", "crypto", "packet"], BeforeValidator(_bool_alias("crypto", "no"))
+    ] = "no"
+    """NIC offload: no, crypto (crypto only) or packet (full packet offload)."""
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Child:
+        """Derive hard limits and jitter the way strongSwan does when they are not given."""
+        values = self.__dict__
+        for kind in ("time", "bytes", "packets"):
+            rekey = values[f"rekey_{kind}"]
+            if values[f"life_{kind}"] is None:
+                values[f"life_{kind}"] = rekey + rekey // 10
+            if values[f"rand_{kind}"] is None:
+                values[f"rand_{kind}"] = max(values[f"life_{kind}"] - rekey, 0)
+        if self.esp_proposals is None and self.protocol == "esp":
+            values["esp_proposals"] = list(DEFAULT_ESP_PROPOSALS)
+        if self.ah_proposals is None and self.protocol == "ah":
+            values["ah_proposals"] = list(DEFAULT_AH_PROPOSALS)
+        return self
+
+    def proposal_texts(self) -> list[str]:
+        """The proposals for the configured protocol."""
+        texts = self.ah_proposals if self.protocol == "ah" else self.esp_proposals
+        return list(texts or [])
+
+    def proposals(self) -> list[Proposal]:
+        """Parsed proposals; needs xfrmctl.ike.proposals."""
+        from xfrmctl.ike.proposals import parse_proposals
+
+        protocol = ProtocolId.AH if self.protocol == "ah" else ProtocolId.ESP
+        return parse_proposals(self.proposal_texts(), protocol)
+
+    def local_selectors(self) -> list[Selector]:
+        """Parsed local_ts; `dynamic` entries have network None until `resolve()`."""
+        return [parse_selector(t) for t in self.local_ts]
+
+    def remote_selectors(self) -> list[Selector]:
+        """Parsed remote_ts; `dynamic` entries have network None until `resolve()`."""
+        return [parse_selector(t) for t in self.remote_ts]
+
+
+class Connection(_Strict):
+    """One IKE connection (swanctl connections.<conn>)."""
+
+    local_addrs: list[Address] = []
+    """Our addresses; empty means any."""
+    remote_addrs: list[Address] = []
+    """Peer addresses or prefixes; empty means any (responder only)."""
+    remote_port: Port = 500
+    """The peer's IKE port."""
+    proposals: list[IkeProposal] = Field(default_factory=lambda: list(DEFAULT_IKE_PROPOSALS))
+    """IKE proposals in strongSwan syntax, e.g. aes256gcm16-prfsha384-x25519."""
+    local: LocalAuth = LocalAuth()
+    """Our identity and authentication."""
+    remote: RemoteAuth = RemoteAuth()
+    """The peer's identity and authentication."""
+    psk_file: Path | None = None
+    """File holding the pre-shared key (not readable by other users; 0x.. hex, 0s.. base64)."""
+    psk: str | None = Field(default=None, repr=False, json_schema_extra={"writeOnly": True})
+    """Inline pre-shared key; allowed with a warning, prefer psk_file."""
+    rekey_time: Duration = 14400
+    """IKE SA rekey time (default 4h)."""
+    reauth_time: Duration = 0
+    """IKE SA reauthentication time (0: never)."""
+    over_time: Duration | None = None
+    """Hard IKE SA lifetime beyond rekey_time (default 10% of rekey_time)."""
+    rand_time: Duration | None = None
+    """Random jitter subtracted from rekey_time (default over_time)."""
+    dpd_delay: Duration = 0
+    """Check liveness after this much silence (0: off)."""
+    dpd_timeout: Duration = 150
+    """Declare the peer dead after this long without an answer."""
+    encap: Annotated[Literal["auto", "force"], BeforeValidator(_bool_alias("force", "auto"))] = (
+        "auto"
+    )
+    """UDP-encapsulate ESP only behind NAT (auto) or always (force)."""
+    keep_alive: Duration = 20
+    """NAT-T keepalive interval when we are behind a NAT (0: off)."""
+    fragmentation: bool = True
+    """Use IKEv2 fragmentation (RFC 7383) when the peer supports it."""
+    children: dict[Name, Child] = {}
+    """Child SAs by name."""
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Connection:
+        values = self.__dict__
+        if self.over_time is None:
+            values["over_time"] = self.rekey_time // 10
+        if self.rand_time is None:
+            values["rand_time"] = values["over_time"]
+        return self
+
+    def local_identity(self) -> Identity | None:
+        """Our identity; None when it defaults to the IKE address in use."""
+        return self.local.identity()
+
+    def remote_identity(self) -> Identity | None:
+        """The required peer identity; None for %any."""
+        return self.remote.identity()
+
+    def ike_proposals(self) -> list[Proposal]:
+        """Parsed IKE proposals; needs xfrmctl.ike.proposals."""
+        from xfrmctl.ike.proposals import parse_proposals
+
+        return parse_proposals(list(self.proposals), ProtocolId.IKE)
+
+    @property
+    def uses_psk(self) -> bool:
+        return "psk" in (self.local.auth, self.remote.auth)
+
+
+def _none_to_empty(value: object) -> object:
+    return {} if value is None else value
+
+
+class XfrmctlConfig(_Strict):
+    """xfrmctl configuration: daemon settings and IKE connections."""
+
+    settings: Settings = Settings()
+    """Daemon-wide settings."""
+    connections: Annotated[dict[Name, Connection], BeforeValidator(_none_to_empty)] = {}
+    """Connections by name (also from the include files)."""
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) for editors and `xfrmctl config schema`."""
+    schema = XfrmctlConfig.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://xfrmctl.invalid/schema/xfrmctl.yaml.json",
+        **schema,
+    }
