@@ -18,7 +18,14 @@ lab() { .venv/bin/python integration/lab.py pytest "$@"; }
 
 case "$action" in
     demo) scripts/setup.sh; exec .venv/bin/python integration/lab.py exec -- .venv/bin/python integration/demo.py "$@" ;;
-    test) scripts/setup.sh; lint; unit; lab -q "$@" ;;
+    test)
+        scripts/setup.sh
+        mkdir -p lab-out
+        rm -f lab-out/unit.xml lab-out/lab.xml
+        lint
+        unit --junitxml=lab-out/unit.xml
+        lab -q --junitxml="$PWD/lab-out/lab.xml" "$@"
+        .venv/bin/python scripts/summary.py lab-out/unit.xml lab-out/lab.xml ;;
     unit) scripts/setup.sh; unit "$@" ;;
     lint) scripts/setup.sh; lint ;;
     lab) scripts/setup.sh; lab "$@" ;;
