@@ -1,0 +1,174 @@
+"""X.509 for IKE: verify a peer's chain against configured CAs and match its ID to the leaf.
+
+Chains are built only from the configured CAs and the certificates the peer sent; nothing is
+ever fetched (no AIA, CRL or OCSP). `cryptography`'s WebPKI end-entity policy insists on
+serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, so the
+EKU check is swapped for one that accepts what IKE implementations accept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from xfrmctl.ike.crypto.errors import CertificateError
+from xfrmctl.ike.iana import IdType
+
+IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")  # RFC 4945 §5.1.3.12
+_ACCEPTED_EKUS = frozenset(
+    {
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        IPSEC_IKE,
+        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    }
+)
+MAX_CHAIN_DEPTH = 8
+
+
+def _check_eku(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    """RFC 4945 §5.1.3.12: no EKU is fine; otherwise one usable for IKE must be present."""
+    if eku is not None and not _ACCEPTED_EKUS.intersection(eku):
+        names = ", ".join(o.dotted_string for o in eku)
+        raise ValueError(f"certificate EKU ({names}) allows neither IKE nor TLS authentication")
+
+
+def _ee_policy() -> ExtensionPolicy:
+    return ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _check_eku
+    )
+
+
+def _ca_policy() -> ExtensionPolicy:
+    return ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _check_eku
+    )
+
+
+def load_certificate_chain(pem: bytes) -> list[x509.Certificate]:
+    """All certificates of a PEM bundle, in file order (our own leaf first, then intermediates)."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as e:
+        raise CertificateError(f"cannot parse PEM certificates: {e}") from None
+    if not certs:
+        raise CertificateError("no certificate found in PEM data")
+    return certs
+
+
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as e:
+        raise CertificateError(f"cannot parse DER certificate: {e}") from None
+
+
+class TrustStore:
+    """The CA certificates one connection trusts for its peers."""
+
+    def __init__(self, cas: Sequence[x509.Certificate]) -> None:
+        if not cas:
+            raise CertificateError("no CA certificates configured")
+        self.cas = list(cas)
+        self._store = Store(self.cas)
+
+    def __repr__(self) -> str:
+        names = "; ".join(c.subject.rfc4514_string() for c in self.cas)
+        return f"<TrustStore {names}>"
+
+    @classmethod
+    def from_pem_files(cls, paths: Sequence[Path]) -> TrustStore:
+        cas: list[x509.Certificate] = []
+        for path in paths:
+            try:
+                cas += load_certificate_chain(Path(path).read_bytes())
+            except OSError as e:
+                raise CertificateError(f"cannot read CA file {path}: {e.strerror}") from None
+            except CertificateError as e:
+                raise CertificateError(f"CA file {path}: {e}") from None
+        return cls(cas)
+
+    def verify_chain(
+        self, leaf_der: bytes, intermediates_der: Sequence[bytes], now: datetime | float
+    ) -> x509.Certificate:
+        """The peer's leaf once it chains to one of our CAs at `now`; else CertificateError."""
+        leaf = load_der_certificate(leaf_der)
+        intermediates = [load_der_certificate(d) for d in intermediates_der]
+        when = (now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)).astimezone(
+            UTC
+        )
+        if when > leaf.not_valid_after_utc:
+            raise CertificateError(f"certificate {_name(leaf)} expired {leaf.not_valid_after_utc}")
+        if when < leaf.not_valid_before_utc:
+            raise CertificateError(
+                f"certificate {_name(leaf)} is not valid before {leaf.not_valid_before_utc}"
+            )
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(when)
+            .max_chain_depth(MAX_CHAIN_DEPTH)
+            .extension_policies(ca_policy=_ca_policy(), ee_policy=_ee_policy())
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, intermediates)
+        except VerificationError as e:
+            raise CertificateError(f"certificate {_name(leaf)} not trusted: {e}") from None
+        return leaf
+
+
+def _name(cert: x509.Certificate) -> str:
+    return repr(cert.subject.rfc4514_string())
+
+
+def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError:  # malformed extension
+        return None
+
+
+def id_matches_certificate(id_type: IdType | int, id_data: bytes, cert: x509.Certificate) -> bool:
+    """Does the peer's IKE ID appear in its certificate (RFC 4945 §3.1)?
+
+    FQDN and RFC822 compare case-insensitively with SAN dNSName/rfc822Name; IP addresses with
+    SAN iPAddress; DER_ASN1_DN with the subject DN's DER encoding byte for byte.
+    """
+    san = _san(cert)
+    try:
+        if id_type == IdType.FQDN:
+            name = id_data.decode("ascii").lower().rstrip(".")
+            return san is not None and any(
+                n.lower().rstrip(".") == name for n in san.get_values_for_type(x509.DNSName)
+            )
+        if id_type == IdType.RFC822_ADDR:
+            addr = id_data.decode("ascii").lower()
+            return san is not None and any(
+                n.lower() == addr for n in san.get_values_for_type(x509.RFC822Name)
+            )
+        if id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+            if len(id_data) != (4 if id_type == IdType.IPV4_ADDR else 16):
+                return False
+            ip = ipaddress.ip_address(id_data)
+            return san is not None and ip in san.get_values_for_type(x509.IPAddress)
+        if id_type == IdType.DER_ASN1_DN:
+            return id_data == cert.subject.public_bytes()
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return False
