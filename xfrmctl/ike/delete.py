@@ -1,0 +1,84 @@
+"""INFORMATIONAL exchanges with Delete payloads (RFC 7296 §1.4.1), and request dispatch.
+
+Deleting a Child SA both ways at once: each side answers the other's request without the
+SA it is already deleting, so both end up removing it exactly once.
+"""
+
+from __future__ import annotations
+
+from xfrmctl.ike.childsa import spi_bytes
+from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId, name_of
+from xfrmctl.ike.message import Message
+from xfrmctl.ike.payloads import DeletePayload, NotifyPayload, Payload
+from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa
+
+
+class DeleteChildTask:
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, child: ChildSa, reason: str) -> None:
+        self.child = child
+        self.reason = reason
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        if self.child not in sa.children:
+            return None
+        return [DeletePayload(self.child.protocol, (spi_bytes(self.child.spi_in),), 4)]
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        sa.ep.remove_child(sa, self.child, now, self.reason, notify_peer=False)
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        sa.ep.remove_child(sa, self.child, now, self.reason, notify_peer=False)
+
+
+class IkeDeleteTask:
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        return [DeletePayload(ProtocolId.IKE)]
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)
+
+
+def start_ike_delete(sa: IkeSa, now: float, reason: str) -> None:
+    sa.state = IkeState.DELETING
+    sa.tasks.clear()
+    sa.rekey_at = sa.dpd_at = None
+    sa.queue(IkeDeleteTask(reason), now)
+
+
+def handle_informational(
+    sa: IkeSa, msg: Message, payloads: list[Payload], now: float
+) -> list[Payload]:
+    """Deletes, liveness checks (empty requests) and status notifies."""
+    response: list[Payload] = []
+    for p in payloads:
+        if isinstance(p, DeletePayload):
+            if p.protocol == ProtocolId.IKE:
+                sa.close_after_response = "deleted by peer"
+                return []
+            ours: list[bytes] = []
+            for raw in p.spis:
+                spi = int.from_bytes(raw, "big")
+                child = next(
+                    (c for c in sa.children if c.spi_out == spi and c.protocol == p.protocol), None
+                )
+                if child is None:
+                    continue
+                if child.state != ChildState.DELETING:
+                    ours.append(spi_bytes(child.spi_in))
+                sa.ep.remove_child(sa, child, now, "deleted by peer", notify_peer=False)
+            if ours:
+                response.append(DeletePayload(p.protocol, tuple(ours), 4))
+        elif isinstance(p, NotifyPayload) and p.notify_type < 16384:
+            sa.violation(f"peer reported {name_of(NotifyType, p.notify_type)}")
+    return response

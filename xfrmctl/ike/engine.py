@@ -1,0 +1,338 @@
+"""`IkeEndpoint`: the sans-IO IKEv2 engine a daemon drives (like aioquic's QuicConnection).
+
+The host feeds datagrams and the time in, and takes datagrams, events and the next timer
+deadline out. Nothing here reads a clock, opens a socket or logs: the host does all I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from xfrmctl.ike import child_create, child_rekey, delete, ike_auth, ike_init, ike_rekey
+from xfrmctl.ike.cookies import CookieJar
+from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
+from xfrmctl.ike.events import ChildSaDeleted, Event, ProtocolViolation
+from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.iana import ExchangeType, ProtocolId
+from xfrmctl.ike.message import decode_message
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa, RequestHandler
+from xfrmctl.ike.spec import ConnectionSpec
+from xfrmctl.ike.status import ChildSaStatus, IkeSaStatus, child_status, ike_status
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Address = tuple[IPAddress, int]
+IKE_PORT = 500
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    local: Address
+    remote: Address
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    retransmit_timeout: float = 4.0  # strongSwan's defaults: 4 s × 1.8^n, 5 retries (~165 s)
+    retransmit_base: float = 1.8
+    retransmit_tries: int = 5
+    half_open_timeout: float = 30.0
+    cookie_threshold: int = 10  # half-open SAs before we demand cookies
+    max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
+    fragment_size: int = 1280
+    temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
+
+
+def _default_spi(protocol: ProtocolId) -> int:
+    return 0x100 + secrets.randbelow(0xFFFFFFFF - 0x100)
+
+
+class IkeEndpoint:
+    """Owns every IKE SA of one daemon, keyed by our SPI."""
+
+    def __init__(
+        self,
+        specs: Sequence[ConnectionSpec] = (),
+        *,
+        config: EndpointConfig | None = None,
+        spi_allocator: Callable[[ProtocolId], int] | None = None,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        wall_clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config or EndpointConfig()
+        self.random = random_bytes
+        self.allocate_spi = spi_allocator or _default_spi
+        # Certificate validity needs calendar time; the host may inject it for tests.
+        self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self.specs: dict[str, ConnectionSpec] = {}
+        self.update_specs(specs)
+        self.sas: dict[bytes, IkeSa] = {}
+        self.half_open: dict[tuple[Address, bytes], IkeSa] = {}
+        self.cookies = CookieJar(self.random(32))
+        self._events: deque[Event] = deque()
+        self._out: list[Datagram] = []
+        self._ids = 0
+        self._reqids: dict[tuple[str, str], int] = {}
+
+    # -------------------------------------------------------------------------------- host API
+
+    def update_specs(self, specs: Sequence[ConnectionSpec]) -> None:
+        """Replace the configuration; existing SAs keep the spec they were made with."""
+        new: dict[str, ConnectionSpec] = {}
+        for s in specs:
+            s.check()
+            if s.name in new:
+                raise LocalProtocolError(f"connection name {s.name!r} used twice")
+            new[s.name] = s
+        self.specs = new
+
+    def receive_datagram(self, data: bytes, local: Address, remote: Address, now: float) -> None:
+        """One UDP payload (non-ESP marker already stripped by the host on port 4500)."""
+        try:
+            msg = decode_message(data)
+        except ProtocolError as exc:
+            self.emit(ProtocolViolation(remote, f"undecodable datagram: {exc}"))
+            return
+        sa: IkeSa | None
+        if (
+            msg.exchange == ExchangeType.IKE_SA_INIT
+            and not msg.is_response
+            and msg.spi_r == bytes(8)
+        ):
+            ike_init.handle_request(self, msg, data, local, remote, now)
+            return
+        our_spi = msg.spi_r if msg.from_initiator else msg.spi_i
+        sa = self.sas.get(our_spi)
+        if sa is None or (sa.spi_i != msg.spi_i and sa.state != IkeState.INIT_SENT):
+            self.emit(ProtocolViolation(remote, f"no IKE SA for {msg.describe()}"))
+            return
+        if sa.state == IkeState.INIT_SENT and msg.exchange == ExchangeType.IKE_SA_INIT:
+            sa.spi_r = msg.spi_r  # learnt from the response (zero for COOKIE/INVALID_KE)
+        try:
+            sa.receive(msg, data, local, remote, now)
+        except ProtocolError as exc:
+            sa.violation(str(exc))
+        except Exception as exc:  # a bug must cost one SA, never the process
+            sa.violation(f"internal error {type(exc).__name__}: {exc}")
+            sa.delete(now, f"internal error handling {msg.describe()}", notify_peer=False)
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def next_timer(self) -> float | None:
+        times = [t for sa in self.sas.values() if (t := sa.next_deadline()) is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self.sas.values()):
+            deadline = sa.next_deadline()
+            if deadline is not None and deadline <= now:
+                try:
+                    sa.on_timer(now)
+                except ProtocolError as exc:
+                    sa.violation(str(exc))
+
+    def initiate(
+        self,
+        conn_name: str,
+        child_names: Sequence[str] | None = None,
+        now: float = 0.0,
+        *,
+        local: Address | None = None,
+        remote: Address | None = None,
+        traffic_selectors: tuple[TrafficSelector, ...] | None = None,
+    ) -> int:
+        """Start IKE_SA_INIT; the first child goes in IKE_AUTH, others via CREATE_CHILD_SA."""
+        spec = self._spec(conn_name)
+        names = [c.name for c in spec.children] if child_names is None else list(child_names)
+        for n in names:
+            spec.child(n)
+        if local is None:
+            if not spec.local_addrs:
+                raise LocalProtocolError(f"connection {conn_name!r}: no local address to use")
+            local = (spec.local_addrs[0], IKE_PORT)
+        if remote is None:
+            if not spec.remote_addrs:
+                raise LocalProtocolError(f"connection {conn_name!r}: no remote address to use")
+            remote = (spec.remote_addrs[0], spec.remote_port)
+        sa = IkeSa(self, spec, True, self._new_spi(), bytes(8), local, remote, now)
+        sa.pending_children = [
+            (n, traffic_selectors if i == 0 else None) for i, n in enumerate(names)
+        ]
+        self.sas[sa.spi_i] = sa
+        sa.queue(ike_init.InitTask(spec), now)
+        return sa.id
+
+    def initiate_child(
+        self,
+        conn_name: str,
+        child_name: str,
+        now: float,
+        traffic_selectors: tuple[TrafficSelector, ...] | None = None,
+    ) -> int:
+        """New Child SA on an established IKE SA of the connection, or a new IKE SA for it.
+
+        `traffic_selectors` are the packet's (from an ACQUIRE): sent first so the peer can
+        narrow to the right policy (RFC 7296 §2.9).
+        """
+        spec = self._spec(conn_name)
+        spec.child(child_name)
+        for sa in self.sas.values():
+            if (
+                sa.spec is not None
+                and sa.spec.name == conn_name
+                and sa.state
+                in (
+                    IkeState.ESTABLISHED,
+                    IkeState.INIT_SENT,
+                    IkeState.AUTH_SENT,
+                )
+            ):
+                if sa.state == IkeState.ESTABLISHED:
+                    sa.queue(child_create.CreateChildTask(child_name, traffic_selectors), now)
+                else:
+                    sa.pending_children.append((child_name, traffic_selectors))
+                return sa.id
+        return self.initiate(conn_name, [child_name], now, traffic_selectors=traffic_selectors)
+
+    def rekey_child(self, spi_in: int, now: float) -> None:
+        sa, child = self._child(spi_in)
+        if child.state == ChildState.INSTALLED:
+            child_rekey.start(sa, child, now)
+
+    def delete_child(self, spi_in: int, now: float) -> None:
+        sa, child = self._child(spi_in)
+        self.remove_child(sa, child, now, "deleted by request", notify_peer=True)
+
+    def rekey_ike(self, ike_sa_id: int, now: float) -> None:
+        sa = self._sa(ike_sa_id)
+        if sa.state == IkeState.ESTABLISHED:
+            ike_rekey.start(sa, now)
+
+    def delete_ike(self, ike_sa_id: int, now: float) -> None:
+        self._sa(ike_sa_id).delete(now, "deleted by request", notify_peer=True)
+
+    def terminate_all(self, now: float) -> None:
+        for sa in list(self.sas.values()):
+            sa.delete(now, "terminating", notify_peer=True)
+
+    def ike_sas(self) -> list[IkeSaStatus]:
+        return [ike_status(sa) for sa in self.sas.values()]
+
+    def child_sas(self) -> list[ChildSaStatus]:
+        return [child_status(sa, c) for sa in self.sas.values() for c in sa.children]
+
+    # -------------------------------------------------------------------------------- for SAs
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def reqid(self, conn: str, child: str) -> int:
+        return self._reqids.setdefault((conn, child), len(self._reqids) + 1)
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def send(self, packets: list[bytes], local: Address, remote: Address) -> None:
+        self._out.extend(Datagram(p, local, remote) for p in packets)
+
+    def jitter(self, spread: float) -> float:
+        """Uniform in [0, spread) from the injected randomness."""
+        if spread <= 0:
+            return 0.0
+        return int.from_bytes(self.random(4), "big") / 2**32 * spread
+
+    def _new_spi(self) -> bytes:
+        while True:
+            spi = self.random(8)
+            if spi != bytes(8) and spi not in self.sas:
+                return spi
+
+    def register(self, sa: IkeSa) -> None:
+        self.sas[sa.our_spi] = sa
+
+    def forget(self, sa: IkeSa) -> None:
+        if self.sas.get(sa.our_spi) is sa:
+            del self.sas[sa.our_spi]
+        self.half_open.pop((sa.remote, sa.spi_i), None)
+
+    def half_open_count(self) -> int:
+        return sum(1 for sa in self.sas.values() if sa.state == IkeState.INIT_RESPONDED)
+
+    def candidates(self, local: Address, remote: Address) -> list[ConnectionSpec]:
+        """Specs a responder may use for a peer, by addresses only (IDs come in IKE_AUTH)."""
+        return [
+            s
+            for s in self.specs.values()
+            if (not s.local_addrs or local[0] in s.local_addrs)
+            and (not s.remote_addrs or remote[0] in s.remote_addrs)
+        ]
+
+    def request_handler(self, exchange: int) -> RequestHandler:
+        if exchange == ExchangeType.IKE_AUTH:
+            return ike_auth.handle_request
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            return child_create.handle_request
+        return delete.handle_informational
+
+    def remove_child(
+        self, sa: IkeSa, child: ChildSa, now: float, reason: str, notify_peer: bool
+    ) -> None:
+        """Delete a Child SA, through an INFORMATIONAL exchange when `notify_peer`."""
+        if notify_peer and sa.state == IkeState.ESTABLISHED:
+            if child.state != ChildState.DELETING:
+                child.state = ChildState.DELETING
+                sa.queue(delete.DeleteChildTask(child, reason), now)
+            return
+        if child in sa.children:
+            sa.children.remove(child)
+            self.emit(
+                ChildSaDeleted(
+                    sa.conn_name,
+                    child.spec.name,
+                    child.unique_id,
+                    child.protocol,
+                    child.spi_in,
+                    child.spi_out,
+                    sa.local[0],
+                    sa.remote[0],
+                    reason,
+                )
+            )
+
+    # -------------------------------------------------------------------------------- lookups
+
+    def _spec(self, name: str) -> ConnectionSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise LocalProtocolError(f"no connection named {name!r}") from None
+
+    def _sa(self, ike_sa_id: int) -> IkeSa:
+        for sa in self.sas.values():
+            if sa.id == ike_sa_id:
+                return sa
+        raise LocalProtocolError(f"no IKE SA with id {ike_sa_id}")
+
+    def _child(self, spi_in: int) -> tuple[IkeSa, ChildSa]:
+        for sa in self.sas.values():
+            for c in sa.children:
+                if c.spi_in == spi_in:
+                    return sa, c
+        raise LocalProtocolError(f"no Child SA with inbound SPI {spi_in:#010x}")

@@ -1,0 +1,162 @@
+"""Events the engine hands to its host. Frozen values; key material never shows in repr."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from xfrmctl.ike.iana import ProtocolId
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.spec import Mode
+from xfrmctl.ike.transforms import Proposal, Transform
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Address = tuple[IPAddress, int]
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """Kernel lifetimes for a Child SA: soft triggers our rekey, hard removes the SA."""
+
+    soft_seconds: int
+    hard_seconds: int
+    soft_bytes: int = 0  # 0 = unlimited
+    hard_bytes: int = 0
+    soft_packets: int = 0
+    hard_packets: int = 0
+
+
+@dataclass(frozen=True)
+class UdpEncap:
+    """ESP-in-UDP (RFC 3948) ports to program into the SA."""
+
+    local_port: int
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True)
+class IkeSaEstablished(Event):
+    conn: str
+    ike_sa_id: int
+    local: Address
+    remote: Address
+    local_id: str
+    remote_id: str
+    proposal: str
+    initiator: bool
+
+
+@dataclass(frozen=True)
+class IkeSaRekeyed(Event):
+    conn: str
+    old_ike_sa_id: int
+    new_ike_sa_id: int
+    proposal: str
+
+
+@dataclass(frozen=True)
+class IkeSaDeleted(Event):
+    conn: str
+    ike_sa_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChildSaReady(Event):
+    """Everything the kernel needs for one pair of SAs (and its policies)."""
+
+    conn: str
+    child: str
+    unique_id: int
+    ike_sa_id: int
+    mode: Mode
+    protocol: ProtocolId
+    spi_in: int
+    spi_out: int
+    local: IPAddress
+    remote: IPAddress
+    encr: Transform | None  # None for AH
+    integ: Transform | None  # None for AEAD
+    encr_key_in: bytes = field(repr=False)
+    encr_key_out: bytes = field(repr=False)
+    integ_key_in: bytes = field(repr=False)
+    integ_key_out: bytes = field(repr=False)
+    esn: bool
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    lifetimes: Lifetimes
+    encap: UdpEncap | None
+    reqid: int
+    tfc_padding: bool
+    replaces_spi_in: int | None = None  # set when this rekeys an older Child SA
+    replaces_spi_out: int | None = None
+    proposal: str = ""
+
+
+@dataclass(frozen=True)
+class ChildSaDeleted(Event):
+    conn: str
+    child: str
+    unique_id: int
+    protocol: ProtocolId
+    spi_in: int
+    spi_out: int
+    local: IPAddress
+    remote: IPAddress
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuthenticationFailed(Event):
+    conn: str
+    ike_sa_id: int
+    remote: Address
+    reason: str
+    local_id: str = ""
+    remote_id: str = ""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One side's view in a failed negotiation, for an at-a-glance mismatch report."""
+
+    proposals: tuple[Proposal, ...] = ()
+    proposal_text: tuple[str, ...] = ()
+    local_ts: tuple[TrafficSelector, ...] = ()
+    remote_ts: tuple[TrafficSelector, ...] = ()
+    identity: str = ""
+    auth_method: str = ""
+
+
+@dataclass(frozen=True)
+class NegotiationFailed(Event):
+    conn: str
+    ike_sa_id: int
+    child: str | None
+    reason: str  # e.g. "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "INVALID_KE_PAYLOAD"
+    ours: Offer
+    theirs: Offer
+    remote: Address | None = None
+
+
+@dataclass(frozen=True)
+class PeerDead(Event):
+    conn: str
+    ike_sa_id: int
+    remote: Address
+    reason: str
+    children: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProtocolViolation(Event):
+    """A message was dropped because the peer broke the protocol; for logs and counters."""
+
+    remote: Address
+    reason: str
+    ike_sa_id: int | None = None

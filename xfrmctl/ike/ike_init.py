@@ -1,0 +1,357 @@
+"""IKE_SA_INIT (RFC 7296 §1.2): proposals, key exchange, nonces, NAT-D, cookies, KE retry."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from xfrmctl.ike.crypto.algorithms import encr_for, integ_for, prf_for
+from xfrmctl.ike.crypto.errors import CryptoError
+from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
+from xfrmctl.ike.crypto.keys import derive_ike_keys
+from xfrmctl.ike.errors import LocalProtocolError, RemoteProtocolError
+from xfrmctl.ike.events import NegotiationFailed, Offer, ProtocolViolation
+from xfrmctl.ike.exchanges import IkeState, check_payloads
+from xfrmctl.ike.iana import (
+    ExchangeType,
+    KeId,
+    NotifyType,
+    TransformType,
+    name_of,
+)
+from xfrmctl.ike.message import Message
+from xfrmctl.ike.natd import NATT_PORT, detect, natd_payloads
+from xfrmctl.ike.payloads import (
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    SaPayload,
+)
+from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
+from xfrmctl.ike.sa import IkeCrypto, IkeSa
+from xfrmctl.ike.spec import CertAuth, ConnectionSpec, Encap
+from xfrmctl.ike.transforms import Proposal
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.engine import Address, IkeEndpoint
+
+NONCE_SIZE = 32
+MAX_COOKIE_ROUNDS = 3
+MAX_KE_ROUNDS = 3
+
+
+def numbered(proposals: tuple[Proposal, ...], spi: bytes = b"") -> tuple[Proposal, ...]:
+    return tuple(Proposal(p.protocol, p.transforms, i + 1, spi) for i, p in enumerate(proposals))
+
+
+def notifies(payloads: list[Payload]) -> dict[int, NotifyPayload]:
+    return {p.notify_type: p for p in payloads if isinstance(p, NotifyPayload)}
+
+
+def first(payloads: list[Payload], kind: type[Payload], ptype: int | None = None) -> Payload | None:
+    for p in payloads:
+        if isinstance(p, kind) and (ptype is None or p.ptype == ptype):
+            return p
+    return None
+
+
+def error_notify(payloads: list[Payload]) -> NotifyPayload | None:
+    for p in payloads:
+        if isinstance(p, NotifyPayload) and p.notify_type < 16384:
+            return p
+    return None
+
+
+def ke_group(p: Proposal) -> int:
+    groups = p.of_type(TransformType.KE)
+    return groups[0].id if groups else KeId.NONE
+
+
+def hash_algorithms_payload() -> NotifyPayload:
+    from xfrmctl.ike.crypto.auth import our_hash_algorithms
+
+    data = b"".join(struct.pack("!H", h) for h in our_hash_algorithms())
+    return NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, data)
+
+
+def _capabilities(sa: IkeSa, spec: ConnectionSpec, payloads: list[Payload]) -> None:
+    ns = notifies(payloads)
+    sa.peer_fragmentation = spec.fragmentation and NotifyType.IKEV2_FRAGMENTATION_SUPPORTED in ns
+    sig = ns.get(NotifyType.SIGNATURE_HASH_ALGORITHMS)
+    if sig is not None:
+        data = sig.data[: len(sig.data) // 2 * 2]
+        sa.peer_hash_algorithms = [x for (x,) in struct.iter_unpack("!H", data)]
+
+
+def _our_extras(spec: ConnectionSpec) -> list[Payload]:
+    out: list[Payload] = []
+    if spec.fragmentation:
+        out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+    if isinstance(spec.auth, CertAuth):
+        out.append(hash_algorithms_payload())
+    return out
+
+
+def setup_keys(sa: IkeSa, chosen: Proposal, shared: bytes) -> None:
+    """SKEYSEED and the seven keys (RFC 7296 §2.14) from the chosen proposal."""
+    encr = encr_for(chosen.of_type(TransformType.ENCR)[0])
+    integs = chosen.of_type(TransformType.INTEG)
+    integ = integ_for(integs[0]) if integs and integs[0].id != 0 else None
+    prf = prf_for(chosen.of_type(TransformType.PRF)[0])
+    keys = derive_ike_keys(prf, integ, encr, sa.ni, sa.nr, shared, sa.spi_i, sa.spi_r)
+    sa.crypto = IkeCrypto(prf, integ, encr, keys, sa.initiator)
+    sa.proposal = chosen
+
+
+def ike_offer(proposals: tuple[Proposal, ...]) -> Offer:
+    return Offer(proposals=proposals, proposal_text=tuple(format_proposal(p) for p in proposals))
+
+
+class InitTask:
+    """Initiator side; restarts itself after COOKIE or INVALID_KE_PAYLOAD."""
+
+    exchange = ExchangeType.IKE_SA_INIT
+
+    def __init__(self, spec: ConnectionSpec) -> None:
+        self.spec = spec
+        self.group = ke_group(spec.ike_proposals[0])
+        self.cookie = b""
+        self.ke: KeyExchange | None = None
+        self.cookie_rounds = 0
+        self.ke_rounds = 0
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload]:
+        sa.ni = sa.ep.random(NONCE_SIZE)
+        try:
+            self.ke = new_key_exchange(KeId(self.group))
+        except (CryptoError, ValueError) as exc:
+            raise LocalProtocolError(
+                f"{self.spec.name}: key exchange {self.group}: {exc}"
+            ) from None
+        payloads: list[Payload] = []
+        if self.cookie:
+            payloads.append(NotifyPayload(NotifyType.COOKIE, self.cookie))
+        payloads += [
+            SaPayload(numbered(self.spec.ike_proposals)),
+            KePayload(self.group, self.ke.public_value()),
+            NoncePayload(sa.ni),
+            *natd_payloads(sa.spi_i, bytes(8), sa.local, sa.remote, self.spec.encap == Encap.FORCE),
+            *_our_extras(self.spec),
+        ]
+        return payloads
+
+    def _restart(self, sa: IkeSa, now: float) -> None:
+        sa.my_mid = 0
+        sa.spi_r = bytes(8)
+        sa.queue(self, now, front=True)
+
+    def _fail(self, sa: IkeSa, now: float, reason: str, theirs: Offer) -> None:
+        sa.emit(
+            NegotiationFailed(
+                self.spec.name,
+                sa.id,
+                None,
+                reason,
+                ike_offer(self.spec.ike_proposals),
+                theirs,
+                sa.remote,
+            )
+        )
+        sa.delete(now, f"IKE_SA_INIT failed: {reason}", notify_peer=False)
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        ns = notifies(payloads)
+        cookie = ns.get(NotifyType.COOKIE)
+        if cookie is not None:
+            self.cookie_rounds += 1
+            if self.cookie_rounds > MAX_COOKIE_ROUNDS or not 1 <= len(cookie.data) <= 64:
+                self._fail(sa, now, "COOKIE loop", Offer())
+                return
+            self.cookie = cookie.data
+            self._restart(sa, now)
+            return
+        invalid_ke = ns.get(NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is not None:
+            wanted = int.from_bytes(invalid_ke.data[:2], "big") if len(invalid_ke.data) >= 2 else 0
+            ours = {t.id for p in self.spec.ike_proposals for t in p.of_type(TransformType.KE)}
+            self.ke_rounds += 1
+            if wanted not in ours or wanted == self.group or self.ke_rounds > MAX_KE_ROUNDS:
+                self._fail(
+                    sa, now, "INVALID_KE_PAYLOAD", Offer(proposal_text=(name_of(KeId, wanted),))
+                )
+                return
+            self.group = wanted
+            self._restart(sa, now)
+            return
+        err = error_notify(payloads)
+        if err is not None:
+            self._fail(sa, now, name_of(NotifyType, err.notify_type), Offer())
+            return
+        sa_p = first(payloads, SaPayload)
+        ke_p = first(payloads, KePayload)
+        nonce_p = first(payloads, NoncePayload)
+        if not (
+            isinstance(sa_p, SaPayload)
+            and isinstance(ke_p, KePayload)
+            and isinstance(nonce_p, NoncePayload)
+        ):
+            self._fail(sa, now, "INVALID_SYNTAX", Offer())
+            return
+        theirs = ike_offer(sa_p.proposals)
+        if len(sa_p.proposals) != 1 or not proposal_is_acceptable(
+            self.spec.ike_proposals, sa_p.proposals[0]
+        ):
+            self._fail(sa, now, "unacceptable proposal chosen by the peer", theirs)
+            return
+        chosen = sa_p.proposals[0]
+        if ke_p.group != self.group or ke_group(chosen) != self.group or self.ke is None:
+            self._fail(sa, now, "KE group differs from the chosen proposal", theirs)
+            return
+        try:
+            shared = self.ke.shared_secret(ke_p.data)
+        except CryptoError as exc:
+            self._fail(sa, now, f"bad KE payload: {exc}", theirs)
+            return
+        sa.nr = nonce_p.data
+        setup_keys(sa, chosen, shared)
+        _capabilities(sa, self.spec, payloads)
+        nat = detect(payloads, sa.spi_i, sa.spi_r, sa.local, sa.remote)
+        if nat is not None:
+            sa.nat_local, sa.nat_remote = nat
+            if self.spec.encap == Encap.FORCE:
+                sa.nat_local = True
+        if sa.nat and sa.local[1] != NATT_PORT:
+            # RFC 7296 §2.23: float to 4500 right after IKE_SA_INIT.
+            sa.local = (sa.local[0], NATT_PORT)
+            sa.remote = (sa.remote[0], NATT_PORT)
+        sa.state = IkeState.AUTH_SENT
+        from xfrmctl.ike.ike_auth import AuthTask
+
+        sa.queue(AuthTask(self.spec), now, front=True)
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        pass
+
+
+def _answer(
+    ep: IkeEndpoint,
+    msg: Message,
+    local: Address,
+    remote: Address,
+    payloads: list[Payload],
+    spi_r: bytes = bytes(8),
+) -> None:
+    """Unprotected IKE_SA_INIT response without state (errors and COOKIE)."""
+    reply = Message(msg.spi_i, spi_r, ExchangeType.IKE_SA_INIT, 0, True, False, tuple(payloads))
+    ep.send([reply.encode()], local, remote)
+
+
+def handle_request(
+    ep: IkeEndpoint, msg: Message, data: bytes, local: Address, remote: Address, now: float
+) -> None:
+    """Responder side of IKE_SA_INIT; state is only created once cookies and KE check out."""
+    existing = ep.half_open.get((remote, msg.spi_i))
+    if existing is not None:
+        if existing.init_request == data and existing.last_response is not None:
+            ep.send(existing.last_response[1], existing.local, existing.remote)
+        return
+    if msg.message_id != 0:
+        ep.emit(ProtocolViolation(remote, "IKE_SA_INIT request with non-zero message ID"))
+        return
+    payloads = list(msg.payloads)
+    try:
+        check_payloads(ExchangeType.IKE_SA_INIT, False, payloads)
+    except RemoteProtocolError as exc:
+        ep.emit(ProtocolViolation(remote, f"IKE_SA_INIT: {exc}"))
+        if exc.notify is not None:
+            _answer(ep, msg, local, remote, [NotifyPayload(exc.notify, exc.notify_data)])
+        return
+    half_open = ep.half_open_count()
+    if half_open >= ep.config.max_half_open:
+        ep.emit(ProtocolViolation(remote, "too many half-open IKE SAs, request dropped"))
+        return
+    nonce_p = first(payloads, NoncePayload)
+    sa_p = first(payloads, SaPayload)
+    ke_p = first(payloads, KePayload)
+    if not (
+        isinstance(nonce_p, NoncePayload)
+        and isinstance(sa_p, SaPayload)
+        and isinstance(ke_p, KePayload)
+    ):
+        return
+    ns = notifies(payloads)
+    if half_open >= ep.config.cookie_threshold:
+        cookie = ns.get(NotifyType.COOKIE)
+        if cookie is None or not ep.cookies.check(cookie.data, nonce_p.data, remote[0], msg.spi_i):
+            token = ep.cookies.make(nonce_p.data, remote[0], msg.spi_i)
+            _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.COOKIE, token)])
+            return
+    specs = ep.candidates(local, remote)
+    chosen: Proposal | None = None
+    spec: ConnectionSpec | None = None
+    for candidate in specs:
+        chosen = select_proposal(candidate.ike_proposals, sa_p.proposals)
+        if chosen is not None:
+            spec = candidate
+            break
+    if chosen is None or spec is None:
+        ours = ike_offer(specs[0].ike_proposals) if specs else Offer()
+        ep.emit(
+            NegotiationFailed(
+                specs[0].name if specs else "",
+                0,
+                None,
+                "NO_PROPOSAL_CHOSEN",
+                ours,
+                ike_offer(sa_p.proposals),
+                remote,
+            )
+        )
+        _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
+        return
+    group = ke_group(chosen)
+    if ke_p.group != group:
+        _answer(
+            ep,
+            msg,
+            local,
+            remote,
+            [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))],
+        )
+        return
+    try:
+        ke = new_key_exchange(KeId(group))
+        shared = ke.shared_secret(ke_p.data)
+    except (CryptoError, ValueError) as exc:
+        ep.emit(ProtocolViolation(remote, f"IKE_SA_INIT: bad KE payload: {exc}"))
+        _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
+        return
+    sa = IkeSa(ep, spec, False, msg.spi_i, ep._new_spi(), local, remote, now)
+    sa.candidates = [s for s in specs if select_proposal(s.ike_proposals, sa_p.proposals)]
+    sa.ni = nonce_p.data
+    sa.nr = ep.random(NONCE_SIZE)
+    setup_keys(sa, chosen, shared)
+    _capabilities(sa, spec, payloads)
+    nat = detect(payloads, sa.spi_i, bytes(8), local, remote)
+    if nat is not None:
+        sa.nat_local, sa.nat_remote = nat
+        if spec.encap == Encap.FORCE:
+            sa.nat_local = True
+    response: list[Payload] = [
+        SaPayload((chosen,)),
+        KePayload(group, ke.public_value()),
+        NoncePayload(sa.nr),
+        *natd_payloads(sa.spi_i, sa.spi_r, local, remote, spec.encap == Encap.FORCE),
+        *_our_extras(spec),
+    ]
+    if isinstance(spec.auth, CertAuth) and spec.auth.send_certreq:
+        from xfrmctl.ike.ike_auth import certreq_payload
+
+        response.append(certreq_payload(spec.auth))
+    sa.init_request = data
+    ep.register(sa)
+    ep.half_open[(remote, msg.spi_i)] = sa
+    sa.peer_mid = 1
+    sa.send_response(msg, response)
+    sa.init_response = sa.last_response[1][0] if sa.last_response else b""

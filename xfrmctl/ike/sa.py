@@ -1,0 +1,428 @@
+"""One IKE SA: its keys, message IDs, window of one request, retransmissions and response cache.
+
+Exchanges are tasks (as in strongSwan): a queue of requests we want to make, at most one in
+flight (window size 1, RFC 7296 §2.3). Incoming requests go to the handler picked from the
+state table in `exchanges.py`; incoming responses go to the task that sent the request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from xfrmctl.ike.crypto.algorithms import Encr, Integ, Prf
+from xfrmctl.ike.crypto.keys import IkeKeys
+from xfrmctl.ike.errors import MalformedMessage, RemoteProtocolError
+from xfrmctl.ike.events import Event, IkeSaDeleted, ProtocolViolation, UdpEncap
+from xfrmctl.ike.exchanges import Dispatch, IkeState, check_payloads, dispatch_for
+from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId
+from xfrmctl.ike.message import Message
+from xfrmctl.ike.payloads import NotifyPayload, Payload, SkfPayload, TrafficSelector
+from xfrmctl.ike.sk import Reassembly, SkKeys, decode_inner, protect, unprotect
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Mode
+from xfrmctl.ike.transforms import Proposal, Transform
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.engine import IkeEndpoint
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Address = tuple[IPAddress, int]
+
+
+class Task(Protocol):
+    """One exchange we initiate."""
+
+    exchange: ExchangeType
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        """Request payloads, or None when the task has become moot."""
+        ...
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None: ...
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None: ...
+
+
+class ChildState(Enum):
+    INSTALLED = "installed"
+    REKEYING = "rekeying"
+    REKEYED = "rekeyed"  # replaced; deleted once the peer has the new one
+    DELETING = "deleting"
+
+
+@dataclass(eq=False)
+class ChildSa:
+    spec: ChildSpec
+    unique_id: int
+    reqid: int
+    protocol: ProtocolId
+    spi_in: int
+    spi_out: int
+    proposal: Proposal
+    encr: Transform | None
+    integ: Transform | None
+    esn: bool
+    mode: Mode
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    rekey_at: float | None
+    expire_at: float
+    state: ChildState = ChildState.INSTALLED
+    tfc_padding: bool = True
+    rekey_nonces: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    replaced_by: ChildSa | None = None
+
+
+@dataclass
+class Outstanding:
+    task: Task
+    exchange: ExchangeType
+    message_id: int
+    packets: list[bytes]
+    tries: int
+    next_at: float
+    first_sent: float
+
+
+@dataclass
+class IkeCrypto:
+    prf: Prf
+    integ: Integ | None
+    encr: Encr
+    keys: IkeKeys = field(repr=False)
+    initiator: bool  # original initiator of this IKE SA: picks the key direction
+
+    def out_keys(self) -> SkKeys:
+        k = self.keys
+        if self.initiator:
+            return SkKeys(self.encr, self.integ, k.sk_ei, k.sk_ai)
+        return SkKeys(self.encr, self.integ, k.sk_er, k.sk_ar)
+
+    def in_keys(self) -> SkKeys:
+        k = self.keys
+        if self.initiator:
+            return SkKeys(self.encr, self.integ, k.sk_er, k.sk_ar)
+        return SkKeys(self.encr, self.integ, k.sk_ei, k.sk_ai)
+
+
+RequestHandler = Callable[["IkeSa", Message, list[Payload], float], list[Payload]]
+
+
+class IkeSa:
+    def __init__(
+        self,
+        ep: IkeEndpoint,
+        spec: ConnectionSpec | None,
+        initiator: bool,
+        spi_i: bytes,
+        spi_r: bytes,
+        local: Address,
+        remote: Address,
+        now: float,
+    ) -> None:
+        self.ep = ep
+        self.id = ep.next_id()
+        self.spec = spec
+        self.initiator = initiator
+        self.spi_i = spi_i
+        self.spi_r = spi_r
+        self.local = local
+        self.remote = remote
+        self.state = IkeState.INIT_SENT if initiator else IkeState.INIT_RESPONDED
+        self.created = now
+        self.crypto: IkeCrypto | None = None
+        self.proposal: Proposal | None = None
+        self.ni = b""
+        self.nr = b""
+        self.init_request = b""
+        self.init_response = b""
+        self.peer_id: str = ""
+        self.children: list[ChildSa] = []
+        self.my_mid = 0
+        self.peer_mid = 0
+        self.outstanding: Outstanding | None = None
+        self.tasks: deque[Task] = deque()
+        self.last_response: tuple[int, list[bytes]] | None = None
+        self.reassembly: dict[bool, Reassembly] = {}
+        self.nat_local = False
+        self.nat_remote = False
+        self.peer_fragmentation = False
+        self.peer_hash_algorithms: list[int] | None = None
+        self.rekey_at: float | None = None
+        self.reauth_at: float | None = None
+        self.dpd_at: float | None = None
+        self.last_inbound = now
+        self.retry_at: float | None = None
+        self.close_after_response = ""
+        self.rekey_nonces: tuple[bytes, bytes] | None = None
+        self.replaced_by: IkeSa | None = None
+        self.candidates: list[ConnectionSpec] = []
+        self.pending_children: list[tuple[str, tuple[TrafficSelector, ...] | None]] = []
+
+    # -------------------------------------------------------------------------------- identity
+
+    @property
+    def our_spi(self) -> bytes:
+        return self.spi_i if self.initiator else self.spi_r
+
+    @property
+    def conn_name(self) -> str:
+        return self.spec.name if self.spec else ""
+
+    @property
+    def nat(self) -> bool:
+        return self.nat_local or self.nat_remote
+
+    def encap(self) -> UdpEncap | None:
+        return UdpEncap(self.local[1], self.remote[1]) if self.nat else None
+
+    def emit(self, event: Event) -> None:
+        self.ep.emit(event)
+
+    def violation(self, reason: str) -> None:
+        self.emit(ProtocolViolation(self.remote, reason, self.id))
+
+    # -------------------------------------------------------------------------------- sending
+
+    def _template(self, exchange: ExchangeType, mid: int, response: bool) -> Message:
+        return Message(self.spi_i, self.spi_r, exchange, mid, response, self.initiator)
+
+    def _encode(
+        self, exchange: ExchangeType, mid: int, response: bool, payloads: list[Payload]
+    ) -> list[bytes]:
+        template = self._template(exchange, mid, response)
+        if exchange == ExchangeType.IKE_SA_INIT:
+            msg = Message(
+                self.spi_i, self.spi_r, exchange, mid, response, self.initiator, tuple(payloads)
+            )
+            return [msg.encode()]
+        if self.crypto is None:
+            raise RemoteProtocolError("no keys yet for a protected exchange", notify=None)
+        frag = (
+            self.ep.config.fragment_size
+            if self.peer_fragmentation and self.spec is not None and self.spec.fragmentation
+            else None
+        )
+        return protect(self.crypto.out_keys(), self.ep.random, template, payloads, frag)
+
+    def queue(self, task: Task, now: float, front: bool = False) -> None:
+        if front:
+            self.tasks.appendleft(task)
+        else:
+            self.tasks.append(task)
+        self.kick(now)
+
+    def kick(self, now: float) -> None:
+        """Start the next queued exchange if none is in flight."""
+        while self.outstanding is None and self.tasks and self.state != IkeState.DEAD:
+            if self.retry_at is not None and now < self.retry_at:
+                return
+            self.retry_at = None
+            task = self.tasks.popleft()
+            payloads = task.build(self, now)
+            if payloads is None:
+                continue
+            packets = self._encode(task.exchange, self.my_mid, False, payloads)
+            if task.exchange == ExchangeType.IKE_SA_INIT:
+                self.init_request = packets[0]
+            timeout = self.ep.config.retransmit_timeout
+            self.outstanding = Outstanding(
+                task, task.exchange, self.my_mid, packets, 0, now + timeout, now
+            )
+            self.ep.send(packets, self.local, self.remote)
+
+    def send_response(self, request: Message, payloads: list[Payload]) -> None:
+        packets = self._encode(ExchangeType(request.exchange), request.message_id, True, payloads)
+        self.last_response = (request.message_id, packets)
+        self.ep.send(packets, self.local, self.remote)
+
+    # -------------------------------------------------------------------------------- receiving
+
+    def _open(self, msg: Message, data: bytes) -> list[Payload] | None:
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            return list(msg.payloads)
+        if self.crypto is None:
+            raise RemoteProtocolError("protected message before keys exist", notify=None)
+        inner_next, plain = unprotect(self.crypto.in_keys(), data, msg)
+        last = msg.payloads[-1]
+        if isinstance(last, SkfPayload):
+            if msg.exchange == ExchangeType.IKE_SA_INIT:
+                raise MalformedMessage("fragment in IKE_SA_INIT", notify=None)
+            r = self.reassembly.get(msg.is_response)
+            if r is None or r.message_id != msg.message_id:
+                r = Reassembly(msg.message_id, last.total)
+                self.reassembly[msg.is_response] = r
+            if not r.add(last.number, last.total, inner_next, plain):
+                return None
+            del self.reassembly[msg.is_response]
+            self.peer_fragmentation = True
+            return r.payloads()
+        return decode_inner(inner_next, plain)
+
+    def receive(
+        self, msg: Message, data: bytes, local: Address, remote: Address, now: float
+    ) -> None:
+        if msg.is_response:
+            self._receive_response(msg, data, now)
+        else:
+            self._receive_request(msg, data, local, remote, now)
+
+    def _receive_response(self, msg: Message, data: bytes, now: float) -> None:
+        o = self.outstanding
+        if o is None or msg.message_id != o.message_id or msg.exchange != o.exchange:
+            self.violation(f"unexpected response {msg.describe()}")
+            return
+        try:
+            payloads = self._open(msg, data)
+            if payloads is None:
+                return
+            check_payloads(msg.exchange, True, payloads)
+        except RemoteProtocolError as exc:
+            self.violation(str(exc))
+            if exc.notify is None:
+                return  # forged or corrupt: keep waiting for the real response
+            self.outstanding = None
+            self.delete(now, f"bad {msg.describe()}: {exc}", notify_peer=False)
+            return
+        self.last_inbound = now
+        if dispatch_for(self.state, msg.exchange, True) != Dispatch.HANDLE:
+            self.violation(f"response {msg.describe()} in state {self.state.value}")
+            return
+        self.outstanding = None
+        self.my_mid += 1
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            self.init_response = data
+        o.task.on_response(self, payloads, now)
+        self.kick(now)
+
+    def _receive_request(
+        self, msg: Message, data: bytes, local: Address, remote: Address, now: float
+    ) -> None:
+        if self.last_response and msg.message_id == self.last_response[0]:
+            # A retransmitted request gets the identical response; for fragmented requests
+            # only fragment 1 triggers it (RFC 7383 §2.6.1).
+            last = msg.payloads[-1] if msg.payloads else None
+            if not (isinstance(last, SkfPayload) and last.number != 1):
+                self.ep.send(self.last_response[1], self.local, self.remote)
+            return
+        if msg.message_id != self.peer_mid:
+            self.violation(f"request {msg.describe()} but expected message ID {self.peer_mid}")
+            return
+        try:
+            payloads = self._open(msg, data)
+        except RemoteProtocolError as exc:
+            self.violation(str(exc))
+            return
+        if payloads is None:
+            return
+        # Authenticated: follow the peer's address and port (NAT mappings change, RFC 7296 §2.23).
+        self.last_inbound = now
+        if msg.exchange != ExchangeType.IKE_SA_INIT:
+            self.local, self.remote = local, remote
+        try:
+            check_payloads(msg.exchange, False, payloads)
+            action = dispatch_for(self.state, msg.exchange, False)
+            if action == Dispatch.DROP:
+                self.violation(f"request {msg.describe()} in state {self.state.value}")
+                return
+            if action == Dispatch.TEMPORARY_FAILURE:
+                response: list[Payload] = [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
+            elif action == Dispatch.INVALID_SYNTAX:
+                response = [NotifyPayload(NotifyType.INVALID_SYNTAX)]
+            else:
+                response = self.ep.request_handler(msg.exchange)(self, msg, payloads, now)
+        except RemoteProtocolError as exc:
+            self.violation(f"{msg.describe()}: {exc}")
+            if exc.notify is None:
+                return
+            response = [NotifyPayload(exc.notify, exc.notify_data)]
+            if msg.exchange == ExchangeType.IKE_AUTH:
+                self.close_after_response = f"IKE_AUTH failed: {exc}"
+        self.peer_mid += 1
+        self.send_response(msg, response)
+        if self.close_after_response:
+            self.delete(now, self.close_after_response, notify_peer=False)
+
+    # -------------------------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.rekey_at, self.reauth_at, self.dpd_at, self.retry_at) if t]
+        if self.outstanding is not None:
+            times.append(self.outstanding.next_at)
+        if self.state == IkeState.INIT_RESPONDED:
+            times.append(self.created + self.ep.config.half_open_timeout)
+        for c in self.children:
+            if c.rekey_at is not None:
+                times.append(c.rekey_at)
+            times.append(c.expire_at)
+        return min(times) if times else None
+
+    def on_timer(self, now: float) -> None:
+        from xfrmctl.ike import child_rekey, ike_rekey, liveness
+
+        o = self.outstanding
+        if o is not None and now >= o.next_at:
+            cfg = self.ep.config
+            if o.tries >= cfg.retransmit_tries:
+                self.outstanding = None
+                o.task.on_give_up(self, now)
+                if self.state != IkeState.DEAD:
+                    liveness.peer_dead(self, now, f"no response to {o.exchange.name} request")
+                return
+            o.tries += 1
+            o.next_at = now + cfg.retransmit_timeout * cfg.retransmit_base**o.tries
+            self.ep.send(o.packets, self.local, self.remote)
+        if (
+            self.state == IkeState.INIT_RESPONDED
+            and now >= self.created + self.ep.config.half_open_timeout
+        ):
+            self.delete(now, "half-open IKE SA timed out", notify_peer=False)
+            return
+        if self.retry_at is not None and now >= self.retry_at:
+            self.kick(now)
+        if self.state != IkeState.ESTABLISHED:
+            return
+        if self.rekey_at is not None and now >= self.rekey_at:
+            self.rekey_at = None
+            ike_rekey.start(self, now)
+        if self.dpd_at is not None and now >= self.dpd_at:
+            liveness.on_dpd_timer(self, now)
+        for c in list(self.children):
+            if now >= c.expire_at:
+                self.ep.remove_child(self, c, now, "hard lifetime expired", notify_peer=True)
+            elif c.rekey_at is not None and now >= c.rekey_at:
+                c.rekey_at = None
+                child_rekey.start(self, c, now)
+
+    # -------------------------------------------------------------------------------- teardown
+
+    def delete(self, now: float, reason: str, notify_peer: bool) -> None:
+        """Drop this IKE SA and its children; tell the peer first when asked and possible."""
+        if self.state == IkeState.DEAD:
+            return
+        if (
+            notify_peer
+            and self.crypto is not None
+            and self.state
+            in (
+                IkeState.ESTABLISHED,
+                IkeState.REKEYED,
+            )
+        ):
+            from xfrmctl.ike import delete
+
+            delete.start_ike_delete(self, now, reason)
+            return
+        for c in list(self.children):
+            self.ep.remove_child(self, c, now, reason, notify_peer=False)
+        was_up = self.state in (IkeState.ESTABLISHED, IkeState.REKEYED, IkeState.DELETING)
+        self.state = IkeState.DEAD
+        self.outstanding = None
+        self.tasks.clear()
+        self.ep.forget(self)
+        if was_up or self.initiator:
+            self.emit(IkeSaDeleted(self.conn_name, self.id, reason))
