@@ -300,3 +300,19 @@ def test_acceptable_rejects_multiple_or_foreign_transforms() -> None:
     good = parse_proposal("aes256gcm16-prfsha384-ecp256", IKE)
     assert proposal_is_acceptable(ours, good)
     assert not proposal_is_acceptable(props(ESP, "aes256gcm16"), good)
+
+
+def test_format_names_transforms_we_lack() -> None:
+    """Peer offers are logged with strongSwan-like names even when we cannot parse them back."""
+    p = Proposal(
+        IKE,
+        (
+            Transform(ENCR, EncrId.DES3),
+            Transform(ENCR, EncrId.AES_CTR, 256),
+            Transform(ENCR, 77),
+            Transform(PRF, PrfId.HMAC_MD5),
+            Transform(INTEG, IntegId.HMAC_MD5_96),
+            Transform(KE, KeId.MODP1024),
+        ),
+    )
+    assert format_proposal(p) == "3des-aes256ctr-encr77-md5-prfmd5-modp1024"
