@@ -6,6 +6,7 @@ Every problem found is collected, not just the first, so `xfrmctl check` can lis
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,11 @@ def _resolve_paths(data: dict[str, Any], out: _Collector) -> None:
             base = out.file_of(("connections", name, *keys)).parent
             value = holder[keys[-1]]
             if isinstance(value, str):
-                holder[keys[-1]] = str(base / value)
+                holder[keys[-1]] = os.path.normpath(base / value)
             elif isinstance(value, list):
-                holder[keys[-1]] = [str(base / v) if isinstance(v, str) else v for v in value]
+                holder[keys[-1]] = [
+                    os.path.normpath(base / v) if isinstance(v, str) else v for v in value
+                ]
 
 
 def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
@@ -231,15 +234,21 @@ def check_config(path: Path) -> tuple[LoadedConfig | None, list[ConfigIssue]]:
         for error in exc.errors():
             loc, message = pydantic_message(XfrmctlConfig, error)
             out.add(loc, message)
-        return None, out.issues
+        return None, _sorted(out.issues, files)
     for loc, message in find_problems(model):
         out.add(loc, message)
     loaded = LoadedConfig(model=model, path=path, files=files)
     _load_secrets(loaded, out)
     loaded.warnings = [i for i in out.issues if i.warning]
     if any(not i.warning for i in out.issues):
-        return None, out.issues
-    return loaded, out.issues
+        return None, _sorted(out.issues, files)
+    return loaded, _sorted(out.issues, files)
+
+
+def _sorted(issues: list[ConfigIssue], files: list[Path]) -> list[ConfigIssue]:
+    """File order (main first, then includes), then line: the order a reader fixes them."""
+    order = {f: i for i, f in enumerate(files)}
+    return sorted(issues, key=lambda i: (order.get(i.position.file, -1), i.position.line))
 
 
 def load_config(path: Path) -> LoadedConfig:

@@ -1,0 +1,150 @@
+"""Status JSON: the stable shape `xfrmctl status --json` prints and Ansible reads.
+
+Fields are only ever added, never renamed or removed, within one `schema_version`. The daemon
+fills these models; the CLI reads the JSON without importing them (to start fast).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+SCHEMA_VERSION = 1
+
+
+def _spi_hex(value: Any) -> Any:
+    """SPIs are shown as 8 hex digits, as `ip xfrm state` and swanctl do."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return f"{value:08x}"
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+SpiHex = Annotated[str, BeforeValidator(_spi_hex)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ChildSaStatus(_Model):
+    """One installed (or negotiating) Child SA pair."""
+
+    name: str
+    """Child name from the configuration."""
+    unique_id: int | None = None
+    """Daemon-wide number of this Child SA, shown as name{id}."""
+    state: str
+    """CREATED, INSTALLING, INSTALLED, REKEYING, REKEYED, DELETING, DELETED or FAILED."""
+    mode: str
+    """tunnel or transport."""
+    protocol: str
+    """esp or ah."""
+    spi_in: SpiHex
+    """Inbound SPI, 8 hex digits."""
+    spi_out: SpiHex
+    """Outbound SPI, 8 hex digits."""
+    local_ts: list[str]
+    """Negotiated local traffic selectors, swanctl notation."""
+    remote_ts: list[str]
+    """Negotiated remote traffic selectors, swanctl notation."""
+    proposal: str
+    """Negotiated algorithms, strongSwan notation (e.g. aes256gcm16)."""
+    encap: bool = False
+    """True when ESP is UDP-encapsulated (NAT-T)."""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    installed_at: datetime | None = None
+    """When the SA pair was installed (UTC, RFC 3339)."""
+    rekey_in: int | None = None
+    """Seconds until the scheduled rekey; null when none is scheduled."""
+    expires_in: int | None = None
+    """Seconds until the hard lifetime ends."""
+
+
+class IkeSaStatus(_Model):
+    """One IKE SA and its Child SAs."""
+
+    name: str
+    """Connection name."""
+    unique_id: int | None = None
+    """Daemon-wide number of this IKE SA, shown as name[id]."""
+    state: str
+    """CONNECTING, ESTABLISHED, REKEYING, REKEYED, DELETING, DELETED or FAILED."""
+    initiator: bool = True
+    local_addr: str
+    local_port: int = 500
+    remote_addr: str
+    remote_port: int = 500
+    local_id: str
+    remote_id: str
+    proposal: str
+    """Negotiated IKE algorithms, e.g. aes256gcm16-prfsha384-x25519."""
+    nat_local: bool = False
+    """We are behind a NAT."""
+    nat_remote: bool = False
+    """The peer is behind a NAT."""
+    established_at: datetime | None = None
+    """When the IKE SA was established (UTC, RFC 3339); null while connecting."""
+    rekey_in: int | None = None
+    """Seconds until the IKE SA rekey; null when none is scheduled."""
+    reauth_in: int | None = None
+    children: list[ChildSaStatus] = []
+
+
+class ChildConfigStatus(_Model):
+    """A configured child, whether or not an SA exists for it."""
+
+    name: str
+    mode: str
+    protocol: str
+    start_action: str
+    local_ts: list[str]
+    remote_ts: list[str]
+
+
+class ConnectionStatus(_Model):
+    """A configured connection; `active` says whether an IKE SA exists for it."""
+
+    name: str
+    local_addrs: list[str] = []
+    remote_addrs: list[str] = []
+    active: bool = False
+    children: list[ChildConfigStatus] = []
+
+
+class StatusReport(_Model):
+    """Reply to `status`: SAs that exist plus every configured connection."""
+
+    schema_version: int = SCHEMA_VERSION
+    ike_sas: list[IkeSaStatus] = []
+    connections: list[ConnectionStatus] = []
+
+
+class UpResult(_Model):
+    """Reply to `up`: the IKE SA as established, with the Child SAs it now carries."""
+
+    ike_sa: IkeSaStatus
+
+
+class DownResult(_Model):
+    """Reply to `down`: what was deleted."""
+
+    deleted_ike_sas: int = 0
+    deleted_child_sas: int = 0
+
+
+class ReloadResult(_Model):
+    """Reply to `reload`: connection names by what happened to them."""
+
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []
+    unchanged: list[str] = []
