@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
 from xfrmctl.ike.events import Event
@@ -75,25 +76,32 @@ def mirror(c: ChildSpec) -> ChildSpec:
     return replace(c, local_ts=c.remote_ts, remote_ts=c.local_ts)
 
 
-def pair_specs(**kw: object) -> tuple[ConnectionSpec, ConnectionSpec]:
-    """Matching initiator (A) and responder (B) specs; keyword args go to both."""
+def pair_specs(**kw: Any) -> tuple[ConnectionSpec, ConnectionSpec]:
+    """Matching initiator (A) and responder (B) specs; `a={...}` / `b={...}` override one side."""
     children = kw.pop("children", (child_spec(),))
-    a_kw = dict(kw)
-    b_kw = dict(kw)
-    a_kw.update(kw.pop("a", {}) or {})  # type: ignore[call-overload]
-    b_kw.update(kw.pop("b", {}) or {})  # type: ignore[call-overload]
-    a_kw.pop("a", None), a_kw.pop("b", None), b_kw.pop("a", None), b_kw.pop("b", None)
-    a = conn_spec("a-to-b", A_IP, B_IP, "a.example", "b.example", children, **a_kw)  # type: ignore[arg-type]
-    b = conn_spec(
-        "b-from-a",
-        B_IP,
-        None,
-        "b.example",
-        "a.example",
-        tuple(mirror(c) for c in children),  # type: ignore[attr-defined]
-        **b_kw,  # type: ignore[arg-type]
-    )
-    return a, b
+    a_only = kw.pop("a", {})
+    b_only = kw.pop("b", {})
+    a_args: dict[str, Any] = {
+        "name": "a-to-b",
+        "local_ip": A_IP,
+        "remote_ip": B_IP,
+        "local_id": "a.example",
+        "remote_id": "b.example",
+        "children": children,
+        **kw,
+        **a_only,
+    }
+    b_args: dict[str, Any] = {
+        "name": "b-from-a",
+        "local_ip": B_IP,
+        "remote_ip": None,
+        "local_id": "b.example",
+        "remote_id": "a.example",
+        "children": tuple(mirror(c) for c in children),
+        **kw,
+        **b_only,
+    }
+    return conn_spec(**a_args), conn_spec(**b_args)
 
 
 Hook = Callable[["Flight"], list["Flight"]]
