@@ -189,8 +189,10 @@ def test_dn_matching(pki: Pki) -> None:
     assert id_matches_certificate(IdType.DER_ASN1_DN, name("moon").public_bytes(), cert)
     assert not id_matches_certificate(IdType.DER_ASN1_DN, name("sun").public_bytes(), cert)
     assert not id_matches_certificate(IdType.DER_ASN1_DN, b"\x30\x00", cert)
-    # a certificate without SAN matches only its DN
+    # a certificate without SAN verifies, and matches only its DN
     no_san, _ = make_cert("plain", pki["inter"], ca=False)
+    got = store(pki).verify_chain(no_san.public_bytes(DER), [der(pki, "inter")], NOW)
+    assert got == no_san
     assert not id_matches_certificate(IdType.FQDN, b"plain", no_san)
     assert id_matches_certificate(IdType.DER_ASN1_DN, name("plain").public_bytes(), no_san)
 

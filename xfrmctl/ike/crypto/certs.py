@@ -2,8 +2,9 @@
 
 Chains are built only from the configured CAs and the certificates the peer sent; nothing is
 ever fetched (no AIA, CRL or OCSP). `cryptography`'s WebPKI end-entity policy insists on
-serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, so the
-EKU check is swapped for one that accepts what IKE implementations accept.
+serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, and on a
+subjectAltName, which DN-identified IKE peers may not have; both checks are relaxed to what
+IKE implementations accept.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ def _check_eku(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsag
 
 
 def _ee_policy() -> ExtensionPolicy:
-    return ExtensionPolicy.webpki_defaults_ee().may_be_present(
-        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _check_eku
+    # IKE peers are often identified by their subject DN alone (RFC 4945 §3.1.5), so unlike
+    # WebPKI a leaf without subjectAltName is fine.
+    return (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _check_eku)
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
     )
 
 
