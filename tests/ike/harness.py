@@ -4,6 +4,7 @@ to drop, delay, duplicate, reorder or NAT the datagrams between them."""
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,9 +187,22 @@ class Harness:
         return [e for e in events if isinstance(e, kind)]
 
 
+def seeded_endpoint(spec: ConnectionSpec, config: EndpointConfig | None, seed: int) -> IkeEndpoint:
+    """Deterministic nonces, SPIs and jitter so a failing ordering can be replayed."""
+    rng = random.Random(seed)
+    return IkeEndpoint(
+        [spec],
+        config=config,
+        random_bytes=rng.randbytes,
+        spi_allocator=lambda proto: rng.randrange(0x100, 2**32),
+    )
+
+
 def make_pair(
-    config: EndpointConfig | None = None, **kw: object
+    config: EndpointConfig | None = None, seed: int = 0, **kw: Any
 ) -> tuple[Harness, ConnectionSpec, ConnectionSpec]:
     a_spec, b_spec = pair_specs(**kw)
-    h = Harness(IkeEndpoint([a_spec], config=config), IkeEndpoint([b_spec], config=config))
+    h = Harness(
+        seeded_endpoint(a_spec, config, 2 * seed + 1), seeded_endpoint(b_spec, config, 2 * seed + 2)
+    )
     return h, a_spec, b_spec

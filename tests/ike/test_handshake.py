@@ -64,7 +64,7 @@ def test_wrong_psk_fails_authentication_on_both_sides() -> None:
 def test_unknown_peer_identity_is_rejected() -> None:
     from xfrmctl.ike.events import AuthenticationFailed
 
-    h, _, _ = make_pair(b={"remote_id": None})
+    _h, _, _ = make_pair(b={"remote_id": None})
     h2, _, _ = make_pair(a={"local_id": "intruder.example"})
     h2.a.initiate("a-to-b", now=h2.now)
     h2.run(5.0)

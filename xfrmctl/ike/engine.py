@@ -295,6 +295,8 @@ class IkeEndpoint:
         self, sa: IkeSa, child: ChildSa, now: float, reason: str, notify_peer: bool
     ) -> None:
         """Delete a Child SA, through an INFORMATIONAL exchange when `notify_peer`."""
+        # After an IKE rekey the child may live on the new IKE SA: find its current owner.
+        sa = next((s for s in self.sas.values() if child in s.children), sa)
         if notify_peer and sa.state == IkeState.ESTABLISHED:
             if child.state != ChildState.DELETING:
                 child.state = ChildState.DELETING

@@ -350,15 +350,17 @@ class IkeSa:
     # -------------------------------------------------------------------------------- timers
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.rekey_at, self.reauth_at, self.dpd_at, self.retry_at) if t]
+        times = [t for t in (self.retry_at,) if t is not None]
         if self.outstanding is not None:
             times.append(self.outstanding.next_at)
         if self.state == IkeState.INIT_RESPONDED:
             times.append(self.created + self.ep.config.half_open_timeout)
-        for c in self.children:
-            if c.rekey_at is not None:
-                times.append(c.rekey_at)
-            times.append(c.expire_at)
+        if self.state == IkeState.ESTABLISHED:
+            times += [t for t in (self.rekey_at, self.reauth_at, self.dpd_at) if t is not None]
+            for c in self.children:
+                if c.rekey_at is not None:
+                    times.append(c.rekey_at)
+                times.append(c.expire_at)
         return min(times) if times else None
 
     def on_timer(self, now: float) -> None:
@@ -383,6 +385,7 @@ class IkeSa:
             self.delete(now, "half-open IKE SA timed out", notify_peer=False)
             return
         if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
             self.kick(now)
         if self.state != IkeState.ESTABLISHED:
             return
