@@ -96,7 +96,7 @@ class ControlServer:
         self.path = path
         self.handler = handler
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> ControlServer:
         await self.start()
@@ -167,6 +167,10 @@ class ControlServer:
         return uid in (0, os.geteuid())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        if me is not None:  # so close() can end idle connections too
+            self._tasks.add(me)
+            me.add_done_callback(self._tasks.discard)
         lock = asyncio.Lock()
 
         async def send(message: dict[str, Any]) -> None:

@@ -1,0 +1,88 @@
+"""The CLI's start-up contract: fast help, no heavy imports, honest stubs."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xfrmctl.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_planned_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("up", "down", "status", "reload", "check", "config", "daemon", "version"):
+        assert command in result.output
+
+
+def test_cli_import_does_not_pull_netlink_or_crypto() -> None:
+    code = (
+        "import sys, xfrmctl.cli; "
+        "bad = [m for m in ('pyroute2', 'cryptography', 'pydantic') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0
+    assert "xfrmctl 0.1.0" in result.output
+
+
+def _imported_modules(*args: str, env: dict[str, str]) -> tuple[int, set[str]]:
+    """Run the CLI under -X importtime and return its exit code and every module it imported."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "xfrmctl.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    modules = set()
+    for line in out.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            modules.add(line.rsplit("|", 1)[1].strip())
+    return out.returncode, modules
+
+
+# typer >= 0.2x coerces every parsed parameter through a pydantic TypeAdapter, so commands
+# that take arguments load pydantic whatever this package does; --help does not.
+@pytest.mark.parametrize(
+    ("args", "forbidden"),
+    [
+        (["--help"], ("pyroute2", "cryptography", "pydantic")),
+        (["status"], ("pyroute2", "cryptography")),
+        (["status", "--json"], ("pyroute2", "cryptography")),
+        (["up", "x"], ("pyroute2", "cryptography")),
+        (["down", "x/y"], ("pyroute2", "cryptography")),
+    ],
+)
+def test_client_commands_do_not_import_netlink_or_crypto(
+    tmp_path: Path, args: list[str], forbidden: tuple[str, ...]
+) -> None:
+    env = dict(os.environ, XFRMCTL_SOCKET=str(tmp_path / "none.sock"))
+    code, modules = _imported_modules(*args, env=env)
+    assert code in (0, 3)  # 3: no daemon at the temporary socket, as intended here
+    assert "xfrmctl.client" in modules  # the CLI (run as __main__) really loaded
+    heavy = {m for m in modules if m.split(".")[0] in forbidden}
+    assert heavy == set()
+
+
+def test_help_is_fast() -> None:
+    """`xfrmctl --help` must stay under 0.3 s wall (best of five, to ride out a busy host)."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "xfrmctl.cli", "--help"], capture_output=True, check=True
+        )
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.3, times
