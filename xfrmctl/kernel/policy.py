@@ -1,0 +1,212 @@
+"""Policies (SPD entries): encode/decode xfrm_userpolicy_info and templates, and the requests."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+
+from xfrmctl.kernel.errors import ErrorContext
+from xfrmctl.kernel.fields import (
+    DecodeError,
+    get_lifetime,
+    get_mark,
+    get_selector,
+    is_zero,
+    mark_attr,
+    pack_addr,
+    put_lifetime,
+    put_selector,
+    unpack_addr,
+)
+from xfrmctl.kernel.messages import (
+    Msg,
+    pack_templates,
+    unpack_templates,
+    xfrm_userpolicy_flush,
+    xfrm_userpolicy_id,
+    xfrm_userpolicy_info,
+)
+from xfrmctl.kernel.socket import Connection, Request
+from xfrmctl.kernel.types import (
+    Action,
+    Dir,
+    Mode,
+    Policy,
+    PolicyId,
+    Proto,
+    Template,
+    family_of,
+)
+
+CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+ACKED = NLM_F_REQUEST | NLM_F_ACK
+
+
+def encode_templates(policy: Policy) -> bytes:
+    rows = []
+    for t in policy.templates:
+        family = family_of(t.dst) if t.dst is not None else policy.selector.family
+        rows.append(
+            {
+                "daddr": pack_addr(t.dst),
+                "spi_be": socket.htonl(t.spi),
+                "proto": int(t.proto),
+                "family": family,
+                "saddr": pack_addr(t.src),
+                "reqid": t.reqid,
+                "mode": int(t.mode),
+                "share": t.share,
+                "optional": int(t.optional),
+                "aalgos": t.aalgos,
+                "ealgos": t.ealgos,
+                "calgos": t.calgos,
+            }
+        )
+    return pack_templates(rows)
+
+
+def decode_templates(raw: bytes) -> tuple[Template, ...]:
+    out = []
+    for row in unpack_templates(raw):
+        endpoints = not (is_zero(row["daddr"]) and is_zero(row["saddr"]))
+        out.append(
+            Template(
+                proto=Proto(row["proto"]),
+                mode=Mode(row["mode"]),
+                reqid=row["reqid"],
+                src=unpack_addr(row["saddr"], row["family"]) if endpoints else None,
+                dst=unpack_addr(row["daddr"], row["family"]) if endpoints else None,
+                spi=socket.ntohl(row["spi_be"]),
+                optional=bool(row["optional"]),
+                share=row["share"],
+                aalgos=row["aalgos"],
+                ealgos=row["ealgos"],
+                calgos=row["calgos"],
+            )
+        )
+    return tuple(out)
+
+
+def _fill_info(msg: Any, policy: Policy, prefix: str = "") -> None:
+    put_selector(msg, policy.selector, prefix + "sel_")
+    put_lifetime(msg, policy.lifetime, prefix)
+    msg[prefix + "priority"] = policy.priority
+    msg[prefix + "index"] = policy.index
+    msg[prefix + "dir"] = int(policy.dir)
+    msg[prefix + "action"] = int(policy.action)
+    msg[prefix + "pflags"] = policy.flags
+    msg[prefix + "share"] = 0
+
+
+def policy_attrs(policy: Policy) -> list[tuple[str, Any]]:
+    attrs: list[tuple[str, Any]] = []
+    if policy.templates:
+        attrs.append(("XFRMA_TMPL", encode_templates(policy)))
+    attrs += mark_attr(policy.mark)
+    if policy.if_id:
+        attrs.append(("XFRMA_IF_ID", policy.if_id))
+    return attrs
+
+
+def encode_policy(policy: Policy) -> xfrm_userpolicy_info:
+    msg = xfrm_userpolicy_info()
+    _fill_info(msg, policy)
+    msg["attrs"] = policy_attrs(policy)
+    return msg
+
+
+def decode_policy_info(info: Any, nlas: Any, prefix: str = "") -> Policy:
+    """A policy from userpolicy_info fields (possibly prefixed, as in ACQUIRE) and NLAs."""
+    try:
+        raw_tmpl = nlas.get_attr("XFRMA_TMPL")
+        return Policy(
+            selector=get_selector(info, prefix=prefix + "sel_"),
+            dir=Dir(info[prefix + "dir"] & 3),
+            templates=decode_templates(raw_tmpl) if raw_tmpl else (),
+            action=Action(info[prefix + "action"]),
+            priority=info[prefix + "priority"],
+            mark=get_mark(nlas),
+            if_id=nlas.get_attr("XFRMA_IF_ID") or 0,
+            lifetime=get_lifetime(info, prefix),
+            flags=info[prefix + "pflags"],
+            index=info[prefix + "index"],
+        )
+    except (KeyError, ValueError) as exc:
+        raise DecodeError(f"cannot decode a policy from the kernel: {exc}") from exc
+
+
+def decode_policy(msg: Any) -> Policy:
+    return decode_policy_info(msg, msg)
+
+
+def decode_policy_attr(msg: Any) -> Policy:
+    """The policy inside a DELPOLICY notification (xfrm_userpolicy_id + XFRMA_POLICY)."""
+    info = msg.get_attr("XFRMA_POLICY")
+    if info is None:
+        raise DecodeError("DELPOLICY notification without XFRMA_POLICY")
+    return decode_policy_info(info, msg)
+
+
+def policy_id_msg(pid: PolicyId, index: int = 0) -> xfrm_userpolicy_id:
+    msg = xfrm_userpolicy_id()
+    put_selector(msg, pid.selector)
+    msg["index"] = index
+    msg["dir"] = int(pid.dir)
+    msg["attrs"] = mark_attr(pid.mark) + ([("XFRMA_IF_ID", pid.if_id)] if pid.if_id else [])
+    return msg
+
+
+def add_request(policy: Policy) -> Request:
+    return Request(Msg.NEWPOLICY, encode_policy(policy), CREATE, ErrorContext(str(policy)))
+
+
+def update_request(policy: Policy) -> Request:
+    """Add or replace (UPDPOLICY creates the policy when it does not exist)."""
+    return Request(Msg.UPDPOLICY, encode_policy(policy), ACKED, ErrorContext(str(policy)))
+
+
+def delete_request(pid: PolicyId) -> Request:
+    return Request(Msg.DELPOLICY, policy_id_msg(pid), ACKED, ErrorContext(str(pid)))
+
+
+def get_request(pid: PolicyId) -> Request:
+    return Request(Msg.GETPOLICY, policy_id_msg(pid), NLM_F_REQUEST, ErrorContext(str(pid)))
+
+
+async def add_policy(conn: Connection, policy: Policy) -> None:
+    await conn.request(add_request(policy))
+
+
+async def update_policy(conn: Connection, policy: Policy) -> None:
+    await conn.request(update_request(policy))
+
+
+async def delete_policy(conn: Connection, pid: PolicyId) -> None:
+    await conn.request(delete_request(pid))
+
+
+async def get_policy(conn: Connection, pid: PolicyId) -> Policy:
+    replies = await conn.request(get_request(pid))
+    if not replies:
+        raise DecodeError(f"the kernel answered GETPOLICY for {pid} with nothing")
+    return decode_policy(replies[0])
+
+
+async def dump_policies(conn: Connection) -> AsyncIterator[Policy]:
+    msg = xfrm_userpolicy_id()
+    msg["attrs"] = []
+    async for reply in conn.dump(Msg.GETPOLICY, msg, ErrorContext("policy dump")):
+        if reply["header"]["type"] == Msg.NEWPOLICY:
+            policy = decode_policy(reply)
+            # Per-socket policies (dir >= 3, XFRM_POLICY_MAX + dir) are not SPD entries.
+            if reply["dir"] < 3:
+                yield policy
+
+
+async def flush_policies(conn: Connection) -> None:
+    msg = xfrm_userpolicy_flush()
+    msg["attrs"] = []
+    await conn.request(Request(Msg.FLUSHPOLICY, msg, ACKED, ErrorContext("policy flush")))

@@ -1,0 +1,352 @@
+"""Typed XFRM objects: what the rest of xfrmctl installs and reads back, never bytes.
+
+Values are frozen dataclasses so they can be compared with what the kernel returns; kernel-side
+state that is not part of the configuration (counters, index) is excluded from equality.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Proto(IntEnum):
+    ESP = 50
+    AH = 51
+    COMP = 108  # IPComp
+
+    @property
+    def label(self) -> str:
+        return {50: "esp", 51: "ah", 108: "comp"}[self.value]
+
+
+class Mode(IntEnum):
+    TRANSPORT = 0
+    TUNNEL = 1
+    BEET = 4
+
+
+class Dir(IntEnum):
+    IN = 0
+    OUT = 1
+    FWD = 2
+
+
+class Action(IntEnum):
+    ALLOW = 0
+    BLOCK = 1
+
+
+class SaDir(IntEnum):
+    """XFRMA_SA_DIR (Linux 6.10+); UNSET sends nothing."""
+
+    UNSET = 0
+    IN = 1
+    OUT = 2
+
+
+def address(value: str | Address) -> Address:
+    return value if not isinstance(value, str) else ipaddress.ip_address(value)
+
+
+def network(value: str | Network | Address) -> Network:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    return ipaddress.ip_network(value, strict=False)
+
+
+def family_of(addr: Address | Network) -> int:
+    return 2 if addr.version == 4 else 10
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Traffic selector: prefixes, IP protocol (0 = any), ports (0 = any)."""
+
+    src: Network
+    dst: Network
+    proto: int = 0
+    sport: int = 0
+    dport: int = 0
+    ifindex: int = 0
+
+    def __post_init__(self) -> None:
+        if self.src.version != self.dst.version:
+            raise ValueError(f"selector mixes address families: {self.src} and {self.dst}")
+        for name in ("sport", "dport"):
+            port = getattr(self, name)
+            if not 0 <= port <= 0xFFFF:
+                raise ValueError(f"selector {name} {port} is not a port number")
+        if not 0 <= self.proto <= 255:
+            raise ValueError(f"selector protocol {self.proto} is not an IP protocol number")
+
+    @classmethod
+    def of(
+        cls, src: str | Network, dst: str | Network, proto: int = 0, sport: int = 0, dport: int = 0
+    ) -> Selector:
+        return cls(network(src), network(dst), proto, sport, dport)
+
+    @classmethod
+    def host_to_host(cls, src: Address, dst: Address) -> Selector:
+        return cls(network(src), network(dst))
+
+    @property
+    def family(self) -> int:
+        return family_of(self.src)
+
+    def __str__(self) -> str:
+        ports = f" proto {self.proto}" if self.proto else ""
+        ports += f" sport {self.sport}" if self.sport else ""
+        ports += f" dport {self.dport}" if self.dport else ""
+        return f"{self.src} -> {self.dst}{ports}"
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """Soft/hard limits; None is infinite (XFRM_INF), as `ip xfrm` defaults to."""
+
+    soft_bytes: int | None = None
+    hard_bytes: int | None = None
+    soft_packets: int | None = None
+    hard_packets: int | None = None
+    soft_seconds: int | None = None  # since the SA was added
+    hard_seconds: int | None = None
+    soft_use_seconds: int | None = None  # since first use
+    hard_use_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if value is not None and not 0 <= value < 2**64:
+                raise ValueError(f"lifetime {name} {value} out of range")
+
+
+@dataclass(frozen=True)
+class Mark:
+    value: int
+    mask: int = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Encap:
+    """UDP encapsulation of ESP (RFC 3948); `original` is the peer's pre-NAT address, if known."""
+
+    sport: int = 4500
+    dport: int = 4500
+    type: int = 2  # UDP_ENCAP_ESPINUDP
+    original: Address | None = None
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Hardware offload request: `packet` asks for full packet offload, else crypto only."""
+
+    ifindex: int
+    inbound: bool
+    packet: bool = False
+
+
+@dataclass(frozen=True)
+class Crypt:
+    name: str  # kernel algorithm name, e.g. "cbc(aes)"
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Auth:
+    name: str  # e.g. "hmac(sha256)"
+    key: bytes = field(repr=False)
+    trunc_bits: int = 96
+
+
+@dataclass(frozen=True)
+class Aead:
+    name: str  # e.g. "rfc4106(gcm(aes))"
+    key: bytes = field(repr=False)  # includes the salt
+    icv_bits: int = 128
+
+
+@dataclass(frozen=True)
+class Comp:
+    name: str  # e.g. "deflate"
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the kernel counted for an SA (xfrm_lifetime_cur and xfrm_stats)."""
+
+    bytes: int = 0
+    packets: int = 0
+    add_time: int = 0
+    use_time: int = 0
+    replay_errors: int = 0
+    integrity_failures: int = 0
+
+
+@dataclass(frozen=True)
+class ReplayState:
+    """Sequence numbers (64-bit with ESN) and the replay window."""
+
+    oseq: int
+    seq: int
+    window: int
+    bitmap: bytes = b""
+
+
+@dataclass(frozen=True)
+class SaId:
+    """What identifies an SA in the kernel: destination, SPI, protocol."""
+
+    dst: Address
+    spi: int
+    proto: Proto = Proto.ESP
+
+    def __str__(self) -> str:
+        return f"{self.proto.label} spi {self.spi:#010x} dst {self.dst}"
+
+
+@dataclass(frozen=True)
+class SA:
+    """An IPsec SA as installed in (or read back from) the kernel."""
+
+    src: Address
+    dst: Address
+    spi: int
+    proto: Proto = Proto.ESP
+    mode: Mode = Mode.TRANSPORT
+    reqid: int = 0
+    aead: Aead | None = None
+    crypt: Crypt | None = None
+    auth: Auth | None = None
+    comp: Comp | None = None
+    selector: Selector | None = None  # None: any traffic (family of src/dst)
+    lifetime: Lifetime = Lifetime()
+    replay_window: int = 32
+    esn: bool = False
+    encap: Encap | None = None
+    mark: Mark | None = None
+    if_id: int = 0
+    offload: Offload | None = None
+    direction: SaDir = SaDir.UNSET
+    flags: int = 0  # XFRM_STATE_* flags beyond ESN, e.g. STATE_AF_UNSPEC
+    tfc_pad: int = 0
+    counters: Counters = field(default=Counters(), compare=False)
+    seq: int = field(default=0, compare=False)  # ACQUIRE sequence this SA answers
+
+    def __post_init__(self) -> None:
+        if self.src.version != self.dst.version:
+            raise ValueError(f"SA mixes address families: {self.src} and {self.dst}")
+        if not 0 <= self.spi <= 0xFFFFFFFF:
+            raise ValueError(f"SPI {self.spi} is not a 32-bit value")
+        if self.aead is not None and (self.crypt is not None or self.auth is not None):
+            raise ValueError("an SA has either an AEAD or a cipher+integrity, not both")
+        if self.proto == Proto.AH and (self.aead or self.crypt):
+            raise ValueError("AH SAs carry only an integrity algorithm")
+        if not 0 <= self.replay_window <= 4096 * 32:
+            raise ValueError(f"replay window {self.replay_window} out of range")
+
+    @property
+    def larval(self) -> bool:
+        """A state without keys: what ALLOCSPI and ACQUIRE leave until the SA is updated."""
+        return self.aead is None and self.crypt is None and self.auth is None and not self.comp
+
+    def check_installable(self) -> None:
+        """Raise ValueError when the kernel would refuse this SA for lack of algorithms."""
+        if self.proto == Proto.ESP and self.aead is None and self.crypt is None:
+            raise ValueError(f"{self}: ESP needs an encryption algorithm (or ecb(cipher_null))")
+        if self.proto == Proto.AH and self.auth is None:
+            raise ValueError(f"{self}: AH needs an integrity algorithm")
+        if self.proto == Proto.COMP and self.comp is None:
+            raise ValueError(f"{self}: IPComp needs a compression algorithm")
+
+    @property
+    def id(self) -> SaId:
+        return SaId(self.dst, self.spi, self.proto)
+
+    @property
+    def family(self) -> int:
+        return family_of(self.dst)
+
+    def __str__(self) -> str:
+        return f"SA {self.proto.label} spi {self.spi:#010x} src {self.src} dst {self.dst}"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One transform a policy requires (xfrm_user_tmpl).
+
+    Tunnel/BEET templates name the endpoints; transport templates leave them unset (any).
+    """
+
+    proto: Proto = Proto.ESP
+    mode: Mode = Mode.TRANSPORT
+    reqid: int = 0
+    src: Address | None = None
+    dst: Address | None = None
+    spi: int = 0
+    optional: bool = False
+    share: int = 0
+    aalgos: int = 0xFFFFFFFF
+    ealgos: int = 0xFFFFFFFF
+    calgos: int = 0xFFFFFFFF
+
+    def __post_init__(self) -> None:
+        if (self.src is None) != (self.dst is None):
+            raise ValueError("a template names both tunnel endpoints or neither")
+        if self.src is not None and self.dst is not None and self.src.version != self.dst.version:
+            raise ValueError(f"template mixes address families: {self.src} and {self.dst}")
+
+
+@dataclass(frozen=True)
+class PolicyId:
+    """A policy is identified by its selector, direction and mark (or by its kernel index)."""
+
+    selector: Selector
+    dir: Dir
+    mark: Mark | None = None
+    if_id: int = 0
+
+    def __str__(self) -> str:
+        return f"policy {self.dir.name.lower()} {self.selector}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An SPD entry. No templates and ALLOW: bypass; BLOCK: drop; templates: require IPsec."""
+
+    selector: Selector
+    dir: Dir
+    templates: tuple[Template, ...] = ()
+    action: Action = Action.ALLOW
+    priority: int = 0
+    mark: Mark | None = None
+    if_id: int = 0
+    lifetime: Lifetime = Lifetime()
+    flags: int = 0  # XFRM_POLICY_LOCALOK / XFRM_POLICY_ICMP
+    index: int = field(default=0, compare=False)  # assigned by the kernel
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.priority <= 0xFFFFFFFF:
+            raise ValueError(f"policy priority {self.priority} out of range")
+
+    @property
+    def id(self) -> PolicyId:
+        return PolicyId(self.selector, self.dir, self.mark, self.if_id)
+
+    def __str__(self) -> str:
+        return f"policy {self.dir.name.lower()} {self.selector} priority {self.priority}"
+
+
+@dataclass(frozen=True)
+class SaCounters:
+    """GETAE answer: counters and replay state of one SA, for status displays."""
+
+    id: SaId
+    bytes: int
+    packets: int
+    add_time: int
+    use_time: int
+    replay: ReplayState | None
