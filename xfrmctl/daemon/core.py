@@ -1,0 +1,415 @@
+"""The daemon's heart: drive the sans-IO engine from sockets, timers and kernel events.
+
+Every engine call is followed by `_pump()`, which sends what the engine queued, turns its
+events into kernel work and waiter updates, and re-arms the single engine timer. Kernel work
+runs in one ordered queue so that a rekeyed Child SA is always installed before the SA it
+replaces is removed (make-before-break).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
+from xfrmctl.daemon.sockets import Address, IkeSockets
+from xfrmctl.ike import events as ev
+from xfrmctl.ike.engine import EndpointConfig, IkeEndpoint
+from xfrmctl.ike.errors import LocalProtocolError
+from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
+
+log = logging.getLogger("xfrmctl.daemon")
+
+
+@dataclass
+class Installed:
+    """A Child SA pair the kernel holds for us."""
+
+    ready: ev.ChildSaReady
+    installed_at: float
+
+
+@dataclass
+class Waiter:
+    """An `up`/`down` request waiting for the engine and the kernel to finish."""
+
+    conn: str
+    kind: str  # "up" | "down"
+    ike_sa_ids: set[int]
+    children: set[str]  # child names still to be installed (up) or removed (down)
+    future: asyncio.Future[dict[str, Any]]
+    progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    done_children: list[ev.ChildSaReady] = field(default_factory=list)
+
+
+class UpFailed(Exception):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or {}
+
+
+class Daemon:
+    def __init__(
+        self, specs: list[ConnectionSpec], kernel: KernelGlue, ports: tuple[int, int] = (500, 4500)
+    ) -> None:
+        self.kernel = kernel
+        self.engine = IkeEndpoint(
+            specs, config=EndpointConfig(ike_port=ports[0], natt_port=ports[1])
+        )
+        self.sockets = IkeSockets(self._on_datagram, ports, prepare=kernel.prepare_socket)
+        self.installed: dict[int, Installed] = {}  # by spi_in
+        self.waiters: list[Waiter] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._kernel_queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
+
+    # ------------------------------------------------------------------------ life cycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("daemon not started")
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        removed = await self.kernel.cleanup_stale()
+        if removed:
+            log.info("removed %d stale XFRM objects left by an earlier instance", removed)
+        self.sockets.open(self.loop)
+        self._tasks.append(asyncio.create_task(self._kernel_worker(), name="kernel-worker"))
+        self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
+        await self.apply_start_actions(list(self.engine.specs.values()))
+
+    async def apply_start_actions(self, specs: list[ConnectionSpec]) -> None:
+        for spec in specs:
+            for child in spec.children:
+                if child.start_action == StartAction.TRAP:
+                    await self.kernel.install_trap(
+                        spec, child, self.engine.reqid(spec.name, child.name)
+                    )
+            starts = [c.name for c in spec.children if c.start_action == StartAction.START]
+            if starts:
+                self.call(self.engine.initiate, spec.name, starts)
+
+    async def stop(self) -> None:
+        """SIGTERM: tell peers, remove every SA and policy we installed, exit clean."""
+        if self._loop is None:
+            return
+        self.call(self.engine.terminate_all)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._kernel_queue.join(), timeout=5)
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.sockets.close()
+        await self.kernel.remove_all()
+        self.installed.clear()
+
+    # ------------------------------------------------------------------------ engine pump
+
+    def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call an engine action with the current time, then act on what it produced."""
+        try:
+            return method(*args, now=self.now(), **kwargs)
+        finally:
+            self._pump()
+
+    def _on_datagram(self, data: bytes, local: Address, remote: Address) -> None:
+        self.engine.receive_datagram(data, local, remote, self.now())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.engine.handle_timer(self.now())
+        self._pump()
+
+    def _pump(self) -> None:
+        for dgram in self.engine.datagrams_to_send():
+            self.sockets.send(dgram.data, dgram.local, dgram.remote)
+        while (event := self.engine.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("error handling %s", type(event).__name__)
+        for dgram in self.engine.datagrams_to_send():
+            self.sockets.send(dgram.data, dgram.local, dgram.remote)
+        deadline = self.engine.next_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self.loop.call_at(max(deadline, self.now()), self._on_timer)
+
+    # ------------------------------------------------------------------------ engine events
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.ChildSaReady):
+            log.info(
+                "%s/%s: Child SA ready, %s spi in %08x out %08x, %s, %s",
+                event.conn,
+                event.child,
+                event.protocol.name,
+                event.spi_in,
+                event.spi_out,
+                event.mode.value,
+                event.proposal,
+            )
+            self._kernel_queue.put_nowait(functools.partial(self._install, event))
+        elif isinstance(event, ev.ChildSaDeleted):
+            log.info(
+                "%s/%s: Child SA deleted (spi in %08x out %08x): %s",
+                event.conn,
+                event.child,
+                event.spi_in,
+                event.spi_out,
+                event.reason,
+            )
+            self._kernel_queue.put_nowait(functools.partial(self._remove, event))
+        elif isinstance(event, ev.IkeSaEstablished):
+            log.info(
+                "%s: IKE SA #%d established with %s (%s), %s",
+                event.conn,
+                event.ike_sa_id,
+                event.remote[0],
+                event.remote_id,
+                event.proposal,
+            )
+            self._progress(
+                event.conn,
+                {
+                    "event": "ike_established",
+                    "proposal": event.proposal,
+                    "remote_id": event.remote_id,
+                },
+            )
+        elif isinstance(event, ev.IkeSaRekeyed):
+            log.info(
+                "%s: IKE SA #%d rekeyed to #%d (%s)",
+                event.conn,
+                event.old_ike_sa_id,
+                event.new_ike_sa_id,
+                event.proposal,
+            )
+            for w in self.waiters:
+                if event.old_ike_sa_id in w.ike_sa_ids:
+                    w.ike_sa_ids.add(event.new_ike_sa_id)
+        elif isinstance(event, ev.IkeSaDeleted):
+            log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
+            self._kernel_queue.put_nowait(functools.partial(self._ike_gone, event))
+        elif isinstance(event, ev.AuthenticationFailed):
+            log.warning(
+                "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
+            )
+            self._fail(
+                event.conn,
+                event.ike_sa_id,
+                "AUTHENTICATION_FAILED",
+                f"authentication failed: {event.reason}",
+                {"local_id": event.local_id, "remote_id": event.remote_id},
+            )
+        elif isinstance(event, ev.NegotiationFailed):
+            details = {"ours": _offer(event.ours), "theirs": _offer(event.theirs)}
+            log.warning(
+                "%s: negotiation failed: %s (ours %s, theirs %s)",
+                event.conn,
+                event.reason,
+                details["ours"],
+                details["theirs"],
+            )
+            self._fail(event.conn, event.ike_sa_id, event.reason, _failure_text(event), details)
+        elif isinstance(event, ev.PeerDead):
+            log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
+            self._fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
+            self._dpd_action(event.conn)
+        elif isinstance(event, ev.ProtocolViolation):
+            log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
+
+    def _dpd_action(self, conn: str) -> None:
+        spec = self.engine.specs.get(conn)
+        if spec is None:
+            return
+        restart = [c.name for c in spec.children if c.dpd_action == CloseAction.START]
+        if restart:
+            log.info("%s: DPD action restart for %s", conn, ", ".join(restart))
+            self.loop.call_later(1.0, lambda: self._restart(conn, restart))
+
+    def _restart(self, conn: str, children: list[str]) -> None:
+        if conn in self.engine.specs:
+            with contextlib.suppress(LocalProtocolError):
+                self.call(self.engine.initiate, conn, children)
+
+    # ------------------------------------------------------------------------ kernel work
+
+    async def _kernel_worker(self) -> None:
+        while True:
+            job = await self._kernel_queue.get()
+            try:
+                await job()
+            except Exception:
+                log.exception("kernel operation failed")
+            finally:
+                self._kernel_queue.task_done()
+
+    async def _install(self, ready: ev.ChildSaReady) -> None:
+        try:
+            await self.kernel.install_child(ready)
+        except Exception as exc:
+            log.error("%s/%s: installing the Child SA failed: %s", ready.conn, ready.child, exc)
+            self._fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
+            with contextlib.suppress(Exception):
+                self.call(self.engine.delete_child, ready.spi_in)
+            return
+        self.installed[ready.spi_in] = Installed(ready, self.now())
+        for w in list(self.waiters):
+            if w.kind == "up" and w.conn == ready.conn and ready.ike_sa_id in w.ike_sa_ids:
+                w.children.discard(ready.child)
+                w.done_children.append(ready)
+                if not w.children:
+                    self._resolve(w, {"ike_sa_id": ready.ike_sa_id})
+
+    async def _remove(self, gone: ev.ChildSaDeleted) -> None:
+        entry = self.installed.pop(gone.spi_in, None)
+        if entry is not None:
+            await self.kernel.remove_child(entry.ready)
+        for w in list(self.waiters):
+            if w.kind == "down" and w.conn == gone.conn:
+                w.children.discard(gone.child)
+                if not w.children and not (w.ike_sa_ids & self._live_ike_ids(w.conn)):
+                    self._resolve(w, {})
+
+    async def _ike_gone(self, event: ev.IkeSaDeleted) -> None:
+        # Children of a vanished IKE SA cannot be rekeyed or deleted any more: remove them.
+        for spi_in, entry in list(self.installed.items()):
+            if entry.ready.ike_sa_id == event.ike_sa_id:
+                self.installed.pop(spi_in, None)
+                await self.kernel.remove_child(entry.ready)
+        for w in list(self.waiters):
+            if event.ike_sa_id not in w.ike_sa_ids:
+                continue
+            if w.kind == "down":
+                if not (w.ike_sa_ids & self._live_ike_ids(w.conn)):
+                    self._resolve(w, {})
+            elif w.children:
+                self._reject(
+                    w, UpFailed("IKE_SA_DELETED", f"the IKE SA was deleted: {event.reason}")
+                )
+
+    def _live_ike_ids(self, conn: str) -> set[int]:
+        return {s.ike_sa_id for s in self.engine.ike_sas() if s.conn == conn}
+
+    async def _kernel_events(self) -> None:
+        async for kev in self.kernel.events():
+            try:
+                self._on_kernel_event(kev)
+            except Exception:
+                log.exception("error handling kernel event %s", kev)
+
+    def _on_kernel_event(self, kev: KernelEvent) -> None:
+        if kev.kind == "acquire":
+            target = self.kernel.trap_for_reqid(kev.reqid)
+            if target is None:
+                return
+            conn, child = target
+            log.info("%s/%s: kernel ACQUIRE for %s, negotiating", conn, child, kev.detail)
+            self.call(
+                self.engine.initiate_child, conn, child, traffic_selectors=kev.traffic_selectors
+            )
+            return
+        spi_in = self._spi_in_for(kev.spi)
+        if spi_in is None:
+            return
+        if kev.kind == "soft":
+            log.info("Child SA spi %08x reached its soft limit, rekeying", kev.spi)
+            with contextlib.suppress(LocalProtocolError, KeyError):
+                self.call(self.engine.rekey_child, spi_in)
+        elif kev.kind == "hard":
+            log.info("Child SA spi %08x reached its hard limit, deleting", kev.spi)
+            with contextlib.suppress(LocalProtocolError, KeyError):
+                self.call(self.engine.delete_child, spi_in)
+
+    def _spi_in_for(self, spi: int) -> int | None:
+        if spi in self.installed:
+            return spi
+        for spi_in, entry in self.installed.items():
+            if entry.ready.spi_out == spi:
+                return spi_in
+        return None
+
+    # ------------------------------------------------------------------------ waiters
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        self.waiters.append(waiter)
+
+    def _progress(self, conn: str, message: dict[str, Any]) -> None:
+        for w in self.waiters:
+            if w.conn == conn and w.kind == "up" and w.progress is not None:
+                task = asyncio.ensure_future(w.progress(message))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    def _fail(
+        self, conn: str, ike_sa_id: int | None, code: str, message: str, details: dict[str, Any]
+    ) -> None:
+        for w in list(self.waiters):
+            if (
+                w.kind == "up"
+                and w.conn == conn
+                and (ike_sa_id is None or ike_sa_id in w.ike_sa_ids)
+            ):
+                self._reject(w, UpFailed(code, message, details))
+
+    def _resolve(self, w: Waiter, result: dict[str, Any]) -> None:
+        if w in self.waiters:
+            self.waiters.remove(w)
+        if not w.future.done():
+            w.future.set_result(result)
+
+    def _reject(self, w: Waiter, exc: Exception) -> None:
+        if w in self.waiters:
+            self.waiters.remove(w)
+        if not w.future.done():
+            w.future.set_exception(exc)
+
+
+def _offer(offer: ev.Offer) -> dict[str, Any]:
+    return {
+        "proposals": list(offer.proposal_text),
+        "local_ts": [str(t) for t in offer.local_ts],
+        "remote_ts": [str(t) for t in offer.remote_ts],
+        "identity": offer.identity,
+        "auth": offer.auth_method,
+    }
+
+
+def _failure_text(event: ev.NegotiationFailed) -> str:
+    what = f"child {event.child}" if event.child else "IKE SA"
+    if event.reason == "NO_PROPOSAL_CHOSEN":
+        return (
+            f"{what}: no proposal chosen: we offered {', '.join(event.ours.proposal_text)}"
+            f"; the peer offered {', '.join(event.theirs.proposal_text) or 'none we saw'}"
+        )
+    if event.reason == "TS_UNACCEPTABLE":
+        return (
+            f"{what}: traffic selectors unacceptable: ours "
+            f"{[str(t) for t in event.ours.local_ts]} <-> "
+            f"{[str(t) for t in event.ours.remote_ts]}, theirs "
+            f"{[str(t) for t in event.theirs.local_ts]} <-> "
+            f"{[str(t) for t in event.theirs.remote_ts]}"
+        )
+    return f"{what}: {event.reason}"

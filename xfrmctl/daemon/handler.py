@@ -1,0 +1,231 @@
+"""The control socket's commands (up, down, status, reload) on top of the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from xfrmctl.daemon.control import ControlError, Progress
+from xfrmctl.daemon.core import Daemon, UpFailed, Waiter
+from xfrmctl.daemon.status import (
+    ChildConfigStatus,
+    ChildSaStatus,
+    ConnectionStatus,
+    IkeSaStatus,
+    StatusReport,
+)
+from xfrmctl.ike.errors import LocalProtocolError
+from xfrmctl.ike.spec import ConnectionSpec
+
+UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
+DOWN_TIMEOUT = 30.0
+
+
+class DaemonHandler:
+    def __init__(self, daemon: Daemon, reload: Callable[[], list[ConnectionSpec]]) -> None:
+        self.daemon = daemon
+        self._reload_specs = reload
+
+    def _spec(self, name: str) -> ConnectionSpec:
+        spec = self.daemon.engine.specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.daemon.engine.specs)) or "none"
+            raise ControlError(
+                "UNKNOWN_CONNECTION", f"no connection named {name!r} (configured: {known})"
+            )
+        return spec
+
+    async def up(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
+        spec = self._spec(name)
+        names = [c.name for c in spec.children]
+        if child is not None:
+            if child not in names:
+                raise ControlError(
+                    "UNKNOWN_CHILD",
+                    f"connection {name!r} has no child {child!r} "
+                    f"(children: {', '.join(names) or 'none'})",
+                )
+            names = [child]
+        installed = {e.ready.child for e in self.daemon.installed.values() if e.ready.conn == name}
+        if names and set(names) <= installed:
+            return await self._up_result(name)
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(name, "up", set(), set(names), loop.create_future(), progress)
+        try:
+            if any(
+                s.conn == name and s.state.upper() == "ESTABLISHED" for s in self.daemon.engine.ike_sas()
+            ):
+                ids = {
+                    self.daemon.call(self.daemon.engine.initiate_child, name, n)
+                    for n in names
+                    if n not in installed
+                }
+            else:
+                ids = {
+                    self.daemon.call(
+                        self.daemon.engine.initiate, name, [n for n in names if n not in installed]
+                    )
+                }
+        except LocalProtocolError as exc:
+            raise ControlError("CONFIG", str(exc)) from None
+        waiter.ike_sa_ids |= ids
+        waiter.children -= installed
+        self.daemon.add_waiter(waiter)
+        await progress({"event": "initiating", "connection": name, "children": names})
+        try:
+            await asyncio.wait_for(waiter.future, UP_TIMEOUT)
+        except TimeoutError:
+            raise ControlError(
+                "TIMEOUT", f"{name}: not established after {UP_TIMEOUT:.0f} s"
+            ) from None
+        except UpFailed as exc:
+            raise ControlError(exc.code, exc.args[0], exc.details) from None
+        return await self._up_result(name)
+
+    async def _up_result(self, name: str) -> dict[str, Any]:
+        report = await self.status(name)
+        sas = [s for s in report.ike_sas if s.name == name]
+        return {"ike_sa": sas[0].model_dump(mode="json")} if sas else {}
+
+    async def down(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
+        self._spec(name)
+        loop = asyncio.get_running_loop()
+        engine = self.daemon.engine
+        if child is not None:
+            spis = [
+                spi
+                for spi, e in self.daemon.installed.items()
+                if e.ready.conn == name and e.ready.child == child
+            ]
+            if not spis:
+                return {"deleted_ike_sas": 0, "deleted_child_sas": 0}
+            waiter = Waiter(name, "down", set(), {child}, loop.create_future(), progress)
+            self.daemon.add_waiter(waiter)
+            for spi in spis:
+                self.daemon.call(engine.delete_child, spi)
+            result = {"deleted_ike_sas": 0, "deleted_child_sas": len(spis)}
+        else:
+            ids = {s.ike_sa_id for s in engine.ike_sas() if s.conn == name}
+            children = sum(1 for e in self.daemon.installed.values() if e.ready.conn == name)
+            if not ids:
+                return {"deleted_ike_sas": 0, "deleted_child_sas": 0}
+            waiter = Waiter(name, "down", set(ids), set(), loop.create_future(), progress)
+            self.daemon.add_waiter(waiter)
+            for ike_id in ids:
+                self.daemon.call(engine.delete_ike, ike_id)
+            result = {"deleted_ike_sas": len(ids), "deleted_child_sas": children}
+        try:
+            await asyncio.wait_for(waiter.future, DOWN_TIMEOUT)
+        except TimeoutError:
+            raise ControlError(
+                "TIMEOUT", f"{name}: not torn down after {DOWN_TIMEOUT:.0f} s"
+            ) from None
+        return result
+
+    async def status(self, name: str | None) -> StatusReport:
+        daemon = self.daemon
+        now_mono = daemon.now()
+        wall = time.time()
+        ike_list: list[IkeSaStatus] = []
+        for ike in daemon.engine.ike_sas():
+            if name is not None and ike.conn != name:
+                continue
+            children: list[ChildSaStatus] = []
+            for c in ike.children:
+                entry = daemon.installed.get(c.spi_in)
+                counters = None
+                rekey_in = None
+                installed_at = None
+                if entry is not None:
+                    counters = await daemon.kernel.counters(entry.ready)
+                    installed_at = datetime.fromtimestamp(
+                        wall - (now_mono - entry.installed_at), UTC
+                    )
+                    soft = entry.ready.lifetimes.soft_seconds
+                    rekey_in = max(0, int(entry.installed_at + soft - now_mono)) if soft else None
+                children.append(
+                    ChildSaStatus(
+                        name=c.name,
+                        unique_id=c.unique_id,
+                        state=c.state.upper(),
+                        mode=c.mode,
+                        protocol=c.protocol,
+                        spi_in=f"{c.spi_in:08x}",
+                        spi_out=f"{c.spi_out:08x}",
+                        local_ts=list(c.local_ts),
+                        remote_ts=list(c.remote_ts),
+                        proposal=c.proposal,
+                        encap=c.encap,
+                        bytes_in=counters.bytes_in if counters else 0,
+                        bytes_out=counters.bytes_out if counters else 0,
+                        packets_in=counters.packets_in if counters else 0,
+                        packets_out=counters.packets_out if counters else 0,
+                        installed_at=installed_at,
+                        rekey_in=rekey_in,
+                    )
+                )
+            ike_list.append(
+                IkeSaStatus(
+                    name=ike.conn,
+                    unique_id=ike.ike_sa_id,
+                    state=ike.state.upper(),
+                    initiator=ike.initiator,
+                    local_addr=str(ike.local[0]),
+                    local_port=ike.local[1],
+                    remote_addr=str(ike.remote[0]),
+                    remote_port=ike.remote[1],
+                    local_id=ike.local_id,
+                    remote_id=ike.remote_id,
+                    proposal=ike.proposal,
+                    nat_local=ike.nat_local,
+                    nat_remote=ike.nat_remote,
+                    children=children,
+                )
+            )
+        conns = []
+        active = {s.name for s in ike_list}
+        for spec in daemon.engine.specs.values():
+            if name is not None and spec.name != name:
+                continue
+            conns.append(
+                ConnectionStatus(
+                    name=spec.name,
+                    local_addrs=[str(a) for a in spec.local_addrs],
+                    remote_addrs=[str(a) for a in spec.remote_addrs],
+                    active=spec.name in active,
+                    children=[
+                        ChildConfigStatus(
+                            name=c.name,
+                            mode=c.mode.value,
+                            protocol=c.protocol.name.lower(),
+                            start_action=c.start_action.value,
+                            local_ts=[str(t.network) for t in c.local_ts],
+                            remote_ts=[str(t.network) for t in c.remote_ts],
+                        )
+                        for c in spec.children
+                    ],
+                )
+            )
+        return StatusReport(ike_sas=ike_list, connections=conns)
+
+    async def reload(self) -> dict[str, Any]:
+        try:
+            specs = self._reload_specs()
+        except Exception as exc:
+            raise ControlError("CONFIG", f"configuration not reloaded: {exc}") from None
+        old = self.daemon.engine.specs
+        new = {s.name: s for s in specs}
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+        unchanged = sorted(n for n in set(old) & set(new) if old[n] == new[n])
+        self.daemon.engine.update_specs(specs)
+        for name in removed + changed:
+            for ike in self.daemon.engine.ike_sas():
+                if ike.conn == name:
+                    self.daemon.call(self.daemon.engine.delete_ike, ike.ike_sa_id)
+        await self.daemon.apply_start_actions([new[n] for n in added + changed])
+        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}

@@ -1,0 +1,70 @@
+"""What the daemon needs from the kernel, as one small interface.
+
+`KernelGlue` is the seam between the asyncio daemon and `xfrmctl.kernel`: the real
+implementation (`xfrm_glue.XfrmGlue`) installs SAs and policies over netlink; tests use a
+recording double so the whole daemon runs without root.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    """A kernel upcall the daemon acts on."""
+
+    kind: str  # "acquire" | "soft" | "hard" | "mapping"
+    reqid: int = 0
+    spi: int = 0
+    traffic_selectors: tuple[TrafficSelector, ...] | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ChildCounters:
+    bytes_in: int = 0
+    packets_in: int = 0
+    bytes_out: int = 0
+    packets_out: int = 0
+
+
+class KernelGlue:
+    """Interface; every method must leave the kernel unchanged when it raises."""
+
+    def prepare_socket(self, sock: socket.socket, family: int) -> None:
+        """Exempt an IKE socket from IPsec policies (per-socket bypass)."""
+        raise NotImplementedError
+
+    async def cleanup_stale(self) -> int:
+        """Remove SAs and policies an earlier instance of ours left; returns how many."""
+        raise NotImplementedError
+
+    async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
+        """Policies without SAs, so the first packet raises an ACQUIRE instead of leaking."""
+        raise NotImplementedError
+
+    def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
+        raise NotImplementedError
+
+    async def install_child(self, ready: ChildSaReady) -> None:
+        raise NotImplementedError
+
+    async def remove_child(self, ready: ChildSaReady) -> None:
+        raise NotImplementedError
+
+    async def counters(self, ready: ChildSaReady) -> ChildCounters:
+        raise NotImplementedError
+
+    async def remove_all(self) -> None:
+        """Shutdown: remove every SA and policy this instance installed, traps included."""
+        raise NotImplementedError
+
+    def events(self) -> AsyncIterator[KernelEvent]:
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""`xfrmctl daemon`: load the configuration, open sockets, serve until SIGTERM, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from xfrmctl.daemon.control import ControlServer, ControlSocketError
+from xfrmctl.daemon.core import Daemon
+from xfrmctl.daemon.handler import DaemonHandler
+from xfrmctl.daemon.kernel_glue import KernelGlue
+from xfrmctl.daemon.sdnotify import notify
+from xfrmctl.daemon.specs import SpecError, build_specs
+from xfrmctl.ike.spec import ConnectionSpec
+
+log = logging.getLogger("xfrmctl.daemon")
+
+
+def _setup_logging(level: str) -> None:
+    # journald adds timestamps; a terminal user gets them from the format.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def _load(config_path: Path) -> tuple[list[ConnectionSpec], object]:
+    from xfrmctl.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+    return build_specs(loaded), loaded
+
+
+def default_kernel() -> KernelGlue:
+    from xfrmctl.daemon.xfrm_glue import XfrmGlue
+
+    return XfrmGlue()
+
+
+async def run_daemon(
+    config_path: Path, socket_path: Path | None, kernel: KernelGlue | None = None
+) -> int:
+    try:
+        specs, loaded = _load(config_path)
+    except (SpecError, OSError) as exc:
+        print(f"xfrmctl daemon: {exc}", file=sys.stderr)
+        return 2
+    settings = loaded.settings  # type: ignore[attr-defined]
+    _setup_logging(settings.log_level)
+    for warning in loaded.warnings:  # type: ignore[attr-defined]
+        log.warning("%s", warning)
+    socket_path = socket_path or settings.socket
+    daemon = Daemon(specs, kernel or default_kernel(), (settings.port, settings.port_nat_t))
+
+    def reload_specs() -> list[ConnectionSpec]:
+        return _load(config_path)[0]
+
+    handler = DaemonHandler(daemon, reload_specs)
+    server = ControlServer(Path(socket_path), handler)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def on_hup() -> None:
+        try:
+            result = await handler.reload()
+            log.info("configuration reloaded: %s", result)
+        except Exception as exc:
+            log.error("reload failed: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_hup()))
+    try:
+        await server.start()
+        await daemon.start()
+    except (ControlSocketError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await daemon.stop()
+        await server.close()
+        return 1
+    log.info("xfrmctl daemon ready: %d connections, control socket %s", len(specs), socket_path)
+    notify("READY=1\nSTATUS=running")
+    await stop.wait()
+    notify("STOPPING=1")
+    log.info("shutting down: deleting SAs and removing kernel state")
+    await server.close()
+    await daemon.stop()
+    log.info("stopped")
+    return 0

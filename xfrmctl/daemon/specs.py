@@ -1,0 +1,140 @@
+"""Turn the validated user configuration into the engine's plain connection specs."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from xfrmctl.ike.iana import ProtocolId
+from xfrmctl.ike.spec import (
+    Auth,
+    CertAuth,
+    ChildSpec,
+    CloseAction,
+    ConnectionSpec,
+    Encap,
+    Identity,
+    IPAddress,
+    Mode,
+    PskAuth,
+    StartAction,
+    TsSpec,
+)
+
+if TYPE_CHECKING:
+    from xfrmctl.config import Child, Connection, LoadedConfig, Selector
+
+
+class SpecError(ValueError):
+    """A connection that validates as configuration but cannot run (names the connection)."""
+
+
+_DPD_ACTIONS = {"clear": CloseAction.NONE, "trap": CloseAction.TRAP, "restart": CloseAction.START}
+
+
+def build_specs(config: LoadedConfig) -> list[ConnectionSpec]:
+    return [build_spec(config, name, conn) for name, conn in config.connections.items()]
+
+
+def _addresses(values: list[str]) -> tuple[IPAddress, ...]:
+    out: list[IPAddress] = []
+    for value in values:
+        text = str(value)
+        if text in ("%any", "0.0.0.0/0", "::/0"):
+            continue
+        out.append(ipaddress.ip_network(text, strict=False).network_address)
+    return tuple(out)
+
+
+def _selectors(
+    selectors: list[Selector], address: IPAddress | None, what: str
+) -> tuple[TsSpec, ...]:
+    out = []
+    for sel in selectors:
+        if sel.network is None:
+            if address is None:
+                raise SpecError(f"{what}: 'dynamic' needs a configured address")
+            sel = sel.resolve(address)
+        assert sel.network is not None  # resolved above; for the type checker only
+        out.append(TsSpec(sel.network, sel.protocol, sel.port_start, sel.port_end))
+    return tuple(out)
+
+
+def _child(
+    name: str, conn_name: str, child: Child, local: IPAddress | None, remote: IPAddress | None
+) -> ChildSpec:
+    where = f"connection {conn_name!r} child {name!r}"
+    return ChildSpec(
+        name=name,
+        local_ts=_selectors(child.local_selectors(), local, f"{where} local_ts"),
+        remote_ts=_selectors(child.remote_selectors(), remote, f"{where} remote_ts"),
+        proposals=tuple(child.proposals()),
+        mode=Mode(child.mode),
+        protocol=ProtocolId.AH if child.protocol == "ah" else ProtocolId.ESP,
+        rekey_time=float(child.rekey_time),
+        life_time=float(child.life_time or child.rekey_time),
+        rand_time=float(child.rand_time or 0),
+        rekey_bytes=int(child.rekey_bytes),
+        life_bytes=int(child.life_bytes or 0),
+        rekey_packets=int(child.rekey_packets),
+        life_packets=int(child.life_packets or 0),
+        start_action=StartAction(child.start_action),
+        dpd_action=_DPD_ACTIONS[child.dpd_action],
+        close_action=CloseAction(child.close_action),
+    )
+
+
+def _auth(config: LoadedConfig, name: str, conn: Connection) -> Auth:
+    if conn.local.auth == "psk":
+        return PskAuth(config.psk_bytes(name))
+    from xfrmctl.ike.crypto.auth import LocalSigner
+    from xfrmctl.ike.crypto.certs import TrustStore, load_certificate_chain
+
+    chain: list[bytes] = []
+    for path in conn.local.certs:
+        for cert in load_certificate_chain(Path(path).read_bytes()):
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            chain.append(cert.public_bytes(Encoding.DER))
+    signer = LocalSigner.from_pem(config.private_key_bytes(name))
+    trust = TrustStore.from_pem_files([Path(p) for p in conn.remote.cacerts])
+    return CertAuth(signer, tuple(chain), trust)
+
+
+def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionSpec:
+    local_addrs = _addresses(list(conn.local_addrs))
+    remote_addrs = _addresses(list(conn.remote_addrs))
+    local = local_addrs[0] if local_addrs else None
+    remote = remote_addrs[0] if remote_addrs else None
+    local_id_text = conn.local.id
+    if local_id_text:
+        local_id = Identity.parse(str(local_id_text))
+    elif local is not None:
+        local_id = Identity.parse(str(local))
+    else:
+        raise SpecError(f"connection {name!r}: set local.id or local_addrs")
+    remote_id_text = str(conn.remote.id)
+    remote_id = None if remote_id_text == "%any" else Identity.parse(remote_id_text)
+    over = float(conn.over_time or 0)
+    return ConnectionSpec(
+        name=name,
+        local_addrs=local_addrs,
+        remote_addrs=remote_addrs,
+        local_id=local_id,
+        remote_id=remote_id,
+        auth=_auth(config, name, conn),
+        ike_proposals=tuple(conn.ike_proposals()),
+        children=tuple(
+            _child(cname, name, child, local, remote) for cname, child in conn.children.items()
+        ),
+        remote_port=int(conn.remote_port),
+        rekey_time=float(conn.rekey_time),
+        reauth_time=float(conn.reauth_time),
+        over_time=over,
+        rand_time=float(conn.rand_time if conn.rand_time is not None else over),
+        dpd_delay=float(conn.dpd_delay),
+        dpd_timeout=float(conn.dpd_timeout),
+        encap=Encap(conn.encap),
+        fragmentation=bool(conn.fragmentation),
+    )
