@@ -64,8 +64,17 @@ class RecordingKernel(KernelGlue):
             yield await self.queue.get()
 
 
-def write_config(tmp: Path, name: str, me: str, peer: str, my_port: int, peer_port: int,
-                 my_id: str, peer_id: str, esp: str = "aes256gcm16") -> Path:
+def write_config(
+    tmp: Path,
+    name: str,
+    me: str,
+    peer: str,
+    my_port: int,
+    peer_port: int,
+    my_id: str,
+    peer_id: str,
+    esp: str = "aes256gcm16",
+) -> Path:
     psk = tmp / f"{name}.psk"
     psk.write_text("correct horse battery staple\n")
     psk.chmod(0o600)
@@ -95,8 +104,7 @@ async def make_daemon(cfg: Path) -> tuple[Daemon, DaemonHandler, RecordingKernel
 
     loaded = load_config(cfg)
     kernel = RecordingKernel()
-    daemon = Daemon(build_specs(loaded), kernel,
-                    (loaded.settings.port, loaded.settings.port_nat_t))
+    daemon = Daemon(build_specs(loaded), kernel, (loaded.settings.port, loaded.settings.port_nat_t))
     daemon.sockets._ipv6 = False
     await daemon.start()
     return daemon, DaemonHandler(daemon, lambda: build_specs(load_config(cfg))), kernel
@@ -108,17 +116,19 @@ async def no_progress(message: dict[str, Any]) -> None:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Path, Path]:
-    a = write_config(tmp_path, "a", "127.0.0.1", "127.0.0.2", BASE_PORT, BASE_PORT + 2,
-                     "a.example", "b.example")
-    b = write_config(tmp_path, "b", "127.0.0.2", "127.0.0.1", BASE_PORT + 2, BASE_PORT,
-                     "b.example", "a.example")
+    a = write_config(
+        tmp_path, "a", "127.0.0.1", "127.0.0.2", BASE_PORT, BASE_PORT + 2, "a.example", "b.example"
+    )
+    b = write_config(
+        tmp_path, "b", "127.0.0.2", "127.0.0.1", BASE_PORT + 2, BASE_PORT, "b.example", "a.example"
+    )
     return a, b
 
 
 def test_up_status_rekey_down(pair: tuple[Path, Path]) -> None:
     async def scenario() -> None:
         da, ha, ka = await make_daemon(pair[0])
-        db, hb, kb = await make_daemon(pair[1])
+        db, _, kb = await make_daemon(pair[1])
         try:
             result = await asyncio.wait_for(ha.up("tun", None, no_progress), 20)
             ike = result["ike_sa"]
@@ -160,10 +170,28 @@ def test_up_status_rekey_down(pair: tuple[Path, Path]) -> None:
 
 
 def test_up_reports_proposal_mismatch(tmp_path: Path) -> None:
-    a = write_config(tmp_path, "a", "127.0.0.1", "127.0.0.2", BASE_PORT + 10, BASE_PORT + 12,
-                     "a.example", "b.example", esp="aes128gcm16")
-    b = write_config(tmp_path, "b", "127.0.0.2", "127.0.0.1", BASE_PORT + 12, BASE_PORT + 10,
-                     "b.example", "a.example", esp="chacha20poly1305")
+    a = write_config(
+        tmp_path,
+        "a",
+        "127.0.0.1",
+        "127.0.0.2",
+        BASE_PORT + 10,
+        BASE_PORT + 12,
+        "a.example",
+        "b.example",
+        esp="aes128gcm16",
+    )
+    b = write_config(
+        tmp_path,
+        "b",
+        "127.0.0.2",
+        "127.0.0.1",
+        BASE_PORT + 12,
+        BASE_PORT + 10,
+        "b.example",
+        "a.example",
+        esp="chacha20poly1305",
+    )
 
     async def scenario() -> None:
         da, ha, ka = await make_daemon(a)

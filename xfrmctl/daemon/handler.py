@@ -56,7 +56,8 @@ class DaemonHandler:
         waiter = Waiter(name, "up", set(), set(names), loop.create_future(), progress)
         try:
             if any(
-                s.conn == name and s.state.upper() == "ESTABLISHED" for s in self.daemon.engine.ike_sas()
+                s.conn == name and s.state.upper() == "ESTABLISHED"
+                for s in self.daemon.engine.ike_sas()
             ):
                 ids = {
                     self.daemon.call(self.daemon.engine.initiate_child, name, n)
