@@ -41,6 +41,7 @@ class CreateChildTask:
     """Initiator of a new Child SA; `ChildRekeyTask` extends it with REKEY_SA."""
 
     exchange = ExchangeType.CREATE_CHILD_SA
+    follows_rekey = True
 
     def __init__(
         self, child_name: str, acquired: tuple[TrafficSelector, ...] | None = None

@@ -31,7 +31,7 @@ class ChildRekeyTask(child_create.CreateChildTask):
         return self.old
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
-        if self.old not in sa.children or self.old.state not in (
+        if self.old not in sa.lookup_children() or self.old.state not in (
             ChildState.INSTALLED,
             ChildState.REKEYING,
         ):
@@ -41,7 +41,7 @@ class ChildRekeyTask(child_create.CreateChildTask):
         return super().build(sa, now)
 
     def retry_later(self, sa: IkeSa, now: float) -> bool:
-        if self.old.replaced_by is not None or self.old not in sa.children:
+        if self.old.replaced_by is not None or self.old not in sa.lookup_children():
             return False  # the peer's rekey (or delete) of the same SA went through
         return super().retry_later(sa, now)
 
@@ -55,7 +55,7 @@ class ChildRekeyTask(child_create.CreateChildTask):
         peer_new = self.collision
         if (
             peer_new is not None
-            and peer_new in sa.children
+            and peer_new in sa.lookup_children()
             and child.rekey_nonces
             and peer_new.rekey_nonces
         ):
@@ -69,7 +69,7 @@ class ChildRekeyTask(child_create.CreateChildTask):
                 return
         old.state = ChildState.REKEYED
         old.replaced_by = child
-        if old in sa.children:
+        if old in sa.lookup_children():
             sa.ep.remove_child(sa, old, now, "rekeyed", notify_peer=True)
 
     def on_give_up(self, sa: IkeSa, now: float) -> None:

@@ -13,6 +13,7 @@ from xfrmctl.ike.crypto.algorithms import encr_for, integ_for
 from xfrmctl.ike.crypto.keys import derive_child_keys
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.events import ChildSaReady, Lifetimes, NegotiationFailed, Offer
+from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import EsnId, IntegId, NotifyType, ProtocolId, TransformType, name_of
 from xfrmctl.ike.payloads import NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
@@ -240,7 +241,10 @@ def install(
         tfc_padding=not _has(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED),
         rekey_nonces=(ni, nr),
     )
-    sa.children.append(child)
+    owner = sa  # an IKE rekey may have completed while this exchange was in flight
+    while owner.replaced_by is not None and owner.state != IkeState.ESTABLISHED:
+        owner = owner.replaced_by
+    owner.children.append(child)
     sa.emit(
         ChildSaReady(
             sa.conn_name,

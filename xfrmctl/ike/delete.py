@@ -16,13 +16,14 @@ from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa
 
 class DeleteChildTask:
     exchange = ExchangeType.INFORMATIONAL
+    follows_rekey = True
 
     def __init__(self, child: ChildSa, reason: str) -> None:
         self.child = child
         self.reason = reason
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
-        if self.child not in sa.children:
+        if self.child not in sa.lookup_children():
             return None
         return [DeletePayload(self.child.protocol, (spi_bytes(self.child.spi_in),), 4)]
 
@@ -70,7 +71,12 @@ def handle_informational(
             for raw in p.spis:
                 spi = int.from_bytes(raw, "big")
                 child = next(
-                    (c for c in sa.children if c.spi_out == spi and c.protocol == p.protocol), None
+                    (
+                        c
+                        for c in sa.lookup_children()
+                        if c.spi_out == spi and c.protocol == p.protocol
+                    ),
+                    None,
                 )
                 if child is None:
                     continue

@@ -47,6 +47,8 @@ class EndpointConfig:
     max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
     fragment_size: int = 1280
     temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
+    ike_port: int = IKE_PORT  # our local ports; the host may move them (tests, side by side)
+    natt_port: int = 4500
 
 
 def _default_spi(protocol: ProtocolId) -> int:
@@ -165,7 +167,7 @@ class IkeEndpoint:
         if local is None:
             if not spec.local_addrs:
                 raise LocalProtocolError(f"connection {conn_name!r}: no local address to use")
-            local = (spec.local_addrs[0], IKE_PORT)
+            local = (spec.local_addrs[0], self.config.ike_port)
         if remote is None:
             if not spec.remote_addrs:
                 raise LocalProtocolError(f"connection {conn_name!r}: no remote address to use")

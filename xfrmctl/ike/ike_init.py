@@ -221,9 +221,9 @@ class InitTask:
             sa.nat_local, sa.nat_remote = nat
             if self.spec.encap == Encap.FORCE:
                 sa.nat_local = True
-        if sa.nat and sa.local[1] != NATT_PORT:
+        if sa.nat and sa.local[1] != sa.ep.config.natt_port:
             # RFC 7296 §2.23: float to 4500 right after IKE_SA_INIT.
-            sa.local = (sa.local[0], NATT_PORT)
+            sa.local = (sa.local[0], sa.ep.config.natt_port)
             sa.remote = (sa.remote[0], NATT_PORT)
         sa.state = IkeState.AUTH_SENT
         from xfrmctl.ike.ike_auth import AuthTask

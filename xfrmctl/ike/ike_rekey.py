@@ -66,7 +66,7 @@ def _new_sa(
     return new
 
 
-def _move_children(old: IkeSa, new: IkeSa, now: float) -> None:
+def move_children(old: IkeSa, new: IkeSa, now: float) -> None:
     new.children.extend(old.children)
     old.children = []
     for t in list(old.tasks):
@@ -116,7 +116,7 @@ class IkeRekeyTask:
     def _retry(self, sa: IkeSa, now: float) -> None:
         self.retries += 1
         if self.collision is not None:
-            _move_children(sa, self.collision, now)  # the peer's rekey stands
+            move_children(sa, self.collision, now)  # the peer's rekey stands
             return
         if self.retries > MAX_RETRIES:
             sa.rekey_at = now + 60.0
@@ -186,7 +186,7 @@ class IkeRekeyTask:
                 )
             )
             if self.collision is not None:
-                _move_children(sa, self.collision, now)
+                move_children(sa, self.collision, now)
             else:
                 sa.rekey_at = now + 60.0
             return
@@ -201,13 +201,16 @@ class IkeRekeyTask:
             peer_new is not None
             and peer_new.rekey_nonces is not None
             and peer_new.state == IkeState.ESTABLISHED
-        ) and min(self.ni, nonce.data) < min(peer_new.rekey_nonces):
-            # Ours holds the lowest nonce: it is redundant; the peer deletes the old SA.
-            _move_children(sa, peer_new, now)
-            new.delete(now, "redundant after IKE rekey collision", notify_peer=True)
-            return
-            # We won: the peer deletes its redundant SA (peer_new) itself.
-        _move_children(sa, new, now)
+        ):
+            if min(self.ni, nonce.data) < min(peer_new.rekey_nonces):
+                # Ours holds the lowest nonce: it is redundant; the peer deletes the old SA.
+                move_children(sa, peer_new, now)
+                new.delete(now, "redundant after IKE rekey collision", notify_peer=True)
+                return
+            # We won: the peer deletes its redundant SA (peer_new); should that delete never
+            # come (its response to us was lost), drop it ourselves later.
+            peer_new.expire_at = now + sa.ep.config.half_open_timeout
+        move_children(sa, new, now)
         sa.delete(now, "rekeyed", notify_peer=True)
 
     def on_give_up(self, sa: IkeSa, now: float) -> None:
@@ -270,6 +273,6 @@ def handle_request(sa: IkeSa, payloads: list[Payload], now: float) -> list[Paylo
         ours.collision = new  # resolved when our own response arrives
     else:
         sa.tasks = type(sa.tasks)(t for t in sa.tasks if not isinstance(t, IkeRekeyTask))
-        _move_children(sa, new, now)
+        move_children(sa, new, now)
     answer = Proposal(chosen.protocol, chosen.transforms, chosen.num, spi_r)
     return [SaPayload((answer,)), NoncePayload(nr), KePayload(group, ke.public_value())]

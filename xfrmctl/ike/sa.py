@@ -157,6 +157,7 @@ class IkeSa:
         self.dpd_at: float | None = None
         self.last_inbound = now
         self.retry_at: float | None = None
+        self.expire_at: float | None = None  # drop silently then (redundant rekey SAs)
         self.close_after_response = ""
         self.rekey_nonces: tuple[bytes, bytes] | None = None
         self.replaced_by: IkeSa | None = None
@@ -179,6 +180,29 @@ class IkeSa:
 
     def encap(self) -> UdpEncap | None:
         return UdpEncap(self.local[1], self.remote[1]) if self.nat else None
+
+    def lookup_children(self) -> list[ChildSa]:
+        """Our children and, after an IKE rekey, those that moved to the new IKE SA."""
+        out = list(self.children)
+        heir = self.replaced_by
+        while heir is not None:
+            out += heir.children
+            heir = heir.replaced_by
+        return out
+
+    def _hand_over(self, now: float) -> None:
+        """Requests about Child SAs still pending on a rekeyed IKE SA go to its successor."""
+        heir = self.replaced_by
+        while heir is not None and heir.state == IkeState.DEAD:
+            heir = heir.replaced_by
+        if heir is None or heir.state != IkeState.ESTABLISHED:
+            return
+        pending = [self.outstanding.task] if self.outstanding else []
+        pending += list(self.tasks)
+        for task in reversed(pending):
+            if getattr(task, "follows_rekey", False):
+                heir.tasks.appendleft(task)
+        heir.kick(now)
 
     def emit(self, event: Event) -> None:
         self.ep.emit(event)
@@ -350,7 +374,7 @@ class IkeSa:
     # -------------------------------------------------------------------------------- timers
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.retry_at,) if t is not None]
+        times = [t for t in (self.retry_at, self.expire_at) if t is not None]
         if self.outstanding is not None:
             times.append(self.outstanding.next_at)
         if self.state == IkeState.INIT_RESPONDED:
@@ -366,6 +390,9 @@ class IkeSa:
     def on_timer(self, now: float) -> None:
         from xfrmctl.ike import child_rekey, ike_rekey, liveness
 
+        if self.expire_at is not None and now >= self.expire_at:
+            self.delete(now, "redundant IKE SA left by a rekey collision", notify_peer=False)
+            return
         o = self.outstanding
         if o is not None and now >= o.next_at:
             cfg = self.ep.config
@@ -420,8 +447,20 @@ class IkeSa:
 
             delete.start_ike_delete(self, now, reason)
             return
+        o = self.outstanding
+        heir = getattr(o.task, "collision", None) if o is not None else None
+        if (
+            isinstance(heir, IkeSa)
+            and heir.state == IkeState.ESTABLISHED
+            and self.replaced_by is None
+        ):
+            # Deleted by the peer mid IKE rekey collision: the peer's new IKE SA won.
+            from xfrmctl.ike.ike_rekey import move_children
+
+            move_children(self, heir, now)
         for c in list(self.children):
             self.ep.remove_child(self, c, now, reason, notify_peer=False)
+        self._hand_over(now)
         was_up = self.state in (IkeState.ESTABLISHED, IkeState.REKEYED, IkeState.DELETING)
         self.state = IkeState.DEAD
         self.outstanding = None
