@@ -1,1 +1,78 @@
-"""XFRM over netlink: SAs, policies, SPI allocation and kernel events, on pyroute2."""
+"""XFRM over netlink: SAs, policies, SPI allocation and kernel events, on pyroute2.
+
+Start with `AsyncXfrm` (daemon) or `Xfrm` (blocking); objects are in `xfrmctl.kernel.types`.
+"""
+
+from xfrmctl.kernel.algorithms import Capabilities, kernel_encr, kernel_integ, sa_algorithms
+from xfrmctl.kernel.client import AsyncXfrm, Xfrm
+from xfrmctl.kernel.errors import (
+    AlgorithmUnavailableError,
+    InvalidRequestError,
+    KernelError,
+    NotFoundError,
+    ObjectExistsError,
+    PermissionDeniedError,
+    UnsupportedError,
+    XfrmError,
+)
+from xfrmctl.kernel.transaction import ChildSA, Ownership, TransactionError
+from xfrmctl.kernel.types import (
+    SA,
+    Action,
+    Aead,
+    Auth,
+    Comp,
+    Crypt,
+    Dir,
+    Encap,
+    Lifetime,
+    Mark,
+    Mode,
+    Offload,
+    Policy,
+    PolicyId,
+    Proto,
+    SaDir,
+    SaId,
+    Selector,
+    Template,
+)
+
+__all__ = [
+    "SA",
+    "Action",
+    "Aead",
+    "AlgorithmUnavailableError",
+    "AsyncXfrm",
+    "Auth",
+    "Capabilities",
+    "ChildSA",
+    "Comp",
+    "Crypt",
+    "Dir",
+    "Encap",
+    "InvalidRequestError",
+    "KernelError",
+    "Lifetime",
+    "Mark",
+    "Mode",
+    "NotFoundError",
+    "ObjectExistsError",
+    "Offload",
+    "Ownership",
+    "PermissionDeniedError",
+    "Policy",
+    "PolicyId",
+    "Proto",
+    "SaDir",
+    "SaId",
+    "Selector",
+    "Template",
+    "TransactionError",
+    "UnsupportedError",
+    "Xfrm",
+    "XfrmError",
+    "kernel_encr",
+    "kernel_integ",
+    "sa_algorithms",
+]

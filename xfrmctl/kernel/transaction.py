@@ -1,0 +1,202 @@
+"""Install and remove whole Child SAs safely, in two netlink round-trips, with rollback.
+
+Order: SAs first (inbound, then outbound), then policies (in, fwd, out). A policy never exists
+without the SA it needs, so nothing is sent in cleartext that should be protected and nothing
+is dropped for lack of an SA; the outbound policy comes last because it switches traffic on.
+The kernel does not stop a batch at the first error, so policies go in a second batch only
+when every SA went in, and anything that did go in is undone if a later step fails.
+
+Ownership: every SA and templated policy xfrmctl installs carries a reqid from a reserved range,
+so a restarted daemon can find its stale objects and leave everyone else's alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from xfrmctl.kernel import policy as policy_ops
+from xfrmctl.kernel import sa as sa_ops
+from xfrmctl.kernel.errors import NotFoundError, XfrmError
+from xfrmctl.kernel.socket import Connection, Request
+from xfrmctl.kernel.types import SA, Dir, Policy
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """reqids in [base, base + size) belong to this xfrmctl instance."""
+
+    base: int = 0x58460000  # "XF\0\0"
+    size: int = 0x10000
+
+    def reqid(self, n: int) -> int:
+        if not 0 < n < self.size:
+            raise ValueError(f"reqid index {n} outside 1..{self.size - 1}")
+        return self.base + n
+
+    def owns_reqid(self, reqid: int) -> bool:
+        return self.base <= reqid < self.base + self.size
+
+    def owns_sa(self, sa: SA) -> bool:
+        return self.owns_reqid(sa.reqid)
+
+    def owns_policy(self, policy: Policy) -> bool:
+        return any(self.owns_reqid(t.reqid) for t in policy.templates)
+
+
+DEFAULT_OWNERSHIP = Ownership()
+
+
+@dataclass(frozen=True)
+class ChildSA:
+    """The kernel side of one IKE Child SA.
+
+    `inbound_larval`: the inbound SPI came from ALLOCSPI, so the inbound SA replaces that larval
+    state (UPDSA) instead of being added.
+    """
+
+    inbound: SA
+    outbound: SA
+    policies: tuple[Policy, ...] = ()
+    inbound_larval: bool = True
+
+    def ordered_policies(self) -> list[Policy]:
+        rank = {Dir.IN: 0, Dir.FWD: 1, Dir.OUT: 2}
+        return sorted(self.policies, key=lambda p: rank[p.dir])
+
+
+class TransactionError(XfrmError):
+    """A step failed; `cause` is its error, `rollback_errors` what could not be undone."""
+
+    def __init__(self, message: str, cause: XfrmError, rollback_errors: list[XfrmError]) -> None:
+        super().__init__(message, code=cause.code, ext_ack=cause.ext_ack)
+        self.cause = cause
+        self.rollback_errors = rollback_errors
+
+
+def _failures(requests: Sequence[Request]) -> list[XfrmError]:
+    return [r.error for r in requests if r.error is not None]
+
+
+async def _undo(conn: Connection, undo: list[Request]) -> list[XfrmError]:
+    await conn.batch(undo)
+    return [e for e in _failures(undo) if not isinstance(e, NotFoundError)]
+
+
+async def install_children(
+    conn: Connection, children: Sequence[ChildSA], *, replace_policies: bool = True
+) -> None:
+    """Install Child SAs all or nothing. `replace_policies` updates existing (e.g. trap)
+    policies in place and restores them on rollback; otherwise existing ones are an error."""
+    sa_reqs: list[tuple[SA, Request]] = []
+    for child in children:
+        inbound = (
+            sa_ops.update_request(child.inbound)
+            if child.inbound_larval
+            else sa_ops.add_request(child.inbound)
+        )
+        sa_reqs += [(child.inbound, inbound), (child.outbound, sa_ops.add_request(child.outbound))]
+    policies = [p for child in children for p in child.ordered_policies()]
+    lookups = [policy_ops.get_request(p.id) for p in policies] if replace_policies else []
+    await conn.batch([r for _, r in sa_reqs] + lookups)
+
+    def undo_sas() -> list[Request]:
+        # Larval inbound states are gone once updated; deleting the SA frees the SPI too.
+        return [sa_ops.delete_request(sa.id, sa.mark) for sa, r in reversed(sa_reqs) if r.ok]
+
+    if failed := _failures([r for _, r in sa_reqs]):
+        leftovers = await _undo(conn, undo_sas())
+        raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
+
+    previous: list[Policy | None] = [None] * len(policies)
+    for i, look in enumerate(lookups):
+        if look.ok and look.replies:
+            previous[i] = policy_ops.decode_policy(look.replies[0])
+    make = policy_ops.update_request if replace_policies else policy_ops.add_request
+    pol_reqs = [make(p) for p in policies]
+    await conn.batch(pol_reqs)
+    if failed := _failures(pol_reqs):
+        undo: list[Request] = []
+        for pol, req, old in reversed(list(zip(policies, pol_reqs, previous, strict=True))):
+            if not req.ok:
+                continue
+            undo.append(
+                policy_ops.update_request(old)
+                if old is not None
+                else policy_ops.delete_request(pol.id)
+            )
+        undo += undo_sas()
+        leftovers = await _undo(conn, undo)
+        raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
+
+
+async def install_child(conn: Connection, child: ChildSA, *, replace_policies: bool = True) -> None:
+    await install_children(conn, [child], replace_policies=replace_policies)
+
+
+async def remove_children(
+    conn: Connection, children: Sequence[ChildSA], *, keep_policies: bool = False
+) -> None:
+    """Remove in the reverse of install order; objects already gone are not an error.
+
+    `keep_policies` deletes only the SAs: templated policies then act as traps (ACQUIRE), which
+    is what a rekey or an on-demand connection wants."""
+    requests: list[Request] = []
+    if not keep_policies:
+        for child in children:
+            requests += [
+                policy_ops.delete_request(p.id) for p in reversed(child.ordered_policies())
+            ]
+    for child in children:
+        requests.append(sa_ops.delete_request(child.outbound.id, child.outbound.mark))
+        requests.append(sa_ops.delete_request(child.inbound.id, child.inbound.mark))
+    await conn.batch(requests)
+    errors = [e for e in _failures(requests) if not isinstance(e, NotFoundError)]
+    if errors:
+        raise TransactionError(f"Child SA removal incomplete: {errors[0]}", errors[0], errors)
+
+
+async def remove_child(conn: Connection, child: ChildSA, *, keep_policies: bool = False) -> None:
+    await remove_children(conn, [child], keep_policies=keep_policies)
+
+
+async def install_policies(
+    conn: Connection, policies: Sequence[Policy], *, replace: bool = True
+) -> None:
+    """Install policies in one batch (e.g. trap policies: templates but no SA, so the kernel
+    sends ACQUIRE); on any failure the ones that went in are removed again."""
+    make = policy_ops.update_request if replace else policy_ops.add_request
+    reqs = [make(p) for p in policies]
+    await conn.batch(reqs)
+    if failed := _failures(reqs):
+        undo = [
+            policy_ops.delete_request(p.id) for p, r in zip(policies, reqs, strict=True) if r.ok
+        ]
+        leftovers = await _undo(conn, undo)
+        raise TransactionError(f"policy install failed: {failed[0]}", failed[0], leftovers)
+
+
+@dataclass
+class CleanupReport:
+    sas: list[SA] = field(default_factory=list)
+    policies: list[Policy] = field(default_factory=list)
+    errors: list[XfrmError] = field(default_factory=list)
+
+
+async def cleanup_stale(
+    conn: Connection,
+    ownership: Ownership = DEFAULT_OWNERSHIP,
+    keep: Callable[[SA | Policy], bool] = lambda _: False,
+) -> CleanupReport:
+    """Delete every SA and policy that is ours (by reqid) unless `keep` says otherwise;
+    policies first, so no policy is left pointing at a missing SA."""
+    report = CleanupReport()
+    report.policies = [
+        p async for p in policy_ops.dump_policies(conn) if ownership.owns_policy(p) and not keep(p)
+    ]
+    report.sas = [s async for s in sa_ops.dump_sas(conn) if ownership.owns_sa(s) and not keep(s)]
+    requests = [policy_ops.delete_request(p.id) for p in report.policies]
+    requests += [sa_ops.delete_request(s.id, s.mark) for s in report.sas]
+    await conn.batch(requests)
+    report.errors = [e for e in _failures(requests) if not isinstance(e, NotFoundError)]
+    return report
