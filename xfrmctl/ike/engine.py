@@ -107,7 +107,12 @@ class IkeEndpoint:
             and not msg.is_response
             and msg.spi_r == bytes(8)
         ):
-            ike_init.handle_request(self, msg, data, local, remote, now)
+            try:
+                ike_init.handle_request(self, msg, data, local, remote, now)
+            except ProtocolError as exc:
+                self.emit(ProtocolViolation(remote, f"IKE_SA_INIT: {exc}"))
+            except Exception as exc:  # a bug must cost one request, never the process
+                self.emit(ProtocolViolation(remote, f"internal error {type(exc).__name__}: {exc}"))
             return
         our_spi = msg.spi_r if msg.from_initiator else msg.spi_i
         sa = self.sas.get(our_spi)

@@ -122,9 +122,12 @@ class InitTask:
         self.ke_rounds = 0
 
     def build(self, sa: IkeSa, now: float) -> list[Payload]:
-        sa.ni = sa.ep.random(NONCE_SIZE)
+        # A retry after COOKIE or INVALID_KE_PAYLOAD keeps the nonce: the cookie covers it.
+        if not sa.ni:
+            sa.ni = sa.ep.random(NONCE_SIZE)
         try:
-            self.ke = new_key_exchange(KeId(self.group))
+            if self.ke is None or self.ke.group != self.group:
+                self.ke = new_key_exchange(KeId(self.group))
         except (CryptoError, ValueError) as exc:
             raise LocalProtocolError(
                 f"{self.spec.name}: key exchange {self.group}: {exc}"
