@@ -85,7 +85,7 @@ def test_cookie_challenge_then_success() -> None:
 def test_bad_cookie_is_challenged_again_without_state() -> None:
     cfg = EndpointConfig(cookie_threshold=0)
     ep = IkeEndpoint([], config=cfg)
-    h, a_spec, b_spec = make_pair(config=cfg)
+    _h, a_spec, b_spec = make_pair(config=cfg)
     ep.update_specs([b_spec])
     msg = Message(
         b"\x01" * 8,
@@ -165,7 +165,7 @@ def test_certificate_authentication_ecdsa() -> None:
     ca_key, ca = make_ca()
     a_auth = cert_auth(ca_key, ca, "a.example", ca)
     b_auth = cert_auth(ca_key, ca, "b.example", ca)
-    h, a_spec, b_spec = make_pair(a={"auth": a_auth}, b={"auth": b_auth})
+    h, _a_spec, _b_spec = make_pair(a={"auth": a_auth}, b={"auth": b_auth})
     for ep in (h.a, h.b):
         ep.wall_clock = lambda: NOW
     up(h)
@@ -207,8 +207,8 @@ def test_half_open_limit_bounds_memory() -> None:
     from harness import A_IP, B_IP
 
     cfg = EndpointConfig(max_half_open=5, cookie_threshold=100)
-    h, a_spec, b_spec = make_pair(config=cfg)
-    for i in range(12):
+    h, a_spec, _b_spec = make_pair(config=cfg)
+    for _i in range(12):
         h.a.update_specs([a_spec])
         h.a.initiate("a-to-b", now=h.now)
     for dg in h.a.datagrams_to_send():
