@@ -364,7 +364,7 @@ class IkeSa:
             if exc.notify is None:
                 return
             response = [NotifyPayload(exc.notify, exc.notify_data)]
-            if msg.exchange == ExchangeType.IKE_AUTH:
+            if msg.exchange == ExchangeType.IKE_AUTH and self.state == IkeState.INIT_RESPONDED:
                 self.close_after_response = f"IKE_AUTH failed: {exc}"
         self.peer_mid += 1
         self.send_response(msg, response)
