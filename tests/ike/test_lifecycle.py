@@ -226,3 +226,33 @@ def test_automatic_rekeys_from_timers() -> None:
     assert len(h.a.child_sas()) == 1 and len(h.b.child_sas()) == 1
     assert len(h.a.ike_sas()) == 1 and len(h.b.ike_sas()) == 1
     assert not h.of("a", PeerDead) and not h.of("b", PeerDead)
+
+
+def test_initial_contact_replaces_stale_sa_after_peer_restart() -> None:
+    h, a_spec, _ = make_pair()
+    up(h)
+    # A "reboots": a fresh engine with the same config connects again.
+    from xfrmctl.ike.engine import IkeEndpoint
+
+    h.a = IkeEndpoint([a_spec])
+    h.events_a.clear()
+    up(h)
+    assert len(h.b.ike_sas()) == 1 and len(h.b.child_sas()) == 1
+    assert any(e.reason == "peer sent INITIAL_CONTACT" for e in h.of("b", IkeSaDeleted))
+
+
+def test_rekeyed_sa_expires_when_old_sa_delete_is_lost() -> None:
+    cfg = EndpointConfig(retransmit_timeout=1.0, retransmit_base=2.0, retransmit_tries=2)
+    h, _, _ = make_pair(config=cfg)
+    up(h)
+    ike_id = h.a.ike_sas()[0].ike_sa_id
+
+    def drop_deletes(f: Flight) -> list[Flight]:
+        return [] if decode_message(f.dg.data).exchange == 37 else [f]
+
+    h.hook = drop_deletes
+    h.a.rekey_ike(ike_id, h.now)
+    h.run(60.0)
+    assert len(h.a.ike_sas()) == 1 and len(h.b.ike_sas()) == 1
+    assert not h.of("a", PeerDead) and not h.of("b", PeerDead)
+    assert len(h.b.child_sas()) == 1

@@ -47,6 +47,14 @@ class EndpointConfig:
     max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
     fragment_size: int = 1280
     temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
+
+    def give_up_after(self) -> float:
+        """Time from a request's first transmission until we give up on it."""
+        return sum(
+            self.retransmit_timeout * self.retransmit_base**i
+            for i in range(self.retransmit_tries + 1)
+        )
+
     ike_port: int = IKE_PORT  # our local ports; the host may move them (tests, side by side)
     natt_port: int = 4500
 

@@ -317,6 +317,18 @@ def _pick_spec(
     return None
 
 
+def _initial_contact(sa: IkeSa, now: float) -> None:
+    """The peer rebooted (RFC 7296 §2.4): drop our older IKE SAs with the same identity."""
+    for other in list(sa.ep.sas.values()):
+        if (
+            other is not sa
+            and other.spec is sa.spec
+            and other.peer_id == sa.peer_id
+            and other.state == IkeState.ESTABLISHED
+        ):
+            other.delete(now, "peer sent INITIAL_CONTACT", notify_peer=False)
+
+
 def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> list[Payload]:
     """Responder: authenticate the initiator, answer with our AUTH and the first Child SA."""
     if sa.crypto is None:
@@ -343,6 +355,11 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         raise RemoteProtocolError(reason, NotifyType.AUTHENTICATION_FAILED)
     sa.spec = spec
     _established(sa, spec, idi, now)
+    if any(
+        isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT
+        for p in payloads
+    ):
+        _initial_contact(sa, now)
     our_id = _id_payload(spec.local_id, True)
     octets = signed_octets(
         sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, our_id.encode_body()

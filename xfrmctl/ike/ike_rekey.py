@@ -77,6 +77,8 @@ def move_children(old: IkeSa, new: IkeSa, now: float) -> None:
     old.replaced_by = new
     old.rekey_at = None
     old.dpd_at = None
+    # The rekey initiator deletes the old SA; if that never arrives, let it go on our own.
+    old.expire_at = now + old.ep.config.give_up_after()
     new.emit(
         IkeSaRekeyed(
             old.conn_name, old.id, new.id, format_proposal(new.proposal) if new.proposal else ""
