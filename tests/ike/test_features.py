@@ -261,3 +261,45 @@ def test_no_matching_connection_for_address() -> None:
     up(h)
     assert h.of("a", NegotiationFailed) and not h.of("b", IkeSaEstablished)
     assert A_IP
+
+
+def test_fragmentation_with_cbc_and_hmac() -> None:
+    cfg = EndpointConfig(fragment_size=180)
+    h, _, _ = make_pair(config=cfg, ike=("aes128-sha256-modp2048",))
+    up(h)
+    assert h.of("a", ChildSaReady) and h.of("b", ChildSaReady)
+    skf = [d for s, d in h.log if isinstance(decode_message(d).payloads[-1], SkfPayload)]
+    assert skf and all(len(d) <= 180 for d in skf)
+
+
+def test_reassembly_is_bounded() -> None:
+    import pytest
+
+    from xfrmctl.ike.errors import MalformedMessage
+    from xfrmctl.ike.sk import MAX_FRAGMENTS, MAX_REASSEMBLY_BYTES, Reassembly
+
+    r = Reassembly(1, 3)
+    assert not r.add(1, 3, 35, b"a")
+    assert not r.add(1, 3, 35, b"a")  # duplicate ignored
+    with pytest.raises(MalformedMessage):
+        r.add(4, 3, 0, b"x")
+    with pytest.raises(MalformedMessage):
+        r.add(2, 4, 0, b"x")
+    with pytest.raises(MalformedMessage):
+        Reassembly(1, MAX_FRAGMENTS + 1).add(1, MAX_FRAGMENTS + 1, 0, b"x")
+    big = Reassembly(1, 3)
+    big.add(1, 3, 0, bytes(MAX_REASSEMBLY_BYTES - 10))
+    with pytest.raises(MalformedMessage, match="too large"):
+        big.add(2, 3, 0, bytes(20))
+
+
+def test_status_snapshot() -> None:
+    h, _, _ = make_pair()
+    up(h)
+    (s,) = h.a.ike_sas()
+    assert s.state == "established" and s.initiator and s.conn == "a-to-b"
+    assert s.proposal == "aes256gcm16-prfsha256-x25519"
+    assert s.remote_id == "b.example" and s.local_id == "a.example"
+    (c,) = s.children
+    assert c.name == "net" and c.local_ts == ("10.1.0.0/16",) and c.proposal == "aes256gcm16"
+    assert c.spi_in == h.b.ike_sas()[0].children[0].spi_out
