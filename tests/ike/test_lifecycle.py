@@ -256,3 +256,17 @@ def test_rekeyed_sa_expires_when_old_sa_delete_is_lost() -> None:
     assert len(h.a.ike_sas()) == 1 and len(h.b.ike_sas()) == 1
     assert not h.of("a", PeerDead) and not h.of("b", PeerDead)
     assert len(h.b.child_sas()) == 1
+
+
+def test_dpd_timeout_shortens_give_up() -> None:
+    cfg = EndpointConfig(retransmit_timeout=4.0, retransmit_base=1.8, retransmit_tries=5)
+    h, _, _ = make_pair(config=cfg, a={"dpd_delay": 10.0, "dpd_timeout": 15.0})
+    up(h)
+    h.hook = lambda f: []
+    # Probe at ~10 s, given up 15 s later: well before the ~165 s retransmission limit.
+    h.run(20.0)
+    assert not h.of("a", PeerDead)
+    h.run(10.0)
+    (dead,) = h.of("a", PeerDead)
+    assert dead.reason.startswith("no response to INFORMATIONAL")
+    assert h.a.ike_sas() == []

@@ -11,6 +11,9 @@ from xfrmctl.ike.sa import IkeSa
 class DpdTask:
     exchange = ExchangeType.INFORMATIONAL
 
+    def __init__(self, give_up_after: float | None = None) -> None:
+        self.give_up_after = give_up_after  # dpd_timeout, when shorter than retransmitting
+
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
         return []
 
@@ -29,7 +32,8 @@ def on_dpd_timer(sa: IkeSa, now: float) -> None:
         return
     quiet_since = sa.last_inbound
     if now - quiet_since >= delay and sa.outstanding is None and not sa.tasks:
-        sa.queue(DpdTask(), now)
+        timeout = sa.spec.dpd_timeout if sa.spec and sa.spec.dpd_timeout > 0 else None
+        sa.queue(DpdTask(timeout), now)
         sa.dpd_at = now + delay
     else:
         sa.dpd_at = max(quiet_since + delay, now + 1.0)

@@ -377,6 +377,9 @@ class IkeSa:
         times = [t for t in (self.retry_at, self.expire_at) if t is not None]
         if self.outstanding is not None:
             times.append(self.outstanding.next_at)
+            give_up: float | None = getattr(self.outstanding.task, "give_up_after", None)
+            if give_up:
+                times.append(self.outstanding.first_sent + give_up)
         if self.state == IkeState.INIT_RESPONDED:
             times.append(self.created + self.ep.config.half_open_timeout)
         if self.state == IkeState.ESTABLISHED:
@@ -394,9 +397,10 @@ class IkeSa:
             self.delete(now, "redundant IKE SA left by a rekey collision", notify_peer=False)
             return
         o = self.outstanding
-        if o is not None and now >= o.next_at:
+        limit: float | None = getattr(o.task, "give_up_after", None) if o else None
+        if o is not None and (now >= o.next_at or (limit and now >= o.first_sent + limit)):
             cfg = self.ep.config
-            if o.tries >= cfg.retransmit_tries:
+            if o.tries >= cfg.retransmit_tries or (limit and now >= o.first_sent + limit):
                 self.outstanding = None
                 o.task.on_give_up(self, now)
                 if self.state != IkeState.DEAD:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.iana import IdType, ProtocolId
@@ -165,7 +165,6 @@ class ConnectionSpec:
     dpd_timeout: float = 0.0
     encap: Encap = Encap.AUTO
     fragmentation: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def child(self, name: str) -> ChildSpec:
         for c in self.children:
