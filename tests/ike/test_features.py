@@ -303,3 +303,23 @@ def test_status_snapshot() -> None:
     (c,) = s.children
     assert c.name == "net" and c.local_ts == ("10.1.0.0/16",) and c.proposal == "aes256gcm16"
     assert c.spi_in == h.b.ike_sas()[0].children[0].spi_out
+
+
+def test_initiator_rejecting_responder_auth_tells_the_responder() -> None:
+    from xfrmctl.ike.events import ChildSaDeleted, IkeSaDeleted
+
+    ca_key, ca = make_ca()
+    other_key, other = make_ca("Other CA")
+    a_auth = cert_auth(ca_key, ca, "a.example", other)  # A trusts only "Other CA"
+    b_auth = cert_auth(ca_key, ca, "b.example", ca)
+    h, _, _ = make_pair(a={"auth": a_auth}, b={"auth": b_auth})
+    for ep in (h.a, h.b):
+        ep.wall_clock = lambda: NOW
+    up(h)
+    (fa,) = h.of("a", AuthenticationFailed)
+    assert "not trusted" in fa.reason
+    (fb,) = h.of("b", AuthenticationFailed)
+    assert "rejected" in fb.reason
+    assert h.of("b", ChildSaDeleted) and h.of("b", IkeSaDeleted)
+    assert h.a.ike_sas() == [] and h.b.ike_sas() == []
+    assert other_key is not None

@@ -270,3 +270,32 @@ def test_dpd_timeout_shortens_give_up() -> None:
     (dead,) = h.of("a", PeerDead)
     assert dead.reason.startswith("no response to INFORMATIONAL")
     assert h.a.ike_sas() == []
+
+
+def test_dpd_from_responder_side() -> None:
+    h, _, _ = make_pair(b={"dpd_delay": 5.0})
+    up(h)
+    n = len(h.log)
+    h.run(12.0)
+    probes = [decode_message(d) for s, d in h.log[n:] if s == "b"]
+    assert probes and all(m.exchange == 37 and not m.is_response for m in probes)
+    answers = [decode_message(d) for s, d in h.log[n:] if s == "a"]
+    assert len(answers) == len(probes) and all(m.is_response for m in answers)
+
+
+def test_acquire_selectors_are_offered_first() -> None:
+    import ipaddress
+
+    from xfrmctl.ike.payloads import TrafficSelector
+
+    h, _, _ = make_pair(children=(child_spec(), child_spec("web", "10.3.0.0/24", "10.4.0.0/24")))
+    h.a.initiate("a-to-b", ["net"], now=h.now)
+    h.run(2.0)
+    src = ipaddress.ip_address("10.3.0.7")
+    dst = ipaddress.ip_address("10.4.0.9")
+    packet = (TrafficSelector(src, src, 6, 40000, 40000), TrafficSelector(dst, dst, 6, 443, 443))
+    h.a.initiate_child("a-to-b", "web", h.now, packet)
+    h.run(2.0)
+    web = next(e for e in h.of("a", ChildSaReady) if e.child == "web")
+    assert web.local_ts[0] == packet[0] and web.remote_ts[0] == packet[1]
+    assert "10.3.0.0/24" in [str(t) for t in web.local_ts]

@@ -7,6 +7,7 @@ SA it is already deleting, so both end up removing it exactly once.
 from __future__ import annotations
 
 from xfrmctl.ike.childsa import spi_bytes
+from xfrmctl.ike.events import AuthenticationFailed
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId, name_of
 from xfrmctl.ike.message import Message
@@ -50,6 +51,25 @@ class IkeDeleteTask:
         sa.delete(now, self.reason, notify_peer=False)
 
 
+class NotifyThenCloseTask:
+    """An INFORMATIONAL carrying an error notify, after which the IKE SA is dropped."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, notify: NotifyType, reason: str) -> None:
+        self.notify = notify
+        self.reason = reason
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        return [NotifyPayload(self.notify)]
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)
+
+
 def start_ike_delete(sa: IkeSa, now: float, reason: str) -> None:
     sa.state = IkeState.DELETING
     sa.tasks.clear()
@@ -85,6 +105,14 @@ def handle_informational(
                 sa.ep.remove_child(sa, child, now, "deleted by peer", notify_peer=False)
             if ours:
                 response.append(DeletePayload(p.protocol, tuple(ours), 4))
+        elif isinstance(p, NotifyPayload) and p.notify_type == NotifyType.AUTHENTICATION_FAILED:
+            # The initiator rejected our AUTH after we had answered IKE_AUTH (§2.21.2).
+            sa.emit(
+                AuthenticationFailed(
+                    sa.conn_name, sa.id, sa.remote, "peer rejected our authentication"
+                )
+            )
+            sa.close_after_response = "peer reported AUTHENTICATION_FAILED"
         elif isinstance(p, NotifyPayload) and p.notify_type < 16384:
             sa.violation(f"peer reported {name_of(NotifyType, p.notify_type)}")
     return response

@@ -233,7 +233,16 @@ class AuthTask:
         )
         why = _verify(sa, self.spec.auth, payloads, idr, octets)
         if why is not None:
-            self._auth_failed(sa, now, why, peer)
+            # RFC 7296 §2.21.2: tell the responder, which already considers the SA up.
+            sa.emit(
+                AuthenticationFailed(
+                    self.spec.name, sa.id, sa.remote, why, str(self.spec.local_id), peer
+                )
+            )
+            from xfrmctl.ike.delete import NotifyThenCloseTask
+
+            sa.state = IkeState.DELETING
+            sa.queue(NotifyThenCloseTask(NotifyType.AUTHENTICATION_FAILED, why), now)
             return
         _established(sa, self.spec, idr, now)
         if self.child is not None:
