@@ -171,7 +171,7 @@ def decode_event(msg: Any) -> Event | None:
             return PolicyDeleted(decode_policy_attr(msg))
         if mtype == Msg.FLUSHPOLICY:
             return PoliciesFlushed()
-    except (DecodeError, KeyError, ValueError) as exc:
+    except (DecodeError, KeyError, TypeError, ValueError) as exc:
         return Undecodable(mtype, str(exc))
     return None
 

@@ -78,16 +78,21 @@ def get_selector(msg: dict[str, Any], fallback_family: int = 0, prefix: str = "s
 
 
 def put_lifetime(msg: dict[str, Any], lft: Lifetime, prefix: str = "") -> None:
+    # "No limit" is XFRM_INF for bytes/packets but 0 for seconds: the kernel adds a seconds
+    # limit to the SA's add time in a signed long, so XFRM_INF there expires the SA at once.
     for ours, theirs in LIFETIME_NAMES:
         value = getattr(lft, ours)
-        msg[prefix + theirs] = XFRM_INF if value is None else value
+        if value is None:
+            value = 0 if ours.endswith("seconds") else XFRM_INF
+        msg[prefix + theirs] = value
 
 
 def get_lifetime(msg: dict[str, Any], prefix: str = "") -> Lifetime:
     values: dict[str, int | None] = {}
     for ours, theirs in LIFETIME_NAMES:
         raw = msg[prefix + theirs]
-        values[ours] = None if raw == XFRM_INF else raw
+        unlimited = raw == XFRM_INF or (raw == 0 and ours.endswith("seconds"))
+        values[ours] = None if unlimited else raw
     return Lifetime(**values)
 
 

@@ -12,7 +12,7 @@ import struct
 from enum import IntEnum
 from typing import Any, ClassVar
 
-from pyroute2.netlink import nla, nlmsg
+from pyroute2.netlink import NotInitialized, nla, nlmsg
 
 XFRM_INF = 0xFFFFFFFFFFFFFFFF
 UDP_ENCAP_ESPINUDP = 2
@@ -289,11 +289,15 @@ class _keyed(nla):  # type: ignore[misc]
     __slots__ = ()
     tail_name: ClassVar[str] = "alg_key"
 
-    def decode(self) -> None:
-        nla.decode(self)
-        head = sum(struct.calcsize(fmt) for name, fmt in self.fields if name != self.tail_name)
-        start = self.offset + 4 + head
-        self[self.tail_name] = bytes(self.data[start : self.offset + self.length])
+    def ft_decode(self, offset: int) -> None:
+        for name, fmt in self.fields:
+            if name == self.tail_name:
+                self[name] = bytes(self.data[offset : self.offset + self.length])
+            else:
+                self[name], offset = self.decode_field(fmt, self.data, offset)
+        del self["attrs"]
+        if self["value"] is NotInitialized:
+            del self["value"]
 
 
 class _xfrm_nlas:

@@ -134,7 +134,7 @@ def decode_policy_info(info: Any, nlas: Any, prefix: str = "") -> Policy:
             flags=info[prefix + "pflags"],
             index=info[prefix + "index"],
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"cannot decode a policy from the kernel: {exc}") from exc
 
 

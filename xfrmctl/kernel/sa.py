@@ -166,7 +166,7 @@ def decode_sa(msg: Any) -> SA:
     """An SA from NEWSA/UPDSA/EXPIRE fields (or an XFRMA_SA attribute) and the message's NLAs."""
     try:
         return _decode_sa(msg, msg)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
 
 
@@ -241,7 +241,7 @@ def decode_sa_attr(msg: Any) -> SA:
         raise DecodeError("DELSA notification without XFRMA_SA")
     try:
         return _decode_sa(info, msg)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
 
 

@@ -95,7 +95,8 @@ class XfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
     marshal_class = XfrmMarshal
 
     def __init__(self, netns: str | None = None, groups: int = 0) -> None:
-        super().__init__(family=NETLINK_XFRM, ext_ack=True, netns=netns, groups=groups)
+        # flags=0: a mistyped namespace name is an error, not a new empty namespace.
+        super().__init__(family=NETLINK_XFRM, ext_ack=True, netns=netns, groups=groups, flags=0)
 
     def setup_socket(self) -> socket.socket:
         sock: socket.socket = super().setup_socket()

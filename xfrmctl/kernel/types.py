@@ -122,6 +122,11 @@ class Lifetime:
         for name, value in self.__dict__.items():
             if value is not None and not 0 <= value < 2**64:
                 raise ValueError(f"lifetime {name} {value} out of range")
+            if value == 0 and name.endswith("seconds"):
+                # The kernel reads 0 seconds as "no limit": keep one spelling of it.
+                object.__setattr__(self, name, None)
+            if value == 0 and name.endswith("seconds"):
+                object.__setattr__(self, name, None)  # the kernel's "no time limit" is 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,10 @@ class Encap:
     dport: int = 4500
     type: int = 2  # UDP_ENCAP_ESPINUDP
     original: Address | None = None
+
+    def __post_init__(self) -> None:
+        if self.original is not None and self.original.is_unspecified:
+            object.__setattr__(self, "original", None)  # all-zero means "not known"
 
 
 @dataclass(frozen=True)
@@ -294,6 +303,11 @@ class Template:
     calgos: int = 0xFFFFFFFF
 
     def __post_init__(self) -> None:
+        both = self.src is not None and self.dst is not None
+        if both and self.src.is_unspecified and self.dst.is_unspecified:  # type: ignore[union-attr]
+            # All-zero endpoints are how the kernel spells "any": keep one spelling.
+            object.__setattr__(self, "src", None)
+            object.__setattr__(self, "dst", None)
         if (self.src is None) != (self.dst is None):
             raise ValueError("a template names both tunnel endpoints or neither")
         if self.src is not None and self.dst is not None and self.src.version != self.dst.version:

@@ -1,0 +1,255 @@
+"""Child SA transactions against an in-memory kernel that decodes the real request bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator, Sequence
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+
+from xfrmctl.kernel import transaction as tx
+from xfrmctl.kernel.errors import ErrorContext, KernelError
+from xfrmctl.kernel.messages import Msg, xfrm_msg
+from xfrmctl.kernel.policy import decode_policy, encode_policy
+from xfrmctl.kernel.sa import decode_sa
+from xfrmctl.kernel.socket import Request, XfrmMarshal
+from xfrmctl.kernel.types import (
+    SA,
+    Aead,
+    Dir,
+    Mode,
+    Policy,
+    PolicyId,
+    Proto,
+    SaId,
+    Selector,
+    Template,
+)
+
+A, B = ip_address("192.0.2.1"), ip_address("192.0.2.2")
+OWN = tx.Ownership()
+
+
+def _parse(msg: xfrm_msg, mtype: int) -> Any:
+    msg["header"]["type"] = mtype
+    msg.encode()
+    (parsed,) = list(XfrmMarshal().parse(bytes(msg.data)))
+    return parsed
+
+
+def _sa_id(parsed: Any) -> SaId:
+    from xfrmctl.kernel.fields import unpack_addr
+
+    return SaId(
+        unpack_addr(parsed["daddr"], parsed["family"]), parsed["spi"], Proto(parsed["proto"])
+    )
+
+
+def _policy_id(parsed: Any) -> PolicyId:
+    from xfrmctl.kernel.fields import get_selector
+
+    return PolicyId(get_selector(parsed), Dir(parsed["dir"]))
+
+
+class FakeKernel:
+    """Applies batches like the kernel: in order, each request on its own, errors per request."""
+
+    def __init__(self) -> None:
+        self.sas: dict[SaId, SA] = {}
+        self.larval: set[SaId] = set()
+        self.policies: dict[PolicyId, Policy] = {}
+        self.batches: list[list[tuple[str, str]]] = []
+        self.reject: set[object] = set()  # SaId or PolicyId to refuse with EINVAL
+
+    def _fail(self, req: Request, code: int) -> None:
+        req.error = KernelError.from_netlink(req.msg_type, code, None, req.ctx)
+
+    async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
+        log = []
+        for req in requests:
+            parsed = _parse(req.msg, req.msg_type)
+            req.replies, req.error = [], None
+            t = Msg(req.msg_type)
+            if t in (Msg.NEWSA, Msg.UPDSA):
+                sa = decode_sa(parsed)
+                log.append((t.name, f"{sa.spi:#x}"))
+                if sa.id in self.reject:
+                    self._fail(req, errno.EINVAL)
+                elif t == Msg.NEWSA and sa.id in self.sas:
+                    self._fail(req, errno.EEXIST)
+                elif t == Msg.UPDSA and sa.id not in self.larval:
+                    self._fail(req, errno.ESRCH)
+                else:
+                    self.larval.discard(sa.id)
+                    self.sas[sa.id] = sa
+            elif t == Msg.DELSA:
+                sid = _sa_id(parsed)
+                log.append((t.name, f"{sid.spi:#x}"))
+                if self.sas.pop(sid, None) is None:
+                    self._fail(req, errno.ESRCH)
+            elif t in (Msg.NEWPOLICY, Msg.UPDPOLICY):
+                pol = decode_policy(parsed)
+                log.append((t.name, pol.dir.name))
+                if pol.id in self.reject:
+                    self._fail(req, errno.EINVAL)
+                elif t == Msg.NEWPOLICY and pol.id in self.policies:
+                    self._fail(req, errno.EEXIST)
+                else:
+                    self.policies[pol.id] = pol
+            elif t in (Msg.DELPOLICY, Msg.GETPOLICY):
+                pid = _policy_id(parsed)
+                log.append((t.name, pid.dir.name))
+                found = self.policies.get(pid)
+                if found is None:
+                    self._fail(req, errno.ENOENT)
+                elif t == Msg.DELPOLICY:
+                    del self.policies[pid]
+                else:
+                    req.replies = [_parse(encode_policy(found), Msg.NEWPOLICY)]
+        self.batches.append(log)
+        return requests
+
+    async def dump(
+        self, msg_type: int, msg: xfrm_msg, ctx: ErrorContext | None = None
+    ) -> AsyncIterator[Any]:
+        from xfrmctl.kernel.sa import encode_sa
+
+        if msg_type == Msg.GETSA:
+            for sa in list(self.sas.values()):
+                yield _parse(encode_sa(sa), Msg.NEWSA)
+        else:
+            for pol in list(self.policies.values()):
+                yield _parse(encode_policy(pol), Msg.NEWPOLICY)
+
+
+def child(n: int = 1, reqid: int | None = None) -> tx.ChildSA:
+    rid = OWN.reqid(n) if reqid is None else reqid
+    key = bytes(36)
+    inbound = SA(B, A, 0x1000 + n, mode=Mode.TUNNEL, reqid=rid, aead=Aead("rfc4106(gcm(aes))", key))
+    outbound = SA(
+        A, B, 0x2000 + n, mode=Mode.TUNNEL, reqid=rid, aead=Aead("rfc4106(gcm(aes))", key)
+    )
+    local, remote = (
+        Selector.of(f"10.1.{n}.0/24", "10.2.0.0/16"),
+        Selector.of("10.2.0.0/16", f"10.1.{n}.0/24"),
+    )
+    t_out = Template(Proto.ESP, Mode.TUNNEL, rid, A, B)
+    t_in = Template(Proto.ESP, Mode.TUNNEL, rid, B, A)
+    return tx.ChildSA(
+        inbound,
+        outbound,
+        (
+            Policy(local, Dir.OUT, (t_out,)),
+            Policy(remote, Dir.IN, (t_in,)),
+            Policy(remote, Dir.FWD, (t_in,)),
+        ),
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_install_order_two_round_trips() -> None:
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert k.batches == [
+        [
+            ("UPDSA", "0x1001"),
+            ("NEWSA", "0x2001"),
+            ("GETPOLICY", "IN"),
+            ("GETPOLICY", "FWD"),
+            ("GETPOLICY", "OUT"),
+        ],
+        [("UPDPOLICY", "IN"), ("UPDPOLICY", "FWD"), ("UPDPOLICY", "OUT")],
+    ]
+    assert set(k.sas) == {c.inbound.id, c.outbound.id}
+    assert set(k.policies.values()) == set(c.policies)
+
+
+def test_failed_sa_rolls_back_and_never_sends_policies() -> None:
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    k.reject.add(c.outbound.id)
+    with pytest.raises(tx.TransactionError, match="invalid request") as info:
+        run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert info.value.rollback_errors == []
+    assert k.sas == {} and k.policies == {}
+    assert len(k.batches) == 2
+    assert k.batches[1] == [("DELSA", "0x1001")]
+    assert not any(
+        op.endswith("POLICY") and op != "GETPOLICY" for batch in k.batches for op, _ in batch
+    )
+
+
+def test_failed_policy_restores_previous_trap_and_removes_sas() -> None:
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    trap_in = Policy(c.policies[1].selector, Dir.IN, (Template(reqid=OWN.reqid(1)),), priority=7)
+    k.policies[trap_in.id] = trap_in
+    out_policy = next(p for p in c.policies if p.dir == Dir.OUT)
+    k.reject.add(out_policy.id)
+    with pytest.raises(tx.TransactionError) as info:
+        run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert "policy out" in str(info.value)
+    assert k.sas == {}
+    assert k.policies == {trap_in.id: trap_in}  # the trap is back exactly as it was
+    assert k.batches[2] == [
+        ("DELPOLICY", "FWD"),
+        ("UPDPOLICY", "IN"),
+        ("DELSA", "0x2001"),
+        ("DELSA", "0x1001"),
+    ]
+
+
+def test_without_replace_existing_policy_is_an_error() -> None:
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    k.policies[c.policies[0].id] = c.policies[0]
+    with pytest.raises(tx.TransactionError, match="policy already exists"):
+        run(tx.install_child(k, c, replace_policies=False))  # type: ignore[arg-type]
+    assert k.policies == {c.policies[0].id: c.policies[0]} and k.sas == {}
+
+
+def test_remove_in_reverse_order_and_keep_policies_as_traps() -> None:
+    k = FakeKernel()
+    c1, c2 = child(1), child(2)
+    k.larval |= {c1.inbound.id, c2.inbound.id}
+    run(tx.install_children(k, [c1, c2]))  # type: ignore[arg-type]
+    run(tx.remove_child(k, c1))  # type: ignore[arg-type]
+    assert k.batches[-1] == [
+        ("DELPOLICY", "OUT"),
+        ("DELPOLICY", "FWD"),
+        ("DELPOLICY", "IN"),
+        ("DELSA", "0x2001"),
+        ("DELSA", "0x1001"),
+    ]
+    run(tx.remove_child(k, c2, keep_policies=True))  # type: ignore[arg-type]
+    assert k.sas == {} and set(k.policies.values()) == set(c2.policies)
+    run(tx.remove_child(k, c2, keep_policies=True))  # type: ignore[arg-type]  # gone: no error
+
+
+def test_cleanup_removes_only_our_objects() -> None:
+    k = FakeKernel()
+    ours, theirs = child(1), child(2, reqid=42)
+    k.larval |= {ours.inbound.id, theirs.inbound.id}
+    run(tx.install_children(k, [ours, theirs]))  # type: ignore[arg-type]
+    report = run(tx.cleanup_stale(k))  # type: ignore[arg-type]
+    assert set(report.sas) == {ours.inbound, ours.outbound}
+    assert set(report.policies) == set(ours.policies)
+    assert set(k.sas) == {theirs.inbound.id, theirs.outbound.id}
+    assert set(k.policies.values()) == set(theirs.policies)
+
+
+def test_ownership_range() -> None:
+    assert OWN.owns_reqid(OWN.reqid(1)) and not OWN.owns_reqid(42)
+    with pytest.raises(ValueError, match="reqid index"):
+        OWN.reqid(0x10000)
