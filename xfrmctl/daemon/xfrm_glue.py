@@ -1,0 +1,363 @@
+"""The daemon's kernel side on real XFRM: Child SAs, trap policies, counters, upcalls.
+
+Ownership: every SA and policy template we install carries a reqid in [REQID_BASE,
+REQID_BASE + 0xFFFF], so a restarted daemon removes exactly its own leftovers and never
+touches objects that other software (or an admin with `ip xfrm`) installed.
+
+Install order never lets cleartext out: both SAs first, then the inbound/forward policies, the
+outbound policy last. Removal runs the other way round. A failure mid-way removes what this
+call added before raising.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.iana import ProtocolId
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, Mode, TsSpec
+from xfrmctl.kernel import events as kev
+from xfrmctl.kernel import policy as kpolicy
+from xfrmctl.kernel import sa as ksa
+from xfrmctl.kernel.algorithms import sa_algorithms
+from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.socket import Connection
+from xfrmctl.kernel.types import (
+    SA,
+    Dir,
+    Encap,
+    Lifetime,
+    Policy,
+    PolicyId,
+    Proto,
+    SaId,
+    Selector,
+    Template,
+)
+from xfrmctl.kernel.types import Mode as KMode
+
+log = logging.getLogger("xfrmctl.kernel")
+
+REQID_BASE = 0x58460000  # "XF" in the high half: our reqids
+REQID_SPAN = 0x10000
+PRIORITY = 0x3000  # below what admins use for bypass rules (lower = preferred)
+IP_XFRM_POLICY = 17
+IPV6_XFRM_POLICY = 35
+XFRM_INF = 0xFFFFFFFFFFFFFFFF
+
+
+def ours(reqid: int) -> bool:
+    return REQID_BASE <= reqid < REQID_BASE + REQID_SPAN
+
+
+def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    # A range that is not one prefix is widened to the smallest covering prefix.
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(ts.start)
+    while int(ts.end) > int(net.broadcast_address):
+        net = net.supernet()
+    return net
+
+
+def _port(start: int, end: int) -> int:
+    return start if start == end else 0
+
+
+def _selector(local: TrafficSelector, remote: TrafficSelector) -> Selector:
+    proto = local.ip_proto or remote.ip_proto
+    return Selector(
+        _network(local),
+        _network(remote),
+        proto,
+        _port(local.start_port, local.end_port),
+        _port(remote.start_port, remote.end_port),
+    )
+
+
+def _spec_selector(local: TsSpec, remote: TsSpec) -> Selector:
+    return _selector(local.to_selector(), remote.to_selector())
+
+
+def _mode(mode: Mode) -> KMode:
+    return KMode.TUNNEL if mode == Mode.TUNNEL else KMode.TRANSPORT
+
+
+def _proto(protocol: ProtocolId) -> Proto:
+    return Proto.AH if protocol == ProtocolId.AH else Proto.ESP
+
+
+def _policies(
+    selectors: list[Selector],
+    mode: KMode,
+    proto: Proto,
+    reqid: int,
+    local: IPAddress,
+    remote: IPAddress,
+) -> list[Policy]:
+    out: list[Policy] = []
+    tunnel = mode == KMode.TUNNEL
+    for sel in selectors:
+        reverse = Selector(sel.dst, sel.src, sel.proto, sel.dport, sel.sport)
+        t_out = Template(
+            proto=proto,
+            mode=mode,
+            reqid=reqid,
+            src=local if tunnel else None,
+            dst=remote if tunnel else None,
+        )
+        t_in = Template(
+            proto=proto,
+            mode=mode,
+            reqid=reqid,
+            src=remote if tunnel else None,
+            dst=local if tunnel else None,
+        )
+        out.append(Policy(reverse, Dir.IN, (t_in,), priority=PRIORITY))
+        if tunnel:
+            out.append(Policy(reverse, Dir.FWD, (t_in,), priority=PRIORITY))
+        out.append(Policy(sel, Dir.OUT, (t_out,), priority=PRIORITY))
+    return out
+
+
+class XfrmGlue(KernelGlue):
+    def __init__(self, netns: str | None = None) -> None:
+        self.conn = Connection(netns)
+        self._opened = False
+        self.traps: dict[int, tuple[str, str]] = {}
+        self._trap_policies: dict[int, list[Policy]] = {}
+        self._child_policies: dict[int, list[Policy]] = {}  # by spi_in
+        self._netns = netns
+
+    async def _open(self) -> None:
+        if not self._opened:
+            await self.conn.open()
+            self._opened = True
+
+    def prepare_socket(self, sock: socket.socket, family: int) -> None:
+        # The kernel accepts a socket policy only with xfrm_user loaded: opening a NETLINK_XFRM
+        # socket loads it.
+        with contextlib.suppress(OSError):
+            socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 6).close()
+        for direction in (0, 1):  # XFRM_POLICY_IN, XFRM_POLICY_OUT
+            selector = bytes(40) + struct.pack("=HBBB3x", family, 0, 0, 0) + bytes(8)
+            lifetime = struct.pack("=8Q", XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
+            tail = struct.pack("=IIBBBB4x", 0, 0, direction, 0, 0, 0)
+            blob = selector + lifetime + bytes(32) + tail
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_XFRM_POLICY, blob)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_XFRM_POLICY, blob)
+
+    def _reqid(self, engine_reqid: int) -> int:
+        return REQID_BASE + (engine_reqid % REQID_SPAN)
+
+    async def cleanup_stale(self) -> int:
+        await self._open()
+        removed = 0
+        async for pol in kpolicy.dump_policies(self.conn):
+            if pol.templates and all(ours(t.reqid) for t in pol.templates):
+                with contextlib.suppress(XfrmError):
+                    await kpolicy.delete_policy(
+                        self.conn, PolicyId(pol.selector, pol.dir, pol.mark, pol.if_id)
+                    )
+                    removed += 1
+        async for sa in ksa.dump_sas(self.conn):
+            if ours(sa.reqid):
+                with contextlib.suppress(XfrmError):
+                    await ksa.delete_sa(self.conn, SaId(sa.dst, sa.spi, sa.proto), sa.mark)
+                    removed += 1
+        return removed
+
+    async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
+        await self._open()
+        if not spec.local_addrs or not spec.remote_addrs:
+            raise XfrmError(f"{spec.name}/{child.name}: trap needs local and remote addresses")
+        kreqid = self._reqid(reqid)
+        selectors = [_spec_selector(lt, rt) for lt in child.local_ts for rt in child.remote_ts]
+        policies = _policies(
+            selectors,
+            _mode(child.mode),
+            _proto(child.protocol),
+            kreqid,
+            spec.local_addrs[0],
+            spec.remote_addrs[0],
+        )
+        await self._apply(policies)
+        self.traps[kreqid] = (spec.name, child.name)
+        self._trap_policies[kreqid] = policies
+        log.info("%s/%s: trap policies installed (%d)", spec.name, child.name, len(policies))
+
+    def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
+        return self.traps.get(reqid)
+
+    async def _apply(self, policies: list[Policy]) -> None:
+        done: list[Policy] = []
+        try:
+            for pol in policies:
+                await kpolicy.update_policy(self.conn, pol)
+                done.append(pol)
+        except Exception:
+            for pol in reversed(done):
+                with contextlib.suppress(XfrmError):
+                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
+            raise
+
+    def _sas(self, r: ChildSaReady, reqid: int) -> tuple[SA, SA]:
+        mode, proto = _mode(r.mode), _proto(r.protocol)
+        lt = r.lifetimes
+
+        def limit(v: int) -> int | None:
+            return v or None
+
+        lifetime = Lifetime(
+            soft_bytes=limit(lt.soft_bytes),
+            hard_bytes=limit(lt.hard_bytes),
+            soft_packets=limit(lt.soft_packets),
+            hard_packets=limit(lt.hard_packets),
+            soft_seconds=limit(lt.soft_seconds),
+            hard_seconds=limit(lt.hard_seconds),
+        )
+        encr_id = r.encr.id if r.encr else None
+        encr_bits = r.encr.key_length if r.encr else None
+        integ_id = r.integ.id if r.integ else None
+        sas = []
+        for src, dst, spi, ekey, ikey, encap in (
+            (
+                r.remote,
+                r.local,
+                r.spi_in,
+                r.encr_key_in,
+                r.integ_key_in,
+                Encap(r.encap.remote_port, r.encap.local_port) if r.encap else None,
+            ),
+            (
+                r.local,
+                r.remote,
+                r.spi_out,
+                r.encr_key_out,
+                r.integ_key_out,
+                Encap(r.encap.local_port, r.encap.remote_port) if r.encap else None,
+            ),
+        ):
+            aead, crypt, auth = sa_algorithms(encr_id, encr_bits, integ_id, ekey, ikey)
+            sas.append(
+                SA(
+                    src=src,
+                    dst=dst,
+                    spi=spi,
+                    proto=proto,
+                    mode=mode,
+                    reqid=reqid,
+                    aead=aead,
+                    crypt=crypt,
+                    auth=auth,
+                    lifetime=lifetime,
+                    replay_window=32,
+                    esn=r.esn,
+                    encap=encap,
+                )
+            )
+        return sas[0], sas[1]
+
+    async def install_child(self, ready: ChildSaReady) -> None:
+        await self._open()
+        reqid = self._reqid(ready.reqid)
+        sa_in, sa_out = self._sas(ready, reqid)
+        selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
+        policies = _policies(
+            selectors, _mode(ready.mode), _proto(ready.protocol), reqid, ready.local, ready.remote
+        )
+        added: list[SA] = []
+        try:
+            for sa in (sa_in, sa_out):
+                await ksa.add_sa(self.conn, sa)
+                added.append(sa)
+            await self._apply(policies)
+        except Exception:
+            for sa in reversed(added):
+                with contextlib.suppress(XfrmError):
+                    await ksa.delete_sa(self.conn, SaId(sa.dst, sa.spi, sa.proto))
+            raise
+        self._child_policies[ready.spi_in] = policies
+
+    async def remove_child(self, ready: ChildSaReady) -> None:
+        await self._open()
+        policies = self._child_policies.pop(ready.spi_in, [])
+        reqid = self._reqid(ready.reqid)
+        still_used = reqid in self.traps or any(
+            p is not policies and any(t.reqid == reqid for q in p for t in q.templates)
+            for p in self._child_policies.values()
+        )
+        if not still_used:
+            for pol in reversed(policies):  # outbound first: no packet finds a missing SA
+                with contextlib.suppress(XfrmError):
+                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
+        proto = _proto(ready.protocol)
+        for dst, spi in ((ready.remote, ready.spi_out), (ready.local, ready.spi_in)):
+            with contextlib.suppress(XfrmError):
+                await ksa.delete_sa(self.conn, SaId(dst, spi, proto))
+
+    async def counters(self, ready: ChildSaReady) -> ChildCounters:
+        await self._open()
+        proto = _proto(ready.protocol)
+        try:
+            cin = await ksa.get_counters(
+                self.conn, SaId(ready.local, ready.spi_in, proto), ready.remote
+            )
+            cout = await ksa.get_counters(
+                self.conn, SaId(ready.remote, ready.spi_out, proto), ready.local
+            )
+        except XfrmError:
+            return ChildCounters()
+        return ChildCounters(cin.bytes, cin.packets, cout.bytes, cout.packets)
+
+    async def remove_all(self) -> None:
+        await self.cleanup_stale()
+        self.traps.clear()
+        self._trap_policies.clear()
+        self._child_policies.clear()
+
+    async def events(self) -> AsyncIterator[KernelEvent]:
+        stream = kev.EventStream(self._netns)
+        await stream.open()
+        try:
+            async for event in stream:
+                if isinstance(event, kev.Acquire):
+                    tmpl = event.template
+                    reqid = tmpl.reqid if tmpl is not None else 0
+                    if not ours(reqid):
+                        continue
+                    sel = event.selector
+                    ts = (
+                        _ts(sel.src, sel.proto, sel.sport),
+                        _ts(sel.dst, sel.proto, sel.dport),
+                    )
+                    yield KernelEvent("acquire", reqid=reqid, traffic_selectors=ts, detail=f"{sel}")
+                elif isinstance(event, kev.Expire):
+                    if ours(event.sa.reqid):
+                        yield KernelEvent(
+                            "hard" if event.hard else "soft", spi=event.sa.spi, reqid=event.sa.reqid
+                        )
+                elif isinstance(event, kev.Mapping) and ours(event.reqid):
+                    yield KernelEvent(
+                        "mapping",
+                        reqid=event.reqid,
+                        spi=event.sa_id.spi,
+                        detail=f"{event.new_src}:{event.new_sport}",
+                    )
+        finally:
+            stream.close()
+
+
+def _ts(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int, port: int
+) -> TrafficSelector:
+    network = net
+    lo, hi = (port, port) if port else (0, 65535)
+    return TrafficSelector(network.network_address, network.broadcast_address, proto, lo, hi)
