@@ -9,8 +9,8 @@ action=${1:-help}
 [ $# -gt 0 ] && shift
 
 lint() {
-    .venv/bin/ruff check .
-    .venv/bin/ruff format --check .
+    .venv/bin/ruff check xfrmctl tests integration bench scripts
+    .venv/bin/ruff format --check xfrmctl tests integration bench scripts
     .venv/bin/mypy
 }
 unit() { .venv/bin/python -m pytest -q tests "$@"; }

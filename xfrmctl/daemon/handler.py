@@ -216,7 +216,10 @@ class DaemonHandler:
         try:
             specs = self._reload_specs()
         except Exception as exc:
-            raise ControlError("CONFIG", f"configuration not reloaded: {exc}") from None
+            errors = [str(i) for i in getattr(exc, "errors", [])] or [str(exc)]
+            raise ControlError(
+                "CONFIG_INVALID", "configuration not reloaded", {"errors": errors}
+            ) from None
         old = self.daemon.engine.specs
         new = {s.name: s for s in specs}
         added = sorted(set(new) - set(old))
