@@ -29,7 +29,7 @@ _ALG_KINDS = {
 class ErrorContext:
     """What a request was about: the object in words, its protocol module, its algorithms."""
 
-    what: str = ""
+    what: object = ""  # rendered with str() only when an error needs it
     module: str | None = None  # e.g. "esp4"
     algorithms: dict[str, str] = field(default_factory=dict)  # kind (aead/crypt/...) -> name
 
@@ -52,7 +52,7 @@ class KernelError(XfrmError):
     ) -> KernelError:
         ctx = ctx or ErrorContext()
         cls, cause = _classify(msg_type, code, ext_ack, ctx)
-        what = ctx.what or _default_what(msg_type)
+        what = str(ctx.what) or _default_what(msg_type)
         text = f"{cause}: {what}" if cls in (ObjectExistsError, NotFoundError) else cause
         if cls not in (ObjectExistsError, NotFoundError) and what:
             text = f"{what}: {cause}"

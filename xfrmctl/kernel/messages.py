@@ -8,6 +8,7 @@ against the values gcc gives for the kernel headers. Addresses travel as raw 16-
 
 from __future__ import annotations
 
+import socket
 import struct
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -280,6 +281,94 @@ def fields_size(fields: tuple[tuple[str, str], ...]) -> int:
     return sum(struct.calcsize(fmt) for _, fmt in fields)
 
 
+# --- fast encoding ------------------------------------------------------------------------------
+
+
+class _Packer:
+    """One struct.Struct for a whole field list, big-endian fields byte-swapped up front."""
+
+    def __init__(self, fields: tuple[tuple[str, str], ...], defaults: dict[str, Any]) -> None:
+        fmt = "="
+        self.names: list[tuple[str, int]] = []  # (name, 0 plain / 2 be16 / 4 be32)
+        for name, f in fields:
+            fmt += f.lstrip(">")
+            if f.endswith("x"):
+                continue
+            swap = {">H": 2, ">I": 4}.get(f, 0)
+            self.names.append((name, swap))
+        self.struct = struct.Struct(fmt)
+        self.defaults = defaults
+
+    def unpack_into(self, msg: dict[str, Any], data: bytes, offset: int) -> int:
+        values = self.struct.unpack_from(data, offset)
+        for (name, swap), value in zip(self.names, values, strict=True):
+            if swap == 2:
+                value = socket.ntohs(value)
+            elif swap == 4:
+                value = socket.ntohl(value)
+            msg[name] = value
+        return offset + self.struct.size
+
+    def pack(self, msg: dict[str, Any]) -> bytes:
+        values = []
+        for name, swap in self.names:
+            value = dict.get(msg, name)
+            if value is None:
+                value = self.defaults.get(name, 0)
+            if swap == 2:
+                value = socket.htons(value)
+            elif swap == 4:
+                value = socket.htonl(value)
+            values.append(value)
+        return self.struct.pack(*values)
+
+
+class _fast_fields:
+    """pyroute2 packs `fields` one at a time through its generic attribute lookup, which
+    costs more than the kernel's work per message; fixed-size structs here use one struct.
+    Mixed in before pyroute2's classes, so `super()` is pyroute2's field-by-field codec."""
+
+    __slots__ = ()
+    _packers: ClassVar[dict[type, _Packer | None]] = {}
+
+    @classmethod
+    def _packer(cls) -> _Packer | None:
+        if cls not in cls._packers:
+            spec: Any = cls
+            fixed = all(not f.endswith("s") or f[:-1].isdigit() for _, f in spec.fields)
+            cls._packers[cls] = _Packer(spec.fields, spec.defaults) if fixed else None
+        return cls._packers[cls]
+
+    def ft_decode(self, offset: int) -> None:
+        me: Any = self
+        packer = self._packer()
+        if packer is None:
+            super().ft_decode(offset)  # type: ignore[misc]
+            return
+        offset = packer.unpack_into(me, me.data, offset)
+        if me.nla_map:
+            me.decode_nlas((offset + 3) & ~3)
+        else:
+            del me["attrs"]
+        if me["value"] is NotInitialized:
+            del me["value"]
+
+    def ft_encode(self, offset: int) -> tuple[int, int]:
+        me: Any = self
+        data = me.data
+        packer = self._packer()
+        if packer is None or offset != len(data):
+            result: tuple[int, int] = super().ft_encode(offset)  # type: ignore[misc]
+            return result
+        raw = packer.pack(me)
+        data.extend(raw)
+        offset += len(raw)
+        align = me.align
+        diff = ((offset + align - 1) & ~(align - 1)) - offset if align > 0 else 0
+        data.extend(bytes(diff))
+        return offset + diff, diff
+
+
 # --- NLA classes --------------------------------------------------------------------------------
 
 
@@ -377,7 +466,7 @@ class _xfrm_nlas:
             ("bmp", "s"),
         )
 
-    class xfrm_encap_tmpl(nla):  # type: ignore[misc]
+    class xfrm_encap_tmpl(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (
             ("encap_type", "H"),
@@ -387,36 +476,36 @@ class _xfrm_nlas:
             ("encap_oa", ADDR),
         )
 
-    class xfrm_lifetime_cur(nla):  # type: ignore[misc]
+    class xfrm_lifetime_cur(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (("bytes", "Q"), ("packets", "Q"), ("add_time", "Q"), ("use_time", "Q"))
 
-    class xfrm_replay_state(nla):  # type: ignore[misc]
+    class xfrm_replay_state(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (("oseq", "I"), ("seq", "I"), ("bitmap", "I"))
 
-    class xfrm_userpolicy_type(nla):  # type: ignore[misc]
+    class xfrm_userpolicy_type(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (("type", "B"), ("__t_pad", "x"), ("reserved1", "H"), ("reserved2", "B"))
 
-    class xfrm_mark(nla):  # type: ignore[misc]
+    class xfrm_mark(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (("v", "I"), ("m", "I"))
 
-    class xfrm_user_offload(nla):  # type: ignore[misc]
+    class xfrm_user_offload(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = (("ifindex", "i"), ("flags", "B"), ("__off_pad", "3x"))
 
-    class xfrm_usersa_info_nla(nla):  # type: ignore[misc]
+    class xfrm_usersa_info_nla(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = USERSA_INFO
 
-    class xfrm_userpolicy_info_nla(nla):  # type: ignore[misc]
+    class xfrm_userpolicy_info_nla(_fast_fields, nla):  # type: ignore[misc]
         __slots__ = ()
         fields = USERPOLICY_INFO
 
 
-class xfrm_msg(_xfrm_nlas, nlmsg):  # type: ignore[misc]
+class xfrm_msg(_fast_fields, _xfrm_nlas, nlmsg):  # type: ignore[misc]
     """Base of every XFRM message: the XFRMA attribute table and NLA classes."""
 
     __slots__ = ()

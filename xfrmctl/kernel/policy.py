@@ -160,20 +160,20 @@ def policy_id_msg(pid: PolicyId, index: int = 0) -> xfrm_userpolicy_id:
 
 
 def add_request(policy: Policy) -> Request:
-    return Request(Msg.NEWPOLICY, encode_policy(policy), CREATE, ErrorContext(str(policy)))
+    return Request(Msg.NEWPOLICY, encode_policy(policy), CREATE, ErrorContext(policy))
 
 
 def update_request(policy: Policy) -> Request:
     """Add or replace (UPDPOLICY creates the policy when it does not exist)."""
-    return Request(Msg.UPDPOLICY, encode_policy(policy), ACKED, ErrorContext(str(policy)))
+    return Request(Msg.UPDPOLICY, encode_policy(policy), ACKED, ErrorContext(policy))
 
 
 def delete_request(pid: PolicyId) -> Request:
-    return Request(Msg.DELPOLICY, policy_id_msg(pid), ACKED, ErrorContext(str(pid)))
+    return Request(Msg.DELPOLICY, policy_id_msg(pid), ACKED, ErrorContext(pid))
 
 
 def get_request(pid: PolicyId) -> Request:
-    return Request(Msg.GETPOLICY, policy_id_msg(pid), NLM_F_REQUEST, ErrorContext(str(pid)))
+    return Request(Msg.GETPOLICY, policy_id_msg(pid), NLM_F_REQUEST, ErrorContext(pid))
 
 
 async def add_policy(conn: Connection, policy: Policy) -> None:

@@ -75,7 +75,7 @@ def error_context(sa: SA) -> ErrorContext:
         alg = getattr(sa, kind)
         if alg is not None:
             algs[kind] = alg.name
-    return ErrorContext(f"{sa.id}", _module(sa.proto, sa.family), algs)
+    return ErrorContext(sa.id, _module(sa.proto, sa.family), algs)
 
 
 def _fill_usersa(msg: Any, sa: SA) -> None:
@@ -267,7 +267,7 @@ def update_request(sa: SA) -> Request:
 
 
 def delete_request(sa_id: SaId, mark: Mark | None = None) -> Request:
-    return Request(Msg.DELSA, sa_id_msg(sa_id, mark), ACKED, ErrorContext(str(sa_id)))
+    return Request(Msg.DELSA, sa_id_msg(sa_id, mark), ACKED, ErrorContext(sa_id))
 
 
 # --- operations ---------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ async def delete_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> 
 
 
 async def get_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> SA:
-    req = Request(Msg.GETSA, sa_id_msg(sa_id, mark), NLM_F_REQUEST, ErrorContext(str(sa_id)))
+    req = Request(Msg.GETSA, sa_id_msg(sa_id, mark), NLM_F_REQUEST, ErrorContext(sa_id))
     replies = await conn.request(req)
     if not replies:
         raise DecodeError(f"the kernel answered GETSA for {sa_id} with nothing")
@@ -362,7 +362,7 @@ async def get_counters(
     msg["saddr"] = pack_addr(src)
     msg["flags"] = AE_RVAL | AE_LVAL
     msg["attrs"] = mark_attr(mark)
-    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(str(sa_id)))
+    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(sa_id))
     replies = await conn.request(req)
     if not replies:
         raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")

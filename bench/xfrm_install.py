@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Install and remove N SA+policy sets: batched, one request per round-trip, and `ip -batch`.
+
+Runs as root in a private network namespace. With a kernel that has ESP (the lab guest) each
+set is an outbound AES-GCM SA and its out policy; without ESP (a host like the dev machine) each
+set is an ALLOCSPI larval SA and a policy, which exercises the same netlink path minus crypto.
+The last line is machine-readable: `objects_per_s=<N> ratio_vs_ip_batch=<R>` (batched, largest N,
+install+remove, relative to `ip -batch` doing the same).
+
+    .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/xfrm_install.py
+    .venv/bin/python bench/xfrm_install.py --sizes 1000   # host: policies + ALLOCSPI
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xfrmctl.kernel import sa as sa_ops
+from xfrmctl.kernel.client import AsyncXfrm
+from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.fields import put_lifetime
+from xfrmctl.kernel.messages import Msg, xfrm_userspi_info
+from xfrmctl.kernel.policy import add_request as policy_add
+from xfrmctl.kernel.policy import delete_request as policy_delete
+from xfrmctl.kernel.socket import Request
+from xfrmctl.kernel.types import (
+    SA,
+    Aead,
+    Dir,
+    Lifetime,
+    Mode,
+    Policy,
+    Proto,
+    SaId,
+    Selector,
+    Template,
+)
+
+SRC = IPv4Address("192.0.2.1")
+BASE = int(IPv4Address("10.0.0.0"))
+KEY = secrets.token_bytes(36)
+REQID = 0x58460000 + 1
+
+
+def peer(i: int) -> IPv4Address:
+    return IPv4Address(BASE + i + 1)
+
+
+def the_sa(i: int) -> SA:
+    return SA(SRC, peer(i), 0x1000 + i, reqid=REQID, aead=Aead("rfc4106(gcm(aes))", KEY, 128))
+
+
+def the_policy(i: int) -> Policy:
+    sel = Selector(IPv4Network(f"{SRC}/32"), IPv4Network(f"{peer(i)}/32"))
+    return Policy(sel, Dir.OUT, (Template(Proto.ESP, Mode.TRANSPORT, REQID),), priority=100)
+
+
+def allocspi_request(i: int) -> Request:
+    msg = xfrm_userspi_info()
+    msg["id_daddr"] = peer(i).packed.ljust(16, b"\0")
+    msg["id_proto"] = 50
+    msg["saddr"] = SRC.packed.ljust(16, b"\0")
+    msg["family"] = 2
+    msg["reqid"] = REQID
+    put_lifetime(msg, Lifetime())
+    msg["min"] = msg["max"] = 0x1000 + i
+    msg["attrs"] = []
+    from pyroute2.netlink import NLM_F_REQUEST
+
+    return Request(Msg.ALLOCSPI, msg, NLM_F_REQUEST)
+
+
+def install_requests(n: int, with_sa: bool) -> list[Request]:
+    out: list[Request] = []
+    for i in range(n):
+        out.append(sa_ops.add_request(the_sa(i)) if with_sa else allocspi_request(i))
+        out.append(policy_add(the_policy(i)))
+    return out
+
+
+def remove_requests(n: int) -> list[Request]:
+    out: list[Request] = []
+    for i in range(n):
+        out.append(policy_delete(the_policy(i).id))
+        out.append(sa_ops.delete_request(SaId(peer(i), 0x1000 + i)))
+    return out
+
+
+def check(requests: Sequence[Request]) -> None:
+    failed = [r.error for r in requests if r.error is not None]
+    if failed:
+        raise SystemExit(f"{len(failed)} requests failed, first: {failed[0]}")
+
+
+async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> tuple[float, float]:
+    """Seconds to install, then to remove, n sets; building the requests is included."""
+    async with AsyncXfrm(ns) as x:
+        times = []
+        for build in (lambda: install_requests(n, with_sa), lambda: remove_requests(n)):
+            t0 = time.perf_counter()
+            reqs = build()
+            if batched:
+                await x.batch(reqs)
+            else:
+                for r in reqs:
+                    await x.batch([r])
+            times.append(time.perf_counter() - t0)
+            check(reqs)
+        return times[0], times[1]
+
+
+def run_ip_batch(ns: str, n: int, with_sa: bool) -> tuple[float, float]:
+    add, rem = [], []
+    for i in range(n):
+        dst = peer(i)
+        if with_sa:
+            add.append(
+                f"xfrm state add src {SRC} dst {dst} proto esp spi {0x1000 + i} reqid {REQID} "
+                f"mode transport aead rfc4106(gcm(aes)) 0x{KEY.hex()} 128"
+            )
+        else:
+            spi = 0x1000 + i
+            add.append(
+                f"xfrm state allocspi src {SRC} dst {dst} proto esp reqid {REQID} "
+                f"min {spi} max {spi}"
+            )
+        add.append(
+            f"xfrm policy add src {SRC}/32 dst {dst}/32 dir out priority 100 "
+            f"tmpl proto esp reqid {REQID} mode transport"
+        )
+        rem.append(f"xfrm policy delete src {SRC}/32 dst {dst}/32 dir out")
+        rem.append(f"xfrm state delete src {SRC} dst {dst} proto esp spi {0x1000 + i}")
+    times = []
+    for lines in (add, rem):
+        with tempfile.NamedTemporaryFile("w", suffix=".ipbatch", delete=False) as f:
+            f.write("\n".join(lines) + "\n")
+        t0 = time.perf_counter()
+        proc = subprocess.run(["ip", "-n", ns, "-batch", f.name], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        os.unlink(f.name)
+        if proc.returncode != 0:
+            raise SystemExit(f"ip -batch failed: {proc.stderr.strip()[:300]}")
+    return times[0], times[1]
+
+
+def kernel_has_esp(ns: str) -> bool:
+    async def probe() -> bool:
+        async with AsyncXfrm(ns) as x:
+            try:
+                await x.add_sa(the_sa(0))
+            except XfrmError:
+                return False
+            await x.delete_sa(the_sa(0).id)
+            return True
+
+    return asyncio.run(probe())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--skip-serial-above", type=int, default=10000)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (creates a network namespace)")
+    ns = f"xfrmctl-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        with_sa = kernel_has_esp(ns)
+        what = "SA(aes-gcm)+policy" if with_sa else "ALLOCSPI larval SA+policy (no ESP here)"
+        print(f"measuring: {what} sets, install then remove, kernel {os.uname().release}")
+        last = (0.0, 0.0)
+        for n in args.sizes:
+            objects = 2 * n
+            b_in, b_out = asyncio.run(run_ours(ns, n, with_sa, batched=True))
+            ip_in, ip_out = run_ip_batch(ns, n, with_sa)
+            rate = 2 * objects / (b_in + b_out)
+            ip_rate = 2 * objects / (ip_in + ip_out)
+            print(
+                f"N={n}: batched install {objects / b_in:,.0f}/s remove {objects / b_out:,.0f}/s"
+                f" | ip -batch install {objects / ip_in:,.0f}/s remove {objects / ip_out:,.0f}/s"
+            )
+            if n <= args.skip_serial_above:
+                s_in, s_out = asyncio.run(run_ours(ns, n, with_sa, batched=False))
+                serial = 2 * objects / (s_in + s_out)
+                print(
+                    f"N={n}: one per round-trip install {objects / s_in:,.0f}/s "
+                    f"remove {objects / s_out:,.0f}/s (batched is {rate / serial:.2f}x)"
+                )
+            last = (rate, rate / ip_rate)
+        print(f"objects_per_s={last[0]:.0f} ratio_vs_ip_batch={last[1]:.2f}")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
