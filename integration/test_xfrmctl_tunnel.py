@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from netlab import Host, Network
-
-REPO = Path(__file__).resolve().parent.parent
-XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
+from netlab import Network
+from xfrmctl_host import Xfrmctl, write_psk
 
 
 def config(
@@ -25,9 +21,7 @@ def config(
     local_ts: str,
     remote_ts: str,
 ) -> Path:
-    psk = workdir / f"{name}.psk"
-    psk.write_text("lab secret, not for production\n")
-    psk.chmod(0o600)
+    psk = write_psk(workdir, name)
     proposals = "esp_proposals: [aes256gcm16]" if protocol == "esp" else "ah_proposals: [sha256]"
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(f"""
@@ -48,39 +42,6 @@ connections:
         {proposals}
 """)
     return cfg
-
-
-class Xfrmctl:
-    """One daemon in one host, driven through the real CLI."""
-
-    def __init__(self, host: Host, workdir: Path, cfg: Path) -> None:
-        self.host = host
-        # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
-        self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
-        self.log = workdir / f"{host.name}-daemon.log"
-        self.proc = host.popen(
-            [XFRMCTL, "daemon", "--config", str(cfg), "--socket", str(self.sock)],
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 150  # Python starts slowly under TCG
-        while not self.sock.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.host.run([XFRMCTL, "--socket", str(self.sock), *args], check=False, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"xfrmctl {' '.join(args)} exited {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}\n{self.log.read_text()}"
-            )
-        return proc
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
