@@ -7,111 +7,13 @@ events → kernel calls → control handler, with no root and no VM.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from daemon_helpers import BASE_PORT, GRACE, make_daemon, no_progress, write_config
 
 from xfrmctl.daemon.control import ControlError
-from xfrmctl.daemon.core import Daemon
-from xfrmctl.daemon.handler import DaemonHandler
-from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
-from xfrmctl.daemon.specs import build_specs
-from xfrmctl.ike.events import ChildSaReady
-from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
-
-BASE_PORT = 20000 + os.getpid() % 10000
-
-
-class RecordingKernel(KernelGlue):
-    def __init__(self) -> None:
-        self.sas: dict[int, ChildSaReady] = {}
-        self.log: list[tuple[str, int]] = []
-        self.queue: asyncio.Queue[KernelEvent] = asyncio.Queue()
-        self.traps: dict[int, tuple[str, str]] = {}
-
-    def prepare_socket(self, sock: Any, family: int) -> None:
-        pass
-
-    async def cleanup_stale(self) -> int:
-        return 0
-
-    async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
-        self.traps[reqid] = (spec.name, child.name)
-
-    def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
-        return self.traps.get(reqid)
-
-    async def install_child(self, ready: ChildSaReady) -> None:
-        self.sas[ready.spi_in] = ready
-        self.log.append(("install", ready.spi_in))
-
-    async def remove_child(self, ready: ChildSaReady) -> None:
-        self.sas.pop(ready.spi_in, None)
-        self.log.append(("remove", ready.spi_in))
-
-    async def counters(self, ready: ChildSaReady) -> ChildCounters:
-        return ChildCounters(100, 1, 200, 2)
-
-    async def remove_all(self) -> None:
-        self.sas.clear()
-        self.traps.clear()
-
-    async def events(self) -> AsyncIterator[KernelEvent]:  # type: ignore[override]
-        while True:
-            yield await self.queue.get()
-
-
-def write_config(
-    tmp: Path,
-    name: str,
-    me: str,
-    peer: str,
-    my_port: int,
-    peer_port: int,
-    my_id: str,
-    peer_id: str,
-    esp: str = "aes256gcm16",
-) -> Path:
-    psk = tmp / f"{name}.psk"
-    psk.write_text("correct horse battery staple\n")
-    psk.chmod(0o600)
-    cfg = tmp / f"{name}.yaml"
-    cfg.write_text(f"""
-settings:
-  port: {my_port}
-  port_nat_t: {my_port + 1}
-connections:
-  tun:
-    local_addrs: [{me}]
-    remote_addrs: [{peer}]
-    remote_port: {peer_port}
-    local: {{id: {my_id}, auth: psk}}
-    remote: {{id: {peer_id}, auth: psk}}
-    psk_file: {psk}
-    children:
-      host:
-        mode: transport
-        esp_proposals: [{esp}]
-""")
-    return cfg
-
-
-async def make_daemon(cfg: Path) -> tuple[Daemon, DaemonHandler, RecordingKernel]:
-    from xfrmctl.config import load_config
-
-    loaded = load_config(cfg)
-    kernel = RecordingKernel()
-    daemon = Daemon(build_specs(loaded), kernel, (loaded.settings.port, loaded.settings.port_nat_t))
-    daemon.sockets._ipv6 = False
-    await daemon.start()
-    return daemon, DaemonHandler(daemon, lambda: build_specs(load_config(cfg))), kernel
-
-
-async def no_progress(message: dict[str, Any]) -> None:
-    pass
+from xfrmctl.daemon.kernel_glue import KernelEvent
 
 
 @pytest.fixture
@@ -152,6 +54,7 @@ def test_up_status_rekey_down(pair: tuple[Path, Path]) -> None:
                 await asyncio.sleep(0.05)
                 if ("remove", spi_in) in ka.log:
                     break
+            await asyncio.sleep(GRACE)
             installs = [i for i, (op, _) in enumerate(ka.log) if op == "install"]
             removal = ka.log.index(("remove", spi_in))
             assert len(installs) == 2 and installs[1] < removal, ka.log

@@ -4,6 +4,10 @@ Every engine call is followed by `_pump()`, which sends what the engine queued, 
 events into kernel work and waiter updates, and re-arms the single engine timer. Kernel work
 runs in one ordered queue so that a rekeyed Child SA is always installed before the SA it
 replaces is removed (make-before-break).
+
+A rekey loses no packets: the new inbound SA goes in at once, the new outbound SA only when
+the old pair is deleted (so a rekey responder never sends on an SA the initiator may not have
+yet), and the old inbound SA lingers for `rekeyed_inbound_grace` seconds for packets in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
 
 log = logging.getLogger("xfrmctl.daemon")
+
+REKEYED_INBOUND_GRACE = 5.0  # strongSwan's delete_rekeyed_delay
+OUTBOUND_FALLBACK = 30.0  # install a deferred outbound SA even if the old one never goes
 
 
 @dataclass
@@ -70,6 +77,11 @@ class Daemon:
         self._kernel_queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
+        # old spi_in -> new Child SAs whose outbound SA waits for the old pair to go
+        self._pending_out: dict[int, list[ev.ChildSaReady]] = {}
+        self.rekeyed_inbound_grace = REKEYED_INBOUND_GRACE
+        self.outbound_fallback = OUTBOUND_FALLBACK
+        self._stopping = False
 
     # ------------------------------------------------------------------------ life cycle
 
@@ -84,29 +96,44 @@ class Daemon:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        specs = list(self.engine.specs.values())
+        # Traps first, then the stale cleanup (which spares them): a policy an earlier instance
+        # left for the same traffic is replaced in place, so no packet passes in cleartext.
+        await self.install_traps(specs)
         removed = await self.kernel.cleanup_stale()
         if removed:
             log.info("removed %d stale XFRM objects left by an earlier instance", removed)
         self.sockets.open(self.loop)
         self._tasks.append(asyncio.create_task(self._kernel_worker(), name="kernel-worker"))
         self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
-        await self.apply_start_actions(list(self.engine.specs.values()))
+        self.initiate_starts(specs)
 
-    async def apply_start_actions(self, specs: list[ConnectionSpec]) -> None:
+    async def install_traps(self, specs: list[ConnectionSpec]) -> None:
         for spec in specs:
             for child in spec.children:
                 if child.start_action == StartAction.TRAP:
-                    await self.kernel.install_trap(
-                        spec, child, self.engine.reqid(spec.name, child.name)
-                    )
+                    try:
+                        await self.kernel.install_trap(
+                            spec, child, self.engine.reqid(spec.name, child.name)
+                        )
+                    except Exception as exc:
+                        log.error("%s/%s: cannot install trap: %s", spec.name, child.name, exc)
+
+    async def apply_start_actions(self, specs: list[ConnectionSpec]) -> None:
+        await self.install_traps(specs)
+        self.initiate_starts(specs)
+
+    def initiate_starts(self, specs: list[ConnectionSpec]) -> None:
+        for spec in specs:
             starts = [c.name for c in spec.children if c.start_action == StartAction.START]
             if starts:
                 self.call(self.engine.initiate, spec.name, starts)
 
     async def stop(self) -> None:
         """SIGTERM: tell peers, remove every SA and policy we installed, exit clean."""
-        if self._loop is None:
+        if self._loop is None or self._stopping:
             return
+        self._stopping = True
         self.call(self.engine.terminate_all)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._kernel_queue.join(), timeout=5)
@@ -194,6 +221,8 @@ class Daemon:
                 event.conn,
                 {
                     "event": "ike_established",
+                    "message": f"IKE SA established with {event.remote_id} "
+                    f"at {event.remote[0]} ({event.proposal})",
                     "proposal": event.proposal,
                     "remote_id": event.remote_id,
                 },
@@ -245,6 +274,16 @@ class Daemon:
         if spec is None:
             return
         restart = [c.name for c in spec.children if c.dpd_action == CloseAction.START]
+        traps = [
+            c
+            for c in spec.children
+            if c.dpd_action == CloseAction.TRAP and c.start_action != StartAction.TRAP
+        ]
+        for child in traps:
+            reqid = self.engine.reqid(conn, child.name)
+            self._kernel_queue.put_nowait(
+                functools.partial(self.kernel.install_trap, spec, child, reqid)
+            )
         if restart:
             log.info("%s: DPD action restart for %s", conn, ", ".join(restart))
             self.loop.call_later(1.0, lambda: self._restart(conn, restart))
@@ -267,8 +306,10 @@ class Daemon:
                 self._kernel_queue.task_done()
 
     async def _install(self, ready: ev.ChildSaReady) -> None:
+        old = ready.replaces_spi_in
+        defer_out = old is not None and old in self.installed and not self._stopping
         try:
-            await self.kernel.install_child(ready)
+            await self.kernel.install_child(ready, outbound=not defer_out)
         except Exception as exc:
             log.error("%s/%s: installing the Child SA failed: %s", ready.conn, ready.child, exc)
             self._fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
@@ -276,6 +317,23 @@ class Daemon:
                 self.call(self.engine.delete_child, ready.spi_in)
             return
         self.installed[ready.spi_in] = Installed(ready, self.now())
+        if defer_out and old is not None:
+            self._pending_out.setdefault(old, []).append(ready)
+            self.loop.call_later(
+                self.outbound_fallback,
+                lambda: self._kernel_queue.put_nowait(
+                    functools.partial(self._install_outbound, old, ready)
+                ),
+            )
+        self._progress(
+            ready.conn,
+            {
+                "event": "child_installed",
+                "message": f"Child SA {ready.child} installed ({ready.proposal}, "
+                f"spi in {ready.spi_in:08x} out {ready.spi_out:08x})",
+                "child": ready.child,
+            },
+        )
         for w in list(self.waiters):
             if w.kind == "up" and w.conn == ready.conn and ready.ike_sa_id in w.ike_sa_ids:
                 w.children.discard(ready.child)
@@ -283,10 +341,45 @@ class Daemon:
                 if not w.children:
                     self._resolve(w, {"ike_sa_id": ready.ike_sa_id})
 
+    async def _install_outbound(self, old: int, ready: ev.ChildSaReady) -> None:
+        """The deferred outbound SA of a rekey, once (or if) the pair it replaces is gone."""
+        pending = self._pending_out.get(old, [])
+        if ready not in pending:
+            return
+        pending.remove(ready)
+        if not pending:
+            self._pending_out.pop(old, None)
+        if ready.spi_in in self.installed and not self._stopping:
+            try:
+                await self.kernel.install_outbound(ready)
+            except Exception as exc:
+                log.error(
+                    "%s/%s: installing the outbound SA failed: %s", ready.conn, ready.child, exc
+                )
+                with contextlib.suppress(Exception):
+                    self.call(self.engine.delete_child, ready.spi_in)
+
     async def _remove(self, gone: ev.ChildSaDeleted) -> None:
+        for ready in list(self._pending_out.get(gone.spi_in, [])):
+            await self._install_outbound(gone.spi_in, ready)
+        for old, waiting in list(self._pending_out.items()):
+            self._pending_out[old] = [r for r in waiting if r.spi_in != gone.spi_in]
+            if not self._pending_out[old]:
+                del self._pending_out[old]
         entry = self.installed.pop(gone.spi_in, None)
         if entry is not None:
-            await self.kernel.remove_child(entry.ready)
+            replaced = any(e.ready.replaces_spi_in == gone.spi_in for e in self.installed.values())
+            if replaced and self.rekeyed_inbound_grace > 0 and not self._stopping:
+                # Keep the old inbound SA a moment: the peer may still have packets on it.
+                await self.kernel.remove_child(entry.ready, inbound=False)
+                self.loop.call_later(
+                    self.rekeyed_inbound_grace,
+                    lambda: self._kernel_queue.put_nowait(
+                        functools.partial(self.kernel.remove_inbound, entry.ready)
+                    ),
+                )
+            else:
+                await self.kernel.remove_child(entry.ready)
         for w in list(self.waiters):
             if w.kind == "down" and w.conn == gone.conn:
                 w.children.discard(gone.child)
@@ -295,8 +388,10 @@ class Daemon:
 
     async def _ike_gone(self, event: ev.IkeSaDeleted) -> None:
         # Children of a vanished IKE SA cannot be rekeyed or deleted any more: remove them.
+        # Children an IKE rekey moved to the new IKE SA still live in the engine: keep those.
+        live = {c.spi_in for c in self.engine.child_sas()}
         for spi_in, entry in list(self.installed.items()):
-            if entry.ready.ike_sa_id == event.ike_sa_id:
+            if entry.ready.ike_sa_id == event.ike_sa_id and spi_in not in live:
                 self.installed.pop(spi_in, None)
                 await self.kernel.remove_child(entry.ready)
         for w in list(self.waiters):

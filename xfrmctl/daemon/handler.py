@@ -75,7 +75,14 @@ class DaemonHandler:
         waiter.ike_sa_ids |= ids
         waiter.children -= installed
         self.daemon.add_waiter(waiter)
-        await progress({"event": "initiating", "connection": name, "children": names})
+        await progress(
+            {
+                "event": "initiating",
+                "message": f"initiating {name} (children: {', '.join(names) or 'none'})",
+                "connection": name,
+                "children": names,
+            }
+        )
         try:
             await asyncio.wait_for(waiter.future, UP_TIMEOUT)
         except TimeoutError:
@@ -228,6 +235,8 @@ class DaemonHandler:
         unchanged = sorted(n for n in set(old) & set(new) if old[n] == new[n])
         self.daemon.engine.update_specs(specs)
         for name in removed + changed:
+            # Forget the old traps first, so that deleting the SAs also takes their policies.
+            await self.daemon.kernel.remove_traps(name)
             for ike in self.daemon.engine.ike_sas():
                 if ike.conn == name:
                     self.daemon.call(self.daemon.engine.delete_ike, ike.ike_sa_id)

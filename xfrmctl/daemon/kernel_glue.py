@@ -50,13 +50,27 @@ class KernelGlue:
         """Policies without SAs, so the first packet raises an ACQUIRE instead of leaking."""
         raise NotImplementedError
 
+    async def remove_traps(self, conn: str) -> None:
+        """Drop a connection's traps; policies a live Child SA still uses go with that SA."""
+        raise NotImplementedError
+
     def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
         raise NotImplementedError
 
-    async def install_child(self, ready: ChildSaReady) -> None:
+    async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
+        """Both SAs and the policies; without `outbound` the outbound SA waits (rekeys)."""
         raise NotImplementedError
 
-    async def remove_child(self, ready: ChildSaReady) -> None:
+    async def install_outbound(self, ready: ChildSaReady) -> None:
+        """The outbound SA that `install_child(outbound=False)` left out."""
+        raise NotImplementedError
+
+    async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
+        """The pair and its policies (unless still used); without `inbound` the inbound SA stays."""
+        raise NotImplementedError
+
+    async def remove_inbound(self, ready: ChildSaReady) -> None:
+        """The inbound SA that `remove_child(inbound=False)` left behind."""
         raise NotImplementedError
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:

@@ -158,9 +158,14 @@ class XfrmGlue(KernelGlue):
         return REQID_BASE + (engine_reqid % REQID_SPAN)
 
     async def cleanup_stale(self) -> int:
+        """Remove our reqids' leftovers, sparing the traps this instance already installed."""
         await self._open()
         removed = 0
+        keep = {(p.selector, p.dir) for pols in self._trap_policies.values() for p in pols}
+        keep |= {(p.selector, p.dir) for pols in self._child_policies.values() for p in pols}
         async for pol in kpolicy.dump_policies(self.conn):
+            if (pol.selector, pol.dir) in keep:
+                continue
             if pol.templates and all(ours(t.reqid) for t in pol.templates):
                 with contextlib.suppress(XfrmError):
                     await kpolicy.delete_policy(
@@ -192,6 +197,28 @@ class XfrmGlue(KernelGlue):
         self.traps[kreqid] = (spec.name, child.name)
         self._trap_policies[kreqid] = policies
         log.info("%s/%s: trap policies installed (%d)", spec.name, child.name, len(policies))
+
+    async def remove_traps(self, conn: str) -> None:
+        await self._open()
+        for kreqid, (name, _child) in list(self.traps.items()):
+            if name != conn:
+                continue
+            del self.traps[kreqid]
+            policies = self._trap_policies.pop(kreqid, [])
+            if self._reqid_in_use(kreqid):
+                continue  # the Child SA's removal takes the policies
+            for pol in reversed(policies):
+                with contextlib.suppress(XfrmError):
+                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
+            log.info("%s/%s: trap policies removed", name, _child)
+
+    def _reqid_in_use(self, kreqid: int) -> bool:
+        return any(
+            t.reqid == kreqid
+            for pols in self._child_policies.values()
+            for p in pols
+            for t in p.templates
+        )
 
     def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
         return self.traps.get(reqid)
@@ -265,7 +292,7 @@ class XfrmGlue(KernelGlue):
             )
         return sas[0], sas[1]
 
-    async def install_child(self, ready: ChildSaReady) -> None:
+    async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()
         reqid = self._reqid(ready.reqid)
         sa_in, sa_out = self._sas(ready, reqid)
@@ -275,7 +302,7 @@ class XfrmGlue(KernelGlue):
         )
         added: list[SA] = []
         try:
-            for sa in (sa_in, sa_out):
+            for sa in (sa_in, sa_out) if outbound else (sa_in,):
                 await ksa.add_sa(self.conn, sa)
                 added.append(sa)
             await self._apply(policies)
@@ -286,22 +313,29 @@ class XfrmGlue(KernelGlue):
             raise
         self._child_policies[ready.spi_in] = policies
 
-    async def remove_child(self, ready: ChildSaReady) -> None:
+    async def install_outbound(self, ready: ChildSaReady) -> None:
+        await self._open()
+        _sa_in, sa_out = self._sas(ready, self._reqid(ready.reqid))
+        await ksa.add_sa(self.conn, sa_out)
+
+    async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
         policies = self._child_policies.pop(ready.spi_in, [])
         reqid = self._reqid(ready.reqid)
-        still_used = reqid in self.traps or any(
-            p is not policies and any(t.reqid == reqid for q in p for t in q.templates)
-            for p in self._child_policies.values()
-        )
-        if not still_used:
+        if reqid not in self.traps and not self._reqid_in_use(reqid):
             for pol in reversed(policies):  # outbound first: no packet finds a missing SA
                 with contextlib.suppress(XfrmError):
                     await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
         proto = _proto(ready.protocol)
-        for dst, spi in ((ready.remote, ready.spi_out), (ready.local, ready.spi_in)):
-            with contextlib.suppress(XfrmError):
-                await ksa.delete_sa(self.conn, SaId(dst, spi, proto))
+        with contextlib.suppress(XfrmError):
+            await ksa.delete_sa(self.conn, SaId(ready.remote, ready.spi_out, proto))
+        if inbound:
+            await self.remove_inbound(ready)
+
+    async def remove_inbound(self, ready: ChildSaReady) -> None:
+        await self._open()
+        with contextlib.suppress(XfrmError):
+            await ksa.delete_sa(self.conn, SaId(ready.local, ready.spi_in, _proto(ready.protocol)))
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         await self._open()

@@ -1,0 +1,157 @@
+"""Shared pieces of the daemon tests: a recording kernel, configs, daemons on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from xfrmctl.daemon.core import Daemon
+from xfrmctl.daemon.handler import DaemonHandler
+from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
+from xfrmctl.daemon.specs import build_specs
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
+
+BASE_PORT = 20000 + os.getpid() % 10000
+GRACE = 0.3  # the old inbound SA's grace after a rekey, shortened for tests
+
+
+class RecordingKernel(KernelGlue):
+    """Keeps what a kernel would hold: inbound SAs (`sas`), outbound SAs, traps, in order."""
+
+    def __init__(self, name: str = "", journal: list[tuple[str, str, int]] | None = None) -> None:
+        self.name = name
+        self.journal = journal if journal is not None else []
+        self.sas: dict[int, ChildSaReady] = {}  # inbound SA present, by spi_in
+        self.outbound: set[int] = set()  # spi_out of outbound SAs present
+        self.log: list[tuple[str, int]] = []
+        self.queue: asyncio.Queue[KernelEvent] = asyncio.Queue()
+        self.traps: dict[int, tuple[str, str]] = {}
+        self.fail_install: Exception | None = None
+        self.stale_cleaned_after_traps: bool | None = None
+
+    def _record(self, op: str, value: int) -> None:
+        self.log.append((op, value))
+        self.journal.append((self.name, op, value))
+
+    def prepare_socket(self, sock: Any, family: int) -> None:
+        pass
+
+    async def cleanup_stale(self) -> int:
+        self.stale_cleaned_after_traps = bool(self.traps)
+        self._record("cleanup", 0)
+        return 0
+
+    async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
+        self.traps[reqid] = (spec.name, child.name)
+        self._record("trap", reqid)
+
+    async def remove_traps(self, conn: str) -> None:
+        for reqid, (name, _) in list(self.traps.items()):
+            if name == conn:
+                del self.traps[reqid]
+                self._record("untrap", reqid)
+
+    def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
+        return self.traps.get(reqid)
+
+    async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
+        if self.fail_install is not None:
+            raise self.fail_install
+        self.sas[ready.spi_in] = ready
+        self._record("install", ready.spi_in)
+        if outbound:
+            await self.install_outbound(ready)
+
+    async def install_outbound(self, ready: ChildSaReady) -> None:
+        self.outbound.add(ready.spi_out)
+        self._record("install_out", ready.spi_out)
+
+    async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
+        self.outbound.discard(ready.spi_out)
+        self._record("remove_out", ready.spi_out)
+        if inbound:
+            await self.remove_inbound(ready)
+
+    async def remove_inbound(self, ready: ChildSaReady) -> None:
+        self.sas.pop(ready.spi_in, None)
+        self._record("remove", ready.spi_in)
+
+    async def counters(self, ready: ChildSaReady) -> ChildCounters:
+        return ChildCounters(100, 1, 200, 2)
+
+    async def remove_all(self) -> None:
+        self.sas.clear()
+        self.outbound.clear()
+        self.traps.clear()
+
+    async def events(self) -> AsyncIterator[KernelEvent]:
+        while True:
+            yield await self.queue.get()
+
+
+def write_config(
+    tmp: Path,
+    name: str,
+    me: str,
+    peer: str,
+    my_port: int,
+    peer_port: int,
+    my_id: str,
+    peer_id: str,
+    esp: str = "aes256gcm16",
+    conn_extra: str = "",
+    child_extra: str = "",
+) -> Path:
+    psk = tmp / f"{name}.psk"
+    psk.write_text("correct horse battery staple\n")
+    psk.chmod(0o600)
+    cfg = tmp / f"{name}.yaml"
+    cfg.write_text(f"""
+settings:
+  port: {my_port}
+  port_nat_t: {my_port + 1}
+connections:
+  tun:
+    local_addrs: [{me}]
+    remote_addrs: [{peer}]
+    remote_port: {peer_port}
+    local: {{id: {my_id}, auth: psk}}
+    remote: {{id: {peer_id}, auth: psk}}
+    psk_file: {psk}
+{_indent(conn_extra, 4)}
+    children:
+      host:
+        mode: transport
+        esp_proposals: [{esp}]
+{_indent(child_extra, 8)}
+""")
+    return cfg
+
+
+def _indent(text: str, n: int) -> str:
+    return "\n".join(" " * n + line for line in text.strip().splitlines())
+
+
+async def make_daemon(
+    cfg: Path, kernel: RecordingKernel | None = None
+) -> tuple[Daemon, DaemonHandler, RecordingKernel]:
+    from xfrmctl.config import load_config
+
+    loaded = load_config(cfg)
+    kernel = kernel or RecordingKernel()
+    daemon = Daemon(build_specs(loaded), kernel, (loaded.settings.port, loaded.settings.port_nat_t))
+    daemon.sockets._ipv6 = False
+    daemon.rekeyed_inbound_grace = GRACE
+    # Fast retransmissions keep the DPD and restart tests to seconds.
+    daemon.engine.config = dataclasses.replace(daemon.engine.config, retransmit_timeout=0.5)
+    await daemon.start()
+    return daemon, DaemonHandler(daemon, lambda: build_specs(load_config(cfg))), kernel
+
+
+async def no_progress(message: dict[str, Any]) -> None:
+    pass
