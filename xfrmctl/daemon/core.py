@@ -97,6 +97,9 @@ class Daemon:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         specs = list(self.engine.specs.values())
+        # Listen before the cleanup: a packet hitting a trap once the stale SAs are gone raises
+        # an ACQUIRE that would otherwise be lost, stalling the flow for the kernel's 30 s.
+        await self.kernel.open_events()
         # Traps first, then the stale cleanup (which spares them): a policy an earlier instance
         # left for the same traffic is replaced in place, so no packet passes in cleartext.
         await self.install_traps(specs)

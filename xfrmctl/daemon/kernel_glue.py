@@ -80,5 +80,8 @@ class KernelGlue:
         """Shutdown: remove every SA and policy this instance installed, traps included."""
         raise NotImplementedError
 
+    async def open_events(self) -> None:
+        """Subscribe to upcalls now, so none raised before `events()` is first read is lost."""
+
     def events(self) -> AsyncIterator[KernelEvent]:
         raise NotImplementedError

@@ -133,6 +133,7 @@ class XfrmGlue(KernelGlue):
         self._trap_policies: dict[int, list[Policy]] = {}
         self._child_policies: dict[int, list[Policy]] = {}  # by spi_in
         self._netns = netns
+        self._stream: kev.EventStream | None = None
 
     async def _open(self) -> None:
         if not self._opened:
@@ -352,14 +353,22 @@ class XfrmGlue(KernelGlue):
         return ChildCounters(cin.bytes, cin.packets, cout.bytes, cout.packets)
 
     async def remove_all(self) -> None:
-        await self.cleanup_stale()
         self.traps.clear()
         self._trap_policies.clear()
         self._child_policies.clear()
+        await self.cleanup_stale()  # with nothing to spare any more: everything of ours
+
+    async def open_events(self) -> None:
+        if self._stream is None:
+            stream = kev.EventStream(self._netns)
+            await stream.open()
+            self._stream = stream
 
     async def events(self) -> AsyncIterator[KernelEvent]:
-        stream = kev.EventStream(self._netns)
-        await stream.open()
+        await self.open_events()
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
         try:
             async for event in stream:
                 if isinstance(event, kev.Acquire):
