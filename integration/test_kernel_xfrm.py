@@ -42,7 +42,7 @@ from xfrmctl.kernel import (
 from xfrmctl.kernel.algorithms import kernel_encr, kernel_integ, sa_algorithms
 from xfrmctl.kernel.events import Expire
 from xfrmctl.kernel.messages import Group
-from xfrmctl.kernel.types import Address, Crypt
+from xfrmctl.kernel.types import Address, Crypt, ReplayState
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 OWN = Ownership()
@@ -365,3 +365,15 @@ def test_probe_finds_every_algorithm() -> None:
             assert caps.supports_encr(algo.encr, algo.key_bits), (algo.id, caps.missing)
         if algo.integ is not None:
             assert caps.supports_integ(algo.integ), (algo.id, caps.missing)
+
+
+@pytest.mark.parametrize("esn", [False, True], ids=["32bit", "esn"])
+def test_replay_state_can_be_set(lab: Pair, esn: bool) -> None:
+    ca, _ = install_both(lab, ALGOS[2], esn=esn, replay_window=64 if esn else 32)
+    assert_carries_traffic(lab, ca)
+    out = ca.outbound
+    start = (5 << 32) + 1000 if esn else 1000
+    lab.xa.set_replay_state(out.id, out.src, ReplayState(start, 0, out.replay_window), esn=esn)
+    assert lab.a.ping(str(lab.ip_b), count=1), "the peer refused packets after the jump"
+    replay = lab.xa.counters(out.id, out.src).replay
+    assert replay is not None and replay.oseq == start + 1

@@ -348,3 +348,27 @@ def test_probe_reports_this_kernel(ns: str) -> None:
     else:
         assert caps.esp and "rfc4106(gcm(aes))" in caps.available
     assert not any(n.startswith("xfrmctl-probe-") for n in os.listdir("/var/run/netns"))
+
+
+def test_dump_skips_per_socket_policies(x: Xfrm, ns: str) -> None:
+    code = (
+        "import socket, time\n"
+        "from xfrmctl.kernel.bypass import bypass_socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "bypass_socket(s)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert "socket in" in ip(ns, "xfrm", "policy")
+        assert x.policies() == []
+    finally:
+        proc.kill()
+        proc.wait()

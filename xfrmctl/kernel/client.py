@@ -24,6 +24,7 @@ from xfrmctl.kernel.types import (
     Policy,
     PolicyId,
     Proto,
+    ReplayState,
     SaCounters,
     SaId,
 )
@@ -110,6 +111,11 @@ class AsyncXfrm:
 
     async def counters(self, sa_id: SaId, src: Address, mark: Mark | None = None) -> SaCounters:
         return await sa_ops.get_counters(self.conn, sa_id, src, mark)
+
+    async def set_replay_state(
+        self, sa_id: SaId, src: Address, replay: ReplayState, *, esn: bool, mark: Mark | None = None
+    ) -> None:
+        await sa_ops.set_replay_state(self.conn, sa_id, src, replay, esn=esn, mark=mark)
 
     # Policies
     async def add_policy(self, policy: Policy) -> None:
@@ -218,6 +224,11 @@ class Xfrm:
 
     def counters(self, sa_id: SaId, src: Address, mark: Mark | None = None) -> SaCounters:
         return self._run(self._x.counters(sa_id, src, mark))
+
+    def set_replay_state(
+        self, sa_id: SaId, src: Address, replay: ReplayState, *, esn: bool, mark: Mark | None = None
+    ) -> None:
+        self._run(self._x.set_replay_state(sa_id, src, replay, esn=esn, mark=mark))
 
     def add_policy(self, policy: Policy) -> None:
         self._run(self._x.add_policy(policy))

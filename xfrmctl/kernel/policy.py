@@ -124,7 +124,7 @@ def decode_policy_info(info: Any, nlas: Any, prefix: str = "") -> Policy:
         raw_tmpl = nlas.get_attr("XFRMA_TMPL")
         return Policy(
             selector=get_selector(info, prefix=prefix + "sel_"),
-            dir=Dir(info[prefix + "dir"] & 3),
+            dir=Dir(info[prefix + "dir"]),
             templates=decode_templates(raw_tmpl) if raw_tmpl else (),
             action=Action(info[prefix + "action"]),
             priority=info[prefix + "priority"],
@@ -199,11 +199,9 @@ async def dump_policies(conn: Connection) -> AsyncIterator[Policy]:
     msg = xfrm_userpolicy_id()
     msg["attrs"] = []
     async for reply in conn.dump(Msg.GETPOLICY, msg, ErrorContext("policy dump")):
-        if reply["header"]["type"] == Msg.NEWPOLICY:
-            policy = decode_policy(reply)
-            # Per-socket policies (dir >= 3, XFRM_POLICY_MAX + dir) are not SPD entries.
-            if reply["dir"] < 3:
-                yield policy
+        # Per-socket policies (dir >= 3: XFRM_POLICY_MAX + dir) are not SPD entries.
+        if reply["header"]["type"] == Msg.NEWPOLICY and reply["dir"] < 3:
+            yield decode_policy(reply)
 
 
 async def flush_policies(conn: Connection) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 
 from xfrmctl.kernel.errors import ErrorContext
 from xfrmctl.kernel.fields import (
@@ -354,19 +354,60 @@ async def get_counters(
     conn: Connection, sa_id: SaId, src: Address, mark: Mark | None = None
 ) -> SaCounters:
     """Byte/packet counters and replay state (GETAE); cheaper than a full GETSA."""
+    msg = _aevent(sa_id, src, AE_RVAL | AE_LVAL, mark)
+    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(sa_id))
+    replies = await conn.request(req)
+    if not replies:
+        raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")
+    return decode_counters(replies[0])
+
+
+def _aevent(sa_id: SaId, src: Address, flags: int, mark: Mark | None) -> xfrm_aevent_id:
     msg = xfrm_aevent_id()
     msg["daddr"] = pack_addr(sa_id.dst)
     msg["spi"] = sa_id.spi
     msg["family"] = family_of(sa_id.dst)
     msg["proto"] = int(sa_id.proto)
     msg["saddr"] = pack_addr(src)
-    msg["flags"] = AE_RVAL | AE_LVAL
+    msg["flags"] = flags
     msg["attrs"] = mark_attr(mark)
-    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(sa_id))
-    replies = await conn.request(req)
-    if not replies:
-        raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")
-    return decode_counters(replies[0])
+    return msg
+
+
+async def set_replay_state(
+    conn: Connection,
+    sa_id: SaId,
+    src: Address,
+    replay: ReplayState,
+    *,
+    esn: bool,
+    mark: Mark | None = None,
+) -> None:
+    """Set an SA's sequence numbers and replay window (NEWAE), e.g. after migrating it.
+
+    For an ESN SA the window (and bitmap length) must match what the SA was installed with."""
+    msg = _aevent(sa_id, src, AE_RVAL, mark)
+    if esn:
+        words = (replay.window + 31) // 32
+        bitmap = replay.bitmap.ljust(4 * words, b"\0")[: 4 * words]
+        value = {
+            "bmp_len": words,
+            "oseq": replay.oseq & 0xFFFFFFFF,
+            "seq": replay.seq & 0xFFFFFFFF,
+            "oseq_hi": replay.oseq >> 32,
+            "seq_hi": replay.seq >> 32,
+            "replay_window": replay.window,
+            "bmp": bitmap,
+        }
+        msg["attrs"].append(("XFRMA_REPLAY_ESN_VAL", value))
+    else:
+        if replay.oseq >> 32 or replay.seq >> 32:
+            raise ValueError(f"{sa_id}: 64-bit sequence numbers need an ESN SA")
+        legacy = int.from_bytes(replay.bitmap[:4].ljust(4, b"\0"), "little")
+        value = {"oseq": replay.oseq, "seq": replay.seq, "bitmap": legacy}
+        msg["attrs"].append(("XFRMA_REPLAY_VAL", value))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE  # the kernel insists on REPLACE
+    await conn.request(Request(Msg.NEWAE, msg, flags, ErrorContext(sa_id)))
 
 
 def decode_counters(msg: Any) -> SaCounters:
