@@ -49,6 +49,7 @@ from xfrmctl.kernel.types import (
 )
 
 SRC = IPv4Address("192.0.2.1")
+SRC_NET = IPv4Network((int(SRC), 32))
 BASE = int(IPv4Address("10.0.0.0"))
 KEY = secrets.token_bytes(36)
 REQID = 0x58460000 + 1
@@ -63,7 +64,7 @@ def the_sa(i: int) -> SA:
 
 
 def the_policy(i: int) -> Policy:
-    sel = Selector(IPv4Network(f"{SRC}/32"), IPv4Network(f"{peer(i)}/32"))
+    sel = Selector(SRC_NET, IPv4Network((BASE + i + 1, 32)))
     return Policy(sel, Dir.OUT, (Template(Proto.ESP, Mode.TRANSPORT, REQID),), priority=100)
 
 

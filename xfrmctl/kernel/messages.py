@@ -372,11 +372,30 @@ class _fast_fields:
 # --- NLA classes --------------------------------------------------------------------------------
 
 
+_keyed_packers: dict[type, _Packer] = {}
+
+
 class _keyed(nla):  # type: ignore[misc]
     """A struct followed by a variable-length key (xfrm_algo*, xfrm_replay_state_esn)."""
 
     __slots__ = ()
     tail_name: ClassVar[str] = "alg_key"
+
+    def ft_encode(self, offset: int) -> tuple[int, int]:
+        cls = type(self)
+        packer = _keyed_packers.get(cls)
+        if packer is None:
+            head = tuple(f for f in cls.fields if f[0] != cls.tail_name)
+            packer = _keyed_packers[cls] = _Packer(head, {})
+        if offset != len(self.data):
+            result: tuple[int, int] = super().ft_encode(offset)
+            return result
+        raw = packer.pack(self) + bytes(dict.get(self, self.tail_name) or b"")
+        self.data.extend(raw)
+        offset += len(raw)
+        diff = -offset % 4
+        self.data.extend(bytes(diff))
+        return offset + diff, diff
 
     def ft_decode(self, offset: int) -> None:
         for name, fmt in self.fields:
