@@ -37,6 +37,10 @@ DEBIAN_PACKAGES = {
     "tcpdump": "tcpdump",
     "ping": "iputils-ping",
     "nft": "nftables",
+    # strongSwan as an interop peer (integration/strongswan.py)
+    "charon-systemd": "charon-systemd",
+    "swanctl": "strongswan-swanctl",
+    "/usr/lib/ipsec/plugins/libstrongswan-openssl.so": "libstrongswan-standard-plugins",
 }
 KERNEL_PACKAGE = "linux-image-amd64"
 
@@ -69,7 +73,13 @@ def vng_binary() -> str | None:
 
 def install() -> None:
     """Install the guest kernel, QEMU and tools when missing (idempotent, needs root)."""
-    missing = sorted({pkg for cmd, pkg in DEBIAN_PACKAGES.items() if not shutil.which(cmd)})
+    missing = sorted(
+        {
+            pkg
+            for cmd, pkg in DEBIAN_PACKAGES.items()
+            if not (Path(cmd).exists() if cmd.startswith("/") else shutil.which(cmd))
+        }
+    )
     if distro_kernel() is None:
         missing.append(KERNEL_PACKAGE)
     if missing:
@@ -78,11 +88,22 @@ def install() -> None:
         log(f"installing {' '.join(missing)}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", INITRD="No")
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-            check=True,
-            env=env,
-        )
+        # Installing charon-systemd would start a strongSwan service on this host: forbid
+        # service starts for the duration (invoke-rc.d honours policy-rc.d exit 101).
+        policy = Path("/usr/sbin/policy-rc.d")
+        ours = not policy.exists()
+        if ours:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                check=True,
+                env=env,
+            )
+        finally:
+            if ours:
+                policy.unlink(missing_ok=True)
     if vng_binary() is None:
         pip = VENV / "bin" / "pip"
         if not pip.exists():
