@@ -12,6 +12,11 @@ lint() {
     .venv/bin/ruff check xfrmctl tests integration bench scripts
     .venv/bin/ruff format --check xfrmctl tests integration bench scripts
     .venv/bin/mypy
+    # Ansible collection (ansible/): playbook syntax, ansible-lint (production profile, offline),
+    # and the Vagrantfile when vagrant is installed.
+    (cd ansible && ../.venv/bin/ansible-playbook --syntax-check -i inventory/example.yml site.yml)
+    (cd ansible && ../.venv/bin/ansible-lint -q)
+    if command -v vagrant >/dev/null 2>&1; then VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_DOTFILE_PATH="${TMPDIR:-/tmp}/xfrmctl-vagrant" vagrant validate --ignore-provider; fi
 }
 unit() { .venv/bin/python -m pytest -q tests "$@"; }
 lab() { .venv/bin/python integration/lab.py pytest "$@"; }
