@@ -54,6 +54,7 @@ from xfrmctl.kernel.types import (
     SaCounters,
     SaDir,
     SaId,
+    Selector,
     family_of,
 )
 
@@ -196,9 +197,7 @@ def _decode_sa(info: Any, nlas: Any) -> SA:
         offload = Offload(
             raw["ifindex"], bool(flags & OFFLOAD_INBOUND), bool(flags & OFFLOAD_PACKET)
         )
-    selector = None
-    if info["sel_family"] or not is_zero(info["sel_daddr"] + info["sel_saddr"]):
-        selector = get_selector(info, family)
+    selector: Selector | None = get_selector(info, family)
     counters = Counters(
         info["cur_bytes"],
         info["cur_packets"],

@@ -98,6 +98,14 @@ class Selector:
     def family(self) -> int:
         return family_of(self.src)
 
+    def is_any(self) -> bool:
+        """Matches all traffic of its family (what an SA without a selector gets)."""
+        return (
+            self.src.prefixlen == 0
+            and self.dst.prefixlen == 0
+            and not (self.proto or self.sport or self.dport or self.ifindex)
+        )
+
     def __str__(self) -> str:
         ports = f" proto {self.proto}" if self.proto else ""
         ports += f" sport {self.sport}" if self.sport else ""
@@ -256,6 +264,10 @@ class SA:
             raise ValueError("AH SAs carry only an integrity algorithm")
         if not 0 <= self.replay_window <= 4096 * 32:
             raise ValueError(f"replay window {self.replay_window} out of range")
+        sel = self.selector
+        if sel is not None and sel.is_any() and sel.family == family_of(self.dst):
+            # The kernel gives an SA without a selector an "any" one of its family: one spelling.
+            object.__setattr__(self, "selector", None)
 
     @property
     def larval(self) -> bool:
