@@ -99,18 +99,25 @@ class Charon:
             )
         return proc
 
-    def initiate(self, child: str, timeout: int = 150) -> None:
+    def initiate(self, ike: str, child: str, timeout: int = 150) -> None:
         """Initiate and wait for the outcome (charon retransmits for ~165 s in total)."""
         self.swanctl(
-            "--initiate", "--child", child, "--timeout", str(timeout), timeout=timeout + 30
+            "--initiate",
+            "--ike",
+            ike,
+            "--child",
+            child,
+            "--timeout",
+            str(timeout),
+            timeout=timeout + 30,
         )
 
-    def sa_summary(self) -> str:
-        """`swanctl --list-sas --raw`: one vici message per IKE SA, for asserting algorithms."""
-        return self.swanctl("--list-sas", "--raw").stdout
+    def sa_summary(self, ike: str) -> str:
+        """`swanctl --list-sas --raw` for one connection, for asserting algorithms and SPIs."""
+        return self.swanctl("--list-sas", "--ike", ike, "--raw").stdout
 
-    def ike_sa_count(self) -> int:
-        return len(re.findall(r"\bstate=ESTABLISHED\b", self.sa_summary()))
+    def ike_sa_count(self, ike: str) -> int:
+        return len(re.findall(r"\bstate=ESTABLISHED\b", self.sa_summary(ike)))
 
     def stop(self) -> int:
         """Stop charon as systemd would (SIGTERM); returns its exit code."""
@@ -123,7 +130,7 @@ class Charon:
             return self.proc.wait(timeout=10)
 
 
-def swanctl_conf(
+def swanctl_connection(
     *,
     name: str,
     child: str,
@@ -137,26 +144,16 @@ def swanctl_conf(
     mode: str,
     local_ts: str,
     remote_ts: str,
-    psk: str | None = None,
     cert_name: str | None = None,
 ) -> str:
-    """A swanctl.conf for one connection with one child, PSK or ECDSA-certificate auth."""
+    """One swanctl.conf connection with one child, PSK or certificate (pubkey) auth."""
     if auth == "psk":
         local_auth = f"auth = psk\n      id = {local_id}"
         remote_auth = f"auth = psk\n      id = {remote_id}"
     else:
         local_auth = f"auth = pubkey\n      id = {local_id}\n      certs = {cert_name}.pem"
         remote_auth = f"auth = pubkey\n      id = {remote_id}\n      cacerts = ca.pem"
-    secrets = ""
-    if psk is not None:
-        escaped = psk.replace('"', '\\"')
-        secrets = (
-            "secrets {\n  ike-lab {\n"
-            f"    id-1 = {local_id}\n    id-2 = {remote_id}\n"
-            f'    secret = "{escaped}"\n  }}\n}}\n'
-        )
     return (
-        "connections {\n"
         f"  {name} {{\n"
         "    version = 2\n"
         f"    local_addrs = {local_addr}\n"
@@ -173,5 +170,15 @@ def swanctl_conf(
         "      }\n"
         "    }\n"
         "  }\n"
-        "}\n" + secrets
     )
+
+
+def swanctl_conf(connections: list[str], psks: list[tuple[str, str, str]]) -> str:
+    """A swanctl.conf from connection blocks and (id, id, secret) PSK entries."""
+    secrets = []
+    for n, (id1, id2, secret) in enumerate(psks):
+        quoted = '"' + secret.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        secrets.append(
+            f"  ike-{n} {{\n    id-1 = {id1}\n    id-2 = {id2}\n    secret = {quoted}\n  }}\n"
+        )
+    return "connections {\n" + "".join(connections) + "}\nsecrets {\n" + "".join(secrets) + "}\n"

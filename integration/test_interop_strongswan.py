@@ -2,16 +2,19 @@
 
 Both directions (xfrmctl initiates, strongSwan initiates), PSK and ECDSA P-256 certificates,
 and two proposal families (AES-GCM + X25519, AES-CBC/HMAC + MODP-3072). Four combinations
-cover every value of each axis in one guest boot.
+cover every value of each axis. Python starts very slowly under TCG, so one xfrmctl daemon and
+one charon serve all scenarios: each scenario is its own connection on its own address pair.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from netlab import Host, Network
-from strongswan import Charon, PeerFiles, swanctl_conf
+from strongswan import Charon, PeerFiles, swanctl_conf, swanctl_connection
 from xfrmctl_host import Xfrmctl, write_psk
 
 PSK = "interop lab secret, not for production"
-A_ADDR, B_ADDR = "10.99.0.1", "10.99.0.2"
 A_ID, B_ID = "a.lab.example", "b.lab.example"
 
 
@@ -37,10 +39,19 @@ class Scenario:
     esp: str
     mode: str
     swan_ike: tuple[str, ...]  # what `swanctl --list-sas --raw` must show for the IKE SA
+    subnet: int  # this scenario's addresses: 10.99.<subnet>.1 (xfrmctl) and .2 (strongSwan)
 
     @property
     def id(self) -> str:
         return f"{self.initiator}-init-{self.auth}-{self.ike.split('-')[0]}-{self.mode}"
+
+    @property
+    def a_addr(self) -> str:
+        return f"10.99.{self.subnet}.1"
+
+    @property
+    def b_addr(self) -> str:
+        return f"10.99.{self.subnet}.2"
 
 
 GCM = (
@@ -58,10 +69,10 @@ CBC = (
 )
 GCM_IKE, CBC_IKE = "aes256gcm16-prfsha384-x25519", "aes128-sha256-modp3072"
 SCENARIOS = [
-    Scenario("xfrmctl", "psk", GCM_IKE, "aes256gcm16", "tunnel", GCM),
-    Scenario("strongswan", "psk", CBC_IKE, "aes128-sha256", "tunnel", CBC),
-    Scenario("xfrmctl", "pubkey", CBC_IKE, "aes128-sha256", "transport", CBC),
-    Scenario("strongswan", "pubkey", GCM_IKE, "aes256gcm16", "tunnel", GCM),
+    Scenario("xfrmctl", "psk", GCM_IKE, "aes256gcm16", "tunnel", GCM, 1),
+    Scenario("strongswan", "psk", CBC_IKE, "aes128-sha256", "tunnel", CBC, 2),
+    Scenario("xfrmctl", "pubkey", CBC_IKE, "aes128-sha256", "transport", CBC, 3),
+    Scenario("strongswan", "pubkey", GCM_IKE, "aes256gcm16", "tunnel", GCM, 4),
 ]
 
 
@@ -129,7 +140,7 @@ def pki() -> Pki:
     return make_pki()
 
 
-def xfrmctl_config(workdir: Path, sc: Scenario, pki: Pki) -> Path:
+def xfrmctl_connection(workdir: Path, sc: Scenario, pki: Pki) -> str:
     if sc.auth == "psk":
         psk = write_psk(workdir, "a", PSK)
         auth = (
@@ -149,46 +160,83 @@ def xfrmctl_config(workdir: Path, sc: Scenario, pki: Pki) -> Path:
             f" key: {key_file}}}\n"
             f"    remote: {{id: {B_ID}, auth: pubkey, cacerts: [{workdir / 'ca.crt'}]}}\n"
         )
-    cfg = workdir / "a.yaml"
-    cfg.write_text(
-        "connections:\n"
-        "  tun:\n"
-        f"    local_addrs: [{A_ADDR}]\n"
-        f"    remote_addrs: [{B_ADDR}]\n"
+    return (
+        f"  {sc.id}:\n"
+        f"    local_addrs: [{sc.a_addr}]\n"
+        f"    remote_addrs: [{sc.b_addr}]\n"
         f"    proposals: [{sc.ike}]\n"
         f"{auth}"
         "    children:\n"
         "      net:\n"
         f"        mode: {sc.mode}\n"
-        f"        local_ts: [{A_ADDR}/32]\n"
-        f"        remote_ts: [{B_ADDR}/32]\n"
+        f"        local_ts: [{sc.a_addr}/32]\n"
+        f"        remote_ts: [{sc.b_addr}/32]\n"
         f"        esp_proposals: [{sc.esp}]\n"
     )
-    return cfg
 
 
-def charon_for(host: Host, workdir: Path, sc: Scenario, pki: Pki) -> Charon:
-    conf = swanctl_conf(
-        name="tun",
+def charon_connection(sc: Scenario) -> str:
+    return swanctl_connection(
+        name=sc.id,
         child="net",
-        local_addr=B_ADDR,
-        remote_addr=A_ADDR,
+        local_addr=sc.b_addr,
+        remote_addr=sc.a_addr,
         local_id=B_ID,
         remote_id=A_ID,
         auth=sc.auth,
         ike_proposal=sc.ike,
         esp_proposal=sc.esp,
         mode=sc.mode,
-        local_ts=f"{B_ADDR}/32",
-        remote_ts=f"{A_ADDR}/32",
-        psk=PSK if sc.auth == "psk" else None,
+        local_ts=f"{sc.b_addr}/32",
+        remote_ts=f"{sc.a_addr}/32",
         cert_name="b",
     )
-    files = None
-    if sc.auth == "pubkey":
-        cert, key = pki.leaves[B_ID]
-        files = PeerFiles(cert=cert, key=key, ca=pki.ca)
-    return Charon(host, workdir, conf, files)
+
+
+@dataclass
+class Lab:
+    net: Network
+    a: Host
+    b: Host
+    sw: Host
+    xfrmctl: Xfrmctl
+    charon: Charon
+
+
+@pytest.fixture(scope="module")
+def lab(pki: Pki) -> Iterator[Lab]:
+    """Host a runs xfrmctl, host b runs charon; one address pair per scenario on one switch."""
+    base = os.environ.get("XFRMCTL_LAB_OUT")
+    root = Path(base) if base else Path(tempfile.mkdtemp())
+    workdir = root / "interop-strongswan"
+    workdir.mkdir(parents=True, exist_ok=True)
+    net = Network(workdir)
+    try:
+        a, b = net.host("a"), net.host("b")
+        first = SCENARIOS[0]
+        sw, devs = net.bridge([(a, f"{first.a_addr}/24"), (b, f"{first.b_addr}/24")])
+        for sc in SCENARIOS[1:]:
+            a.run(f"ip addr add {sc.a_addr}/24 dev {devs['a']}")
+            b.run(f"ip addr add {sc.b_addr}/24 dev {devs['b']}")
+        b_cert, b_key = pki.leaves[B_ID]
+        charon = Charon(
+            b,
+            workdir,
+            swanctl_conf([charon_connection(sc) for sc in SCENARIOS], [(A_ID, B_ID, PSK)]),
+            PeerFiles(cert=b_cert, key=b_key, ca=pki.ca),
+        )
+        cfg = workdir / "a.yaml"
+        conns = "".join(xfrmctl_connection(workdir, sc, pki) for sc in SCENARIOS)
+        cfg.write_text("connections:\n" + conns)
+        xfrmctl = Xfrmctl(a, workdir, cfg)
+        yield Lab(net, a, b, sw, xfrmctl, charon)
+        codes = (xfrmctl.stop(), charon.stop())
+        assert codes[0] == 0, xfrmctl.log.read_text()
+        for host in (a, b):
+            assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
+            assert host.xfrm_policy_text().strip() == "", host.xfrm_policy_text()
+    finally:
+        net.close()
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -206,68 +254,61 @@ def non_socket_policies(host: Host) -> str:
     return "\n".join(b for b in blocks if b and not re.search(r"\bsocket (in|out)\b", b))
 
 
+def ping_from(host: Host, src: str, dst: str, count: int) -> bool:
+    return host.run(f"ping -n -I {src} -c {count} -i 0.2 -W 2 {dst}", check=False).returncode == 0
+
+
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_interop(net: Network, lab_out: Path, pki: Pki, sc: Scenario) -> None:
-    workdir = lab_out / f"interop-{sc.id}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    a, b = net.host("a"), net.host("b")
-    sw, _ = net.bridge([(a, f"{A_ADDR}/24"), (b, f"{B_ADDR}/24")])
-    charon = charon_for(b, workdir, sc, pki)
-    da = Xfrmctl(a, workdir, xfrmctl_config(workdir, sc, pki))
+def test_interop(lab: Lab, sc: Scenario) -> None:
+    a, b, charon, da = lab.a, lab.b, lab.charon, lab.xfrmctl
     try:
         if sc.initiator == "xfrmctl":
-            da.cli("up", "tun")
+            da.cli("up", sc.id)
         else:
-            charon.initiate("net")
-
+            charon.initiate(sc.id, "net")
         # Poll the kernel (cheap) rather than the CLI (a Python start, slow under TCG).
         wait_for(lambda: len(a.xfrm_sa_counters()) == 2, "xfrmctl to install both ESP SAs")
 
-        with net.capture(sw, "br0") as cap:
-            assert a.ping(B_ADDR, count=4), "no traffic through the negotiated SAs"
-            assert b.ping(A_ADDR, count=2), "no traffic from strongSwan's side"
+        with lab.net.capture(lab.sw, "br0", f"host {sc.a_addr}") as cap:
+            assert ping_from(a, sc.a_addr, sc.b_addr, 4), "no traffic through the SAs"
+            assert ping_from(b, sc.b_addr, sc.a_addr, 2), "no traffic from strongSwan's side"
         assert "ESP(" in cap.text, cap.text
         assert "ICMP echo" not in cap.text, cap.text
 
         status = json.loads(da.cli("status", "--json").stdout)
-        (ike,) = status["ike_sas"]
-        assert ike["name"] == "tun" and ike["state"] == "ESTABLISHED", ike
+        (ike,) = [s for s in status["ike_sas"] if s["name"] == sc.id]
+        assert ike["state"] == "ESTABLISHED", ike
         assert ike["initiator"] is (sc.initiator == "xfrmctl"), ike
-        assert ike["local_addr"] == A_ADDR and ike["remote_addr"] == B_ADDR, ike
+        assert ike["local_addr"] == sc.a_addr and ike["remote_addr"] == sc.b_addr, ike
         assert ike["proposal"] == sc.ike, ike
         assert ike["local_id"] == A_ID and ike["remote_id"] == B_ID, ike
         (child,) = ike["children"]
-        assert child["state"] == "INSTALLED", child
+        assert child["name"] == "net" and child["state"] == "INSTALLED", child
         assert child["mode"] == sc.mode and child["protocol"].lower() == "esp", child
         assert child["proposal"] == sc.esp, child
-        assert child["local_ts"] == [f"{A_ADDR}/32"], child
-        assert child["remote_ts"] == [f"{B_ADDR}/32"], child
+        assert child["local_ts"] == [f"{sc.a_addr}/32"], child
+        assert child["remote_ts"] == [f"{sc.b_addr}/32"], child
         assert child["packets_out"] >= 6 and child["packets_in"] >= 6, child
         spi_in = int(child["spi_in"], 16)
         assert any(sa.spi == spi_in and sa.packets >= 6 for sa in a.xfrm_sa_counters())
 
         # strongSwan agrees on what was negotiated.
-        raw = charon.sa_summary()
+        raw = charon.sa_summary(sc.id)
         assert "state=ESTABLISHED" in raw, raw
         for field in sc.swan_ike:
             assert field in raw, (field, raw)
         swan_spi_in = {int(x, 16) for x in re.findall(r"\bspi-in=([0-9a-fA-F]+)", raw)}
         assert int(child["spi_out"], 16) in swan_spi_in, raw
 
-        da.cli("down", "tun")
-        wait_for(lambda: charon.ike_sa_count() == 0, "strongSwan to drop the IKE SA", 30)
+        da.cli("down", sc.id)
+        wait_for(lambda: charon.ike_sa_count(sc.id) == 0, "strongSwan to drop the IKE SA", 30)
         time.sleep(0.5)
         for host in (a, b):
             assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
             assert non_socket_policies(host) == "", host.xfrm_policy_text()
     except AssertionError as exc:
+        da.cli("down", sc.id, check=False)  # do not leave SAs behind for the next scenario
         raise AssertionError(
             f"{exc}\n--- xfrmctl log ---\n{da.log.read_text()}\n"
             f"--- charon log ---\n{charon.log_text()}"
         ) from None
-    finally:
-        codes = (da.stop(), charon.stop())
-    assert codes[0] == 0, da.log.read_text()
-    for host in (a, b):
-        assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
-        assert host.xfrm_policy_text().strip() == "", host.xfrm_policy_text()
