@@ -164,7 +164,10 @@ class XfrmGlue(KernelGlue):
         removed = 0
         keep = {(p.selector, p.dir) for pols in self._trap_policies.values() for p in pols}
         keep |= {(p.selector, p.dir) for pols in self._child_policies.values() for p in pols}
-        async for pol in kpolicy.dump_policies(self.conn):
+        # Read each dump to the end before deleting: a request in the middle of a dump on the
+        # same socket would wait for its answer behind the dump's own messages forever.
+        policies = [p async for p in kpolicy.dump_policies(self.conn)]
+        for pol in policies:
             if (pol.selector, pol.dir) in keep:
                 continue
             if pol.templates and all(ours(t.reqid) for t in pol.templates):
@@ -173,7 +176,8 @@ class XfrmGlue(KernelGlue):
                         self.conn, PolicyId(pol.selector, pol.dir, pol.mark, pol.if_id)
                     )
                     removed += 1
-        async for sa in ksa.dump_sas(self.conn):
+        sas = [sa async for sa in ksa.dump_sas(self.conn)]
+        for sa in sas:
             if ours(sa.reqid):
                 with contextlib.suppress(XfrmError):
                     await ksa.delete_sa(self.conn, SaId(sa.dst, sa.spi, sa.proto), sa.mark)

@@ -1,0 +1,101 @@
+"""XfrmGlue's ownership rules against this host's kernel, in a private namespace (root, no VM).
+
+Policies and larval SAs (ALLOCSPI) work here without ESP, which is all that traps, the stale
+cleanup and reload need. `ip` is the independent oracle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_helpers import write_config
+
+from xfrmctl.config import load_config
+from xfrmctl.daemon.specs import build_specs
+from xfrmctl.daemon.xfrm_glue import REQID_BASE, XfrmGlue
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
+]
+
+STALE = REQID_BASE + 40  # what a killed earlier instance left
+FOREIGN = 7  # an admin's or another daemon's
+
+
+def ip(ns: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", ns, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    name = f"xfrmctl-glue-{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def policy(ns: str, src: str, dst: str, direction: str, reqid: int) -> None:
+    ip(ns, "xfrm", "policy", "add", "src", src, "dst", dst, "dir", direction,
+       "tmpl", "proto", "esp", "reqid", str(reqid), "mode", "transport")  # fmt: skip
+
+
+def larval(ns: str, dst: str, reqid: int) -> None:
+    ip(ns, "xfrm", "state", "allocspi", "src", "192.0.2.1", "dst", dst, "proto", "esp",
+       "reqid", str(reqid), "mode", "transport")  # fmt: skip
+
+
+def test_traps_cleanup_reload_and_stop_touch_only_ours(ns: str, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, "a", "192.0.2.1", "192.0.2.2", 500, 500, "a.example", "b.example",
+        child_extra="start_action: trap",
+    )  # fmt: skip
+    (spec,) = build_specs(load_config(cfg))
+    glue = XfrmGlue(ns)
+
+    async def scenario() -> None:
+        # A stale policy for the trap's own traffic (replaced in place), one for other
+        # traffic, a stale larval SA, and foreign objects that must survive everything.
+        policy(ns, "192.0.2.1/32", "192.0.2.2/32", "out", STALE)
+        policy(ns, "192.0.2.1/32", "198.51.100.9/32", "out", STALE)
+        larval(ns, "192.0.2.2", STALE)
+        policy(ns, "192.0.2.1/32", "203.0.113.5/32", "out", FOREIGN)
+        larval(ns, "203.0.113.5", FOREIGN)
+
+        await glue.install_trap(spec, spec.children[0], 1)
+        text = ip(ns, "xfrm", "policy")
+        # The stale policy for the same traffic was replaced in place, never removed.
+        assert text.count("dir out") == 3 and text.count("dir in") == 1, text
+        assert f"reqid {REQID_BASE + 1} " in text
+
+        removed = await glue.cleanup_stale()
+        assert removed == 2, ip(ns, "xfrm", "policy") + ip(ns, "xfrm", "state")
+        text = ip(ns, "xfrm", "policy")
+        assert "198.51.100.9" not in text, "stale policy of ours survived"
+        assert "203.0.113.5" in text, "foreign policy removed"
+        assert "dst 192.0.2.2/32" in text and f"reqid {STALE} " not in text
+        states = ip(ns, "xfrm", "state")
+        assert "203.0.113.5" in states and "192.0.2.2" not in states, states
+        assert glue.trap_for_reqid(REQID_BASE + 1) == ("tun", "host")
+
+        await glue.remove_traps("tun")
+        text = ip(ns, "xfrm", "policy")
+        assert "192.0.2.2" not in text and "203.0.113.5" in text, text
+        assert glue.trap_for_reqid(REQID_BASE + 1) is None
+
+        await glue.install_trap(spec, spec.children[0], 1)
+        await glue.remove_all()
+        text = ip(ns, "xfrm", "policy")
+        assert "192.0.2.2" not in text and "203.0.113.5" in text, text
+
+    asyncio.run(scenario())
