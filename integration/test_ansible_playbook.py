@@ -1,0 +1,261 @@
+"""The Ansible collection for real: ansible/site.yml configures two lab hosts (network namespaces,
+reached through the collection's `netns` connection) and the tunnel it brings up carries ESP.
+
+Systemd is not PID 1 in the lab guest, so the role runs with `xfrmctl_service_manager: none`
+(a plain background daemon) and `xfrmctl_install: false` (this checkout's virtualenv: the guest
+has no network for pip). The systemd unit is checked by tests/ansible/test_systemd_unit.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from netlab import Network
+
+REPO = Path(__file__).resolve().parent.parent
+ANSIBLE = REPO / "ansible"
+BIN = REPO / ".venv" / "bin"
+PSK = "ansible lab secret that must never be printed"
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+class Lab:
+    """Two hosts, their inventory, and ansible-playbook run against them."""
+
+    def __init__(self, net: Network, workdir: Path, tmp: Path) -> None:
+        self.workdir = workdir
+        self.tmp = tmp
+        self.left, self.right = net.host("left"), net.host("right")
+        self.sw, _ = net.bridge([(self.left, "10.99.0.1/24"), (self.right, "10.99.0.2/24")])
+        self.hosts = {"left": self.left, "right": self.right}
+        self.runs = 0
+        self.inventory = tmp / "inventory.yml"
+        self.write_inventory({})
+
+    def paths(self, name: str) -> dict[str, str]:
+        ns = self.hosts[name].ns
+        return {
+            # Configuration and secrets on the guest's tmpfs; sockets cannot live on 9p.
+            "xfrmctl_config_dir": str(self.tmp / name / "etc"),
+            "xfrmctl_socket": f"/run/xfrmctl-ansible/{ns}.sock",
+            "xfrmctl_pid_file": f"/run/xfrmctl-ansible-{ns}.pid",
+            "xfrmctl_log_file": str(self.workdir / f"{name}-daemon.log"),
+        }
+
+    def write_inventory(self, tunnel_options: dict[str, Any]) -> None:
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else str(BIN / "python")
+        hosts = {
+            name: {
+                "ansible_netns": host.ns,
+                "xfrmctl_address": "10.99.0.1" if name == "left" else "10.99.0.2",
+                **self.paths(name),
+            }
+            for name, host in self.hosts.items()
+        }
+        inventory = {
+            "xfrmctl": {
+                "hosts": hosts,
+                "vars": {
+                    "ansible_connection": "xfrmctl.ipsec.netns",
+                    "ansible_python_interpreter": python,
+                    "ansible_pipelining": True,
+                    "ansible_become": False,
+                    "xfrmctl_service_manager": "none",
+                    "xfrmctl_install": False,
+                    "xfrmctl_venv": str(REPO / ".venv"),
+                    "xfrmctl_cli_link": "",
+                    "xfrmctl_system_packages": [],
+                    "xfrmctl_start_timeout": 300,
+                    "xfrmctl_tunnels": [
+                        {
+                            "name": "lr",
+                            "ends": ["left", "right"],
+                            "psk": PSK,
+                            "mode": "tunnel",
+                            **tunnel_options,
+                        }
+                    ],
+                },
+            }
+        }
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
+    def env(self) -> dict[str, str]:
+        home = self.tmp / "ansible-home"
+        return dict(
+            os.environ,
+            PATH=f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
+            ANSIBLE_HOME=str(home),
+            ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+            ANSIBLE_REMOTE_TEMP=str(home / "remote-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+        )
+
+    def playbook(self, *args: str) -> tuple[dict[str, dict[str, int]], str]:
+        """Run site.yml; returns the recap per host and the output (kept in lab-out)."""
+        self.runs += 1
+        cmd = [
+            str(BIN / "ansible-playbook"),
+            "-i",
+            str(self.inventory),
+            "-e",
+            "xfrmctl_build_wheel=false",
+        ]
+        cmd += [*args, "site.yml"]
+        proc = subprocess.run(
+            cmd, cwd=ANSIBLE, env=self.env(), capture_output=True, text=True, timeout=1500
+        )
+        out = proc.stdout + proc.stderr
+        (self.workdir / f"playbook-{self.runs}.log").write_text(f"$ {' '.join(cmd)}\n{out}")
+        assert PSK not in out, "the pre-shared key was printed"
+        assert proc.returncode == 0, out
+        recap = {
+            m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3))}
+            for m in map(RECAP.match, out.splitlines())
+            if m
+        }
+        return recap, out
+
+    def module(self, host: str, check: bool = False, **args: str) -> dict[str, Any]:
+        """One xfrmctl_connection call through ad-hoc ansible; returns its JSON result."""
+        params = {"socket": self.paths(host)["xfrmctl_socket"], **args}
+        params["executable"] = str(BIN / "xfrmctl")
+        cmd = [
+            str(BIN / "ansible"),
+            "-i",
+            str(self.inventory),
+            host,
+            "-m",
+            "xfrmctl.ipsec.xfrmctl_connection",
+            "-a",
+            json.dumps(params),
+            "--one-line",
+            *(["--check"] if check else []),
+        ]
+        proc = subprocess.run(
+            cmd, cwd=ANSIBLE, env=self.env(), capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # --one-line: "left | CHANGED => {json}"
+        return json.loads(proc.stdout.split("=>", 1)[1])  # type: ignore[no-any-return]
+
+    def status(self, host: str) -> dict[str, Any]:
+        proc = self.hosts[host].run(
+            [
+                str(BIN / "xfrmctl"),
+                "--socket",
+                self.paths(host)["xfrmctl_socket"],
+                "status",
+                "--json",
+            ]
+        )
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def pid(self, host: str) -> int:
+        return int(Path(self.paths(host)["xfrmctl_pid_file"]).read_text())
+
+    def stop(self) -> None:
+        for name in self.hosts:
+            pid_file = Path(self.paths(name)["xfrmctl_pid_file"])
+            if not pid_file.exists():
+                continue
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def assert_esp_only(lab: Lab, net: Network) -> None:
+    with net.capture(lab.sw, "br0") as cap:
+        assert lab.left.ping("10.99.0.2", count=3), "no traffic through the tunnel"
+    assert "ESP(" in cap.text and "ICMP echo" not in cap.text, cap.text
+
+
+def ike(report: dict[str, Any]) -> dict[str, Any]:
+    (sa,) = [s for s in report["ike_sas"] if s["name"] == "lr"]
+    return sa
+
+
+@pytest.mark.timeout(3000)
+def test_playbook_configures_a_working_tunnel_idempotently(
+    net: Network, lab_out: Path, tmp_path: Path
+) -> None:
+    workdir = lab_out / "ansible"
+    workdir.mkdir(parents=True, exist_ok=True)
+    lab = Lab(net, workdir, tmp_path)
+    try:
+        # 1. First run: everything is new; the last play brings the tunnel up from `left`.
+        recap, _ = lab.playbook()
+        assert recap["left"]["changed"] > 0 and recap["right"]["changed"] > 0, recap
+        for name in ("left", "right"):
+            secret = Path(lab.paths(name)["xfrmctl_config_dir"]) / "secrets" / "lr.psk"
+            assert secret.stat().st_mode & 0o777 == 0o600
+            assert secret.read_text() == PSK + "\n"
+        sa = ike(lab.status("left"))
+        assert sa["state"] == "ESTABLISHED" and sa["remote_addr"] == "10.99.0.2"
+        assert sa["children"][0]["state"] == "INSTALLED", sa
+        assert_esp_only(lab, net)
+        pids = {name: lab.pid(name) for name in lab.hosts}
+
+        # 2. Second run: nothing to do.
+        recap, out = lab.playbook()
+        assert recap["left"]["changed"] == 0 and recap["right"]["changed"] == 0, out
+
+        # 3. Check mode with --diff: still nothing would change.
+        recap, out = lab.playbook("--check", "--diff")
+        assert recap["left"]["changed"] == 0 and recap["right"]["changed"] == 0, out
+
+        # 4. A configuration change: check mode predicts it and changes nothing...
+        lab.write_inventory({"connection_options": {"dpd_delay": "30s"}})
+        config = Path(lab.paths("left")["xfrmctl_config_dir"]) / "xfrmctl.yaml"
+        before = config.read_text()
+        recap, out = lab.playbook("--check", "--diff")
+        assert recap["left"]["changed"] > 0 and "dpd_delay" in out, out
+        assert config.read_text() == before
+
+        # ...and the real run reloads (not restarts) the daemons; the tunnel still works.
+        recap, out = lab.playbook()
+        assert recap["left"]["changed"] > 0 and recap["right"]["changed"] > 0, out
+        assert "Reload the background daemon" in out, out
+        assert {name: lab.pid(name) for name in lab.hosts} == pids, "daemon was restarted"
+        assert "dpd_delay: 30s" in config.read_text()
+        assert ike(lab.status("left"))["state"] == "ESTABLISHED"
+        assert_esp_only(lab, net)
+
+        # 5. The module alone: down, down again (no change), check-mode up, up.
+        result = lab.module("left", name="lr", state="down")
+        assert result["changed"] is True and result["state"] == "down", result
+        assert lab.left.xfrm_state_text().strip() == "", lab.left.xfrm_state_text()
+        assert lab.module("left", name="lr", state="down")["changed"] is False
+        assert not lab.status("left")["ike_sas"]
+        result = lab.module("left", check=True, name="lr", state="up")
+        assert result["changed"] is True, result
+        assert not lab.status("left")["ike_sas"], "check mode brought the tunnel up"
+        result = lab.module("left", name="lr", state="up")
+        assert result["changed"] is True and result["ike_sa"]["state"] == "ESTABLISHED", result
+        assert_esp_only(lab, net)
+    finally:
+        lab.stop()
+    for host in (lab.left, lab.right):
+        assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
