@@ -32,6 +32,7 @@ class RecordingKernel(KernelGlue):
         self.queue: asyncio.Queue[KernelEvent] = asyncio.Queue()
         self.traps: dict[int, tuple[str, str]] = {}
         self.fail_install: Exception | None = None
+        self.delay = 0.0  # seconds each install takes, as netlink does on a slow machine
         self.stale_cleaned_after_traps: bool | None = None
 
     def _record(self, op: str, value: int) -> None:
@@ -62,6 +63,7 @@ class RecordingKernel(KernelGlue):
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         if self.fail_install is not None:
             raise self.fail_install
+        await asyncio.sleep(self.delay)
         self.sas[ready.spi_in] = ready
         self._record("install", ready.spi_in)
         if outbound:

@@ -104,6 +104,7 @@ def test_child_rekey_is_make_before_break_on_both_kernels(tmp_path: Path) -> Non
     async def scenario() -> None:
         da, ha, ka = await make_daemon(a, RecordingKernel("a", journal))
         db, _, kb = await make_daemon(b, RecordingKernel("b", journal))
+        ka.delay = kb.delay = 0.1  # slow kernels widen every race between peers
         try:
             await asyncio.wait_for(ha.up("tun", None, no_progress), 20)
             await until(lambda: pair_state(kb) == (1, 1), what="b's pair")

@@ -23,7 +23,7 @@ from typing import Any
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
 from xfrmctl.daemon.sockets import Address, IkeSockets
 from xfrmctl.ike import events as ev
-from xfrmctl.ike.engine import EndpointConfig, IkeEndpoint
+from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
 
@@ -77,6 +77,7 @@ class Daemon:
         self._kernel_queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
+        self._kernel_busy = 0  # jobs queued or running
         # old spi_in -> new Child SAs whose outbound SA waits for the old pair to go
         self._pending_out: dict[int, list[ev.ChildSaReady]] = {}
         self.rekeyed_inbound_grace = REKEYED_INBOUND_GRACE
@@ -170,15 +171,18 @@ class Daemon:
         self._pump()
 
     def _pump(self) -> None:
-        for dgram in self.engine.datagrams_to_send():
-            self.sockets.send(dgram.data, dgram.local, dgram.remote)
         while (event := self.engine.next_event()) is not None:
             try:
                 self._on_event(event)
             except Exception:
                 log.exception("error handling %s", type(event).__name__)
-        for dgram in self.engine.datagrams_to_send():
-            self.sockets.send(dgram.data, dgram.local, dgram.remote)
+        dgrams = self.engine.datagrams_to_send()
+        if dgrams and self._kernel_busy:
+            # Answer only once the kernel holds what the answer announces: a peer acting on
+            # our CREATE_CHILD_SA or DELETE response must find our new inbound SA in place.
+            self._enqueue(functools.partial(self._send, dgrams))
+        else:
+            self._send_now(dgrams)
         deadline = self.engine.next_timer()
         if self._timer is not None:
             self._timer.cancel()
@@ -200,7 +204,7 @@ class Daemon:
                 event.mode.value,
                 event.proposal,
             )
-            self._kernel_queue.put_nowait(functools.partial(self._install, event))
+            self._enqueue(functools.partial(self._install, event))
         elif isinstance(event, ev.ChildSaDeleted):
             log.info(
                 "%s/%s: Child SA deleted (spi in %08x out %08x): %s",
@@ -210,7 +214,7 @@ class Daemon:
                 event.spi_out,
                 event.reason,
             )
-            self._kernel_queue.put_nowait(functools.partial(self._remove, event))
+            self._enqueue(functools.partial(self._remove, event))
         elif isinstance(event, ev.IkeSaEstablished):
             log.info(
                 "%s: IKE SA #%d established with %s (%s), %s",
@@ -243,7 +247,7 @@ class Daemon:
                     w.ike_sa_ids.add(event.new_ike_sa_id)
         elif isinstance(event, ev.IkeSaDeleted):
             log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
-            self._kernel_queue.put_nowait(functools.partial(self._ike_gone, event))
+            self._enqueue(functools.partial(self._ike_gone, event))
         elif isinstance(event, ev.AuthenticationFailed):
             log.warning(
                 "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
@@ -284,9 +288,7 @@ class Daemon:
         ]
         for child in traps:
             reqid = self.engine.reqid(conn, child.name)
-            self._kernel_queue.put_nowait(
-                functools.partial(self.kernel.install_trap, spec, child, reqid)
-            )
+            self._enqueue(functools.partial(self.kernel.install_trap, spec, child, reqid))
         if restart:
             log.info("%s: DPD action restart for %s", conn, ", ".join(restart))
             self.loop.call_later(1.0, lambda: self._restart(conn, restart))
@@ -296,7 +298,18 @@ class Daemon:
             with contextlib.suppress(LocalProtocolError):
                 self.call(self.engine.initiate, conn, children)
 
+    def _send_now(self, dgrams: list[Datagram]) -> None:
+        for dgram in dgrams:
+            self.sockets.send(dgram.data, dgram.local, dgram.remote)
+
+    async def _send(self, dgrams: list[Datagram]) -> None:
+        self._send_now(dgrams)
+
     # ------------------------------------------------------------------------ kernel work
+
+    def _enqueue(self, job: Callable[[], Awaitable[None]]) -> None:
+        self._kernel_busy += 1
+        self._kernel_queue.put_nowait(job)
 
     async def _kernel_worker(self) -> None:
         while True:
@@ -306,6 +319,7 @@ class Daemon:
             except Exception:
                 log.exception("kernel operation failed")
             finally:
+                self._kernel_busy -= 1
                 self._kernel_queue.task_done()
 
     async def _install(self, ready: ev.ChildSaReady) -> None:
@@ -324,9 +338,7 @@ class Daemon:
             self._pending_out.setdefault(old, []).append(ready)
             self.loop.call_later(
                 self.outbound_fallback,
-                lambda: self._kernel_queue.put_nowait(
-                    functools.partial(self._install_outbound, old, ready)
-                ),
+                lambda: self._enqueue(functools.partial(self._install_outbound, old, ready)),
             )
         self._progress(
             ready.conn,
@@ -377,7 +389,7 @@ class Daemon:
                 await self.kernel.remove_child(entry.ready, inbound=False)
                 self.loop.call_later(
                     self.rekeyed_inbound_grace,
-                    lambda: self._kernel_queue.put_nowait(
+                    lambda: self._enqueue(
                         functools.partial(self.kernel.remove_inbound, entry.ready)
                     ),
                 )
@@ -412,11 +424,19 @@ class Daemon:
         return {s.ike_sa_id for s in self.engine.ike_sas() if s.conn == conn}
 
     async def _kernel_events(self) -> None:
-        async for kev in self.kernel.events():
+        # A failing subscription must not silently end ACQUIREs and expiries: say so, resubscribe.
+        while True:
             try:
-                self._on_kernel_event(kev)
-            except Exception:
-                log.exception("error handling kernel event %s", kev)
+                async for kev in self.kernel.events():
+                    try:
+                        self._on_kernel_event(kev)
+                    except Exception:
+                        log.exception("error handling kernel event %s", kev)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("kernel notifications failed (%s); subscribing again", exc)
+            await asyncio.sleep(1.0)
 
     def _on_kernel_event(self, kev: KernelEvent) -> None:
         if kev.kind == "acquire":
