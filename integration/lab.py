@@ -142,7 +142,7 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
     venv_bin = VENV / "bin"
     lines = [
         "#!/bin/sh",
-        f"touch {shlex.quote(str(out / 'guest-started'))}",
+        f"touch {shlex.quote(str(out / f'guest-started-{os.getpid()}'))}",
         f"cd {shlex.quote(str(REPO))}",
         f"export PATH={shlex.quote(str(venv_bin))}:/usr/local/sbin:/usr/local/bin:"
         "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -155,7 +155,7 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
         "sysctl -qw net.ipv4.ip_forward=0",
     ]
     lines.append("exec /bin/sh -i" if interactive else "exec " + shlex.join(command))
-    script = out / "guest-cmd.sh"
+    script = out / f"guest-cmd-{os.getpid()}.sh"  # one per run: runs may overlap
     script.write_text("\n".join(lines) + "\n")
     script.chmod(0o755)
     return script
@@ -190,7 +190,7 @@ def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool =
     if not accel:
         argv.append("--disable-kvm")
     argv += ["--exec", str(script)]
-    marker = out / "guest-started"
+    marker = out / f"guest-started-{os.getpid()}"
     marker.unlink(missing_ok=True)
     log(f"booting {kernel.name} ({'KVM' if accel else 'TCG, no hardware virtualisation'})")
     env = dict(os.environ)
