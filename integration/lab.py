@@ -197,7 +197,10 @@ def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool =
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     stdin = None if interactive else subprocess.DEVNULL
     proc = subprocess.run(argv, stdin=stdin, env=env)
-    if not marker.exists():
+    booted = marker.exists()
+    marker.unlink(missing_ok=True)
+    script.unlink(missing_ok=True)
+    if not booted:
         log(
             f"the real-kernel guest did not boot (vng exit {proc.returncode}); "
             "lab tests cannot run. Check that QEMU works: integration/lab.py exec -- true"
