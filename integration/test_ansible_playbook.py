@@ -113,11 +113,19 @@ class Lab:
             "xfrmctl_build_wheel=false",
         ]
         cmd += [*args, "site.yml"]
-        proc = subprocess.run(
-            cmd, cwd=ANSIBLE, env=self.env(), capture_output=True, text=True, timeout=1500
-        )
-        out = proc.stdout + proc.stderr
-        (self.workdir / f"playbook-{self.runs}.log").write_text(f"$ {' '.join(cmd)}\n{out}")
+        log = self.workdir / f"playbook-{self.runs}.log"
+        with log.open("w") as sink:  # streamed: a slow run can be watched from the host
+            sink.write(f"$ {' '.join(cmd)}\n")
+            sink.flush()
+            proc = subprocess.run(
+                cmd,
+                cwd=ANSIBLE,
+                env=self.env(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=1500,
+            )
+        out = log.read_text()
         assert PSK not in out, "the pre-shared key was printed"
         assert proc.returncode == 0, out
         recap = {
