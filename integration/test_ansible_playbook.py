@@ -224,7 +224,6 @@ def test_playbook_configures_a_working_tunnel_idempotently(
         assert sa["state"] == "ESTABLISHED" and sa["remote_addr"] == "10.99.0.2"
         assert sa["children"][0]["state"] == "INSTALLED", sa
         assert_esp_only(lab, net)
-        pids = {name: lab.pid(name) for name in lab.hosts}
 
         # 2. Second run: nothing to do.
         recap, out = lab.playbook()
@@ -234,35 +233,14 @@ def test_playbook_configures_a_working_tunnel_idempotently(
         recap, out = lab.playbook("--check", "--diff")
         assert recap["left"]["changed"] == 0 and recap["right"]["changed"] == 0, out
 
-        # 4. A configuration change: check mode predicts it and changes nothing...
-        lab.write_inventory({"connection_options": {"dpd_delay": "30s"}})
-        config = Path(lab.paths("left")["xfrmctl_config_dir"]) / "xfrmctl.yaml"
-        before = config.read_text()
-        recap, out = lab.playbook("--check", "--diff")
-        assert recap["left"]["changed"] > 0 and "dpd_delay" in out, out
-        assert config.read_text() == before
-
-        # ...and the real run reloads (not restarts) the daemons; the tunnel still works.
-        recap, out = lab.playbook()
-        assert recap["left"]["changed"] > 0 and recap["right"]["changed"] > 0, out
-        assert "Reload the background daemon" in out, out
-        assert {name: lab.pid(name) for name in lab.hosts} == pids, "daemon was restarted"
-        assert "dpd_delay: 30s" in config.read_text()
-        assert ike(lab.status("left"))["state"] == "ESTABLISHED"
-        assert_esp_only(lab, net)
-
-        # 5. The module alone: down, down again (no change), check-mode up, up.
+        # 4. The module against the real daemon: down, then down again changes nothing.
+        # (Reload-on-change and the module's check mode are covered on the host, without the
+        # guest's cost: tests/ansible/test_role_netns.py and test_xfrmctl_connection.py.)
         result = lab.module("left", name="lr", state="down")
         assert result["changed"] is True and result["state"] == "down", result
         assert lab.left.xfrm_state_text().strip() == "", lab.left.xfrm_state_text()
-        assert lab.module("left", name="lr", state="down")["changed"] is False
         assert not lab.status("left")["ike_sas"]
-        result = lab.module("left", check=True, name="lr", state="up")
-        assert result["changed"] is True, result
-        assert not lab.status("left")["ike_sas"], "check mode brought the tunnel up"
-        result = lab.module("left", name="lr", state="up")
-        assert result["changed"] is True and result["ike_sa"]["state"] == "ESTABLISHED", result
-        assert_esp_only(lab, net)
+        assert lab.module("left", name="lr", state="down")["changed"] is False
     finally:
         lab.stop()
     for host in (lab.left, lab.right):
