@@ -312,3 +312,59 @@ def test_interop(lab: Lab, sc: Scenario) -> None:
             f"{exc}\n--- xfrmctl log ---\n{da.log.read_text()}\n"
             f"--- charon log ---\n{charon.log_text()}"
         ) from None
+
+
+def ike_spis(raw: str) -> set[str]:
+    """Initiator SPIs of the established IKE SAs in `swanctl --list-sas --raw` output."""
+    return set(re.findall(r"state=ESTABLISHED .*?initiator-spi=([0-9a-f]+)", raw))
+
+
+def test_rekey_by_strongswan(lab: Lab) -> None:
+    """strongSwan rekeys the Child SA, then the IKE SA: traffic keeps flowing on new SPIs."""
+    sc = SCENARIOS[1]  # strongSwan initiates, PSK, AES-CBC/HMAC
+    a, charon, da = lab.a, lab.charon, lab.xfrmctl
+    try:
+        charon.initiate(sc.id, "net")
+        wait_for(lambda: len(a.xfrm_sa_counters()) == 2, "xfrmctl to install both ESP SAs")
+        old = {sa.spi for sa in a.xfrm_sa_counters()}
+
+        charon.swanctl("--rekey", "--ike", sc.id, "--child", "net")
+        wait_for(
+            lambda: len({sa.spi for sa in a.xfrm_sa_counters()} - old) == 2,
+            "xfrmctl to install the rekeyed Child SA",
+        )
+        spi_before = ike_spis(charon.sa_summary(sc.id))
+        charon.swanctl("--rekey", "--ike", sc.id)
+
+        def ike_rekeyed() -> bool:
+            spis = ike_spis(charon.sa_summary(sc.id))
+            return len(spis) == 1 and not spis & spi_before
+
+        wait_for(ike_rekeyed, "the IKE SA rekey to complete", 60)
+        raw = charon.sa_summary(sc.id)
+
+        with lab.net.capture(lab.sw, "br0", f"host {sc.a_addr}") as cap:
+            assert ping_from(a, sc.a_addr, sc.b_addr, 4), "no traffic after the rekeys"
+        assert "ESP(" in cap.text and "ICMP echo" not in cap.text, cap.text
+
+        status = json.loads(da.cli("status", "--json").stdout)
+        (ike,) = [s for s in status["ike_sas"] if s["name"] == sc.id]
+        assert ike["state"] == "ESTABLISHED" and ike["proposal"] == sc.ike, ike
+        (child,) = [c for c in ike["children"] if c["state"] == "INSTALLED"]
+        assert int(child["spi_in"], 16) not in old and int(child["spi_out"], 16) not in old
+        assert child["packets_out"] >= 4 and child["packets_in"] >= 4, child
+        swan_spi_in = {int(x, 16) for x in re.findall(r"\bspi-in=([0-9a-fA-F]+)", raw)}
+        assert int(child["spi_out"], 16) in swan_spi_in, raw
+
+        da.cli("down", sc.id)
+        wait_for(lambda: charon.ike_sa_count(sc.id) == 0, "strongSwan to drop the IKE SA", 30)
+        time.sleep(0.5)
+        for host in (a, lab.b):
+            assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
+            assert non_socket_policies(host) == "", host.xfrm_policy_text()
+    except AssertionError as exc:
+        da.cli("down", sc.id, check=False)
+        raise AssertionError(
+            f"{exc}\n--- xfrmctl log ---\n{da.log.read_text()}\n"
+            f"--- charon log ---\n{charon.log_text()}"
+        ) from None
