@@ -169,14 +169,22 @@ def assert_only_esp(text: str, udp_encap: bool = False) -> None:
         assert "proto ESP" not in text, "plain ESP where UDP encapsulation was due"
 
 
-def assert_child(ike: dict[str, Any], mode: str, local_ts: str, remote_ts: str) -> dict[str, Any]:
+def assert_child(
+    ike: dict[str, Any], mode: str, local_ts: str, remote_ts: str, acquired: bool = False
+) -> dict[str, Any]:
     assert ike["state"] == "ESTABLISHED", ike
     assert ike["proposal"].startswith("aes256gcm16"), ike
     (child,) = ike["children"]
     assert child["state"] == "INSTALLED", child
     assert child["mode"] == mode and child["protocol"].lower() == "esp", child
     assert child["proposal"].startswith("aes256gcm16"), child
-    assert child["local_ts"] == [local_ts] and child["remote_ts"] == [remote_ts], child
+    if acquired:
+        # RFC 7296 §2.9: the packet's own selectors go first and a responder may keep them
+        # next to the configured ones; they must be narrowings of those.
+        for got, want in ((child["local_ts"], local_ts), (child["remote_ts"], remote_ts)):
+            assert want in got and all(t == want or t.startswith(want + "[") for t in got), child
+    else:
+        assert child["local_ts"] == [local_ts] and child["remote_ts"] == [remote_ts], child
     result: dict[str, Any] = child
     return result
 
@@ -265,7 +273,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
         assert_only_esp(cap.text)
         assert "kernel ACQUIRE" in da.log.read_text()
         (ike,) = da.status()["ike_sas"]
-        assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32")
+        assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32", acquired=True)
         old_spis = spis(a)
         assert len(old_spis) == 2
 
@@ -302,7 +310,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
         # The peer dropped the old SAs on INITIAL_CONTACT: one pair left there too.
         wait_for(lambda: state_count(b) == 2, 20, "the peer to drop the stale pair")
         (ike,) = da.status()["ike_sas"]
-        assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32")
+        assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32", acquired=True)
 
         da.cli("down", "tun")
         wait_for(lambda: len(spis(a)) == 1 and state_count(b) == 0, 10, "SAs removed")
