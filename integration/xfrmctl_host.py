@@ -34,7 +34,7 @@ class Xfrmctl:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 150  # Python starts slowly under TCG
+        deadline = time.monotonic() + 300  # Python starts slowly under TCG and load
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
