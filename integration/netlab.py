@@ -80,6 +80,12 @@ class Host:
     def xfrm_policy_text(self) -> str:
         return self.run("ip xfrm policy").stdout
 
+    def xfrm_dir_policies(self) -> str:
+        """Policies other than per-socket bypass ones ("socket in/out" of a running daemon)."""
+        blocks = re.split(r"\n(?=src )", self.xfrm_policy_text())
+        # iproute2 prints "\tdir out": match the word, not " dir ".
+        return "\n".join(b for b in blocks if re.search(r"\bdir \w+", b))
+
 
 _SA_HEAD = re.compile(r"^src (\S+) dst (\S+)\s*$")
 _SA_PROTO = re.compile(r"^\s+proto (\S+) spi (0x[0-9a-f]+)")

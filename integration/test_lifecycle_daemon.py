@@ -149,13 +149,6 @@ def state_count(host: Host) -> int:
     return len(re.findall(r"^src ", host.xfrm_state_text(), re.M))
 
 
-def dir_policies(host: Host) -> str:
-    """Policies other than the daemon's own per-socket bypass ("socket in/out")."""
-    text = host.xfrm_policy_text()
-    # iproute2 prints "\tdir out": match the word, not " dir ".
-    return "\n".join(b for b in re.split(r"\n(?=src )", text) if re.search(r"\bdir \w+", b))
-
-
 def ping_stats(output: str) -> tuple[int, int]:
     m = re.search(r"(\d+) packets transmitted, (\d+) received", output)
     assert m, output
@@ -193,7 +186,7 @@ def assert_clean(*hosts: Host, traps: bool = False) -> None:
     for host in hosts:
         assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
         if not traps:
-            assert dir_policies(host) == "", host.xfrm_policy_text()
+            assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
 
 
 def stop_all(*daemons: Daemon) -> None:
@@ -262,7 +255,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
         start_all(da, db)
         # Scenario 6: policies but no SA until the first packet.
         assert state_count(a) == 0 and state_count(b) == 0
-        assert "dir out" in dir_policies(a), a.xfrm_policy_text()
+        assert "dir out" in a.xfrm_dir_policies(), a.xfrm_policy_text()
         assert da.status()["ike_sas"] == []
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -c 40 -i 0.25 -W 2 {B_IP}", check=False, timeout=120)
@@ -306,7 +299,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
             pinger.wait(timeout=10)
         assert_only_esp(cap.text)
         assert spis(a) & old_spis == set(), "stale SAs of the killed daemon survived"
-        assert 0x4242 in spis(a) and "10.99.0.3" in dir_policies(a), "a foreign object went"
+        assert 0x4242 in spis(a) and "10.99.0.3" in a.xfrm_dir_policies(), "a foreign object went"
         # The peer dropped the old SAs on INITIAL_CONTACT: one pair left there too.
         wait_for(lambda: state_count(b) == 2, 20, "the peer to drop the stale pair")
         (ike,) = da.status()["ike_sas"]
@@ -314,7 +307,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
 
         da.cli("down", "tun")
         wait_for(lambda: len(spis(a)) == 1 and state_count(b) == 0, 10, "SAs removed")
-        assert "dir out" in dir_policies(a), "down keeps the trap"
+        assert "dir out" in a.xfrm_dir_policies(), "down keeps the trap"
         a.run(
             "ip xfrm state deleteall proto esp && ip xfrm policy delete "
             f"src {A_IP}/32 dst 10.99.0.3/32 dir out"

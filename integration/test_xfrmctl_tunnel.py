@@ -100,7 +100,7 @@ def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol
         for host in (a, b):
             assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
             # Only the daemon's own per-socket bypass policies ("socket in/out") may remain.
-            assert " dir " not in host.xfrm_policy_text(), host.xfrm_policy_text()
+            assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
     finally:
         codes = (da.stop(), db.stop())
     assert codes == (0, 0), (da.log.read_text(), db.log.read_text())

@@ -77,8 +77,9 @@ async def run_daemon(
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_hup()))
     try:
-        await server.start()
+        # IKE sockets first: a client that sees the control socket can use `up` at once.
         await daemon.start()
+        await server.start()
     except (ControlSocketError, OSError) as exc:
         log.error("cannot start: %s", exc)
         await daemon.stop()
