@@ -54,7 +54,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, used by the Ansible role and packagers
 )
 config_app = typer.Typer(
     help="Inspect the configuration format.", no_args_is_help=True, rich_markup_mode=None
