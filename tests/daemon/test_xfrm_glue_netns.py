@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +100,24 @@ def test_traps_cleanup_reload_and_stop_touch_only_ours(ns: str, tmp_path: Path) 
         assert "192.0.2.2" not in text and "203.0.113.5" in text, text
 
     asyncio.run(scenario())
+
+
+def test_ike_sockets_get_bypass_policies(ns: str) -> None:
+    """The daemon's IKE sockets carry per-socket allow policies, so our own traps never hold
+    IKE back; checked with `ip xfrm policy` inside the namespace while the socket is open."""
+    code = (
+        "import socket, subprocess\n"
+        "from xfrmctl.daemon.xfrm_glue import XfrmGlue\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('127.0.0.1', 0))\n"
+        "XfrmGlue().prepare_socket(s, socket.AF_INET)\n"
+        "print(subprocess.run(['ip', 'xfrm', 'policy'], capture_output=True, text=True).stdout)\n"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "socket in" in out and "socket out" in out, out
+    assert ip(ns, "xfrm", "policy").strip() == ""  # gone with the socket

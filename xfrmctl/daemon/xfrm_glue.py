@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import struct
 from collections.abc import AsyncIterator
 
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
@@ -27,6 +26,7 @@ from xfrmctl.kernel import events as kev
 from xfrmctl.kernel import policy as kpolicy
 from xfrmctl.kernel import sa as ksa
 from xfrmctl.kernel.algorithms import sa_algorithms
+from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.types import (
@@ -48,9 +48,6 @@ log = logging.getLogger("xfrmctl.kernel")
 REQID_BASE = 0x58460000  # "XF" in the high half: our reqids
 REQID_SPAN = 0x10000
 PRIORITY = 0x3000  # below what admins use for bypass rules (lower = preferred)
-IP_XFRM_POLICY = 17
-IPV6_XFRM_POLICY = 35
-XFRM_INF = 0xFFFFFFFFFFFFFFFF
 
 
 def ours(reqid: int) -> bool:
@@ -141,19 +138,10 @@ class XfrmGlue(KernelGlue):
             self._opened = True
 
     def prepare_socket(self, sock: socket.socket, family: int) -> None:
-        # The kernel accepts a socket policy only with xfrm_user loaded: opening a NETLINK_XFRM
-        # socket loads it.
-        with contextlib.suppress(OSError):
-            socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 6).close()
-        for direction in (0, 1):  # XFRM_POLICY_IN, XFRM_POLICY_OUT
-            selector = bytes(40) + struct.pack("=HBBB3x", family, 0, 0, 0) + bytes(8)
-            lifetime = struct.pack("=8Q", XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
-            tail = struct.pack("=IIBBBB4x", 0, 0, direction, 0, 0, 0)
-            blob = selector + lifetime + bytes(32) + tail
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_XFRM_POLICY, blob)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, IP_XFRM_POLICY, blob)
+        try:
+            bypass_socket(sock)
+        except XfrmError as exc:
+            raise OSError(exc.code, str(exc)) from exc
 
     def _reqid(self, engine_reqid: int) -> int:
         return REQID_BASE + (engine_reqid % REQID_SPAN)
