@@ -107,3 +107,56 @@ def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol
     for host in (a, b):
         assert host.xfrm_state_text().strip() == ""
         assert host.xfrm_policy_text().strip() == "", host.xfrm_policy_text()
+
+
+def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
+    """Scenario 2: left — gw-a ==ESP== gw-b — right; xfrmctl on the gateways protects subnets."""
+    workdir = lab_out / "xfrmctl-net-to-net"
+    workdir.mkdir(parents=True, exist_ok=True)
+    left, gwa, gwb, right = (
+        net.host("left"),
+        net.host("gwa", forward=True),
+        net.host("gwb", forward=True),
+        net.host("right"),
+    )
+    net.link(left, "10.1.0.2/24", gwa, "10.1.0.1/24")
+    sw, _ = net.bridge([(gwa, "192.0.2.1/24"), (gwb, "192.0.2.2/24")])
+    net.link(gwb, "10.2.0.1/24", right, "10.2.0.2/24")
+    left.run("ip route add default via 10.1.0.1")
+    right.run("ip route add default via 10.2.0.1")
+    net.route(gwa, "10.2.0.0/16", "192.0.2.2")
+    net.route(gwb, "10.1.0.0/16", "192.0.2.1")
+    da = Xfrmctl(
+        gwa,
+        workdir,
+        config(
+            workdir, "a", "192.0.2.1", "192.0.2.2", "tunnel", "esp", "10.1.0.0/16", "10.2.0.0/16"
+        ),
+    )
+    db = Xfrmctl(
+        gwb,
+        workdir,
+        config(
+            workdir, "b", "192.0.2.2", "192.0.2.1", "tunnel", "esp", "10.2.0.0/16", "10.1.0.0/16"
+        ),
+    )
+    try:
+        da.cli("up", "tun")
+        with net.capture(sw, "br0") as cap:
+            assert left.ping("10.2.0.2", count=5), "no traffic between the subnets"
+        assert "ESP(" in cap.text and "ICMP echo" not in cap.text, cap.text
+        (ike,) = json.loads(da.cli("status", "--json").stdout)["ike_sas"]
+        (child,) = ike["children"]
+        assert child["mode"] == "tunnel"
+        assert child["local_ts"] == ["10.1.0.0/16"] and child["remote_ts"] == ["10.2.0.0/16"]
+        assert child["packets_out"] >= 5 and child["packets_in"] >= 5, child
+        # The gateways' own traffic is outside the selectors: it is neither protected nor held.
+        assert gwa.ping("192.0.2.2", count=1)
+        da.cli("down", "tun")
+        time.sleep(0.5)
+        for host in (gwa, gwb):
+            assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
+            assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
+    finally:
+        codes = (da.stop(), db.stop())
+    assert codes == (0, 0), (da.log.read_text(), db.log.read_text())
