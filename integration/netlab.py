@@ -22,6 +22,23 @@ Command = str | Sequence[str]
 _counter = itertools.count()
 
 
+def esp_unavailable() -> str | None:
+    """None when this kernel can install an ESP SA, else the kernel's reason it cannot."""
+    ns = f"xfrmctl-esp-probe-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        proc = subprocess.run(
+            ["ip", "-n", ns, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2",
+             "proto", "esp", "spi", "0x100", "mode", "transport",
+             "aead", "rfc4106(gcm(aes))", "0x" + "00" * 20, "128"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    return None if proc.returncode == 0 else proc.stderr.strip()
+
+
 def _argv(cmd: Command) -> list[str]:
     return ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
 
@@ -239,6 +256,23 @@ class Network:
             host.run(f"ip addr add {addr} dev {h_dev} && ip link set {h_dev} up")
             devs[host.name] = h_dev
         return sw, devs
+
+    def gateways(self) -> tuple[Host, Host, Host, Host, Host]:
+        """left (10.1.0.2) — gwa ==switch== gwb — right (10.2.0.2), routed both ways.
+
+        Returns (left, gwa, gwb, right, switch); the gateways are 192.0.2.1 and 192.0.2.2 on the
+        switch, whose `br0` is where the protected wire is observed.
+        """
+        left, gwa = self.host("left"), self.host("gwa", forward=True)
+        gwb, right = self.host("gwb", forward=True), self.host("right")
+        self.link(left, "10.1.0.2/24", gwa, "10.1.0.1/24")
+        switch, _ = self.bridge([(gwa, "192.0.2.1/24"), (gwb, "192.0.2.2/24")])
+        self.link(gwb, "10.2.0.1/24", right, "10.2.0.2/24")
+        left.run("ip route add default via 10.1.0.1")
+        right.run("ip route add default via 10.2.0.1")
+        self.route(gwa, "10.2.0.0/16", "192.0.2.2")
+        self.route(gwb, "10.1.0.0/16", "192.0.2.1")
+        return left, gwa, gwb, right, switch
 
     def route(self, host: Host, dst: str, via: str) -> None:
         host.run(f"ip route add {dst} via {via}")

@@ -166,19 +166,7 @@ def test_esp_tunnel_chacha_host_to_host(net: Network) -> None:
 
 def test_esp_tunnel_gcm_net_to_net(net: Network) -> None:
     """Four hosts: left — gw-a ==ESP== gw-b — right; the gateways forward and encrypt."""
-    left, gwa, gwb, right = (
-        net.host("left"),
-        net.host("gwa", forward=True),
-        net.host("gwb", forward=True),
-        net.host("right"),
-    )
-    net.link(left, "10.1.0.2/24", gwa, "10.1.0.1/24")
-    wire, _ = net.bridge([(gwa, "192.0.2.1/24"), (gwb, "192.0.2.2/24")])
-    net.link(gwb, "10.2.0.1/24", right, "10.2.0.2/24")
-    left.run("ip route add default via 10.1.0.1")
-    right.run("ip route add default via 10.2.0.1")
-    net.route(gwa, "10.2.0.0/16", "192.0.2.2")
-    net.route(gwb, "10.1.0.0/16", "192.0.2.1")
+    left, gwa, gwb, _right, wire = net.gateways()
     spis = install_pair(
         [gwa, gwb],
         "192.0.2.1",

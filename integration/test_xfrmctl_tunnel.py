@@ -113,19 +113,7 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
     """Scenario 2: left — gw-a ==ESP== gw-b — right; xfrmctl on the gateways protects subnets."""
     workdir = lab_out / "xfrmctl-net-to-net"
     workdir.mkdir(parents=True, exist_ok=True)
-    left, gwa, gwb, right = (
-        net.host("left"),
-        net.host("gwa", forward=True),
-        net.host("gwb", forward=True),
-        net.host("right"),
-    )
-    net.link(left, "10.1.0.2/24", gwa, "10.1.0.1/24")
-    sw, _ = net.bridge([(gwa, "192.0.2.1/24"), (gwb, "192.0.2.2/24")])
-    net.link(gwb, "10.2.0.1/24", right, "10.2.0.2/24")
-    left.run("ip route add default via 10.1.0.1")
-    right.run("ip route add default via 10.2.0.1")
-    net.route(gwa, "10.2.0.0/16", "192.0.2.2")
-    net.route(gwb, "10.1.0.0/16", "192.0.2.1")
+    left, gwa, gwb, _right, sw = net.gateways()
     da = Xfrmctl(
         gwa,
         workdir,
