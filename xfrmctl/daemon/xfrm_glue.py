@@ -29,6 +29,7 @@ from xfrmctl.kernel.algorithms import sa_algorithms
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.socket import Connection
+from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP
 from xfrmctl.kernel.types import (
     SA,
     Dir,
@@ -45,13 +46,13 @@ from xfrmctl.kernel.types import Mode as KMode
 
 log = logging.getLogger("xfrmctl.kernel")
 
-REQID_BASE = 0x58460000  # "XF" in the high half: our reqids
-REQID_SPAN = 0x10000
+REQID_BASE = DEFAULT_OWNERSHIP.base  # the kernel layer's one definition of "ours"
+REQID_SPAN = DEFAULT_OWNERSHIP.size
 PRIORITY = 0x3000  # below what admins use for bypass rules (lower = preferred)
 
 
 def ours(reqid: int) -> bool:
-    return REQID_BASE <= reqid < REQID_BASE + REQID_SPAN
+    return DEFAULT_OWNERSHIP.owns_reqid(reqid)
 
 
 def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
