@@ -221,3 +221,15 @@ def test_sk_must_be_last() -> None:
 
 def test_transform_str_and_integ() -> None:
     assert str(Transform(TransformType.INTEG, IntegId.HMAC_SHA2_256_128)) == "HMAC_SHA2_256_128"
+
+
+def test_sa_payload_with_only_unknown_proposals_round_trips() -> None:
+    """Found by the mutation test: dropping every proposal must not yield bytes we reject."""
+    from xfrmctl.ike.payloads import _decode_sa
+
+    unknown_protocol = bytes([0, 0, 0, 8, 1, 99, 0, 0])  # last, -, length 8, #1, proto 99
+    sa = _decode_sa(unknown_protocol, False)
+    assert sa.proposals == ()
+    assert _decode_sa(sa.encode_body(), False) == sa
+    with pytest.raises(MalformedMessage):
+        _decode_sa(bytes([2, 0, 0, 8, 1, 3, 0, 0]), False)  # "more follow", but none does

@@ -374,7 +374,9 @@ def _decode_sa(body: bytes, critical: bool) -> SaPayload:
             usable = False
         if usable:
             proposals.append(Proposal(ProtocolId(proto), tuple(transforms), num, spi))
-    if last != 0:
+    # An empty body is what an SA payload whose proposals were all dropped (unknown protocol
+    # or transforms) encodes to: accept it, so decode and encode stay each other's inverse.
+    if last != 0 and body:
         raise MalformedMessage("SA payload: last proposal not marked last")
     return SaPayload(tuple(proposals), critical=critical)
 
