@@ -140,7 +140,20 @@ class Capture:
 
     def start(self, bpf: str = "") -> Capture:
         self.proc = self.host.popen(
-            ["tcpdump", "-i", self.dev, "-n", "-U", "-w", str(self.pcap), *shlex.split(bpf)],
+            # --immediate-mode: without it libpcap hands packets over one ring block at a time
+            # (after a timeout that stretches under TCG), and packets still in the ring when
+            # SIGINT arrives never reach the file: a capture came back empty in CI that way.
+            [
+                "tcpdump",
+                "-i",
+                self.dev,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-w",
+                str(self.pcap),
+                *shlex.split(bpf),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -153,12 +166,14 @@ class Capture:
 
     def stop(self) -> str:
         if self.proc is not None and self.proc.poll() is None:
-            time.sleep(0.3)  # let the last packets reach the file
+            time.sleep(0.5)  # let the last packets reach the file
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(timeout=10)
         out = subprocess.run(
             ["tcpdump", "-n", "-v", "-r", str(self.pcap)], capture_output=True, text=True
         )
+        if out.returncode != 0:
+            raise AssertionError(f"tcpdump could not read {self.pcap}: {out.stderr.strip()}")
         self.text = out.stdout
         return self.text
 
