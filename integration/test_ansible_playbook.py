@@ -73,6 +73,8 @@ class Lab:
                     "xfrmctl_install": False,
                     "xfrmctl_venv": str(REPO / ".venv"),
                     "xfrmctl_cli_link": "",
+                    # The guest's /usr is the host's, read-only; tests/ansible covers completion.
+                    "xfrmctl_bash_completion_dir": "",
                     "xfrmctl_system_packages": [],
                     "xfrmctl_start_timeout": 300,
                     "xfrmctl_tunnels": [

@@ -74,10 +74,17 @@ class Hosts:
             "xfrmctl_socket": str(self.tmp / name / "run" / "xfrmctl.sock"),
             "xfrmctl_pid_file": str(self.tmp / name / "daemon.pid"),
             "xfrmctl_log_file": str(self.tmp / name / "daemon.log"),
+            "xfrmctl_bash_completion_dir": str(self.tmp / name / "completions"),
         }[what]
 
     def write_inventory(self, tunnel_options: dict[str, Any]) -> None:
-        keys = ("xfrmctl_config_dir", "xfrmctl_socket", "xfrmctl_pid_file", "xfrmctl_log_file")
+        keys = (
+            "xfrmctl_config_dir",
+            "xfrmctl_socket",
+            "xfrmctl_pid_file",
+            "xfrmctl_log_file",
+            "xfrmctl_bash_completion_dir",
+        )
         hosts = {
             name: {
                 "ansible_netns": ns,
@@ -173,6 +180,14 @@ def test_role_is_idempotent_and_reloads_on_change(hosts: Hosts) -> None:
         assert config["settings"]["socket"] == hosts.path(name, "xfrmctl_socket")
         assert config["connections"]["lr"]["psk_file"] == str(secret)
         assert Path(hosts.path(name, "xfrmctl_socket")).exists(), "daemon is not running"
+        # The completion script registers itself with bash for the xfrmctl command.
+        script = Path(hosts.path(name, "xfrmctl_bash_completion_dir")) / "xfrmctl"
+        proc = subprocess.run(
+            ["bash", "-c", f"source {script} && complete -p xfrmctl"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0 and "_xfrmctl_completion" in proc.stdout, proc.stderr
     pids = {name: hosts.pid(name) for name in hosts.ns}
 
     changed, out = hosts.playbook()
