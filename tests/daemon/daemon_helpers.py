@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class RecordingKernel(KernelGlue):
         self.fail_install: Exception | None = None
         self.delay = 0.0  # seconds each install takes, as netlink does on a slow machine
         self.stale_cleaned_after_traps: bool | None = None
+        self.fail_remove: Exception | None = None  # e.g. the netns was deleted under us
 
     def _record(self, op: str, value: int) -> None:
         self.log.append((op, value))
@@ -74,6 +75,8 @@ class RecordingKernel(KernelGlue):
         self._record("install_out", ready.spi_out)
 
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
+        if self.fail_remove is not None:
+            raise self.fail_remove
         self.outbound.discard(ready.spi_out)
         self._record("remove_out", ready.spi_out)
         if inbound:
@@ -87,6 +90,9 @@ class RecordingKernel(KernelGlue):
         return ChildCounters(100, 1, 200, 2)
 
     async def remove_all(self) -> None:
+        self._record("remove_all", 0)
+        if self.fail_remove is not None:
+            raise self.fail_remove
         self.sas.clear()
         self.outbound.clear()
         self.traps.clear()
@@ -153,6 +159,24 @@ async def make_daemon(
     daemon.engine.config = dataclasses.replace(daemon.engine.config, retransmit_timeout=0.5)
     await daemon.start()
     return daemon, DaemonHandler(daemon, lambda: build_specs(load_config(cfg))), kernel
+
+
+def dead(daemon: Daemon) -> None:
+    """What kill -9 looks like to the peer: no answer, no delete."""
+    daemon.sockets.close()
+    if daemon._timer is not None:
+        daemon._timer.cancel()
+        daemon._timer = None
+    daemon.engine.handle_timer = lambda now: None  # type: ignore[method-assign]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.02)
 
 
 async def no_progress(message: dict[str, Any]) -> None:

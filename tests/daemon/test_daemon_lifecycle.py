@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,14 @@ import pytest
 from daemon_helpers import (
     BASE_PORT,
     RecordingKernel,
+    dead,
     make_daemon,
     no_progress,
+    until,
     write_config,
 )
 
 from xfrmctl.daemon.control import ControlError
-from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.kernel_glue import KernelEvent
 from xfrmctl.kernel.errors import XfrmError
 
@@ -58,15 +58,6 @@ def configs(
         child_extra=b_child,
     )
     return a, b
-
-
-async def until(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
 
 
 def replay_no_loss(journal: Journal) -> None:
@@ -247,15 +238,6 @@ def test_reload_removes_the_traps_of_changed_connections(tmp_path: Path) -> None
             await da.stop()
 
     asyncio.run(scenario())
-
-
-def dead(daemon: Daemon) -> None:
-    """What kill -9 looks like to the peer: no answer, no delete."""
-    daemon.sockets.close()
-    if daemon._timer is not None:
-        daemon._timer.cancel()
-        daemon._timer = None
-    daemon.engine.handle_timer = lambda now: None  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("action", ["clear", "restart"])

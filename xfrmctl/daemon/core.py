@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
+from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
 from xfrmctl.ike import events as ev
 from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
+from xfrmctl.kernel.errors import XfrmError
 
 log = logging.getLogger("xfrmctl.daemon")
 
 REKEYED_INBOUND_GRACE = 5.0  # strongSwan's delete_rekeyed_delay
 OUTBOUND_FALLBACK = 30.0  # install a deferred outbound SA even if the old one never goes
+STOP_TIMEOUT = 5.0  # how long SIGTERM waits for peers to answer DELETEs
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Daemon:
         self._pending_out: dict[int, list[ev.ChildSaReady]] = {}
         self.rekeyed_inbound_grace = REKEYED_INBOUND_GRACE
         self.outbound_fallback = OUTBOUND_FALLBACK
+        self.stop_timeout = STOP_TIMEOUT
+        self.restarts = RestartBackoff()
         self._stopping = False
 
     # ------------------------------------------------------------------------ life cycle
@@ -134,22 +139,50 @@ class Daemon:
                 self.call(self.engine.initiate, spec.name, starts)
 
     async def stop(self) -> None:
-        """SIGTERM: tell peers, remove every SA and policy we installed, exit clean."""
+        """SIGTERM: tell peers, remove every SA and policy we installed, exit clean.
+
+        Bounded: peers get `stop_timeout` seconds to answer our DELETEs (a dead peer or a
+        deleted netns must not hold the shutdown for the engine's ~165 s of retransmissions);
+        then our kernel objects go anyway. Errors on the way are logged, never raised.
+        """
         if self._loop is None or self._stopping:
             return
         self._stopping = True
-        self.call(self.engine.terminate_all)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._kernel_queue.join(), timeout=5)
+        loop = self.loop
+        deadline = loop.time() + self.stop_timeout
+        try:
+            self.call(self.engine.terminate_all)
+        except Exception as exc:
+            log.error("could not send DELETEs to peers: %s", exc)
+        while (self.engine.ike_sas() or self._kernel_busy) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = len(self.engine.ike_sas())
+        if left:
+            log.warning(
+                "%d IKE SA(s) not deleted by their peer within %.0f s; removing them anyway",
+                left,
+                self.stop_timeout,
+            )
+        self.restarts.cancel_all()
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self.sockets.close()
-        await self.kernel.remove_all()
+        self._tasks.clear()
+        try:
+            self.sockets.close()
+        except Exception as exc:
+            log.error("closing the IKE sockets failed: %s", exc)
+        try:
+            await asyncio.wait_for(self.kernel.remove_all(), timeout=self.stop_timeout)
+        except TimeoutError:
+            log.error("removing our kernel state took over %.0f s; giving up", self.stop_timeout)
+        except Exception as exc:
+            log.error("removing our kernel state failed: %s", exc)
         self.installed.clear()
 
     # ------------------------------------------------------------------------ engine pump
@@ -224,6 +257,7 @@ class Daemon:
                 event.remote_id,
                 event.proposal,
             )
+            self.restarts.succeeded(event.conn)
             self._progress(
                 event.conn,
                 {
@@ -278,7 +312,7 @@ class Daemon:
 
     def _dpd_action(self, conn: str) -> None:
         spec = self.engine.specs.get(conn)
-        if spec is None:
+        if spec is None or self._stopping:
             return
         restart = [c.name for c in spec.children if c.dpd_action == CloseAction.START]
         traps = [
@@ -290,11 +324,19 @@ class Daemon:
             reqid = self.engine.reqid(conn, child.name)
             self._enqueue(functools.partial(self.kernel.install_trap, spec, child, reqid))
         if restart:
-            log.info("%s: DPD action restart for %s", conn, ", ".join(restart))
-            self.loop.call_later(1.0, lambda: self._restart(conn, restart))
+            armed = self.restarts.schedule(conn, self.loop, lambda: self._restart(conn, restart))
+            if armed is not None:
+                delay, attempt = armed
+                log.info(
+                    "%s: DPD action restart for %s in %g s (attempt %d)",
+                    conn,
+                    ", ".join(restart),
+                    delay,
+                    attempt,
+                )
 
     def _restart(self, conn: str, children: list[str]) -> None:
-        if conn in self.engine.specs:
+        if conn in self.engine.specs and not self._stopping:
             with contextlib.suppress(LocalProtocolError):
                 self.call(self.engine.initiate, conn, children)
 
@@ -316,6 +358,8 @@ class Daemon:
             job = await self._kernel_queue.get()
             try:
                 await job()
+            except (XfrmError, OSError) as exc:
+                log.error("kernel operation failed: %s", exc)
             except Exception:
                 log.exception("kernel operation failed")
             finally:
