@@ -16,14 +16,15 @@ from datetime import UTC, datetime
 from xfrmctl.ike import child_create, child_rekey, delete, ike_auth, ike_init, ike_rekey
 from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
-from xfrmctl.ike.events import ChildSaDeleted, Event, ProtocolViolation
+from xfrmctl.ike.events import ChildSaDeleted, Event, MessageTrace, ProtocolViolation
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, ProtocolId
-from xfrmctl.ike.message import decode_message
-from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.message import Message, decode_message
+from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.spec import ConnectionSpec
 from xfrmctl.ike.status import ChildSaStatus, IkeSaStatus, child_status, ike_status
+from xfrmctl.ike.trace import format_message
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
@@ -74,8 +75,10 @@ class IkeEndpoint:
         spi_allocator: Callable[[ProtocolId], int] | None = None,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         wall_clock: Callable[[], datetime] | None = None,
+        trace: bool = False,
     ) -> None:
         self.config = config or EndpointConfig()
+        self.trace = trace  # emit a MessageTrace event per message sent and received
         self.random = random_bytes
         self.allocate_spi = spi_allocator or _default_spi
         # Certificate validity needs calendar time; the host may inject it for tests.
@@ -110,6 +113,12 @@ class IkeEndpoint:
             self.emit(ProtocolViolation(remote, f"undecodable datagram: {exc}"))
             return
         sa: IkeSa | None
+        our_spi = msg.spi_r if msg.from_initiator else msg.spi_i
+        last = msg.payloads[-1] if msg.payloads else None
+        if self.trace and not isinstance(last, SkPayload | SkfPayload):
+            known = self.sas.get(our_spi)
+            sa_id = known.id if known is not None else None
+            self.trace_message("in", msg, msg.payloads, local, remote, sa_id)
         if (
             msg.exchange == ExchangeType.IKE_SA_INIT
             and not msg.is_response
@@ -122,7 +131,6 @@ class IkeEndpoint:
             except Exception as exc:  # a bug must cost one request, never the process
                 self.emit(ProtocolViolation(remote, f"internal error {type(exc).__name__}: {exc}"))
             return
-        our_spi = msg.spi_r if msg.from_initiator else msg.spi_i
         sa = self.sas.get(our_spi)
         if sa is None or (sa.spi_i != msg.spi_i and sa.state != IkeState.INIT_SENT):
             self.emit(ProtocolViolation(remote, f"no IKE SA for {msg.describe()}"))
@@ -266,6 +274,24 @@ class IkeEndpoint:
 
     def send(self, packets: list[bytes], local: Address, remote: Address) -> None:
         self._out.extend(Datagram(p, local, remote) for p in packets)
+
+    def trace_message(
+        self,
+        direction: str,
+        msg: Message,
+        payloads: Sequence[Payload],
+        local: Address,
+        remote: Address,
+        ike_sa_id: int | None = None,
+    ) -> None:
+        """Emit a MessageTrace when tracing is on; formatting costs nothing otherwise."""
+        if not self.trace:
+            return
+        try:
+            lines = format_message(msg, payloads, direction, local, remote)
+        except Exception as exc:  # a debugging aid must never cost a message
+            lines = (f"{direction} {msg.describe()}: cannot trace: {type(exc).__name__}",)
+        self.emit(MessageTrace(direction, remote, ike_sa_id, lines))
 
     def jitter(self, spread: float) -> float:
         """Uniform in [0, spread) from the injected randomness."""

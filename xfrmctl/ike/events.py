@@ -160,3 +160,21 @@ class ProtocolViolation(Event):
     remote: Address
     reason: str
     ike_sa_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageTrace(Event):
+    """A message sent or received (after decryption), only with `IkeEndpoint(trace=True)`.
+
+    `lines` come from `xfrmctl.ike.trace.format_message`: a header, then one line per payload,
+    with sizes instead of secret bytes, so the host may log them at debug level as they are.
+    """
+
+    direction: str  # "in" or "out"
+    remote: Address
+    ike_sa_id: int | None
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)

@@ -247,6 +247,7 @@ def _answer(
 ) -> None:
     """Unprotected IKE_SA_INIT response without state (errors and COOKIE)."""
     reply = Message(msg.spi_i, spi_r, ExchangeType.IKE_SA_INIT, 0, True, False, tuple(payloads))
+    ep.trace_message("out", reply, payloads, local, remote)
     ep.send([reply.encode()], local, remote)
 
 

@@ -219,6 +219,7 @@ class IkeSa:
         self, exchange: ExchangeType, mid: int, response: bool, payloads: list[Payload]
     ) -> list[bytes]:
         template = self._template(exchange, mid, response)
+        self.ep.trace_message("out", template, payloads, self.local, self.remote, self.id)
         if exchange == ExchangeType.IKE_SA_INIT:
             msg = Message(
                 self.spi_i, self.spi_r, exchange, mid, response, self.initiator, tuple(payloads)
@@ -304,6 +305,8 @@ class IkeSa:
             payloads = self._open(msg, data)
             if payloads is None:
                 return
+            if msg.exchange != ExchangeType.IKE_SA_INIT:
+                self.ep.trace_message("in", msg, payloads, self.local, self.remote, self.id)
             check_payloads(msg.exchange, True, payloads)
         except RemoteProtocolError as exc:
             self.violation(str(exc))
@@ -343,6 +346,8 @@ class IkeSa:
             return
         if payloads is None:
             return
+        if msg.exchange != ExchangeType.IKE_SA_INIT:
+            self.ep.trace_message("in", msg, payloads, local, remote, self.id)
         # Authenticated: follow the peer's address and port (NAT mappings change, RFC 7296 §2.23).
         self.last_inbound = now
         if msg.exchange != ExchangeType.IKE_SA_INIT:
