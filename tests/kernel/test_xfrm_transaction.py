@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 from collections.abc import AsyncIterator, Sequence
 from ipaddress import ip_address
@@ -253,3 +254,70 @@ def test_ownership_range() -> None:
     assert OWN.owns_reqid(OWN.reqid(1)) and not OWN.owns_reqid(42)
     with pytest.raises(ValueError, match="reqid index"):
         OWN.reqid(0x10000)
+
+
+def rekeyed(c: tx.ChildSA, bump: int = 0x100) -> tx.ChildSA:
+    """The same traffic and reqid on new SPIs, as a Child SA rekey produces."""
+    return dataclasses.replace(
+        c,
+        inbound=dataclasses.replace(c.inbound, spi=c.inbound.spi + bump),
+        outbound=dataclasses.replace(c.outbound, spi=c.outbound.spi + bump),
+        inbound_larval=False,
+    )
+
+
+def test_rekey_make_before_break_steps() -> None:
+    k = FakeKernel()
+    old = dataclasses.replace(child(), inbound_larval=False)
+    new = rekeyed(old)
+    run(tx.install_child(k, old))  # type: ignore[arg-type]
+    run(tx.install_child(k, new, outbound=False))  # type: ignore[arg-type]
+    # Only the new inbound SA went in; the old outbound SA still carries the traffic.
+    assert k.batches[-2][:1] == [("NEWSA", "0x1101")]
+    assert not any(op == "NEWSA" and spi == "0x2101" for op, spi in k.batches[-2])
+    assert set(k.sas) == {old.inbound.id, old.outbound.id, new.inbound.id}
+    assert set(k.policies.values()) == set(old.policies)
+    run(tx.install_outbound(k, new))  # type: ignore[arg-type]
+    assert k.batches[-1] == [("NEWSA", "0x2101")]
+    run(tx.remove_child(k, old, keep_policies=True, keep_inbound=True))  # type: ignore[arg-type]
+    assert k.batches[-1] == [("DELSA", "0x2001")]
+    assert set(k.sas) == {old.inbound.id, new.inbound.id, new.outbound.id}
+    run(tx.remove_inbound(k, old))  # type: ignore[arg-type]
+    assert set(k.sas) == {new.inbound.id, new.outbound.id}
+    run(tx.remove_inbound(k, old))  # type: ignore[arg-type]  # gone already: no error
+    assert set(k.policies.values()) == set(old.policies), "the policies never left"
+
+
+def test_outbound_install_failure_is_a_clear_error() -> None:
+    k = FakeKernel()
+    c = dataclasses.replace(child(), inbound_larval=False)
+    run(tx.install_child(k, c, outbound=False))  # type: ignore[arg-type]
+    k.sas[c.outbound.id] = c.outbound  # an SPI collision on the peer's side of the pair
+    with pytest.raises(tx.TransactionError, match="outbound SA install failed") as info:
+        run(tx.install_outbound(k, c))  # type: ignore[arg-type]
+    assert "0x00002001" in str(info.value) and "exists" in str(info.value)
+
+
+def test_remove_policies_outbound_first_and_gone_is_fine() -> None:
+    k = FakeKernel()
+    c = child()
+    run(tx.install_policies(k, c.ordered_policies()))  # type: ignore[arg-type]
+    run(tx.remove_policies(k, c.ordered_policies()))  # type: ignore[arg-type]
+    assert k.batches[-1] == [("DELPOLICY", "OUT"), ("DELPOLICY", "FWD"), ("DELPOLICY", "IN")]
+    assert k.policies == {}
+    run(tx.remove_policies(k, c.ordered_policies()))  # type: ignore[arg-type]
+
+
+def test_removal_error_other_than_gone_is_raised() -> None:
+    k = FakeKernel()
+    c = dataclasses.replace(child(), inbound_larval=False)
+    run(tx.install_child(k, c))  # type: ignore[arg-type]
+
+    async def broken(requests: Sequence[Request]) -> Sequence[Request]:
+        for req in requests:
+            k._fail(req, errno.EPERM)
+        return requests
+
+    k.batch = broken  # type: ignore[method-assign]
+    with pytest.raises(tx.TransactionError, match="inbound SA removal incomplete"):
+        run(tx.remove_inbound(k, c))  # type: ignore[arg-type]

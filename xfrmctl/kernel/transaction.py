@@ -6,6 +6,12 @@ is dropped for lack of an SA; the outbound policy comes last because it switches
 The kernel does not stop a batch at the first error, so policies go in a second batch only
 when every SA went in, and anything that did go in is undone if a later step fails.
 
+A rekey splits the pair (make-before-break): `install_children(outbound=False)` puts in the new
+inbound SA and the policies while the old outbound SA keeps carrying traffic (same reqid, so
+the policies find it); `install_outbound` switches to the new one once the peer is known to
+have its inbound SA; `remove_children(keep_inbound=True)` then `remove_inbound` let the old
+inbound SA linger for packets in flight.
+
 Ownership: every SA and templated policy xfrmctl installs carries a reqid from a reserved range,
 so a restarted daemon can find its stale objects and leave everyone else's alone.
 """
@@ -84,10 +90,15 @@ async def _undo(conn: Connection, undo: list[Request]) -> list[XfrmError]:
 
 
 async def install_children(
-    conn: Connection, children: Sequence[ChildSA], *, replace_policies: bool = True
+    conn: Connection,
+    children: Sequence[ChildSA],
+    *,
+    replace_policies: bool = True,
+    outbound: bool = True,
 ) -> None:
     """Install Child SAs all or nothing. `replace_policies` updates existing (e.g. trap)
-    policies in place and restores them on rollback; otherwise existing ones are an error."""
+    policies in place and restores them on rollback; otherwise existing ones are an error.
+    Without `outbound` the outbound SAs are left for `install_outbound` (rekeys)."""
     sa_reqs: list[tuple[SA, Request]] = []
     for child in children:
         inbound = (
@@ -95,7 +106,9 @@ async def install_children(
             if child.inbound_larval
             else sa_ops.add_request(child.inbound)
         )
-        sa_reqs += [(child.inbound, inbound), (child.outbound, sa_ops.add_request(child.outbound))]
+        sa_reqs.append((child.inbound, inbound))
+        if outbound:
+            sa_reqs.append((child.outbound, sa_ops.add_request(child.outbound)))
     policies = [p for child in children for p in child.ordered_policies()]
     lookups = [policy_ops.get_request(p.id) for p in policies] if replace_policies else []
     await conn.batch([r for _, r in sa_reqs] + lookups)
@@ -130,17 +143,33 @@ async def install_children(
         raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
 
 
-async def install_child(conn: Connection, child: ChildSA, *, replace_policies: bool = True) -> None:
-    await install_children(conn, [child], replace_policies=replace_policies)
+async def install_child(
+    conn: Connection, child: ChildSA, *, replace_policies: bool = True, outbound: bool = True
+) -> None:
+    await install_children(conn, [child], replace_policies=replace_policies, outbound=outbound)
+
+
+async def install_outbound(conn: Connection, child: ChildSA) -> None:
+    """The outbound SA that `install_children(outbound=False)` left out; from now on the
+    outbound policy's traffic may use it."""
+    req = sa_ops.add_request(child.outbound)
+    await conn.batch([req])
+    if req.error is not None:
+        raise TransactionError(f"outbound SA install failed: {req.error}", req.error, [])
 
 
 async def remove_children(
-    conn: Connection, children: Sequence[ChildSA], *, keep_policies: bool = False
+    conn: Connection,
+    children: Sequence[ChildSA],
+    *,
+    keep_policies: bool = False,
+    keep_inbound: bool = False,
 ) -> None:
     """Remove in the reverse of install order; objects already gone are not an error.
 
     `keep_policies` deletes only the SAs: templated policies then act as traps (ACQUIRE), which
-    is what a rekey or an on-demand connection wants."""
+    is what a rekey or an on-demand connection wants. `keep_inbound` leaves the inbound SAs for
+    packets still in flight; `remove_inbound` takes them later."""
     requests: list[Request] = []
     if not keep_policies:
         for child in children:
@@ -149,15 +178,37 @@ async def remove_children(
             ]
     for child in children:
         requests.append(sa_ops.delete_request(child.outbound.id, child.outbound.mark))
-        requests.append(sa_ops.delete_request(child.inbound.id, child.inbound.mark))
+        if not keep_inbound:
+            requests.append(sa_ops.delete_request(child.inbound.id, child.inbound.mark))
+    await _remove(conn, requests, "Child SA removal")
+
+
+async def remove_child(
+    conn: Connection, child: ChildSA, *, keep_policies: bool = False, keep_inbound: bool = False
+) -> None:
+    await remove_children(conn, [child], keep_policies=keep_policies, keep_inbound=keep_inbound)
+
+
+async def remove_inbound(conn: Connection, child: ChildSA) -> None:
+    """The inbound SA `remove_children(keep_inbound=True)` left behind; gone is not an error."""
+    await _remove(
+        conn, [sa_ops.delete_request(child.inbound.id, child.inbound.mark)], "inbound SA removal"
+    )
+
+
+async def remove_policies(conn: Connection, policies: Sequence[Policy]) -> None:
+    """Delete policies in the reverse of `install_policies` order (outbound first, so no
+    packet is left matching a half-removed set); already gone is not an error."""
+    await _remove(
+        conn, [policy_ops.delete_request(p.id) for p in reversed(policies)], "policy removal"
+    )
+
+
+async def _remove(conn: Connection, requests: list[Request], what: str) -> None:
     await conn.batch(requests)
     errors = [e for e in _failures(requests) if not isinstance(e, NotFoundError)]
     if errors:
-        raise TransactionError(f"Child SA removal incomplete: {errors[0]}", errors[0], errors)
-
-
-async def remove_child(conn: Connection, child: ChildSA, *, keep_policies: bool = False) -> None:
-    await remove_children(conn, [child], keep_policies=keep_policies)
+        raise TransactionError(f"{what} incomplete: {errors[0]}", errors[0], errors)
 
 
 async def install_policies(
