@@ -9,7 +9,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from xfrmctl.ike import childsa
+from xfrmctl.ike import childsa, initial_contact
 from xfrmctl.ike.crypto.auth import (
     psk_auth_data,
     psk_verify,
@@ -183,7 +183,8 @@ class AuthTask:
         if spec.remote_id is not None:
             payloads.append(_id_payload(spec.remote_id, True))
         payloads.append(auth[-1])
-        payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+        if initial_contact.should_send(sa, spec):
+            payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         acquired: tuple[TrafficSelector, ...] | None = None
         if sa.pending_children:
             name, acquired = sa.pending_children.pop(0)
@@ -326,18 +327,6 @@ def _pick_spec(
     return None
 
 
-def _initial_contact(sa: IkeSa, now: float) -> None:
-    """The peer rebooted (RFC 7296 §2.4): drop our older IKE SAs with the same identity."""
-    for other in list(sa.ep.sas.values()):
-        if (
-            other is not sa
-            and other.spec is sa.spec
-            and other.peer_id == sa.peer_id
-            and other.state == IkeState.ESTABLISHED
-        ):
-            other.delete(now, "peer sent INITIAL_CONTACT", notify_peer=False)
-
-
 def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> list[Payload]:
     """Responder: authenticate the initiator, answer with our AUTH and the first Child SA."""
     if sa.crypto is None:
@@ -368,7 +357,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT
         for p in payloads
     ):
-        _initial_contact(sa, now)
+        initial_contact.on_received(sa, now)
     our_id = _id_payload(spec.local_id, True)
     octets = signed_octets(
         sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, our_id.encode_body()
