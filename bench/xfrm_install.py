@@ -30,8 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from xfrmctl.kernel import sa as sa_ops
 from xfrmctl.kernel.client import AsyncXfrm
 from xfrmctl.kernel.errors import XfrmError
-from xfrmctl.kernel.fields import put_lifetime
-from xfrmctl.kernel.messages import Msg, xfrm_userspi_info
 from xfrmctl.kernel.policy import add_request as policy_add
 from xfrmctl.kernel.policy import delete_request as policy_delete
 from xfrmctl.kernel.socket import Request
@@ -39,7 +37,6 @@ from xfrmctl.kernel.types import (
     SA,
     Aead,
     Dir,
-    Lifetime,
     Mode,
     Policy,
     Proto,
@@ -69,18 +66,8 @@ def the_policy(i: int) -> Policy:
 
 
 def allocspi_request(i: int) -> Request:
-    msg = xfrm_userspi_info()
-    msg["id_daddr"] = peer(i).packed.ljust(16, b"\0")
-    msg["id_proto"] = 50
-    msg["saddr"] = SRC.packed.ljust(16, b"\0")
-    msg["family"] = 2
-    msg["reqid"] = REQID
-    put_lifetime(msg, Lifetime())
-    msg["min"] = msg["max"] = 0x1000 + i
-    msg["attrs"] = []
-    from pyroute2.netlink import NLM_F_REQUEST
-
-    return Request(Msg.ALLOCSPI, msg, NLM_F_REQUEST)
+    spi = 0x1000 + i
+    return sa_ops.allocspi_request(SRC, peer(i), reqid=REQID, spi_min=spi, spi_max=spi)
 
 
 def install_requests(n: int, with_sa: bool) -> list[Request]:
@@ -109,9 +96,9 @@ async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> tuple[float
     """Seconds to install, then to remove, n sets; building the requests is included."""
     async with AsyncXfrm(ns) as x:
         times = []
-        for build in (lambda: install_requests(n, with_sa), lambda: remove_requests(n)):
+        for install in (True, False):
             t0 = time.perf_counter()
-            reqs = build()
+            reqs = install_requests(n, with_sa) if install else remove_requests(n)
             if batched:
                 await x.batch(reqs)
             else:

@@ -9,8 +9,11 @@ import pytest
 
 from xfrmctl.kernel import messages as m
 from xfrmctl.kernel.events import Acquire, Expire, Mapping, decode_event
+from xfrmctl.kernel.policy import add_request as policy_add_request
+from xfrmctl.kernel.policy import delete_request as policy_delete_request
 from xfrmctl.kernel.policy import encode_policy
-from xfrmctl.kernel.sa import encode_sa, sa_id_msg
+from xfrmctl.kernel.sa import add_request, allocspi_request, delete_request, encode_sa, sa_id_msg
+from xfrmctl.kernel.socket import Request
 from xfrmctl.kernel.types import (
     SA,
     Aead,
@@ -21,6 +24,7 @@ from xfrmctl.kernel.types import (
     Mark,
     Mode,
     Policy,
+    PolicyId,
     Proto,
     SaId,
     Selector,
@@ -73,6 +77,12 @@ def _encoded(msg: m.xfrm_msg, mtype: int) -> bytes:
     msg["header"]["pid"] = 0
     msg.encode()
     return bytes(msg.data)
+
+
+def _sent(req: Request) -> bytes:
+    """What Connection.batch sends for a request, with flags/seq/pid zeroed."""
+    assert req.body is not None
+    return _header(len(req.body), req.msg_type) + req.body
 
 
 def _nla(ntype: int, payload: bytes) -> bytes:
@@ -156,6 +166,7 @@ def test_newsa_aead_matches_hand_assembled_bytes() -> None:
     )
     expected = _header(len(body) + len(attrs), m.Msg.NEWSA) + body + attrs
     assert _encoded(encode_sa(sa), m.Msg.NEWSA) == expected
+    assert _sent(add_request(sa)) == expected
 
 
 def test_newsa_cbc_hmac_esn_encap_matches_hand_assembled_bytes() -> None:
@@ -199,6 +210,7 @@ def test_newsa_cbc_hmac_esn_encap_matches_hand_assembled_bytes() -> None:
     attrs = _nla(2, crypt) + _nla(20, auth) + _nla(23, esn) + _nla(4, encap)
     expected = _header(len(body) + len(attrs), m.Msg.NEWSA) + body + attrs
     assert _encoded(encode_sa(sa), m.Msg.NEWSA) == expected
+    assert _sent(add_request(sa)) == expected
 
 
 def test_newpolicy_with_templates_matches_hand_assembled_bytes() -> None:
@@ -235,6 +247,7 @@ def test_newpolicy_with_templates_matches_hand_assembled_bytes() -> None:
     attrs = _nla(5, bytes(t1) + bytes(t2))
     expected = _header(168 + len(attrs), m.Msg.NEWPOLICY) + bytes(body) + attrs
     assert _encoded(encode_policy(pol), m.Msg.NEWPOLICY) == expected
+    assert _sent(policy_add_request(pol)) == expected
 
 
 def test_usersa_id_matches_hand_assembled_bytes() -> None:
@@ -242,6 +255,38 @@ def test_usersa_id_matches_hand_assembled_bytes() -> None:
     body = bytes([198, 51, 100, 7]) + bytes(12) + struct.pack(">I", 0xDEADBEEF)
     body += struct.pack("=HBx", 2, 51)
     assert _encoded(msg, m.Msg.DELSA) == _header(24, m.Msg.DELSA) + body
+    req = delete_request(SaId(ip_address("198.51.100.7"), 0xDEADBEEF, Proto.AH))
+    assert _sent(req) == _header(24, m.Msg.DELSA) + body
+
+
+def test_delpolicy_with_mark_and_if_id_matches_hand_assembled_bytes() -> None:
+    sel = Selector.of("2001:db8::1/128", "2001:db8::/32", proto=58)
+    req = policy_delete_request(PolicyId(sel, Dir.IN, Mark(7, 0xF), 42))
+    body = _selector_by_hand(
+        ip_address("2001:db8::1").packed, ip_address("2001:db8::").packed, 128, 32, 10, proto=58
+    )
+    body += struct.pack("=IB3x", 0, 0)  # index, dir in
+    attrs = _nla(21, struct.pack("=II", 7, 0xF)) + _nla(31, struct.pack("=I", 42))
+    assert _sent(req) == _header(64 + len(attrs), m.Msg.DELPOLICY) + body + attrs
+
+
+def test_allocspi_matches_hand_assembled_bytes() -> None:
+    src, dst = ip_address("192.0.2.1"), ip_address("192.0.2.2")
+    req = allocspi_request(src, dst, reqid=9, mode=Mode.TUNNEL, spi_min=0x100, spi_max=0x1FF)
+    info = _usersa_info_by_hand(
+        sel=bytes(56),
+        daddr=dst.packed,
+        spi=0,
+        proto=50,
+        saddr=src.packed,
+        reqid=9,
+        family=2,
+        mode=1,
+        window=0,
+        flags=0,
+    )
+    body = info + struct.pack("=II", 0x100, 0x1FF)
+    assert _sent(req) == _header(232, m.Msg.ALLOCSPI) + body
 
 
 def _parse(raw: bytes) -> object:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import struct
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xfrmctl.kernel import wire as w
 from xfrmctl.kernel.events import PolicyDeleted, SaDeleted, decode_event
+from xfrmctl.kernel.fields import get_mark, unpack_addr
 from xfrmctl.kernel.messages import Msg, xfrm_msg, xfrm_userpolicy_id, xfrm_usersa_id
-from xfrmctl.kernel.policy import decode_policy, encode_policy
-from xfrmctl.kernel.sa import decode_sa, encode_sa
+from xfrmctl.kernel.policy import decode_policy, encode_policy, policy_id_msg
+from xfrmctl.kernel.policy import delete_request as policy_delete_request
+from xfrmctl.kernel.policy import update_request as policy_update_request
+from xfrmctl.kernel.sa import add_request, allocspi_request, decode_sa, encode_sa, sa_id_msg
+from xfrmctl.kernel.sa import delete_request as sa_delete_request
 from xfrmctl.kernel.socket import XfrmMarshal
 from xfrmctl.kernel.types import (
     SA,
@@ -27,8 +34,10 @@ from xfrmctl.kernel.types import (
     Mode,
     Offload,
     Policy,
+    PolicyId,
     Proto,
     SaDir,
+    SaId,
     Selector,
     Template,
 )
@@ -204,3 +213,117 @@ def test_fast_struct_codec_matches_pyroute2_field_by_field(sa: SA, policy: Polic
     finally:
         messages._fast_fields._packers.clear()
         messages._fast_fields._packers.update(saved)
+
+
+# --- wire.py: the struct encoders that requests send give pyroute2's bytes ----------------------
+
+
+def framed(mtype: int, body: bytes) -> Any:
+    (parsed,) = list(
+        XfrmMarshal().parse(struct.pack("=IHHII", 16 + len(body), mtype, 0, 0, 0) + body)
+    )
+    return parsed
+
+
+def pyroute2_body(msg: xfrm_msg, mtype: int) -> bytes:
+    raw = bytes(wire(msg, mtype).data)
+    assert struct.unpack_from("=I", raw)[0] == len(raw)  # header length counts the padding
+    return raw[16:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sas())
+def test_wire_sa_body_is_pyroute2s_bytes(sa: SA) -> None:
+    body = w.sa_body(sa)
+    assert body == pyroute2_body(encode_sa(sa), Msg.NEWSA)
+    assert decode_sa(framed(Msg.NEWSA, body)) == sa
+    req = add_request(sa)
+    assert req.body == body and pyroute2_body(req.msg, Msg.NEWSA) == body
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies())
+def test_wire_policy_body_is_pyroute2s_bytes(policy: Policy) -> None:
+    body = w.policy_body(policy)
+    assert body == pyroute2_body(encode_policy(policy), Msg.NEWPOLICY)
+    assert decode_policy(framed(Msg.NEWPOLICY, body)) == policy
+    req = policy_update_request(policy)
+    assert req.body == body and pyroute2_body(req.msg, Msg.UPDPOLICY) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(policies(), marks, u32, u32)
+def test_wire_policy_id_body_is_pyroute2s_bytes(
+    policy: Policy, mark: Mark | None, if_id: int, index: int
+) -> None:
+    pid = PolicyId(policy.selector, policy.dir, mark, if_id)
+    body = w.policy_id_body(pid, index)
+    assert body == pyroute2_body(policy_id_msg(pid, index), Msg.DELPOLICY)
+    req = policy_delete_request(pid)
+    assert req.body == w.policy_id_body(pid) == pyroute2_body(req.msg, Msg.DELPOLICY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([4, 6]).flatmap(pair), u32, st.sampled_from(list(Proto)), marks)
+def test_wire_sa_id_body_is_pyroute2s_bytes(
+    ends: tuple[Any, Any], spi: int, proto: Proto, mark: Mark | None
+) -> None:
+    sa_id = SaId(ends[1], spi, proto)
+    body = w.sa_id_body(sa_id, mark)
+    assert body == pyroute2_body(sa_id_msg(sa_id, mark), Msg.DELSA)
+    req = sa_delete_request(sa_id, mark)
+    assert req.body == body and pyroute2_body(req.msg, Msg.DELSA) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([4, 6]).flatmap(pair),
+    st.sampled_from(list(Proto)),
+    st.sampled_from(list(Mode)),
+    st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)).map(sorted),
+    u32,
+    marks,
+    u32,
+    u32,
+)
+def test_wire_allocspi_body_is_pyroute2s_bytes(
+    ends: tuple[Any, Any],
+    proto: Proto,
+    mode: Mode,
+    spis: list[int],
+    reqid: int,
+    mark: Mark | None,
+    if_id: int,
+    seq: int,
+) -> None:
+    req = allocspi_request(
+        ends[0],
+        ends[1],
+        proto,
+        reqid=reqid,
+        mode=mode,
+        spi_min=spis[0],
+        spi_max=spis[1],
+        mark=mark,
+        if_id=if_id,
+        seq=seq,
+    )
+    assert req.body is not None
+    assert req.body == pyroute2_body(req.msg, Msg.ALLOCSPI)
+    parsed = framed(Msg.ALLOCSPI, req.body)
+    assert (parsed["min"], parsed["max"], parsed["reqid"], parsed["seq"]) == (*spis, reqid, seq)
+    assert unpack_addr(parsed["saddr"], parsed["family"]) == ends[0]
+    assert get_mark(parsed) == mark and (parsed.get_attr("XFRMA_IF_ID") or 0) == if_id
+
+
+def test_allocspi_request_refuses_a_bad_range() -> None:
+    with pytest.raises(ValueError, match="bad SPI range 0x200-0x100"):
+        allocspi_request(IPv4Address(1), IPv4Address(2), spi_min=0x200, spi_max=0x100)
+
+
+def test_wire_refuses_an_algorithm_name_the_kernel_cannot_hold() -> None:
+    sa = SA(IPv4Address(1), IPv4Address(2), 0x100, crypt=Crypt("x" * 64, b""))
+    with pytest.raises(ValueError, match="longer than 63 bytes"):
+        w.sa_body(sa)
+    with pytest.raises(ValueError, match="longer than 63 bytes"):
+        add_request(sa)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 
+from xfrmctl.kernel import wire
 from xfrmctl.kernel.errors import ErrorContext
 from xfrmctl.kernel.fields import (
     DecodeError,
@@ -16,14 +17,12 @@ from xfrmctl.kernel.fields import (
     get_selector,
     is_zero,
     mark_attr,
-    pack_addr,
     put_lifetime,
     put_selector,
     unpack_addr,
 )
 from xfrmctl.kernel.messages import (
     Msg,
-    pack_templates,
     unpack_templates,
     xfrm_userpolicy_flush,
     xfrm_userpolicy_id,
@@ -38,7 +37,6 @@ from xfrmctl.kernel.types import (
     PolicyId,
     Proto,
     Template,
-    family_of,
 )
 
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
@@ -46,26 +44,7 @@ ACKED = NLM_F_REQUEST | NLM_F_ACK
 
 
 def encode_templates(policy: Policy) -> bytes:
-    rows = []
-    for t in policy.templates:
-        family = family_of(t.dst) if t.dst is not None else policy.selector.family
-        rows.append(
-            {
-                "daddr": pack_addr(t.dst),
-                "spi_be": socket.htonl(t.spi),
-                "proto": int(t.proto),
-                "family": family,
-                "saddr": pack_addr(t.src),
-                "reqid": t.reqid,
-                "mode": int(t.mode),
-                "share": t.share,
-                "optional": int(t.optional),
-                "aalgos": t.aalgos,
-                "ealgos": t.ealgos,
-                "calgos": t.calgos,
-            }
-        )
-    return pack_templates(rows)
+    return wire.templates(policy)
 
 
 def decode_templates(raw: bytes) -> tuple[Template, ...]:
@@ -112,6 +91,7 @@ def policy_attrs(policy: Policy) -> list[tuple[str, Any]]:
 
 
 def encode_policy(policy: Policy) -> xfrm_userpolicy_info:
+    """The policy as a pyroute2 message; requests send wire.policy_body(policy), the same bytes."""
     msg = xfrm_userpolicy_info()
     _fill_info(msg, policy)
     msg["attrs"] = policy_attrs(policy)
@@ -160,20 +140,32 @@ def policy_id_msg(pid: PolicyId, index: int = 0) -> xfrm_userpolicy_id:
 
 
 def add_request(policy: Policy) -> Request:
-    return Request(Msg.NEWPOLICY, encode_policy(policy), CREATE, ErrorContext(policy))
+    return _policy_request(Msg.NEWPOLICY, policy, CREATE)
 
 
 def update_request(policy: Policy) -> Request:
     """Add or replace (UPDPOLICY creates the policy when it does not exist)."""
-    return Request(Msg.UPDPOLICY, encode_policy(policy), ACKED, ErrorContext(policy))
+    return _policy_request(Msg.UPDPOLICY, policy, ACKED)
+
+
+def _policy_request(msg_type: int, policy: Policy, flags: int) -> Request:
+    body = wire.policy_body(policy)
+    build = lambda: encode_policy(policy)  # noqa: E731
+    return Request(msg_type, None, flags, ErrorContext(policy), body=body, build=build)
 
 
 def delete_request(pid: PolicyId) -> Request:
-    return Request(Msg.DELPOLICY, policy_id_msg(pid), ACKED, ErrorContext(pid))
+    return _policy_id_request(Msg.DELPOLICY, pid, ACKED)
 
 
 def get_request(pid: PolicyId) -> Request:
-    return Request(Msg.GETPOLICY, policy_id_msg(pid), NLM_F_REQUEST, ErrorContext(pid))
+    return _policy_id_request(Msg.GETPOLICY, pid, NLM_F_REQUEST)
+
+
+def _policy_id_request(msg_type: int, pid: PolicyId, flags: int) -> Request:
+    body = wire.policy_id_body(pid)
+    build = lambda: policy_id_msg(pid)  # noqa: E731
+    return Request(msg_type, None, flags, ErrorContext(pid), body=body, build=build)
 
 
 async def add_policy(conn: Connection, policy: Policy) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 
+from xfrmctl.kernel import wire
 from xfrmctl.kernel.errors import ErrorContext
 from xfrmctl.kernel.fields import (
     DecodeError,
@@ -25,7 +26,6 @@ from xfrmctl.kernel.messages import (
     AE_LVAL,
     AE_RVAL,
     OFFLOAD_INBOUND,
-    OFFLOAD_IPV6,
     OFFLOAD_PACKET,
     STATE_ESN,
     Msg,
@@ -61,8 +61,6 @@ from xfrmctl.kernel.types import (
 IPSEC_PROTO_ANY = 255
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 ACKED = NLM_F_REQUEST | NLM_F_ACK
-# The legacy replay_window field is a u8 and carries no ESN; beyond that, XFRMA_REPLAY_ESN_VAL.
-LEGACY_REPLAY_MAX = 32
 
 
 def _module(proto: Proto, family: int) -> str:
@@ -80,7 +78,6 @@ def error_context(sa: SA) -> ErrorContext:
 
 
 def _fill_usersa(msg: Any, sa: SA) -> None:
-    family = sa.family
     if sa.selector is not None:
         put_selector(msg, sa.selector)
     msg["id_daddr"] = pack_addr(sa.dst)
@@ -89,15 +86,15 @@ def _fill_usersa(msg: Any, sa: SA) -> None:
     msg["saddr"] = pack_addr(sa.src)
     put_lifetime(msg, sa.lifetime)
     msg["reqid"] = sa.reqid
-    msg["family"] = family
+    msg["family"] = sa.family
     msg["mode"] = int(sa.mode)
     msg["seq"] = sa.seq
-    window = 0 if sa.direction == SaDir.OUT else sa.replay_window
-    msg["replay_window"] = window if window <= LEGACY_REPLAY_MAX and not sa.esn else 0
+    msg["replay_window"] = wire.replay_windows(sa)[0]
     msg["flags"] = sa.flags | (STATE_ESN if sa.esn else 0)
 
 
 def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
+    """The SA's NLAs for pyroute2's codec (the reference for wire.sa_attrs)."""
     attrs: list[tuple[str, Any]] = []
     if sa.aead is not None:
         attrs.append(
@@ -110,16 +107,16 @@ def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
         attrs.append(("XFRMA_ALG_AUTH_TRUNC", trunc))
     if sa.comp is not None:
         attrs.append(("XFRMA_ALG_COMP", _alg(sa.comp.name, b"")))
-    window = 0 if sa.direction == SaDir.OUT else sa.replay_window
-    if sa.esn or window > LEGACY_REPLAY_MAX:
-        words = (window + 31) // 32
+    esn_window = wire.replay_windows(sa)[1]
+    if esn_window is not None:
+        words = (esn_window + 31) // 32
         esn = {
             "bmp_len": words,
             "oseq": 0,
             "seq": 0,
             "oseq_hi": 0,
             "seq_hi": 0,
-            "replay_window": window,
+            "replay_window": esn_window,
             "bmp": bytes(4 * words),
         }
         attrs.append(("XFRMA_REPLAY_ESN_VAL", esn))
@@ -137,11 +134,7 @@ def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
     if sa.tfc_pad:
         attrs.append(("XFRMA_TFCPAD", sa.tfc_pad))
     if sa.offload is not None:
-        flags = (OFFLOAD_INBOUND if sa.offload.inbound else 0) | (
-            OFFLOAD_PACKET if sa.offload.packet else 0
-        )
-        if sa.family == 10:
-            flags |= OFFLOAD_IPV6
+        flags = wire.offload_flags(sa, sa.offload.inbound, sa.offload.packet)
         attrs.append(("XFRMA_OFFLOAD_DEV", {"ifindex": sa.offload.ifindex, "flags": flags}))
     if sa.direction != SaDir.UNSET:
         attrs.append(("XFRMA_SA_DIR", int(sa.direction)))
@@ -149,13 +142,11 @@ def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
 
 
 def _alg(name: str, key: bytes, **extra: int) -> dict[str, Any]:
-    raw = name.encode()
-    if len(raw) >= 64:
-        raise ValueError(f"algorithm name {name!r} is longer than 63 bytes")
-    return {"alg_name": raw, "alg_key_len": len(key) * 8, **extra, "alg_key": key}
+    return {"alg_name": wire.alg_name(name), "alg_key_len": len(key) * 8, **extra, "alg_key": key}
 
 
 def encode_sa(sa: SA) -> xfrm_usersa_info:
+    """The SA as a pyroute2 message; requests send wire.sa_body(sa), the same bytes."""
     sa.check_installable()
     msg = xfrm_usersa_info()
     _fill_usersa(msg, sa)
@@ -258,15 +249,74 @@ def sa_id_msg(sa_id: SaId, mark: Mark | None = None) -> xfrm_usersa_id:
 
 
 def add_request(sa: SA) -> Request:
-    return Request(Msg.NEWSA, encode_sa(sa), CREATE, error_context(sa))
+    return _sa_request(Msg.NEWSA, sa, CREATE)
 
 
 def update_request(sa: SA) -> Request:
-    return Request(Msg.UPDSA, encode_sa(sa), ACKED, error_context(sa))
+    return _sa_request(Msg.UPDSA, sa, ACKED)
+
+
+def _sa_request(msg_type: int, sa: SA, flags: int) -> Request:
+    sa.check_installable()
+    body = wire.sa_body(sa)
+    return Request(msg_type, None, flags, error_context(sa), body=body, build=lambda: encode_sa(sa))
 
 
 def delete_request(sa_id: SaId, mark: Mark | None = None) -> Request:
-    return Request(Msg.DELSA, sa_id_msg(sa_id, mark), ACKED, ErrorContext(sa_id))
+    body = wire.sa_id_body(sa_id, mark)
+    build = lambda: sa_id_msg(sa_id, mark)  # noqa: E731
+    return Request(Msg.DELSA, None, ACKED, ErrorContext(sa_id), body=body, build=build)
+
+
+def allocspi_request(
+    src: Address,
+    dst: Address,
+    proto: Proto = Proto.ESP,
+    *,
+    reqid: int = 0,
+    mode: Mode = Mode.TRANSPORT,
+    spi_min: int = 0x100,
+    spi_max: int = 0xFFFFFFFF,
+    mark: Mark | None = None,
+    if_id: int = 0,
+    seq: int = 0,
+) -> Request:
+    """ALLOCSPI for a larval inbound SA; the reply (a NEWSA) carries the SPI chosen."""
+    if not 0 < spi_min <= spi_max <= 0xFFFFFFFF:
+        raise ValueError(f"bad SPI range {spi_min:#x}-{spi_max:#x}")
+    body = wire.allocspi_body(
+        src,
+        dst,
+        proto,
+        reqid=reqid,
+        mode=mode,
+        spi_min=spi_min,
+        spi_max=spi_max,
+        mark=mark,
+        if_id=if_id,
+        seq=seq,
+    )
+
+    def build() -> xfrm_userspi_info:
+        msg = xfrm_userspi_info()
+        msg["id_daddr"] = pack_addr(dst)
+        msg["id_proto"] = int(proto)
+        msg["saddr"] = pack_addr(src)
+        msg["family"] = family_of(dst)
+        msg["reqid"] = reqid
+        msg["mode"] = int(mode)
+        msg["seq"] = seq
+        put_lifetime(msg, Lifetime())
+        msg["min"] = spi_min
+        msg["max"] = spi_max
+        msg["attrs"] = mark_attr(mark) + ([("XFRMA_IF_ID", if_id)] if if_id else [])
+        return msg
+
+    ctx = ErrorContext(
+        f"SPI allocation {proto.label} src {src} dst {dst} range {spi_min:#x}-{spi_max:#x}",
+        _module(proto, family_of(dst)),
+    )
+    return Request(Msg.ALLOCSPI, None, NLM_F_REQUEST, ctx, body=body, build=build)
 
 
 # --- operations ---------------------------------------------------------------------------------
@@ -324,25 +374,19 @@ async def allocate_spi(
 ) -> int:
     """Reserve a free SPI for an inbound SA (a larval state); UPDSA must follow within
     net.core.xfrm_acq_expires seconds (30 by default) or the kernel drops it."""
-    if not 0 < spi_min <= spi_max <= 0xFFFFFFFF:
-        raise ValueError(f"bad SPI range {spi_min:#x}-{spi_max:#x}")
-    msg = xfrm_userspi_info()
-    msg["id_daddr"] = pack_addr(dst)
-    msg["id_proto"] = int(proto)
-    msg["saddr"] = pack_addr(src)
-    msg["family"] = family_of(dst)
-    msg["reqid"] = reqid
-    msg["mode"] = int(mode)
-    msg["seq"] = seq
-    put_lifetime(msg, Lifetime())
-    msg["min"] = spi_min
-    msg["max"] = spi_max
-    msg["attrs"] = mark_attr(mark) + ([("XFRMA_IF_ID", if_id)] if if_id else [])
-    ctx = ErrorContext(
-        f"SPI allocation {proto.label} src {src} dst {dst} range {spi_min:#x}-{spi_max:#x}",
-        _module(proto, family_of(dst)),
+    req = allocspi_request(
+        src,
+        dst,
+        proto,
+        reqid=reqid,
+        mode=mode,
+        spi_min=spi_min,
+        spi_max=spi_max,
+        mark=mark,
+        if_id=if_id,
+        seq=seq,
     )
-    replies = await conn.request(Request(Msg.ALLOCSPI, msg, NLM_F_REQUEST, ctx))
+    replies = await conn.request(req)
     if not replies:
         raise DecodeError("the kernel answered ALLOCSPI with nothing")
     spi: int = replies[0]["id_spi"]

@@ -14,8 +14,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 from pyroute2.netlink import (
@@ -33,7 +32,8 @@ from pyroute2.netlink.marshal import Marshal
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, NetlinkRequest
 
 from xfrmctl.kernel.errors import ErrorContext, KernelError, XfrmError
-from xfrmctl.kernel.messages import MESSAGE_CLASSES, xfrm_msg
+from xfrmctl.kernel.messages import MESSAGE_CLASSES, Msg, xfrm_msg
+from xfrmctl.kernel.wire import NLMSG_HDR
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
@@ -115,20 +115,58 @@ class XfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
         return sock
 
 
-@dataclass
 class Request:
-    """One netlink request in a batch, and after the batch, its outcome."""
+    """One netlink request in a batch, and after the batch, its outcome.
 
-    msg_type: int
-    msg: xfrm_msg
-    flags: int = NLM_F_REQUEST | NLM_F_ACK
-    ctx: ErrorContext = field(default_factory=ErrorContext)  # for error messages
-    replies: list[Any] | None = None
-    error: XfrmError | None = None
+    `body` (the bytes after nlmsghdr, from xfrmctl.kernel.wire) is what is sent when given; `msg`
+    is then the same request as a pyroute2 message, built by `build` only when someone reads it.
+    """
+
+    __slots__ = ("_build", "_msg", "body", "ctx", "error", "flags", "msg_type", "replies")
+
+    def __init__(
+        self,
+        msg_type: int,
+        msg: xfrm_msg | None = None,
+        flags: int = NLM_F_REQUEST | NLM_F_ACK,
+        ctx: ErrorContext | None = None,
+        *,
+        body: bytes | None = None,
+        build: Callable[[], xfrm_msg] | None = None,
+    ) -> None:
+        if msg is None and (body is None or build is None):
+            raise TypeError("a Request needs a message, or a body and a way to build its message")
+        self.msg_type = msg_type
+        self.flags = flags
+        self.ctx = ErrorContext() if ctx is None else ctx  # for error messages
+        self.body = body
+        self.replies: list[Any] | None = None
+        self.error: XfrmError | None = None
+        self._msg = msg
+        self._build = build
+
+    @property
+    def msg(self) -> xfrm_msg:
+        if self._msg is None:
+            if self._build is None:  # __init__ refuses this; kept for the type checker
+                raise TypeError("this Request has no message")
+            self._msg = self._build()
+        return self._msg
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def __repr__(self) -> str:
+        outcome = "pending" if self.replies is None else "ok" if self.ok else f"error {self.error}"
+        return f"Request({_type_name(self.msg_type)} {self.ctx.what or ''}: {outcome})"
+
+
+def _type_name(msg_type: int) -> str:
+    try:
+        return Msg(msg_type).name
+    except ValueError:
+        return str(msg_type)
 
 
 class Connection:
@@ -174,22 +212,20 @@ class Connection:
         queue = self.sock.msg_queue
         pid = self.sock.epid or os.getpid()
         pending: dict[int, Request] = {}
-        data = bytearray()
+        parts: list[bytes] = []
+        header = NLMSG_HDR.pack
         for req in requests:
             seq = self._next_seq()
-            msg = req.msg
-            msg.reset()
-            header = msg["header"]
-            header["type"] = req.msg_type
-            header["flags"] = req.flags
-            header["sequence_number"] = seq
-            header["pid"] = pid
-            msg.encode()
-            data += msg.data
+            body = req.body
+            if body is None:
+                body = self._encode(req.msg)
+            parts.append(header(16 + len(body), req.msg_type, req.flags, seq, pid))
+            parts.append(body)
             req.replies, req.error = [], None
             pending[seq] = req
+        data = b"".join(parts)
         try:
-            self.sock.send(bytes(data))
+            self.sock.send(data)
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise XfrmError(f"netlink send failed: {exc.strerror or exc}", code=code) from exc
@@ -213,6 +249,13 @@ class Connection:
             if not datagram:
                 raise XfrmError("the XFRM netlink socket was closed", code=errno.EBADF)
             self._dispatch(datagram, pending)
+
+    @staticmethod
+    def _encode(msg: xfrm_msg) -> bytes:
+        """The bytes after nlmsghdr of a message built with pyroute2's classes."""
+        msg.reset()
+        msg.encode()
+        return bytes(msg.data[16:])
 
     @staticmethod
     async def _wait(queue: Any, waiting: int) -> bytes:
