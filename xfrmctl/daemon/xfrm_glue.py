@@ -4,18 +4,19 @@ Ownership: every SA and policy template we install carries a reqid in [REQID_BAS
 REQID_BASE + 0xFFFF], so a restarted daemon removes exactly its own leftovers and never
 touches objects that other software (or an admin with `ip xfrm`) installed.
 
-Install order never lets cleartext out: both SAs first, then the inbound/forward policies, the
-outbound policy last. Removal runs the other way round. A failure mid-way removes what this
-call added before raising.
+Every install and removal goes through `xfrmctl.kernel.transaction`, the one definition of
+the safe order (SAs, then in/fwd/out policies; removal the other way round, with rollback).
+Removals are best effort: what the kernel refuses is logged, never raised, so a shutdown or a
+peer's DELETE always finishes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
 from xfrmctl.ike.events import ChildSaReady
@@ -23,20 +24,19 @@ from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, Mode, TsSpec
 from xfrmctl.kernel import events as kev
-from xfrmctl.kernel import policy as kpolicy
 from xfrmctl.kernel import sa as ksa
+from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.algorithms import sa_algorithms
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.socket import Connection
-from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP
+from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, ChildSA
 from xfrmctl.kernel.types import (
     SA,
     Dir,
     Encap,
     Lifetime,
     Policy,
-    PolicyId,
     Proto,
     SaId,
     Selector,
@@ -129,7 +129,8 @@ class XfrmGlue(KernelGlue):
         self._opened = False
         self.traps: dict[int, tuple[str, str]] = {}
         self._trap_policies: dict[int, list[Policy]] = {}
-        self._child_policies: dict[int, list[Policy]] = {}  # by spi_in
+        self._children: dict[int, ChildSA] = {}  # by spi_in
+        self._lingering: dict[int, ChildSA] = {}  # rekeyed inbound SAs in their grace time
         self._netns = netns
         self._stream: kev.EventStream | None = None
 
@@ -148,30 +149,23 @@ class XfrmGlue(KernelGlue):
         return REQID_BASE + (engine_reqid % REQID_SPAN)
 
     async def cleanup_stale(self) -> int:
-        """Remove our reqids' leftovers, sparing the traps this instance already installed."""
+        """Remove our reqids' leftovers, sparing what this instance already installed."""
         await self._open()
-        removed = 0
-        keep = {(p.selector, p.dir) for pols in self._trap_policies.values() for p in pols}
-        keep |= {(p.selector, p.dir) for pols in self._child_policies.values() for p in pols}
-        # Read each dump to the end before deleting: a request in the middle of a dump on the
-        # same socket would wait for its answer behind the dump's own messages forever.
-        policies = [p async for p in kpolicy.dump_policies(self.conn)]
-        for pol in policies:
-            if (pol.selector, pol.dir) in keep:
-                continue
-            if pol.templates and all(ours(t.reqid) for t in pol.templates):
-                with contextlib.suppress(XfrmError):
-                    await kpolicy.delete_policy(
-                        self.conn, PolicyId(pol.selector, pol.dir, pol.mark, pol.if_id)
-                    )
-                    removed += 1
-        sas = [sa async for sa in ksa.dump_sas(self.conn)]
-        for sa in sas:
-            if ours(sa.reqid):
-                with contextlib.suppress(XfrmError):
-                    await ksa.delete_sa(self.conn, SaId(sa.dst, sa.spi, sa.proto), sa.mark)
-                    removed += 1
-        return removed
+        keep_pol = {(p.selector, p.dir) for pols in self._trap_policies.values() for p in pols}
+        keep_sa = set()
+        for c in self._children.values():
+            keep_pol |= {(p.selector, p.dir) for p in c.policies}
+            keep_sa |= {c.inbound.id, c.outbound.id}
+
+        def keep(obj: SA | Policy) -> bool:
+            if isinstance(obj, Policy):
+                return (obj.selector, obj.dir) in keep_pol
+            return obj.id in keep_sa
+
+        report = await tx.cleanup_stale(self.conn, DEFAULT_OWNERSHIP, keep)
+        for err in report.errors:
+            log.warning("stale cleanup: %s", err)
+        return len(report.sas) + len(report.policies) - len(report.errors)
 
     async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
         await self._open()
@@ -187,47 +181,46 @@ class XfrmGlue(KernelGlue):
             spec.local_addrs[0],
             spec.remote_addrs[0],
         )
-        await self._apply(policies)
+        await tx.install_policies(self.conn, policies)
         self.traps[kreqid] = (spec.name, child.name)
         self._trap_policies[kreqid] = policies
         log.info("%s/%s: trap policies installed (%d)", spec.name, child.name, len(policies))
 
     async def remove_traps(self, conn: str) -> None:
         await self._open()
-        for kreqid, (name, _child) in list(self.traps.items()):
+        for kreqid, (name, child) in list(self.traps.items()):
             if name != conn:
                 continue
             del self.traps[kreqid]
             policies = self._trap_policies.pop(kreqid, [])
             if self._reqid_in_use(kreqid):
                 continue  # the Child SA's removal takes the policies
-            for pol in reversed(policies):
-                with contextlib.suppress(XfrmError):
-                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
-            log.info("%s/%s: trap policies removed", name, _child)
+            await self._best_effort(f"{name}/{child}: trap removal", tx.remove_policies, policies)
+            log.info("%s/%s: trap policies removed", name, child)
 
     def _reqid_in_use(self, kreqid: int) -> bool:
-        return any(
-            t.reqid == kreqid
-            for pols in self._child_policies.values()
-            for p in pols
-            for t in p.templates
-        )
+        return any(c.inbound.reqid == kreqid for c in self._children.values())
 
     def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
         return self.traps.get(reqid)
 
-    async def _apply(self, policies: list[Policy]) -> None:
-        done: list[Policy] = []
+    async def _best_effort(
+        self, what: str, op: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any
+    ) -> None:
+        """Removal that logs what the kernel refused: a stop or a DELETE must always finish."""
         try:
-            for pol in policies:
-                await kpolicy.update_policy(self.conn, pol)
-                done.append(pol)
-        except Exception:
-            for pol in reversed(done):
-                with contextlib.suppress(XfrmError):
-                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
-            raise
+            await op(self.conn, *args, **kwargs)
+        except XfrmError as exc:
+            log.error("%s: %s", what, exc)
+
+    def _child(self, ready: ChildSaReady) -> ChildSA:
+        reqid = self._reqid(ready.reqid)
+        sa_in, sa_out = self._sas(ready, reqid)
+        selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
+        policies = _policies(
+            selectors, _mode(ready.mode), _proto(ready.protocol), reqid, ready.local, ready.remote
+        )
+        return ChildSA(sa_in, sa_out, tuple(policies), inbound_larval=False)
 
     def _sas(self, r: ChildSaReady, reqid: int) -> tuple[SA, SA]:
         mode, proto = _mode(r.mode), _proto(r.protocol)
@@ -288,48 +281,37 @@ class XfrmGlue(KernelGlue):
 
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()
-        reqid = self._reqid(ready.reqid)
-        sa_in, sa_out = self._sas(ready, reqid)
-        selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
-        policies = _policies(
-            selectors, _mode(ready.mode), _proto(ready.protocol), reqid, ready.local, ready.remote
-        )
-        added: list[SA] = []
-        try:
-            for sa in (sa_in, sa_out) if outbound else (sa_in,):
-                await ksa.add_sa(self.conn, sa)
-                added.append(sa)
-            await self._apply(policies)
-        except Exception:
-            for sa in reversed(added):
-                with contextlib.suppress(XfrmError):
-                    await ksa.delete_sa(self.conn, SaId(sa.dst, sa.spi, sa.proto))
-            raise
-        self._child_policies[ready.spi_in] = policies
+        child = self._child(ready)
+        await tx.install_child(self.conn, child, outbound=outbound)
+        self._children[ready.spi_in] = child
 
     async def install_outbound(self, ready: ChildSaReady) -> None:
         await self._open()
-        _sa_in, sa_out = self._sas(ready, self._reqid(ready.reqid))
-        await ksa.add_sa(self.conn, sa_out)
+        child = self._children.get(ready.spi_in) or self._child(ready)
+        await tx.install_outbound(self.conn, child)
 
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
-        policies = self._child_policies.pop(ready.spi_in, [])
-        reqid = self._reqid(ready.reqid)
-        if reqid not in self.traps and not self._reqid_in_use(reqid):
-            for pol in reversed(policies):  # outbound first: no packet finds a missing SA
-                with contextlib.suppress(XfrmError):
-                    await kpolicy.delete_policy(self.conn, PolicyId(pol.selector, pol.dir))
-        proto = _proto(ready.protocol)
-        with contextlib.suppress(XfrmError):
-            await ksa.delete_sa(self.conn, SaId(ready.remote, ready.spi_out, proto))
-        if inbound:
-            await self.remove_inbound(ready)
+        child = self._children.pop(ready.spi_in, None) or self._child(ready)
+        reqid = child.inbound.reqid
+        if not inbound:
+            self._lingering[ready.spi_in] = child
+        # Policies shared with a trap or with the Child SA that replaced this one stay.
+        keep = reqid in self.traps or self._reqid_in_use(reqid)
+        await self._best_effort(
+            f"{ready.conn}/{ready.child}: removing the Child SA",
+            tx.remove_child,
+            child,
+            keep_policies=keep,
+            keep_inbound=not inbound,
+        )
 
     async def remove_inbound(self, ready: ChildSaReady) -> None:
         await self._open()
-        with contextlib.suppress(XfrmError):
-            await ksa.delete_sa(self.conn, SaId(ready.local, ready.spi_in, _proto(ready.protocol)))
+        child = self._lingering.pop(ready.spi_in, None) or self._child(ready)
+        await self._best_effort(
+            f"{ready.conn}/{ready.child}: removing the old inbound SA", tx.remove_inbound, child
+        )
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         await self._open()
@@ -348,7 +330,8 @@ class XfrmGlue(KernelGlue):
     async def remove_all(self) -> None:
         self.traps.clear()
         self._trap_policies.clear()
-        self._child_policies.clear()
+        self._children.clear()
+        self._lingering.clear()
         await self.cleanup_stale()  # with nothing to spare any more: everything of ours
 
     async def open_events(self) -> None:

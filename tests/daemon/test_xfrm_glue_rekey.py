@@ -1,0 +1,136 @@
+"""XfrmGlue's Child SA path through kernel.transaction, on the in-memory kernel that decodes
+the real netlink requests (tests/kernel/test_xfrm_transaction.py): the rekey handover keeps the
+policies, installs the new outbound SA only when told, and removals never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import logging
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from xfrmctl.daemon.xfrm_glue import REQID_BASE, XfrmGlue
+from xfrmctl.ike.events import ChildSaReady, Lifetimes
+from xfrmctl.ike.iana import EncrId, ProtocolId, TransformType
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.spec import Mode
+from xfrmctl.ike.transforms import Transform
+from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.types import Dir, Proto, SaId
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
+FakeKernel: Any = importlib.import_module("test_xfrm_transaction").FakeKernel
+
+A, B = ip_address("192.0.2.1"), ip_address("192.0.2.2")
+
+
+def ready(spi_in: int, spi_out: int, replaces: int | None = None) -> ChildSaReady:
+    return ChildSaReady(
+        conn="tun",
+        child="net",
+        unique_id=spi_in,
+        ike_sa_id=1,
+        mode=Mode.TUNNEL,
+        protocol=ProtocolId.ESP,
+        spi_in=spi_in,
+        spi_out=spi_out,
+        local=A,
+        remote=B,
+        encr=Transform(TransformType.ENCR, EncrId.AES_GCM_16, 256),
+        integ=None,
+        encr_key_in=bytes(36),
+        encr_key_out=bytes(36),
+        integ_key_in=b"",
+        integ_key_out=b"",
+        esn=False,
+        local_ts=(TrafficSelector(ip_address("10.1.0.0"), ip_address("10.1.255.255")),),
+        remote_ts=(TrafficSelector(ip_address("10.2.0.0"), ip_address("10.2.255.255")),),
+        lifetimes=Lifetimes(3000, 3600),
+        encap=None,
+        reqid=5,
+        tfc_padding=False,
+        replaces_spi_in=replaces,
+    )
+
+
+def glue_on(kernel: Any) -> XfrmGlue:
+    glue = XfrmGlue()
+    glue.conn = cast(Any, kernel)
+    glue._opened = True
+    return glue
+
+
+def spis(kernel: Any) -> set[int]:
+    return {sid.spi for sid in kernel.sas}
+
+
+def test_install_is_one_transaction_in_the_safe_order() -> None:
+    k = FakeKernel()
+    glue = glue_on(k)
+    asyncio.run(glue.install_child(ready(0x1001, 0x2001)))
+    assert k.batches[0][:2] == [("NEWSA", "0x1001"), ("NEWSA", "0x2001")]
+    assert [op for op, _ in k.batches[1]] == ["UPDPOLICY"] * 3
+    assert [d for _, d in k.batches[1]] == ["IN", "FWD", "OUT"]
+    pols = list(k.policies.values())
+    assert all(t.reqid == REQID_BASE + 5 for p in pols for t in p.templates)
+    assert {p.dir for p in pols} == {Dir.IN, Dir.FWD, Dir.OUT}
+
+
+def test_rekey_handover_keeps_policies_and_switches_outbound_late() -> None:
+    k = FakeKernel()
+    glue = glue_on(k)
+    old, new = ready(0x1001, 0x2001), ready(0x1002, 0x2002, replaces=0x1001)
+
+    async def scenario() -> None:
+        await glue.install_child(old)
+        policies = dict(k.policies)
+        await glue.install_child(new, outbound=False)
+        assert spis(k) == {0x1001, 0x2001, 0x1002}
+        await glue.install_outbound(new)
+        assert spis(k) == {0x1001, 0x2001, 0x1002, 0x2002}
+        await glue.remove_child(old, inbound=False)
+        assert spis(k) == {0x1001, 0x1002, 0x2002}, "the old inbound SA lingers"
+        assert k.policies == policies, "the new pair still needs the policies"
+        await glue.remove_inbound(old)
+        assert spis(k) == {0x1002, 0x2002} and k.policies == policies
+        await glue.remove_child(new)
+        assert not k.sas and not k.policies
+
+    asyncio.run(scenario())
+
+
+def test_spi_collision_fails_cleanly_and_leaves_nothing() -> None:
+    k = FakeKernel()
+    glue = glue_on(k)
+    asyncio.run(glue.install_child(ready(0x1001, 0x2001)))
+    before = (dict(k.sas), dict(k.policies))
+    other = ready(0x1001, 0x2009)  # the engine's random SPI is already in the kernel
+    with pytest.raises(XfrmError) as info:
+        asyncio.run(glue.install_child(other))
+    text = str(info.value)
+    assert "esp spi 0x00001001 dst 192.0.2.1" in text and "exists" in text, text
+    assert (dict(k.sas), dict(k.policies)) == before
+
+
+def test_removal_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    k = FakeKernel()
+    glue = glue_on(k)
+    r = ready(0x1001, 0x2001)
+    asyncio.run(glue.install_child(r))
+
+    async def refuse(requests: Any) -> Any:
+        for req in requests:
+            k._fail(req, errno.EPERM)
+        return requests
+
+    cast(Any, k).batch = refuse
+    with caplog.at_level(logging.ERROR, logger="xfrmctl.kernel"):
+        asyncio.run(glue.remove_child(r))
+    assert any("tun/net: removing the Child SA" in m for m in caplog.messages), caplog.messages
+    assert SaId(A, 0x1001, Proto.ESP) in k.sas
