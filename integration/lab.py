@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,8 +42,21 @@ DEBIAN_PACKAGES = {
     "charon-systemd": "charon-systemd",
     "swanctl": "strongswan-swanctl",
     "/usr/lib/ipsec/plugins/libstrongswan-openssl.so": "libstrongswan-standard-plugins",
+    # Libreswan's runtime libraries and NSS tools (integration/libreswan.py); the libreswan
+    # package itself conflicts with strongSwan's, so install_libreswan() unpacks it instead.
+    "certutil": "libnss3-tools",
+    "/usr/lib/x86_64-linux-gnu/libunbound.so.8": "libunbound8",
+    "/usr/lib/x86_64-linux-gnu/libldns.so.3": "libldns3",
+    "/usr/lib/x86_64-linux-gnu/libevent_core-2.1.so.7": "libevent-core-2.1-7",
+    "/usr/lib/x86_64-linux-gnu/libevent_pthreads-2.1.so.7": "libevent-pthreads-2.1-7",
+    "/usr/lib/x86_64-linux-gnu/libcurl-nss.so.4": "libcurl3-nss",
+    "/usr/lib/x86_64-linux-gnu/liblber-2.5.so.0": "libldap-2.5-0",
+    "/usr/lib/x86_64-linux-gnu/libcap-ng.so.0": "libcap-ng0",
 }
 KERNEL_PACKAGE = "linux-image-amd64"
+# Libreswan unpacked from its .deb (not installed: it Conflicts with strongswan-charon).
+LIBRESWAN_PACKAGE = "libreswan"
+LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/var/cache/xfrmctl-lab/libreswan"))
 
 
 def log(msg: str) -> None:
@@ -104,12 +118,39 @@ def install() -> None:
         finally:
             if ours:
                 policy.unlink(missing_ok=True)
+    install_libreswan()
     if vng_binary() is None:
         pip = VENV / "bin" / "pip"
         if not pip.exists():
             fail(f"no virtualenv at {VENV}: run scripts/setup.sh first")
         log("installing virtme-ng into the virtualenv")
         subprocess.run([str(pip), "install", "-q", "virtme-ng"], check=True)
+
+
+def install_libreswan() -> None:
+    """Unpack Debian's libreswan into LIBRESWAN_ROOT once; its libraries come from apt above."""
+    if (LIBRESWAN_ROOT / "usr" / "libexec" / "ipsec" / "pluto").exists():
+        return
+    if os.geteuid() != 0:
+        fail(f"Libreswan is not unpacked in {LIBRESWAN_ROOT}; run as root to unpack it")
+    log(f"unpacking {LIBRESWAN_PACKAGE} into {LIBRESWAN_ROOT}")
+    LIBRESWAN_ROOT.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libreswan-", dir=LIBRESWAN_ROOT.parent))
+    try:
+        download = subprocess.run(
+            ["apt-get", "download", "-q", LIBRESWAN_PACKAGE], cwd=staging, capture_output=True
+        )
+        if download.returncode != 0:  # stale lists on a fresh machine: update once and retry
+            subprocess.run(["apt-get", "update", "-q"], check=True)
+            subprocess.run(
+                ["apt-get", "download", "-q", LIBRESWAN_PACKAGE], cwd=staging, check=True
+            )
+        (deb,) = staging.glob(f"{LIBRESWAN_PACKAGE}_*.deb")
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(staging / "root")], check=True)
+        shutil.rmtree(LIBRESWAN_ROOT, ignore_errors=True)  # an old tree without pluto
+        (staging / "root").rename(LIBRESWAN_ROOT)  # atomic: a half-unpacked tree never counts
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def host_has_esp() -> bool:
