@@ -1,13 +1,8 @@
 """The daemon's heart: drive the sans-IO engine from sockets, timers and kernel events.
 
 Every engine call is followed by `_pump()`, which sends what the engine queued, turns its
-events into kernel work and waiter updates, and re-arms the single engine timer. Kernel work
-runs in one ordered queue so that a rekeyed Child SA is always installed before the SA it
-replaces is removed (make-before-break).
-
-A rekey loses no packets: the new inbound SA goes in at once, the new outbound SA only when
-the old pair is deleted (so a rekey responder never sends on an SA the initiator may not have
-yet), and the old inbound SA lingers for `rekeyed_inbound_grace` seconds for packets in flight.
+events into kernel work (`KernelQueue`, one ordered queue; the rekey handover is in
+`handover.py`) and waiter updates (`waiters.py`), and re-arms the single engine timer.
 """
 
 from __future__ import annotations
@@ -16,52 +11,23 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
+from xfrmctl.daemon.kernel_queue import KernelQueue
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
+from xfrmctl.daemon.waiters import Waiter, Waiters, failure_text, offer_details
 from xfrmctl.ike import events as ev
 from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
-from xfrmctl.kernel.errors import XfrmError
 
 log = logging.getLogger("xfrmctl.daemon")
 
-REKEYED_INBOUND_GRACE = 5.0  # strongSwan's delete_rekeyed_delay
-OUTBOUND_FALLBACK = 30.0  # install a deferred outbound SA even if the old one never goes
 STOP_TIMEOUT = 5.0  # how long SIGTERM waits for peers to answer DELETEs
-
-
-@dataclass
-class Installed:
-    """A Child SA pair the kernel holds for us."""
-
-    ready: ev.ChildSaReady
-    installed_at: float
-
-
-@dataclass
-class Waiter:
-    """An `up`/`down` request waiting for the engine and the kernel to finish."""
-
-    conn: str
-    kind: str  # "up" | "down"
-    ike_sa_ids: set[int]
-    children: set[str]  # child names still to be installed (up) or removed (down)
-    future: asyncio.Future[dict[str, Any]]
-    progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    done_children: list[ev.ChildSaReady] = field(default_factory=list)
-
-
-class UpFailed(Exception):
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.details = details or {}
 
 
 class Daemon:
@@ -73,21 +39,28 @@ class Daemon:
             specs, config=EndpointConfig(ike_port=ports[0], natt_port=ports[1])
         )
         self.sockets = IkeSockets(self._on_datagram, ports, prepare=kernel.prepare_socket)
-        self.installed: dict[int, Installed] = {}  # by spi_in
-        self.waiters: list[Waiter] = []
+        self.queue = KernelQueue()
+        self.handover = ChildHandover(kernel, self.queue, self._delete_child)
+        self.waiters = Waiters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._kernel_queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Future[None]] = set()
-        self._kernel_busy = 0  # jobs queued or running
-        # old spi_in -> new Child SAs whose outbound SA waits for the old pair to go
-        self._pending_out: dict[int, list[ev.ChildSaReady]] = {}
-        self.rekeyed_inbound_grace = REKEYED_INBOUND_GRACE
-        self.outbound_fallback = OUTBOUND_FALLBACK
         self.stop_timeout = STOP_TIMEOUT
         self.restarts = RestartBackoff()
         self._stopping = False
+
+    @property
+    def installed(self) -> dict[int, Installed]:
+        """The Child SA pairs the kernel holds for us, by inbound SPI."""
+        return self.handover.installed
+
+    @property
+    def rekeyed_inbound_grace(self) -> float:
+        return self.handover.grace
+
+    @rekeyed_inbound_grace.setter
+    def rekeyed_inbound_grace(self, seconds: float) -> None:
+        self.handover.grace = seconds
 
     # ------------------------------------------------------------------------ life cycle
 
@@ -113,7 +86,7 @@ class Daemon:
         if removed:
             log.info("removed %d stale XFRM objects left by an earlier instance", removed)
         self.sockets.open(self.loop)
-        self._tasks.append(asyncio.create_task(self._kernel_worker(), name="kernel-worker"))
+        self._tasks.append(asyncio.create_task(self.queue.run(), name="kernel-worker"))
         self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
         self.initiate_starts(specs)
 
@@ -147,14 +120,14 @@ class Daemon:
         """
         if self._loop is None or self._stopping:
             return
-        self._stopping = True
+        self._stopping = self.handover.stopping = True
         loop = self.loop
         deadline = loop.time() + self.stop_timeout
         try:
             self.call(self.engine.terminate_all)
         except Exception as exc:
             log.error("could not send DELETEs to peers: %s", exc)
-        while (self.engine.ike_sas() or self._kernel_busy) and loop.time() < deadline:
+        while (self.engine.ike_sas() or self.queue.busy) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         left = len(self.engine.ike_sas())
         if left:
@@ -210,7 +183,7 @@ class Daemon:
             except Exception:
                 log.exception("error handling %s", type(event).__name__)
         dgrams = self.engine.datagrams_to_send()
-        if dgrams and self._kernel_busy:
+        if dgrams and self.queue.busy:
             # Answer only once the kernel holds what the answer announces: a peer acting on
             # our CREATE_CHILD_SA or DELETE response must find our new inbound SA in place.
             self._enqueue(functools.partial(self._send, dgrams))
@@ -258,7 +231,7 @@ class Daemon:
                 event.proposal,
             )
             self.restarts.succeeded(event.conn)
-            self._progress(
+            self.waiters.progress(
                 event.conn,
                 {
                     "event": "ike_established",
@@ -276,9 +249,7 @@ class Daemon:
                 event.new_ike_sa_id,
                 event.proposal,
             )
-            for w in self.waiters:
-                if event.old_ike_sa_id in w.ike_sa_ids:
-                    w.ike_sa_ids.add(event.new_ike_sa_id)
+            self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
         elif isinstance(event, ev.IkeSaDeleted):
             log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
             self._enqueue(functools.partial(self._ike_gone, event))
@@ -286,7 +257,7 @@ class Daemon:
             log.warning(
                 "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
             )
-            self._fail(
+            self.waiters.fail(
                 event.conn,
                 event.ike_sa_id,
                 "AUTHENTICATION_FAILED",
@@ -294,7 +265,7 @@ class Daemon:
                 {"local_id": event.local_id, "remote_id": event.remote_id},
             )
         elif isinstance(event, ev.NegotiationFailed):
-            details = {"ours": _offer(event.ours), "theirs": _offer(event.theirs)}
+            details = {"ours": offer_details(event.ours), "theirs": offer_details(event.theirs)}
             log.warning(
                 "%s: negotiation failed: %s (ours %s, theirs %s)",
                 event.conn,
@@ -302,10 +273,12 @@ class Daemon:
                 details["ours"],
                 details["theirs"],
             )
-            self._fail(event.conn, event.ike_sa_id, event.reason, _failure_text(event), details)
+            self.waiters.fail(
+                event.conn, event.ike_sa_id, event.reason, failure_text(event), details
+            )
         elif isinstance(event, ev.PeerDead):
             log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
-            self._fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
+            self.waiters.fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
             self._dpd_action(event.conn)
         elif isinstance(event, ev.ProtocolViolation):
             log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
@@ -349,42 +322,22 @@ class Daemon:
 
     # ------------------------------------------------------------------------ kernel work
 
-    def _enqueue(self, job: Callable[[], Awaitable[None]]) -> None:
-        self._kernel_busy += 1
-        self._kernel_queue.put_nowait(job)
+    def _enqueue(self, job: Callable[[], Any]) -> None:
+        self.queue.put(job)
 
-    async def _kernel_worker(self) -> None:
-        while True:
-            job = await self._kernel_queue.get()
-            try:
-                await job()
-            except (XfrmError, OSError) as exc:
-                log.error("kernel operation failed: %s", exc)
-            except Exception:
-                log.exception("kernel operation failed")
-            finally:
-                self._kernel_busy -= 1
-                self._kernel_queue.task_done()
+    def _delete_child(self, spi_in: int) -> None:
+        self.call(self.engine.delete_child, spi_in)
 
     async def _install(self, ready: ev.ChildSaReady) -> None:
-        old = ready.replaces_spi_in
-        defer_out = old is not None and old in self.installed and not self._stopping
         try:
-            await self.kernel.install_child(ready, outbound=not defer_out)
+            await self.handover.install(ready)
         except Exception as exc:
             log.error("%s/%s: installing the Child SA failed: %s", ready.conn, ready.child, exc)
-            self._fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
+            self.waiters.fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
             with contextlib.suppress(Exception):
-                self.call(self.engine.delete_child, ready.spi_in)
+                self._delete_child(ready.spi_in)
             return
-        self.installed[ready.spi_in] = Installed(ready, self.now())
-        if defer_out and old is not None:
-            self._pending_out.setdefault(old, []).append(ready)
-            self.loop.call_later(
-                self.outbound_fallback,
-                lambda: self._enqueue(functools.partial(self._install_outbound, old, ready)),
-            )
-        self._progress(
+        self.waiters.progress(
             ready.conn,
             {
                 "event": "child_installed",
@@ -393,76 +346,15 @@ class Daemon:
                 "child": ready.child,
             },
         )
-        for w in list(self.waiters):
-            if w.kind == "up" and w.conn == ready.conn and ready.ike_sa_id in w.ike_sa_ids:
-                w.children.discard(ready.child)
-                w.done_children.append(ready)
-                if not w.children:
-                    self._resolve(w, {"ike_sa_id": ready.ike_sa_id})
-
-    async def _install_outbound(self, old: int, ready: ev.ChildSaReady) -> None:
-        """The deferred outbound SA of a rekey, once (or if) the pair it replaces is gone."""
-        pending = self._pending_out.get(old, [])
-        if ready not in pending:
-            return
-        pending.remove(ready)
-        if not pending:
-            self._pending_out.pop(old, None)
-        if ready.spi_in in self.installed and not self._stopping:
-            try:
-                await self.kernel.install_outbound(ready)
-            except Exception as exc:
-                log.error(
-                    "%s/%s: installing the outbound SA failed: %s", ready.conn, ready.child, exc
-                )
-                with contextlib.suppress(Exception):
-                    self.call(self.engine.delete_child, ready.spi_in)
+        self.waiters.child_installed(ready)
 
     async def _remove(self, gone: ev.ChildSaDeleted) -> None:
-        for ready in list(self._pending_out.get(gone.spi_in, [])):
-            await self._install_outbound(gone.spi_in, ready)
-        for old, waiting in list(self._pending_out.items()):
-            self._pending_out[old] = [r for r in waiting if r.spi_in != gone.spi_in]
-            if not self._pending_out[old]:
-                del self._pending_out[old]
-        entry = self.installed.pop(gone.spi_in, None)
-        if entry is not None:
-            replaced = any(e.ready.replaces_spi_in == gone.spi_in for e in self.installed.values())
-            if replaced and self.rekeyed_inbound_grace > 0 and not self._stopping:
-                # Keep the old inbound SA a moment: the peer may still have packets on it.
-                await self.kernel.remove_child(entry.ready, inbound=False)
-                self.loop.call_later(
-                    self.rekeyed_inbound_grace,
-                    lambda: self._enqueue(
-                        functools.partial(self.kernel.remove_inbound, entry.ready)
-                    ),
-                )
-            else:
-                await self.kernel.remove_child(entry.ready)
-        for w in list(self.waiters):
-            if w.kind == "down" and w.conn == gone.conn:
-                w.children.discard(gone.child)
-                if not w.children and not (w.ike_sa_ids & self._live_ike_ids(w.conn)):
-                    self._resolve(w, {})
+        await self.handover.remove(gone)
+        self.waiters.child_removed(gone, self._live_ike_ids)
 
     async def _ike_gone(self, event: ev.IkeSaDeleted) -> None:
-        # Children of a vanished IKE SA cannot be rekeyed or deleted any more: remove them.
-        # Children an IKE rekey moved to the new IKE SA still live in the engine: keep those.
-        live = {c.spi_in for c in self.engine.child_sas()}
-        for spi_in, entry in list(self.installed.items()):
-            if entry.ready.ike_sa_id == event.ike_sa_id and spi_in not in live:
-                self.installed.pop(spi_in, None)
-                await self.kernel.remove_child(entry.ready)
-        for w in list(self.waiters):
-            if event.ike_sa_id not in w.ike_sa_ids:
-                continue
-            if w.kind == "down":
-                if not (w.ike_sa_ids & self._live_ike_ids(w.conn)):
-                    self._resolve(w, {})
-            elif w.children:
-                self._reject(
-                    w, UpFailed("IKE_SA_DELETED", f"the IKE SA was deleted: {event.reason}")
-                )
+        await self.handover.ike_gone(event.ike_sa_id, {c.spi_in for c in self.engine.child_sas()})
+        self.waiters.ike_gone(event, self._live_ike_ids)
 
     def _live_ike_ids(self, conn: str) -> set[int]:
         return {s.ike_sa_id for s in self.engine.ike_sas() if s.conn == conn}
@@ -493,7 +385,7 @@ class Daemon:
                 self.engine.initiate_child, conn, child, traffic_selectors=kev.traffic_selectors
             )
             return
-        spi_in = self._spi_in_for(kev.spi)
+        spi_in = self.handover.spi_in_for(kev.spi)
         if spi_in is None:
             return
         if kev.kind == "soft":
@@ -505,73 +397,7 @@ class Daemon:
             with contextlib.suppress(LocalProtocolError, KeyError):
                 self.call(self.engine.delete_child, spi_in)
 
-    def _spi_in_for(self, spi: int) -> int | None:
-        if spi in self.installed:
-            return spi
-        for spi_in, entry in self.installed.items():
-            if entry.ready.spi_out == spi:
-                return spi_in
-        return None
-
     # ------------------------------------------------------------------------ waiters
 
     def add_waiter(self, waiter: Waiter) -> None:
-        self.waiters.append(waiter)
-
-    def _progress(self, conn: str, message: dict[str, Any]) -> None:
-        for w in self.waiters:
-            if w.conn == conn and w.kind == "up" and w.progress is not None:
-                task = asyncio.ensure_future(w.progress(message))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-
-    def _fail(
-        self, conn: str, ike_sa_id: int | None, code: str, message: str, details: dict[str, Any]
-    ) -> None:
-        for w in list(self.waiters):
-            if (
-                w.kind == "up"
-                and w.conn == conn
-                and (ike_sa_id is None or ike_sa_id in w.ike_sa_ids)
-            ):
-                self._reject(w, UpFailed(code, message, details))
-
-    def _resolve(self, w: Waiter, result: dict[str, Any]) -> None:
-        if w in self.waiters:
-            self.waiters.remove(w)
-        if not w.future.done():
-            w.future.set_result(result)
-
-    def _reject(self, w: Waiter, exc: Exception) -> None:
-        if w in self.waiters:
-            self.waiters.remove(w)
-        if not w.future.done():
-            w.future.set_exception(exc)
-
-
-def _offer(offer: ev.Offer) -> dict[str, Any]:
-    return {
-        "proposals": list(offer.proposal_text),
-        "local_ts": [str(t) for t in offer.local_ts],
-        "remote_ts": [str(t) for t in offer.remote_ts],
-        "identity": offer.identity,
-        "auth": offer.auth_method,
-    }
-
-
-def _failure_text(event: ev.NegotiationFailed) -> str:
-    what = f"child {event.child}" if event.child else "IKE SA"
-    if event.reason == "NO_PROPOSAL_CHOSEN":
-        return (
-            f"{what}: no proposal chosen: we offered {', '.join(event.ours.proposal_text)}"
-            f"; the peer offered {', '.join(event.theirs.proposal_text) or 'none we saw'}"
-        )
-    if event.reason == "TS_UNACCEPTABLE":
-        return (
-            f"{what}: traffic selectors unacceptable: ours "
-            f"{[str(t) for t in event.ours.local_ts]} <-> "
-            f"{[str(t) for t in event.ours.remote_ts]}, theirs "
-            f"{[str(t) for t in event.theirs.local_ts]} <-> "
-            f"{[str(t) for t in event.theirs.remote_ts]}"
-        )
-    return f"{what}: {event.reason}"
+        self.waiters.add(waiter)

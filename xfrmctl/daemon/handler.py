@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from xfrmctl.daemon.control import ControlError, Progress
-from xfrmctl.daemon.core import Daemon, UpFailed, Waiter
+from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.status import (
     ChildConfigStatus,
     ChildSaStatus,
@@ -17,6 +17,7 @@ from xfrmctl.daemon.status import (
     IkeSaStatus,
     StatusReport,
 )
+from xfrmctl.daemon.waiters import UpFailed, Waiter
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import ConnectionSpec
 
