@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from xfrmctl.ike import child_create, child_rekey, delete, ike_auth, ike_init, ike_rekey
+from xfrmctl.ike import (
+    child_create,
+    child_rekey,
+    delete,
+    ike_auth,
+    ike_init,
+    ike_rekey,
+    invalid_spi,
+)
 from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
 from xfrmctl.ike.events import ChildSaDeleted, Event, MessageTrace, ProtocolViolation
@@ -21,6 +29,7 @@ from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
+from xfrmctl.ike.ratelimit import RateLimiter
 from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.spec import ConnectionSpec
 from xfrmctl.ike.status import ChildSaStatus, IkeSaStatus, child_status, ike_status
@@ -48,6 +57,13 @@ class EndpointConfig:
     max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
     fragment_size: int = 1280
     temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
+    # INVALID_IKE_SPI answers to requests for unknown IKE SAs: per source address, and in all.
+    invalid_spi_rate: float = 1.0  # per second
+    invalid_spi_burst: float = 5.0
+    invalid_spi_total_rate: float = 100.0
+    invalid_spi_total_burst: float = 200.0
+    rate_limit_peers: int = 1024  # addresses remembered by each rate limiter
+    dpd_hint_interval: float = 30.0  # at most one liveness check per SA per INVALID_IKE_SPI burst
 
     def give_up_after(self) -> float:
         """Time from a request's first transmission until we give up on it."""
@@ -92,6 +108,16 @@ class IkeEndpoint:
         self._out: list[Datagram] = []
         self._ids = 0
         self._reqids: dict[tuple[str, str], int] = {}
+        # Dropped and answered-without-state messages, by kind, for the host's statistics.
+        self.counters: Counter[str] = Counter()
+        cfg = self.config
+        self.invalid_spi_limiter = RateLimiter(
+            cfg.invalid_spi_rate,
+            cfg.invalid_spi_burst,
+            cfg.invalid_spi_total_rate,
+            cfg.invalid_spi_total_burst,
+            cfg.rate_limit_peers,
+        )
 
     # -------------------------------------------------------------------------------- host API
 
@@ -134,6 +160,11 @@ class IkeEndpoint:
         sa = self.sas.get(our_spi)
         if sa is None or (sa.spi_i != msg.spi_i and sa.state != IkeState.INIT_SENT):
             self.emit(ProtocolViolation(remote, f"no IKE SA for {msg.describe()}"))
+            invalid_spi.answer_unknown_spi(self, msg, local, remote, now)
+            return
+        if invalid_spi.is_unprotected_invalid_spi(msg):
+            sa.violation(f"unauthenticated INVALID_IKE_SPI from {remote[0]}: checking liveness")
+            invalid_spi.on_invalid_spi(sa, now)
             return
         if sa.state == IkeState.INIT_SENT and msg.exchange == ExchangeType.IKE_SA_INIT:
             sa.spi_r = msg.spi_r  # learnt from the response (zero for COOKIE/INVALID_KE)
@@ -271,6 +302,9 @@ class IkeEndpoint:
 
     def emit(self, event: Event) -> None:
         self._events.append(event)
+
+    def count(self, what: str) -> None:
+        self.counters[what] += 1
 
     def send(self, packets: list[bytes], local: Address, remote: Address) -> None:
         self._out.extend(Datagram(p, local, remote) for p in packets)

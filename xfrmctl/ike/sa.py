@@ -155,6 +155,7 @@ class IkeSa:
         self.rekey_at: float | None = None
         self.reauth_at: float | None = None
         self.dpd_at: float | None = None
+        self.invalid_spi_hint_at: float | None = None  # last liveness check INVALID_IKE_SPI began
         self.last_inbound = now
         self.retry_at: float | None = None
         self.expire_at: float | None = None  # drop silently then (redundant rekey SAs)
