@@ -372,3 +372,37 @@ def test_dump_skips_per_socket_policies(x: Xfrm, ns: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_large_batch_gives_each_request_its_own_outcome(x: Xfrm, ns: str) -> None:
+    """Thousands of requests in few datagrams: failures are told apart, replies kept per SPI."""
+    from xfrmctl.kernel import policy as policy_ops
+    from xfrmctl.kernel import sa as sa_ops
+
+    def pol(i: int) -> Policy:
+        sel = Selector.of(f"10.{i >> 8 & 255}.{i & 255}.0/24", "10.200.0.0/16")
+        return Policy(sel, Dir.OUT, (Template(reqid=OWN.reqid(7)),), priority=4242)
+
+    n = 3000
+    x.batch([policy_ops.add_request(pol(i)) for i in range(0, n, 3)])
+    adds = [policy_ops.add_request(pol(i)) for i in range(n)]
+    spis = [
+        sa_ops.allocspi_request(PEER, LOCAL, spi_min=s, spi_max=s) for s in range(0xD000, 0xD800)
+    ]
+    x.batch([*adds, *spis])
+    assert [r.ok for r in adds] == [i % 3 != 0 for i in range(n)]
+    dup = adds[3].error
+    assert isinstance(dup, ObjectExistsError) and "10.0.3.0/24" in str(dup)
+    assert all(
+        r.ok and r.replies and r.replies[0]["id_spi"] == s
+        for r, s in zip(spis, range(0xD000, 0xD800), strict=True)
+    )
+    assert ip(ns, "xfrm", "policy", "list", "priority", "4242").count("priority 4242") == n
+    removes = [policy_ops.delete_request(pol(i).id) for i in range(n + 1)]  # the last: no such
+    removes += [sa_ops.delete_request(SaId(LOCAL, s)) for s in range(0xD000, 0xD800)]
+    x.batch(removes)
+    assert [r.ok for r in removes] == [True] * n + [False] + [True] * 0x800
+    assert isinstance(removes[n].error, NotFoundError)
+    assert "priority 4242" not in ip(ns, "xfrm", "policy") and "spi 0x0000d" not in ip(
+        ns, "xfrm", "state"
+    )

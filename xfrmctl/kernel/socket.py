@@ -21,7 +21,6 @@ from pyroute2.netlink import (
     NETLINK_XFRM,
     NLM_F_ACK,
     NLM_F_DUMP,
-    NLM_F_MULTI,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -40,8 +39,15 @@ NETLINK_CAP_ACK = 10
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 
-# Each ACK costs the receive buffer about 1 KiB of skb truesize; keep a batch well inside it.
-BATCH_CHUNK = 256
+# Requests go without NLM_F_ACK, so only a failure or a reply (ALLOCSPI, GETSA) takes space in
+# the receive buffer: at most about 2 KiB of skb truesize each. A batch stays inside the buffer.
+ANSWER_TRUESIZE = 2048
+MIN_BATCH = 32
+MAX_BATCH = 4096
+MAX_DATAGRAM = 1 << 20
+NLMSG_NOOP = 1
+_NLMSG_START = struct.Struct("=IHHI")
+_ERRNO = struct.Struct("=i")
 SEQ_BASE = 0x40000000
 REPLY_TIMEOUT = 30.0
 RECV_BYTES = 65536
@@ -96,6 +102,9 @@ def _ext_ack_message(data: bytes, offset: int, length: int) -> str | None:
     return None
 
 
+_REPLY_MARSHAL = XfrmMarshal()
+
+
 class XfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
     """A NETLINK_XFRM socket; `netns` names a network namespace (None: the current one)."""
 
@@ -122,7 +131,7 @@ class Request:
     is then the same request as a pyroute2 message, built by `build` only when someone reads it.
     """
 
-    __slots__ = ("_build", "_msg", "body", "ctx", "error", "flags", "msg_type", "replies")
+    __slots__ = ("_build", "_msg", "_raw", "_replies", "body", "ctx", "error", "flags", "msg_type")
 
     def __init__(
         self,
@@ -140,10 +149,25 @@ class Request:
         self.flags = flags
         self.ctx = ErrorContext() if ctx is None else ctx  # for error messages
         self.body = body
-        self.replies: list[Any] | None = None
         self.error: XfrmError | None = None
         self._msg = msg
         self._build = build
+        self._replies: list[Any] | None = None
+        self._raw: list[bytes] = []  # replies as received, decoded when first read
+
+    @property
+    def replies(self) -> list[Any] | None:
+        """The kernel's answers (None before the request was sent), decoded on first read."""
+        if self._raw:
+            replies = self._replies if self._replies is not None else []
+            for raw in self._raw:
+                replies.extend(_REPLY_MARSHAL.parse(raw))
+            self._raw, self._replies = [], replies
+        return self._replies
+
+    @replies.setter
+    def replies(self, value: list[Any] | None) -> None:
+        self._replies, self._raw = value, []
 
     @property
     def msg(self) -> xfrm_msg:
@@ -176,6 +200,8 @@ class Connection:
         self.netns = netns
         self.sock = XfrmSocket(netns=netns)
         self._seq = SEQ_BASE
+        self._max_batch = 0  # requests per sendmsg, from the receive buffer once it is open
+        self._max_datagram = MAX_DATAGRAM
 
     async def open(self) -> None:
         try:
@@ -193,8 +219,24 @@ class Connection:
 
     async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
         """Send requests in as few sendmsg calls as possible; fill in each one's result."""
-        for start in range(0, len(requests), BATCH_CHUNK):
-            await self._batch_chunk(requests[start : start + BATCH_CHUNK])
+        await self.sock.setup_endpoint()
+        if self._max_batch == 0:
+            sock = self.sock.socket
+            rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self._max_batch = min(MAX_BATCH, max(MIN_BATCH, rcvbuf // ANSWER_TRUESIZE))
+            sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            self._max_datagram = min(MAX_DATAGRAM, sndbuf - 64)  # the kernel keeps 32 bytes
+        bodies = [req.body if req.body is not None else self._encode(req.msg) for req in requests]
+        start = 0
+        while start < len(requests):
+            end, size = start + 1, 16 + len(bodies[start])
+            while end < len(requests) and end - start < self._max_batch:
+                size += 16 + len(bodies[end])
+                if size > self._max_datagram:
+                    break
+                end += 1
+            await self._round_trip(requests[start:end], bodies[start:end])
+            start = end
         return requests
 
     def _next_seq(self) -> int:
@@ -202,37 +244,35 @@ class Connection:
         self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else SEQ_BASE
         return self._seq
 
-    async def _batch_chunk(self, requests: Sequence[Request]) -> None:
-        """Encode each request with its class, send all in one sendmsg, match replies by seq.
+    async def _round_trip(self, requests: Sequence[Request], bodies: Sequence[bytes]) -> None:
+        """Send requests in one sendmsg, without NLM_F_ACK, then an acked NLMSG_NOOP.
 
-        pyroute2's per-request machinery (NetlinkRequest, one async generator and queue per
-        request) costs more than the kernel's work on an SA; a batch needs none of it.
+        The kernel answers each request in order, and without NLM_F_ACK only with its reply
+        or its error; the NOOP's ACK comes last, so when it arrives every request without an
+        error has succeeded. One answer to read per failure, not one per request.
         """
-        await self.sock.setup_endpoint()
         queue = self.sock.msg_queue
         pid = self.sock.epid or os.getpid()
         pending: dict[int, Request] = {}
         parts: list[bytes] = []
         header = NLMSG_HDR.pack
-        for req in requests:
+        for req, body in zip(requests, bodies, strict=True):
             seq = self._next_seq()
-            body = req.body
-            if body is None:
-                body = self._encode(req.msg)
-            parts.append(header(16 + len(body), req.msg_type, req.flags, seq, pid))
+            parts.append(header(16 + len(body), req.msg_type, req.flags & ~NLM_F_ACK, seq, pid))
             parts.append(body)
             req.replies, req.error = [], None
             pending[seq] = req
-        data = b"".join(parts)
+        barrier = self._next_seq()
+        parts.append(header(16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, pid))
         try:
-            self.sock.send(data)
+            self.sock.send(b"".join(parts))
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise XfrmError(f"netlink send failed: {exc.strerror or exc}", code=code) from exc
         # The kernel handles the whole batch inside send(), so the answers are already queued
         # on the socket: read them directly instead of one event-loop turn per datagram.
         raw = self.sock.socket
-        while pending:
+        while True:
             try:
                 datagram = queue.root.get_nowait()  # what the asyncio reader already took
                 queue.root.task_done()
@@ -242,13 +282,19 @@ class Connection:
                 except BlockingIOError:
                     datagram = await self._wait(queue, len(pending))
                 except OSError as exc:  # ENOBUFS: the kernel dropped answers
-                    code = exc.errno or errno.EIO
-                    for lost in pending.values():
-                        lost.error = KernelError.from_netlink(lost.msg_type, code, None, lost.ctx)
+                    self._fail_all(pending, exc.errno or errno.EIO)
                     return
             if not datagram:
                 raise XfrmError("the XFRM netlink socket was closed", code=errno.EBADF)
-            self._dispatch(datagram, pending)
+            if self._dispatch(datagram, pending, barrier):
+                return
+
+    @staticmethod
+    def _fail_all(pending: dict[int, Request], code: int) -> None:
+        """Answers were lost: which requests failed is unknown, so each reports the loss."""
+        for lost in pending.values():
+            lost.error = KernelError.from_netlink(lost.msg_type, code, None, lost.ctx)
+        pending.clear()
 
     @staticmethod
     def _encode(msg: xfrm_msg) -> bytes:
@@ -268,38 +314,32 @@ class Connection:
             ) from None
         return data
 
-    def _dispatch(self, data: bytes, pending: dict[int, Request]) -> None:
+    def _dispatch(self, data: bytes, pending: dict[int, Request], barrier: int) -> bool:
+        """File each message of a datagram with its request; True once the barrier is acked."""
         offset = 0
         while offset + 16 <= len(data):
-            length, mtype, flags, seq = struct.unpack_from("=IHHI", data, offset)
+            length, mtype, _flags, seq = _NLMSG_START.unpack_from(data, offset)
             if length < 16:
                 break
-            if seq == 0 and mtype == NLMSG_ERROR:
-                # pyroute2 queues a fake error here when the socket fails (e.g. ENOBUFS).
-                code = struct.unpack_from("=i", data, offset + 16)[0]
-                for failed in pending.values():
-                    failed.error = KernelError.from_netlink(
-                        failed.msg_type, abs(code), None, failed.ctx
-                    )
-                pending.clear()
-                return
-            req = pending.get(seq)
-            if req is not None:
-                if mtype == NLMSG_ERROR:
-                    code = struct.unpack_from("=i", data, offset + 16)[0]
-                    if code:
-                        text = _ext_ack_message(data, offset, length)
-                        req.error = KernelError.from_netlink(req.msg_type, -code, text, req.ctx)
-                    del pending[seq]
-                elif mtype == NLMSG_DONE:
-                    del pending[seq]
-                else:
-                    replies = req.replies if req.replies is not None else []
-                    replies.extend(self.sock.marshal.parse(data[offset : offset + length]))
-                    req.replies = replies
-                    if not req.flags & NLM_F_ACK and not flags & NLM_F_MULTI:
-                        del pending[seq]
+            if mtype == NLMSG_ERROR:
+                code = _ERRNO.unpack_from(data, offset + 16)[0]
+                if seq == barrier:
+                    if code:  # cannot happen for a NOOP, but then nothing is known
+                        self._fail_all(pending, -code)
+                    pending.clear()
+                    return True
+                if seq == 0:
+                    # pyroute2 queues a fake error here when the socket fails (e.g. ENOBUFS).
+                    self._fail_all(pending, abs(code))
+                    return True
+                req = pending.pop(seq, None)
+                if req is not None and code:
+                    text = _ext_ack_message(data, offset, length)
+                    req.error = KernelError.from_netlink(req.msg_type, -code, text, req.ctx)
+            elif mtype != NLMSG_DONE and (req := pending.get(seq)) is not None:
+                req._raw.append(data[offset : offset + length])
             offset += (length + 3) & ~3
+        return False
 
     async def request(self, req: Request) -> list[Any]:
         """One request; raises its error."""
