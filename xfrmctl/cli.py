@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -60,6 +61,13 @@ config_app = typer.Typer(
     help="Inspect the configuration format.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(config_app, name="config")
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 class _State:
@@ -332,6 +340,15 @@ def daemon(
         Path | None,
         typer.Option("--socket", help="Control socket to listen on (default: settings.socket)"),
     ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            case_sensitive=False,
+            help="Log level (default: settings.log_level). debug also logs every IKE message "
+            "decoded, one line per payload, with sizes instead of keys, nonces and AUTH data.",
+        ),
+    ] = None,
 ) -> None:
     """Run the IKE daemon in the foreground until SIGTERM."""
     import asyncio
@@ -346,7 +363,8 @@ def daemon(
     run_daemon = daemon_main.run_daemon
 
     path = socket or (state.socket if state.socket_given else _configured_socket(config))
-    raise typer.Exit(asyncio.run(run_daemon(config, path)))
+    level = log_level.value if log_level else None
+    raise typer.Exit(asyncio.run(run_daemon(config, path, log_level=level)))
 
 
 def _configured_socket(config: Path) -> Path:

@@ -44,15 +44,20 @@ def default_kernel() -> KernelGlue:
 
 
 async def run_daemon(
-    config_path: Path, socket_path: Path | None, kernel: KernelGlue | None = None
+    config_path: Path,
+    socket_path: Path | None,
+    kernel: KernelGlue | None = None,
+    log_level: str | None = None,
 ) -> int:
+    """`log_level` (e.g. from `--log-level`) overrides `settings.log_level`; at `debug` every
+    IKE message is logged decoded, one line per payload, with sizes instead of secrets."""
     try:
         specs, loaded = _load(config_path)
     except (SpecError, OSError) as exc:
         print(f"xfrmctl daemon: {exc}", file=sys.stderr)
         return 2
     settings = loaded.settings  # type: ignore[attr-defined]
-    _setup_logging(settings.log_level)
+    _setup_logging(log_level or settings.log_level)
     for warning in loaded.warnings:  # type: ignore[attr-defined]
         log.warning("%s", warning)
     socket_path = socket_path or settings.socket
@@ -90,7 +95,10 @@ async def run_daemon(
     await stop.wait()
     notify("STOPPING=1")
     log.info("shutting down: deleting SAs and removing kernel state")
-    await server.close()
-    await daemon.stop()
+    try:
+        await server.close()
+    except OSError as exc:
+        log.error("closing the control socket failed: %s", exc)
+    await daemon.stop()  # bounded, and logs what fails
     log.info("stopped")
     return 0
