@@ -54,6 +54,7 @@ class EndpointConfig:
     retransmit_tries: int = 5
     half_open_timeout: float = 30.0
     cookie_threshold: int = 10  # half-open SAs before we demand cookies
+    cookie_secret_period: float = 300.0  # cookie secret lifetime; the previous one is kept
     max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
     fragment_size: int = 1280
     temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
@@ -103,7 +104,7 @@ class IkeEndpoint:
         self.update_specs(specs)
         self.sas: dict[bytes, IkeSa] = {}
         self.half_open: dict[tuple[Address, bytes], IkeSa] = {}
-        self.cookies = CookieJar(self.random(32))
+        self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._ids = 0

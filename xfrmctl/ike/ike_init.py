@@ -287,8 +287,10 @@ def handle_request(
     ns = notifies(payloads)
     if half_open >= ep.config.cookie_threshold:
         cookie = ns.get(NotifyType.COOKIE)
-        if cookie is None or not ep.cookies.check(cookie.data, nonce_p.data, remote[0], msg.spi_i):
-            token = ep.cookies.make(nonce_p.data, remote[0], msg.spi_i)
+        if cookie is None or not ep.cookies.check(
+            cookie.data, nonce_p.data, remote[0], msg.spi_i, now
+        ):
+            token = ep.cookies.make(nonce_p.data, remote[0], msg.spi_i, now)
             _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.COOKIE, token)])
             return
     specs = ep.candidates(local, remote)
