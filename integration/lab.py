@@ -54,9 +54,10 @@ DEBIAN_PACKAGES = {
     "/usr/lib/x86_64-linux-gnu/libcap-ng.so.0": "libcap-ng0",
 }
 KERNEL_PACKAGE = "linux-image-amd64"
-# Libreswan unpacked from its .deb (not installed: it Conflicts with strongswan-charon).
+# Libreswan unpacked from its .deb (not installed: it Conflicts with strongswan-charon). Not
+# under /var: the guest mounts fresh tmpfs on /var/cache, /var/lib and /var/tmp.
 LIBRESWAN_PACKAGE = "libreswan"
-LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/var/cache/xfrmctl-lab/libreswan"))
+LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/opt/xfrmctl-lab/libreswan"))
 
 
 def log(msg: str) -> None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from netlab import Host
 from strongswan import PeerFiles
 
-LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/var/cache/xfrmctl-lab/libreswan"))
+LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/opt/xfrmctl-lab/libreswan"))
 LIBEXEC = LIBRESWAN_ROOT / "usr" / "libexec" / "ipsec"
 PLUTO, WHACK, ADDCONN = (str(LIBEXEC / n) for n in ("pluto", "whack", "addconn"))
 CERTUTIL, PK12UTIL = "/usr/bin/certutil", "/usr/bin/pk12util"
