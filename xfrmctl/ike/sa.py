@@ -300,6 +300,9 @@ class IkeSa:
     def _receive_response(self, msg: Message, data: bytes, now: float) -> None:
         o = self.outstanding
         if o is None or msg.message_id != o.message_id or msg.exchange != o.exchange:
+            # Not an answer to our request in flight (late duplicate, or forged): drop it
+            # before spending a decryption on it (RFC 7296 §2.3).
+            self.ep.count("unexpected_response")
             self.violation(f"unexpected response {msg.describe()}")
             return
         try:
@@ -330,14 +333,21 @@ class IkeSa:
     def _receive_request(
         self, msg: Message, data: bytes, local: Address, remote: Address, now: float
     ) -> None:
+        # Window size 1 (RFC 7296 §2.3): the only acceptable requests are the next one
+        # (peer_mid) and a retransmission of the last one we answered.
         if self.last_response and msg.message_id == self.last_response[0]:
             # A retransmitted request gets the identical response; for fragmented requests
             # only fragment 1 triggers it (RFC 7383 §2.6.1).
             last = msg.payloads[-1] if msg.payloads else None
             if not (isinstance(last, SkfPayload) and last.number != 1):
+                self.ep.count("retransmitted_request")
                 self.ep.send(self.last_response[1], self.local, self.remote)
             return
         if msg.message_id != self.peer_mid:
+            # Outside the window: dropped silently, as §2.3 allows. We do not send
+            # INVALID_MESSAGE_ID (optional, §3.10.1): it would need decrypting every such
+            # message and a rate-limited request of our own, for a peer that is broken anyway.
+            self.ep.count("request_outside_window")
             self.violation(f"request {msg.describe()} but expected message ID {self.peer_mid}")
             return
         try:
