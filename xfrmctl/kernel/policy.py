@@ -150,8 +150,9 @@ def update_request(policy: Policy) -> Request:
 
 def _policy_request(msg_type: int, policy: Policy, flags: int) -> Request:
     body = wire.policy_body(policy)
-    build = lambda: encode_policy(policy)  # noqa: E731
-    return Request(msg_type, None, flags, ErrorContext(policy), body=body, build=build)
+    return Request(
+        msg_type, None, flags, body=body, source=policy, build=encode_policy, context=ErrorContext
+    )
 
 
 def delete_request(pid: PolicyId) -> Request:
@@ -164,8 +165,9 @@ def get_request(pid: PolicyId) -> Request:
 
 def _policy_id_request(msg_type: int, pid: PolicyId, flags: int) -> Request:
     body = wire.policy_id_body(pid)
-    build = lambda: policy_id_msg(pid)  # noqa: E731
-    return Request(msg_type, None, flags, ErrorContext(pid), body=body, build=build)
+    return Request(
+        msg_type, None, flags, body=body, source=pid, build=policy_id_msg, context=ErrorContext
+    )
 
 
 async def add_policy(conn: Connection, policy: Policy) -> None:

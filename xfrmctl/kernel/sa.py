@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 
@@ -259,13 +259,45 @@ def update_request(sa: SA) -> Request:
 def _sa_request(msg_type: int, sa: SA, flags: int) -> Request:
     sa.check_installable()
     body = wire.sa_body(sa)
-    return Request(msg_type, None, flags, error_context(sa), body=body, build=lambda: encode_sa(sa))
+    return Request(
+        msg_type, None, flags, body=body, source=sa, build=encode_sa, context=error_context
+    )
 
 
 def delete_request(sa_id: SaId, mark: Mark | None = None) -> Request:
     body = wire.sa_id_body(sa_id, mark)
-    build = lambda: sa_id_msg(sa_id, mark)  # noqa: E731
-    return Request(Msg.DELSA, None, ACKED, ErrorContext(sa_id), body=body, build=build)
+    return Request(
+        Msg.DELSA, None, ACKED, body=body, source=(sa_id, mark), build=_id_msg, context=_id_ctx
+    )
+
+
+def _id_msg(source: tuple[SaId, Mark | None]) -> xfrm_usersa_id:
+    return sa_id_msg(*source)
+
+
+def _id_ctx(source: tuple[SaId, Mark | None]) -> ErrorContext:
+    return ErrorContext(source[0])
+
+
+class SpiRange(NamedTuple):
+    """What an ALLOCSPI request asks for; in words, what its errors are about."""
+
+    src: Address
+    dst: Address
+    proto: Proto
+    reqid: int
+    mode: Mode
+    spi_min: int
+    spi_max: int
+    mark: Mark | None
+    if_id: int
+    seq: int
+
+    def __str__(self) -> str:
+        return (
+            f"SPI allocation {self.proto.label} src {self.src} dst {self.dst} "
+            f"range {self.spi_min:#x}-{self.spi_max:#x}"
+        )
 
 
 def allocspi_request(
@@ -284,6 +316,7 @@ def allocspi_request(
     """ALLOCSPI for a larval inbound SA; the reply (a NEWSA) carries the SPI chosen."""
     if not 0 < spi_min <= spi_max <= 0xFFFFFFFF:
         raise ValueError(f"bad SPI range {spi_min:#x}-{spi_max:#x}")
+    spec = SpiRange(src, dst, proto, reqid, mode, spi_min, spi_max, mark, if_id, seq)
     body = wire.allocspi_body(
         src,
         dst,
@@ -296,27 +329,36 @@ def allocspi_request(
         if_id=if_id,
         seq=seq,
     )
-
-    def build() -> xfrm_userspi_info:
-        msg = xfrm_userspi_info()
-        msg["id_daddr"] = pack_addr(dst)
-        msg["id_proto"] = int(proto)
-        msg["saddr"] = pack_addr(src)
-        msg["family"] = family_of(dst)
-        msg["reqid"] = reqid
-        msg["mode"] = int(mode)
-        msg["seq"] = seq
-        put_lifetime(msg, Lifetime())
-        msg["min"] = spi_min
-        msg["max"] = spi_max
-        msg["attrs"] = mark_attr(mark) + ([("XFRMA_IF_ID", if_id)] if if_id else [])
-        return msg
-
-    ctx = ErrorContext(
-        f"SPI allocation {proto.label} src {src} dst {dst} range {spi_min:#x}-{spi_max:#x}",
-        _module(proto, family_of(dst)),
+    return Request(
+        Msg.ALLOCSPI,
+        None,
+        NLM_F_REQUEST,
+        body=body,
+        source=spec,
+        build=_allocspi_msg,
+        context=_allocspi_ctx,
     )
-    return Request(Msg.ALLOCSPI, None, NLM_F_REQUEST, ctx, body=body, build=build)
+
+
+def _allocspi_msg(spec: SpiRange) -> xfrm_userspi_info:
+    """The ALLOCSPI request as a pyroute2 message (the reference for wire.allocspi_body)."""
+    msg = xfrm_userspi_info()
+    msg["id_daddr"] = pack_addr(spec.dst)
+    msg["id_proto"] = int(spec.proto)
+    msg["saddr"] = pack_addr(spec.src)
+    msg["family"] = family_of(spec.dst)
+    msg["reqid"] = spec.reqid
+    msg["mode"] = int(spec.mode)
+    msg["seq"] = spec.seq
+    put_lifetime(msg, Lifetime())
+    msg["min"] = spec.spi_min
+    msg["max"] = spec.spi_max
+    msg["attrs"] = mark_attr(spec.mark) + ([("XFRMA_IF_ID", spec.if_id)] if spec.if_id else [])
+    return msg
+
+
+def _allocspi_ctx(spec: SpiRange) -> ErrorContext:
+    return ErrorContext(spec, _module(spec.proto, family_of(spec.dst)))
 
 
 # --- operations ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The NETLINK_XFRM socket: pyroute2's asyncio core with XFRM message classes and batching.
 
-Requests are sent in batches (several netlink messages in one sendmsg), then each reply or ACK
+Requests are sent in batches (many netlink messages in one sendmsg), then each reply or error
 is collected by sequence number, so N objects cost one round-trip instead of N. The kernel keeps
 processing a batch after an error, so each request gets its own result, and callers decide what
 to roll back.
@@ -14,8 +14,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from pyroute2.netlink import (
     NETLINK_XFRM,
@@ -24,15 +24,17 @@ from pyroute2.netlink import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    nlmsgerr,
 )
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.marshal import Marshal
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, NetlinkRequest
 
 from xfrmctl.kernel.errors import ErrorContext, KernelError, XfrmError
-from xfrmctl.kernel.messages import MESSAGE_CLASSES, Msg, xfrm_msg
+from xfrmctl.kernel.marshal import ExtAckError, XfrmMarshal, ext_ack_message
+from xfrmctl.kernel.messages import xfrm_msg
+from xfrmctl.kernel.request import Request
 from xfrmctl.kernel.wire import NLMSG_HDR
+
+__all__ = ["Connection", "ExtAckError", "Request", "XfrmMarshal", "XfrmSocket"]
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
@@ -54,57 +56,6 @@ RECV_BYTES = 65536
 BUFFER_BYTES = 8 * 1024 * 1024
 
 
-class XfrmMarshal(Marshal):  # type: ignore[misc]
-    msg_map: ClassVar[dict[int, type[xfrm_msg]]] = {int(k): v for k, v in MESSAGE_CLASSES.items()}
-
-    def parse_one_message(
-        self, key: int, flags: int, sequence_number: int, data: bytes, offset: int, length: int
-    ) -> Any:
-        # With NETLINK_CAP_ACK the error carries only the original header, then the
-        # extended-ack TLVs; pyroute2's nlmsgerr expects the TLVs right after the errno.
-        if key != NLMSG_ERROR:
-            return super().parse_one_message(key, flags, sequence_number, data, offset, length)
-        msg = nlmsgerr(data, offset=offset)
-        code = struct.unpack_from("i", data, offset + 16)[0]
-        text = _ext_ack_message(data, offset, length)
-        msg["header"] = {
-            "length": length,
-            "type": key,
-            "flags": flags,
-            "sequence_number": sequence_number,
-            "pid": 0,
-        }
-        msg["error"] = code
-        msg["header"]["error"] = ExtAckError(abs(code), text) if code else None
-        msg["header"]["ext_ack"] = text
-        return msg
-
-
-class ExtAckError(NetlinkError):  # type: ignore[misc]
-    """A NetlinkError that keeps the kernel's extended-ack text apart from strerror."""
-
-    def __init__(self, code: int, ext_ack: str | None) -> None:
-        super().__init__(code, ext_ack)
-        self.ext_ack = ext_ack
-
-
-def _ext_ack_message(data: bytes, offset: int, length: int) -> str | None:
-    """NLMSGERR_ATTR_MSG from an error message sent with NETLINK_CAP_ACK set."""
-    pos = offset + 16 + 4 + 16  # nlmsghdr, errno, the echoed request header
-    end = offset + length
-    while pos + 4 <= end:
-        nla_len, nla_type = struct.unpack_from("HH", data, pos)
-        if nla_len < 4:
-            break
-        if nla_type & 0x3FFF == 1:  # NLMSGERR_ATTR_MSG
-            return bytes(data[pos + 4 : pos + nla_len]).rstrip(b"\0").decode(errors="replace")
-        pos += (nla_len + 3) & ~3
-    return None
-
-
-_REPLY_MARSHAL = XfrmMarshal()
-
-
 class XfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
     """A NETLINK_XFRM socket; `netns` names a network namespace (None: the current one)."""
 
@@ -122,75 +73,6 @@ class XfrmSocket(AsyncNetlinkSocket):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
         return sock
-
-
-class Request:
-    """One netlink request in a batch, and after the batch, its outcome.
-
-    `body` (the bytes after nlmsghdr, from xfrmctl.kernel.wire) is what is sent when given; `msg`
-    is then the same request as a pyroute2 message, built by `build` only when someone reads it.
-    """
-
-    __slots__ = ("_build", "_msg", "_raw", "_replies", "body", "ctx", "error", "flags", "msg_type")
-
-    def __init__(
-        self,
-        msg_type: int,
-        msg: xfrm_msg | None = None,
-        flags: int = NLM_F_REQUEST | NLM_F_ACK,
-        ctx: ErrorContext | None = None,
-        *,
-        body: bytes | None = None,
-        build: Callable[[], xfrm_msg] | None = None,
-    ) -> None:
-        if msg is None and (body is None or build is None):
-            raise TypeError("a Request needs a message, or a body and a way to build its message")
-        self.msg_type = msg_type
-        self.flags = flags
-        self.ctx = ErrorContext() if ctx is None else ctx  # for error messages
-        self.body = body
-        self.error: XfrmError | None = None
-        self._msg = msg
-        self._build = build
-        self._replies: list[Any] | None = None
-        self._raw: list[bytes] = []  # replies as received, decoded when first read
-
-    @property
-    def replies(self) -> list[Any] | None:
-        """The kernel's answers (None before the request was sent), decoded on first read."""
-        if self._raw:
-            replies = self._replies if self._replies is not None else []
-            for raw in self._raw:
-                replies.extend(_REPLY_MARSHAL.parse(raw))
-            self._raw, self._replies = [], replies
-        return self._replies
-
-    @replies.setter
-    def replies(self, value: list[Any] | None) -> None:
-        self._replies, self._raw = value, []
-
-    @property
-    def msg(self) -> xfrm_msg:
-        if self._msg is None:
-            if self._build is None:  # __init__ refuses this; kept for the type checker
-                raise TypeError("this Request has no message")
-            self._msg = self._build()
-        return self._msg
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def __repr__(self) -> str:
-        outcome = "pending" if self.replies is None else "ok" if self.ok else f"error {self.error}"
-        return f"Request({_type_name(self.msg_type)} {self.ctx.what or ''}: {outcome})"
-
-
-def _type_name(msg_type: int) -> str:
-    try:
-        return Msg(msg_type).name
-    except ValueError:
-        return str(msg_type)
 
 
 class Connection:
@@ -260,7 +142,7 @@ class Connection:
             seq = self._next_seq()
             parts.append(header(16 + len(body), req.msg_type, req.flags & ~NLM_F_ACK, seq, pid))
             parts.append(body)
-            req.replies, req.error = [], None
+            req.sending()
             pending[seq] = req
         barrier = self._next_seq()
         parts.append(header(16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, pid))
@@ -334,10 +216,10 @@ class Connection:
                     return True
                 req = pending.pop(seq, None)
                 if req is not None and code:
-                    text = _ext_ack_message(data, offset, length)
+                    text = ext_ack_message(data, offset, length)
                     req.error = KernelError.from_netlink(req.msg_type, -code, text, req.ctx)
             elif mtype != NLMSG_DONE and (req := pending.get(seq)) is not None:
-                req._raw.append(data[offset : offset + length])
+                req.add_reply(data[offset : offset + length])
             offset += (length + 3) & ~3
         return False
 

@@ -59,9 +59,10 @@ _U32 = struct.Struct("=I")
 _U8 = struct.Struct("=B")
 
 _ZERO_SELECTOR = bytes(_SELECTOR.size)
-_NO_LIMITS = (XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
-_DEFAULT_LIFETIME = Lifetime()
-_DEFAULT_LIFETIME_BYTES = _LIFETIME_CFG.pack(*_NO_LIMITS)
+_DEFAULT_LIFETIME_BYTES = _LIFETIME_CFG.pack(XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
+# The shared default instances of the frozen dataclasses: an identity test skips the packing.
+_SA_LIFETIME: Lifetime = SA.lifetime
+_POLICY_LIFETIME: Lifetime = Policy.lifetime
 
 
 def pack_addr(addr: Address | None) -> bytes:
@@ -97,20 +98,18 @@ def selector(sel: Selector | None) -> bytes:
 def lifetime(lft: Lifetime) -> bytes:
     # "No limit" is XFRM_INF for bytes/packets but 0 for seconds: the kernel adds a seconds
     # limit to the SA's add time in a signed long, so XFRM_INF there expires the SA at once.
-    if lft is _DEFAULT_LIFETIME:
+    if lft is _SA_LIFETIME or lft is _POLICY_LIFETIME:
         return _DEFAULT_LIFETIME_BYTES
-    values = (
-        lft.soft_bytes,
-        lft.hard_bytes,
-        lft.soft_packets,
-        lft.hard_packets,
-        lft.soft_seconds,
-        lft.hard_seconds,
-        lft.soft_use_seconds,
-        lft.hard_use_seconds,
-    )
+    inf = XFRM_INF
     return _LIFETIME_CFG.pack(
-        *(none if v is None else v for v, none in zip(values, _NO_LIMITS, strict=True))
+        inf if lft.soft_bytes is None else lft.soft_bytes,
+        inf if lft.hard_bytes is None else lft.hard_bytes,
+        inf if lft.soft_packets is None else lft.soft_packets,
+        inf if lft.hard_packets is None else lft.hard_packets,
+        lft.soft_seconds or 0,
+        lft.hard_seconds or 0,
+        lft.soft_use_seconds or 0,
+        lft.hard_use_seconds or 0,
     )
 
 
