@@ -47,6 +47,7 @@ from xfrmctl.kernel.types import (
     Dir,
     Mode,
     Policy,
+    PolicyId,
     Proto,
     SaId,
     Selector,
@@ -78,19 +79,32 @@ def allocspi_request(i: int) -> Request:
     return sa_ops.allocspi_request(SRC, peer(i), reqid=REQID, spi_min=spi, spi_max=spi)
 
 
-def install_requests(n: int, with_sa: bool) -> list[Request]:
-    out: list[Request] = []
-    for i in range(n):
-        out.append(sa_ops.add_request(the_sa(i)) if with_sa else allocspi_request(i))
-        out.append(policy_add(the_policy(i)))
-    return out
+Keys = list[tuple[SaId, PolicyId]]
 
 
-def remove_requests(n: int) -> list[Request]:
+def install_requests(n: int, with_sa: bool) -> tuple[list[Request], Keys]:
+    """The requests, and what removes the objects later (as a daemon keeps what it installed)."""
     out: list[Request] = []
+    keys: Keys = []
     for i in range(n):
-        out.append(policy_delete(the_policy(i).id))
-        out.append(sa_ops.delete_request(SaId(peer(i), 0x1000 + i)))
+        if with_sa:
+            sa = the_sa(i)
+            out.append(sa_ops.add_request(sa))
+            sa_id = sa.id
+        else:
+            out.append(allocspi_request(i))
+            sa_id = SaId(peer(i), 0x1000 + i)
+        policy = the_policy(i)
+        out.append(policy_add(policy))
+        keys.append((sa_id, policy.id))
+    return out, keys
+
+
+def remove_requests(keys: Keys) -> list[Request]:
+    out: list[Request] = []
+    for sa_id, policy_id in keys:
+        out.append(policy_delete(policy_id))
+        out.append(sa_ops.delete_request(sa_id))
     return out
 
 
@@ -104,9 +118,13 @@ async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> tuple[float
     """Seconds to install, then to remove, n sets; building the requests is included."""
     async with AsyncXfrm(ns) as x:
         times = []
+        keys: Keys = []
         for install in (True, False):
             t0 = time.perf_counter()
-            reqs = install_requests(n, with_sa) if install else remove_requests(n)
+            if install:
+                reqs, keys = install_requests(n, with_sa)
+            else:
+                reqs = remove_requests(keys)
             if batched:
                 await x.batch(reqs)
             else:
