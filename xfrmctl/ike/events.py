@@ -60,6 +60,15 @@ class IkeSaRekeyed(Event):
 
 
 @dataclass(frozen=True)
+class IkeSaReauthenticated(Event):
+    """The new IKE SA and its Child SAs are up; the old one is being deleted right after."""
+
+    conn: str
+    old_ike_sa_id: int
+    new_ike_sa_id: int
+
+
+@dataclass(frozen=True)
 class IkeSaDeleted(Event):
     conn: str
     ike_sa_id: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from xfrmctl.ike import childsa, initial_contact
+from xfrmctl.ike import childsa, initial_contact, reauth
 from xfrmctl.ike.crypto.auth import (
     psk_auth_data,
     psk_verify,
@@ -140,8 +140,7 @@ def _established(sa: IkeSa, spec: ConnectionSpec, peer: IdPayload, now: float) -
     sa.spec = spec
     sa.peer_id = _id_text(peer)
     sa.ep.half_open.pop((sa.remote, sa.spi_i), None)
-    if spec.rekey_time > 0:
-        sa.rekey_at = now + spec.rekey_time - sa.ep.jitter(spec.rand_time)
+    reauth.schedule(sa, spec, now)
     if spec.dpd_delay > 0:
         sa.dpd_at = now + spec.dpd_delay
     sa.emit(
@@ -253,6 +252,8 @@ class AuthTask:
         for name, acquired in sa.pending_children:
             sa.queue(CreateChildTask(name, acquired), now)
         sa.pending_children = []
+        if sa.reauth_of is not None:
+            sa.queue(reauth.FinishTask(sa.reauth_of), now)
 
     def on_give_up(self, sa: IkeSa, now: float) -> None:
         pass

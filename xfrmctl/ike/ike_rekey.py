@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+from xfrmctl.ike import reauth
 from xfrmctl.ike.crypto.algorithms import encr_for, integ_for, prf_for
 from xfrmctl.ike.crypto.errors import CryptoError
 from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
@@ -58,8 +59,8 @@ def _new_sa(
     new.peer_fragmentation = old.peer_fragmentation
     new.peer_hash_algorithms = old.peer_hash_algorithms
     spec = old.spec
-    if spec is not None and spec.rekey_time > 0:
-        new.rekey_at = now + spec.rekey_time - old.ep.jitter(spec.rand_time)
+    if spec is not None:
+        reauth.schedule(new, spec, now, reauth_at=old.reauth_at)
     if spec is not None and spec.dpd_delay > 0:
         new.dpd_at = now + spec.dpd_delay
     old.ep.register(new)
@@ -75,7 +76,7 @@ def move_children(old: IkeSa, new: IkeSa, now: float) -> None:
     old.tasks.clear()
     old.state = IkeState.REKEYED
     old.replaced_by = new
-    old.rekey_at = None
+    old.rekey_at = old.reauth_at = old.hard_at = None
     old.dpd_at = None
     # The rekey initiator deletes the old SA; if that never arrives, let it go on our own.
     old.expire_at = now + old.ep.config.give_up_after()

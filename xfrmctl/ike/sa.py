@@ -154,6 +154,9 @@ class IkeSa:
         self.peer_hash_algorithms: list[int] | None = None
         self.rekey_at: float | None = None
         self.reauth_at: float | None = None
+        self.hard_at: float | None = None  # over_time past the first rekey/reauth: delete
+        self.reauth_of: IkeSa | None = None  # on a new IKE SA made to reauthenticate this one
+        self.reauth_by: IkeSa | None = None  # on the old IKE SA while that is under way
         self.dpd_at: float | None = None
         self.invalid_spi_hint_at: float | None = None  # last liveness check INVALID_IKE_SPI began
         self.last_inbound = now
@@ -399,7 +402,8 @@ class IkeSa:
         if self.state == IkeState.INIT_RESPONDED:
             times.append(self.created + self.ep.config.half_open_timeout)
         if self.state == IkeState.ESTABLISHED:
-            times += [t for t in (self.rekey_at, self.reauth_at, self.dpd_at) if t is not None]
+            timers = (self.rekey_at, self.reauth_at, self.hard_at, self.dpd_at)
+            times += [t for t in timers if t is not None]
             for c in self.children:
                 if c.rekey_at is not None:
                     times.append(c.rekey_at)
@@ -407,7 +411,7 @@ class IkeSa:
         return min(times) if times else None
 
     def on_timer(self, now: float) -> None:
-        from xfrmctl.ike import child_rekey, ike_rekey, liveness
+        from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth
 
         if self.expire_at is not None and now >= self.expire_at:
             self.delete(now, "redundant IKE SA left by a rekey collision", notify_peer=False)
@@ -436,6 +440,15 @@ class IkeSa:
             self.kick(now)
         if self.state != IkeState.ESTABLISHED:
             return
+        if self.hard_at is not None and now >= self.hard_at:
+            self.hard_at = None
+            # A hard limit: if an exchange is stuck in flight, do not wait behind it to say so.
+            quiet = self.outstanding is not None
+            self.delete(now, "IKE SA lifetime expired (over_time)", notify_peer=not quiet)
+            return
+        if self.reauth_at is not None and now >= self.reauth_at:
+            self.reauth_at = None
+            reauth.start(self, now)
         if self.rekey_at is not None and now >= self.rekey_at:
             self.rekey_at = None
             ike_rekey.start(self, now)
@@ -481,6 +494,10 @@ class IkeSa:
         for c in list(self.children):
             self.ep.remove_child(self, c, now, reason, notify_peer=False)
         self._hand_over(now)
+        if self.reauth_of is not None:
+            from xfrmctl.ike import reauth
+
+            reauth.abandoned(self, now)
         was_up = self.state in (IkeState.ESTABLISHED, IkeState.REKEYED, IkeState.DELETING)
         self.state = IkeState.DEAD
         self.outstanding = None
