@@ -39,6 +39,8 @@ def _index(events: list[Event], kind: type, pred: Any = lambda e: True) -> list[
 def test_reauth_builds_new_sas_before_deleting_the_old_ones() -> None:
     h = _up(a={"reauth_time": 100.0, "rand_time": 0.0, "rekey_time": 0.0})
     (old,) = h.a.ike_sas()
+    assert old.reauth_at is not None and old.rekey_at is None
+    assert old.hard_at == old.reauth_at + 1440.0  # ConnectionSpec.over_time default
     old_spis = {c.spi_in for c in h.a.child_sas()}
     h.run(110.0)
     (done,) = h.of("a", IkeSaReauthenticated)

@@ -44,6 +44,10 @@ class IkeSaStatus:
     nat_local: bool
     nat_remote: bool
     children: tuple[ChildSaStatus, ...]
+    # Engine-clock times (the host's `now`) of the next rekey, reauth and hard expiry.
+    rekey_at: float | None = None
+    reauth_at: float | None = None
+    hard_at: float | None = None
 
 
 def child_status(sa: IkeSa, c: ChildSa) -> ChildSaStatus:
@@ -79,4 +83,7 @@ def ike_status(sa: IkeSa) -> IkeSaStatus:
         sa.nat_local,
         sa.nat_remote,
         tuple(child_status(sa, c) for c in sa.children),
+        sa.rekey_at,
+        sa.reauth_at,
+        sa.hard_at,
     )
