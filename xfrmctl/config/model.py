@@ -292,11 +292,12 @@ class Connection(_Strict):
     rekey_time: Duration = 14400
     """IKE SA rekey time (default 4h)."""
     reauth_time: Duration = 0
-    """IKE SA reauthentication time (0: never)."""
+    """IKE SA reauthentication time, make-before-break (0: never)."""
     over_time: Duration | None = None
-    """Hard IKE SA lifetime beyond rekey_time (default 10% of rekey_time)."""
+    """Hard IKE SA lifetime beyond rekey_time/reauth_time, whichever comes first
+    (default 10% of the longer of the two)."""
     rand_time: Duration | None = None
-    """Random jitter subtracted from rekey_time (default over_time)."""
+    """Random jitter subtracted from rekey_time and reauth_time (default over_time)."""
     dpd_delay: Duration = 0
     """Check liveness after this much silence (0: off)."""
     dpd_timeout: Duration = 150
@@ -316,7 +317,7 @@ class Connection(_Strict):
     def _fill_defaults(self) -> Connection:
         values = self.__dict__
         if self.over_time is None:
-            values["over_time"] = self.rekey_time // 10
+            values["over_time"] = max(self.rekey_time, self.reauth_time) // 10
         if self.rand_time is None:
             values["rand_time"] = values["over_time"]
         return self

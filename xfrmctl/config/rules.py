@@ -98,7 +98,11 @@ def find_problems(config: XfrmctlConfig) -> Iterator[Finding]:
             yield (*loc, "proposals"), "at least one IKE proposal is needed"
         yield from _auth_rules(loc, conn)
         over, rand = conn.over_time or 0, conn.rand_time or 0
-        if conn.rekey_time and rand > over:
+        if (conn.rekey_time or conn.reauth_time) and rand > over:
             yield (*loc, "rand_time"), f"rand_time ({rand}) is larger than over_time ({over})"
+        for key in ("rekey_time", "reauth_time"):
+            value = getattr(conn, key)
+            if value and rand >= value:
+                yield (*loc, "rand_time"), f"rand_time ({rand}) must be less than {key} ({value})"
         for child_name, child in conn.children.items():
             yield from _child_rules((*loc, "children", child_name), conn, child)
