@@ -132,3 +132,38 @@ def test_no_reauth_by_default() -> None:
     h.run(5000.0)
     assert not h.of("a", IkeSaReauthenticated) and len(h.of("a", IkeSaEstablished)) == 1
     assert len(h.a.ike_sas()) == 1
+
+
+def test_responder_can_reauthenticate_towards_the_initiator() -> None:
+    h = _up(b={"reauth_time": 100.0, "rand_time": 0.0, "rekey_time": 0.0})
+    (old,) = h.b.ike_sas()
+    assert not old.initiator
+    h.run(105.0)
+    (done,) = h.of("b", IkeSaReauthenticated)
+    (new,) = h.b.ike_sas()
+    assert new.initiator and new.ike_sa_id == done.new_ike_sa_id
+    assert len(h.a.ike_sas()) == 1 and len(h.a.child_sas()) == 2 and len(h.b.child_sas()) == 2
+    # A saw the new IKE SA as responder, and the old one deleted by B.
+    assert [e.initiator for e in h.of("a", IkeSaEstablished)] == [True, False]
+    assert [e.reason for e in h.of("a", IkeSaDeleted)] == ["deleted by peer"]
+
+
+def test_reauth_keeps_a_narrowed_child_narrow() -> None:
+    import ipaddress
+
+    from xfrmctl.ike.payloads import TrafficSelector
+
+    def host(ip: str) -> TrafficSelector:
+        a = ipaddress.ip_address(ip)
+        return TrafficSelector(a, a)
+
+    h, _, _ = make_pair(a={"reauth_time": 100.0, "rand_time": 0.0, "rekey_time": 0.0})
+    packet = (host("10.1.0.7"), host("10.2.0.9"))
+    h.a.initiate("a-to-b", now=h.now, traffic_selectors=packet)
+    h.run(3.0)
+    (before,) = h.a.child_sas()
+    h.run(100.0)
+    assert h.of("a", IkeSaReauthenticated)
+    (after,) = h.a.child_sas()
+    assert after.spi_in != before.spi_in
+    assert (after.local_ts, after.remote_ts) == (before.local_ts, before.remote_ts)

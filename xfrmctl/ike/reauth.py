@@ -67,8 +67,9 @@ def start(old: IkeSa, now: float) -> None:
         )
         narrowed = (child.local_ts, child.remote_ts)
         hint: tuple[TrafficSelector, ...] | None = None
-        if narrowed != configured and len(child.local_ts) == len(child.remote_ts) == 1:
-            hint = (child.local_ts[0], child.remote_ts[0])  # keep a narrowed (trap) child
+        if narrowed != configured and child.local_ts and child.remote_ts:
+            # Proposed first again, as the packet's selectors were (a trap child).
+            hint = (child.local_ts[0], child.remote_ts[0])
         if (child.spec.name, hint) not in wanted:
             wanted.append((child.spec.name, hint))
     current = old.ep.specs.get(spec.name)
