@@ -25,6 +25,8 @@ def _setup_logging(level: str) -> None:
     if sys.stderr.isatty():
         fmt = "%(asctime)s " + fmt
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # pyroute2's own debug output is netlink plumbing, not IKE; keep it out of --log-level debug.
+    logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _load(config_path: Path) -> tuple[list[ConnectionSpec], object]:
