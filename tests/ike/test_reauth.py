@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from harness import Flight, Harness, child_spec, make_pair
@@ -19,6 +20,7 @@ from xfrmctl.ike.events import (
     PeerDead,
 )
 from xfrmctl.ike.message import decode_message
+from xfrmctl.ike.payloads import TrafficSelector
 
 TWO = (child_spec("one"), child_spec("two", local="10.3.0.0/16", remote="10.4.0.0/16"))
 
@@ -149,10 +151,6 @@ def test_responder_can_reauthenticate_towards_the_initiator() -> None:
 
 
 def test_reauth_keeps_a_narrowed_child_narrow() -> None:
-    import ipaddress
-
-    from xfrmctl.ike.payloads import TrafficSelector
-
     def host(ip: str) -> TrafficSelector:
         a = ipaddress.ip_address(ip)
         return TrafficSelector(a, a)
