@@ -7,7 +7,7 @@ import ipaddress
 from harness import A_IP, B_IP, Harness, make_pair, seeded_endpoint
 
 from xfrmctl.ike.engine import EndpointConfig, IkeEndpoint
-from xfrmctl.ike.events import IkeSaDeleted, IkeSaEstablished, PeerDead
+from xfrmctl.ike.events import IkeSaDeleted, IkeSaEstablished, MessageTrace, PeerDead
 from xfrmctl.ike.iana import ExchangeType, NotifyType
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import NotifyPayload, SkPayload
@@ -39,8 +39,12 @@ def _up() -> Harness:
 
 
 def test_request_for_unknown_sa_gets_unprotected_invalid_ike_spi() -> None:
-    ep = IkeEndpoint()
+    ep = IkeEndpoint(trace=True)
     ep.receive_datagram(_stray(mid=7), OURS, (A_IP, 4500), 0.0)
+    traced = [e for e in ep.events() if isinstance(e, MessageTrace)]
+    assert [t.direction for t in traced] == ["in", "out"]
+    assert traced[0].lines[1].strip() == "SK (48 bytes)"
+    assert traced[1].lines[1].strip() == "NOTIFY INVALID_IKE_SPI"
     (dg,) = ep.datagrams_to_send()
     assert dg.remote == (A_IP, 4500) and dg.local == OURS
     reply = decode_message(dg.data)

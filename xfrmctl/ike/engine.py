@@ -161,6 +161,8 @@ class IkeEndpoint:
         sa = self.sas.get(our_spi)
         if sa is None or (sa.spi_i != msg.spi_i and sa.state != IkeState.INIT_SENT):
             self.emit(ProtocolViolation(remote, f"no IKE SA for {msg.describe()}"))
+            if isinstance(last, SkPayload | SkfPayload):
+                self.trace_message("in", msg, msg.payloads, local, remote)  # still encrypted
             invalid_spi.answer_unknown_spi(self, msg, local, remote, now)
             return
         if invalid_spi.is_unprotected_invalid_spi(msg):
