@@ -19,6 +19,7 @@ from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
 from xfrmctl.daemon.kernel_queue import KernelQueue
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
+from xfrmctl.daemon.tracing import MessageLog, tracing_wanted
 from xfrmctl.daemon.waiters import Waiter, Waiters, failure_text, offer_details
 from xfrmctl.ike import events as ev
 from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
@@ -26,7 +27,6 @@ from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
 
 log = logging.getLogger("xfrmctl.daemon")
-trace_log = logging.getLogger("xfrmctl.daemon.trace")  # decoded IKE messages, at DEBUG
 
 STOP_TIMEOUT = 5.0  # how long SIGTERM waits for peers to answer DELETEs
 
@@ -43,11 +43,11 @@ class Daemon:
         message decoded, one line per payload, secrets shown only as sizes."""
         self.kernel = kernel
         if trace is None:
-            trace = trace_log.isEnabledFor(logging.DEBUG)
+            trace = tracing_wanted()
         self.engine = IkeEndpoint(
             specs, config=EndpointConfig(ike_port=ports[0], natt_port=ports[1]), trace=trace
         )
-        self._conn_of_ike: dict[int, str] = {}  # trace lines name the connection
+        self.messages = MessageLog(self.engine.ike_sas)
         self.sockets = IkeSockets(self._on_datagram, ports, prepare=kernel.prepare_socket)
         self.queue = KernelQueue()
         self.handover = ChildHandover(kernel, self.queue, self._delete_child)
@@ -210,7 +210,7 @@ class Daemon:
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.MessageTrace):
-            self._trace(event)
+            self.messages.log(event)
         elif isinstance(event, ev.ChildSaReady):
             log.info(
                 "%s/%s: Child SA ready, %s spi in %08x out %08x, %s, %s",
@@ -264,7 +264,7 @@ class Daemon:
             self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
         elif isinstance(event, ev.IkeSaDeleted):
             log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
-            self._conn_of_ike.pop(event.ike_sa_id, None)
+            self.messages.forget(event.ike_sa_id)
             self._enqueue(functools.partial(self._ike_gone, event))
         elif isinstance(event, ev.AuthenticationFailed):
             log.warning(
@@ -295,20 +295,6 @@ class Daemon:
             self._dpd_action(event.conn)
         elif isinstance(event, ev.ProtocolViolation):
             log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
-
-    def _trace(self, event: ev.MessageTrace) -> None:
-        """One DEBUG record per line, each naming the connection (or the peer, before an
-        IKE SA exists), so `journalctl | grep` finds a whole exchange."""
-        name = None
-        if event.ike_sa_id is not None:
-            name = self._conn_of_ike.get(event.ike_sa_id)
-            if name is None:
-                for s in self.engine.ike_sas():
-                    self._conn_of_ike[s.ike_sa_id] = s.conn
-                name = self._conn_of_ike.get(event.ike_sa_id)
-        who = name or f"{event.remote[0]}[{event.remote[1]}]"
-        for line in event.lines:
-            trace_log.debug("%s: %s", who, line)
 
     def _dpd_action(self, conn: str) -> None:
         spec = self.engine.specs.get(conn)
