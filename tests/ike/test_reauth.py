@@ -165,3 +165,19 @@ def test_reauth_keeps_a_narrowed_child_narrow() -> None:
     (after,) = h.a.child_sas()
     assert after.spi_in != before.spi_in
     assert (after.local_ts, after.remote_ts) == (before.local_ts, before.remote_ts)
+
+
+def test_failed_reauth_is_retried_while_the_old_sa_has_time() -> None:
+    fast = EndpointConfig(retransmit_timeout=1.0, retransmit_tries=2)
+    a = {"reauth_time": 100.0, "rand_time": 0.0, "rekey_time": 0.0, "over_time": 300.0}
+    h = _up(config=fast, a=a)
+    (old,) = h.a.ike_sas()
+    h.hook = lambda f: [] if decode_message(f.dg.data).exchange == 34 else [f]
+    h.run(110.0)  # the first attempt (at ~97 s) gave up
+    assert [s.ike_sa_id for s in h.a.ike_sas()] == [old.ike_sa_id]
+    assert not h.of("a", IkeSaReauthenticated)
+    h.hook = None
+    h.run(60.0)  # retried a minute after the failure
+    (done,) = h.of("a", IkeSaReauthenticated)
+    assert done.old_ike_sa_id == old.ike_sa_id
+    assert len(h.a.ike_sas()) == 1 and len(h.b.child_sas()) == 2
