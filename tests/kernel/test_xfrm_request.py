@@ -67,3 +67,21 @@ def test_a_request_needs_something_to_send() -> None:
         Request(Msg.NEWSA)
     with pytest.raises(TypeError, match="needs a message"):
         Request(Msg.NEWSA, body=b"\0" * 224)  # no way to show it as a message
+
+
+def test_dumps_are_refused_in_a_batch() -> None:
+    import asyncio
+
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+
+    from xfrmctl.kernel.socket import Connection
+
+    async def batch_a_dump() -> None:
+        conn = Connection()
+        try:
+            await conn.batch([Request(Msg.GETSA, xfrm_usersa_info(), NLM_F_REQUEST | NLM_F_DUMP)])
+        finally:
+            conn.close()
+
+    with pytest.raises(ValueError, match="dump requests cannot be batched"):
+        asyncio.run(batch_a_dump())

@@ -101,6 +101,9 @@ class Connection:
 
     async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
         """Send requests in as few sendmsg calls as possible; fill in each one's result."""
+        if any(req.flags & NLM_F_DUMP == NLM_F_DUMP for req in requests):
+            # The kernel sends a dump over several reads, after the barrier that ends a batch.
+            raise ValueError("dump requests cannot be batched: use Connection.dump()")
         await self.sock.setup_endpoint()
         if self._max_batch == 0:
             sock = self.sock.socket
