@@ -73,6 +73,9 @@ class LibreswanConn:
             f"  esp={self.esp}",
             "  pfs=no",
             "  keyingtries=1",  # fail the test instead of retrying forever
+            # Without this, a peer's Delete makes pluto re-initiate what it initiated ("revival"),
+            # and the tunnel a test just took down comes back.
+            "  rekey=no",
             # No routes or firewall rules: the lab's hosts share a subnet and we only want SAs.
             '  leftupdown=""',
         ]
