@@ -136,7 +136,7 @@ class Pluto:
             stdout=(workdir / f"{host.name}-pluto.out").open("w"),
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # its self-tests take a while under TCG and load
         names = [c.name for c in conns]
         while not self.ctl.exists() or not self._loaded(names):
             if self.proc.poll() is not None or time.monotonic() > deadline:
