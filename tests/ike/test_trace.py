@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from harness import PSK, Harness, child_spec, make_pair
+from harness import PSK, Flight, Harness, child_spec, make_pair
 
 from xfrmctl.ike.events import ChildSaReady, IkeSaEstablished, MessageTrace
 from xfrmctl.ike.iana import ExchangeType, NotifyType, PayloadType, name_of
@@ -117,3 +117,26 @@ def test_describe_payload_shows_public_fields() -> None:
     assert describe_payload(n) == "NOTIFY INVALID_KE_PAYLOAD group=CURVE25519"
     ke = KePayload(31, bytes(range(32)))
     assert describe_payload(ke) == "KE CURVE25519 (32 bytes)"
+
+
+def test_retransmissions_are_traced_in_one_line() -> None:
+    h, _, _ = make_pair()
+    h.a.trace = h.b.trace = True
+    dropped: list[bool] = []
+
+    def lose_first_auth_response(f: Flight) -> list[Flight]:
+        msg = decode_message(f.dg.data)
+        if msg.exchange == ExchangeType.IKE_AUTH and msg.is_response and not dropped:
+            dropped.append(True)
+            return []
+        return [f]
+
+    h.hook = lose_first_auth_response
+    h.a.initiate("a-to-b", now=h.now)
+    h.run(10.0)
+    assert h.of("a", IkeSaEstablished)
+    notes_a = [t.lines for t in h.of("a", MessageTrace) if len(t.lines) == 1]
+    notes_b = [t.lines for t in h.of("b", MessageTrace) if len(t.lines) == 1]
+    assert notes_a == [("out IKE_AUTH request mid=1 retransmission 1/5",)]
+    assert len(notes_b) == 1 and "sent the same response again" in notes_b[0][0]
+    assert notes_b[0][0].startswith("in IKE_AUTH request 1")

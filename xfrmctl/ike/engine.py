@@ -330,6 +330,12 @@ class IkeEndpoint:
             lines = (f"{direction} {msg.describe()}: cannot trace: {type(exc).__name__}",)
         self.emit(MessageTrace(direction, remote, ike_sa_id, lines))
 
+    def trace_note(self, remote: Address, ike_sa_id: int | None, text: str) -> None:
+        """A one-line MessageTrace for a retransmission, which has no new content to decode."""
+        if self.trace:
+            direction = text.split(" ", 1)[0]
+            self.emit(MessageTrace(direction, remote, ike_sa_id, (text,)))
+
     def jitter(self, spread: float) -> float:
         """Uniform in [0, spread) from the injected randomness."""
         if spread <= 0:

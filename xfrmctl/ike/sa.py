@@ -344,6 +344,9 @@ class IkeSa:
             last = msg.payloads[-1] if msg.payloads else None
             if not (isinstance(last, SkfPayload) and last.number != 1):
                 self.ep.count("retransmitted_request")
+                self.ep.trace_note(
+                    remote, self.id, f"in {msg.describe()} again: sent the same response again"
+                )
                 self.ep.send(self.last_response[1], self.local, self.remote)
             return
         if msg.message_id != self.peer_mid:
@@ -428,6 +431,12 @@ class IkeSa:
                 return
             o.tries += 1
             o.next_at = now + cfg.retransmit_timeout * cfg.retransmit_base**o.tries
+            self.ep.trace_note(
+                self.remote,
+                self.id,
+                f"out {o.exchange.name} request mid={o.message_id} "
+                f"retransmission {o.tries}/{cfg.retransmit_tries}",
+            )
             self.ep.send(o.packets, self.local, self.remote)
         if (
             self.state == IkeState.INIT_RESPONDED
