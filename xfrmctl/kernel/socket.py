@@ -44,6 +44,9 @@ SO_SNDBUFFORCE = 32
 # Requests go without NLM_F_ACK, so only a failure or a reply (ALLOCSPI, GETSA) takes space in
 # the receive buffer: at most about 2 KiB of skb truesize each. A batch stays inside the buffer.
 ANSWER_TRUESIZE = 2048
+# The kernel grows its SA and policy hash tables in a work item, one doubling per run, and that
+# cannot run in the middle of a sendmsg: a batch into empty tables starts small and doubles.
+FIRST_BATCH = 128
 MIN_BATCH = 32
 MAX_BATCH = 4096
 MAX_DATAGRAM = 1 << 20
@@ -112,16 +115,16 @@ class Connection:
             sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             self._max_datagram = min(MAX_DATAGRAM, sndbuf - 64)  # the kernel keeps 32 bytes
         bodies = [req.body if req.body is not None else self._encode(req.msg) for req in requests]
-        start = 0
+        start, limit = 0, min(FIRST_BATCH, self._max_batch)
         while start < len(requests):
             end, size = start + 1, 16 + len(bodies[start])
-            while end < len(requests) and end - start < self._max_batch:
+            while end < len(requests) and end - start < limit:
                 size += 16 + len(bodies[end])
                 if size > self._max_datagram:
                     break
                 end += 1
             await self._round_trip(requests[start:end], bodies[start:end])
-            start = end
+            start, limit = end, min(2 * limit, self._max_batch)
         return requests
 
     def _next_seq(self) -> int:
