@@ -12,8 +12,9 @@ templates, priority) and remove them by the same keys; our time includes buildin
 objects and encoding them, `ip`'s its parsing, minus the cost of starting `ip` (an empty batch).
 `ip -batch` makes one round-trip per line; "batched" is ours, "one per round-trip" ours without
 batching. Each contender runs --repeat times, interleaved, and the best time counts (the machine
-may be shared). Without ESP, ALLOCSPI answers with the new state: `ip` decodes and prints it,
-we keep the reply undecoded until read (the bench does not read it).
+may be shared); the CPU seconds each side used are shown too, since wall-clock time on a busy
+machine also counts waiting for a CPU. Without ESP, ALLOCSPI answers with the new state: `ip`
+decodes and prints it, we keep the reply undecoded until read (the bench does not read it).
 
     .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/xfrm_install.py
     .venv/bin/python bench/xfrm_install.py --sizes 1000   # host: policies + ALLOCSPI
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -114,8 +116,12 @@ def check(requests: Sequence[Request]) -> None:
         raise SystemExit(f"{len(failed)} requests failed, first: {failed[0]}")
 
 
-async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> tuple[float, float]:
+Times = tuple[float, float, float]  # install, remove (wall-clock seconds), CPU seconds of both
+
+
+async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> Times:
     """Seconds to install, then to remove, n sets; building the requests is included."""
+    cpu = time.process_time()
     async with AsyncXfrm(ns) as x:
         times = []
         keys: Keys = []
@@ -132,10 +138,10 @@ async def run_ours(ns: str, n: int, with_sa: bool, batched: bool) -> tuple[float
                     await x.batch([r])
             times.append(time.perf_counter() - t0)
             check(reqs)
-        return times[0], times[1]
+    return times[0], times[1], time.process_time() - cpu
 
 
-def run_ip_batch(ns: str, n: int, with_sa: bool) -> tuple[float, float]:
+def run_ip_batch(ns: str, n: int, with_sa: bool) -> Times:
     add, rem = [], []
     for i in range(n):
         dst = peer(i)
@@ -156,7 +162,14 @@ def run_ip_batch(ns: str, n: int, with_sa: bool) -> tuple[float, float]:
         )
         rem.append(f"xfrm policy delete src {SRC}/32 dst {dst}/32 dir out")
         rem.append(f"xfrm state delete src {SRC} dst {dst} proto esp spi {0x1000 + i}")
-    return ip_batch(ns, add), ip_batch(ns, rem)
+    cpu = children_cpu()
+    install = ip_batch(ns, add)
+    return install, ip_batch(ns, rem), children_cpu() - cpu
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def ip_batch(ns: str, lines: Sequence[str]) -> float:
@@ -187,8 +200,8 @@ def kernel_has_esp(ns: str) -> bool:
     return asyncio.run(probe())
 
 
-def best(runs: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    return min(r[0] for r in runs), min(r[1] for r in runs)
+def best(runs: Sequence[Times]) -> Times:
+    return min(r[0] for r in runs), min(r[1] for r in runs), min(r[2] for r in runs)
 
 
 def main() -> None:
@@ -204,7 +217,9 @@ def main() -> None:
     try:
         with_sa = kernel_has_esp(ns)
         what = "SA(aes-gcm)+policy" if with_sa else "ALLOCSPI larval SA+policy (no ESP here)"
+        cpu0 = children_cpu()
         startup = min(ip_batch(ns, []) for _ in range(3))
+        startup_cpu = (children_cpu() - cpu0) / 3
         print(
             f"measuring: {what} sets, install then remove, kernel {os.uname().release}, "
             f"best of {args.repeat}; starting ip takes {startup * 1000:.1f} ms (subtracted)"
@@ -216,19 +231,30 @@ def main() -> None:
             ours, ips, serials = [], [], []
             for _ in range(args.repeat):
                 ours.append(asyncio.run(run_ours(ns, n, with_sa, batched=True)))
-                ip_in, ip_out = run_ip_batch(ns, n, with_sa)
-                ips.append((max(ip_in - startup, 1e-9), max(ip_out - startup, 1e-9)))
+                ip_in, ip_out, ip_cpu = run_ip_batch(ns, n, with_sa)
+                ips.append(
+                    (
+                        max(ip_in - startup, 1e-9),
+                        max(ip_out - startup, 1e-9),
+                        max(ip_cpu - 2 * startup_cpu, 1e-9),
+                    )
+                )
                 if serial:
                     serials.append(asyncio.run(run_ours(ns, n, with_sa, batched=False)))
-            (b_in, b_out), (ip_in, ip_out) = best(ours), best(ips)
+            (b_in, b_out, b_cpu), (ip_in, ip_out, ip_cpu) = best(ours), best(ips)
             rate = 2 * objects / (b_in + b_out)
             ip_rate = 2 * objects / (ip_in + ip_out)
             print(
                 f"N={n}: batched install {objects / b_in:,.0f}/s remove {objects / b_out:,.0f}/s"
                 f" | ip -batch install {objects / ip_in:,.0f}/s remove {objects / ip_out:,.0f}/s"
             )
+            print(
+                f"N={n}: per CPU second (user+sys, install+remove): "
+                f"batched {2 * objects / b_cpu:,.0f}/s | ip -batch {2 * objects / ip_cpu:,.0f}/s",
+                flush=True,
+            )
             if serials:
-                s_in, s_out = best(serials)
+                s_in, s_out, _ = best(serials)
                 one = 2 * objects / (s_in + s_out)
                 print(
                     f"N={n}: one per round-trip install {objects / s_in:,.0f}/s "
