@@ -87,7 +87,7 @@ def test_round_trip_real_message() -> None:
 
 
 @given(messages())
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_generated(msg: Message) -> None:
     data = msg.encode()
     back = decode_message(data)
@@ -96,7 +96,7 @@ def test_round_trip_generated(msg: Message) -> None:
 
 
 @given(messages(), st.data())
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_messages_only_raise_protocol_errors(msg: Message, data: st.DataObject) -> None:
     raw = bytearray(msg.encode())
     for _ in range(data.draw(st.integers(1, 4))):
@@ -120,6 +120,7 @@ def test_mutated_messages_only_raise_protocol_errors(msg: Message, data: st.Data
 
 
 @given(st.binary(max_size=300))
+@settings(deadline=None)
 def test_random_bytes_never_crash(raw: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode_message(raw)

@@ -110,7 +110,7 @@ def _check(ours: Payload, theirs: Any) -> None:
 
 
 @given(messages())
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_scapy_dissects_same_payloads(msg: Message) -> None:
     data = msg.encode()
     pkt = sc.IKEv2(data)

@@ -202,7 +202,7 @@ TEXTS = st.one_of(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(TEXTS, PROTOCOLS)
 def test_parser_only_raises_syntax_error_on_text(text: str, protocol: ProtocolId) -> None:
     with contextlib.suppress(ProposalSyntaxError):
@@ -211,7 +211,7 @@ def test_parser_only_raises_syntax_error_on_text(text: str, protocol: ProtocolId
         parse_proposals([text], protocol)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(KEYWORD, min_size=1, max_size=8), PROTOCOLS)
 def test_parse_format_round_trip(words: list[str], protocol: ProtocolId) -> None:
     try:
