@@ -11,7 +11,6 @@ live in the writable lab folder so they survive the guest.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -201,16 +200,10 @@ class Pluto:
     def established(self, name: str) -> bool:
         return any("ESTABLISHED_IKE_SA" in line for line in self.states(name))
 
-    def status(self, name: str) -> str:
-        """`whack --status` lines of one connection: negotiated algorithms and SPIs."""
-        return "\n".join(
-            line for line in self.whack("--status").splitlines() if f'"{name}"' in line
-        )
-
-    def esp_spis_in(self, name: str) -> set[int]:
-        """Inbound ESP SPIs of the connection's Child SAs, from `whack --status`."""
-        spis = re.findall(r"esp\.[0-9a-f]+@\S+ esp\.([0-9a-f]+)@", self.status(name))
-        return {int(s, 16) for s in spis}
+    def conn_log(self, name: str) -> list[str]:
+        """pluto's log lines about one connection: the only place pluto 4.10 prints the
+        algorithms, selectors and SPIs it negotiated as a responder."""
+        return [line for line in self.log_text().splitlines() if f'"{name}"' in line]
 
     def stop(self) -> int:
         """`whack --shutdown` (deletes pluto's SAs and policies); returns pluto's exit code."""

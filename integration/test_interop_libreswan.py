@@ -135,7 +135,7 @@ def lab(pki: Pki) -> Iterator[Lab]:
 
 def pluto_established(pluto: Pluto, sc: Scenario) -> tuple[str, str]:
     """Pluto's log lines announcing the scenario's IKE SA and Child SA."""
-    lines = [line for line in pluto.log_text().splitlines() if f'"{sc.id}" #' in line]
+    lines = [line for line in pluto.conn_log(sc.id) if f'"{sc.id}" #' in line]
     # pluto logs the IKE algorithms when it sends IKE_SA_INIT's reply or IKE_AUTH's request.
     ike = [line for line in lines if "{cipher=" in line]
     child = [line for line in lines if "established Child SA" in line]
@@ -217,6 +217,5 @@ def test_interop(lab: Lab, sc: Scenario) -> None:
         da.cli("down", sc.id, check=False)  # do not leave SAs behind for the next scenario
         raise AssertionError(
             f"{exc}\n--- xfrmctl log ---\n{da.log.read_text()}\n"
-            f"--- pluto log (connection {sc.id}) ---\n"
-            + "\n".join(line for line in pluto.log_text().splitlines() if sc.id in line)
+            f"--- pluto log (connection {sc.id}) ---\n" + "\n".join(pluto.conn_log(sc.id))
         ) from None
