@@ -133,8 +133,6 @@ class Lifetime:
             if value == 0 and name.endswith("seconds"):
                 # The kernel reads 0 seconds as "no limit": keep one spelling of it.
                 object.__setattr__(self, name, None)
-            if value == 0 and name.endswith("seconds"):
-                object.__setattr__(self, name, None)  # the kernel's "no time limit" is 0
 
 
 @dataclass(frozen=True)
