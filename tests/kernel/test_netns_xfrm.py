@@ -184,6 +184,8 @@ def test_allocate_spi_in_range_and_counters(x: Xfrm, ns: str) -> None:
     text = ip(ns, "xfrm", "state")
     for spi in spis:
         assert f"spi {spi:#010x} reqid {OWN.reqid(2)} mode tunnel" in text
+    # The dump (empty body: the kernel parses a GETSA dump body as attributes) lists them all.
+    assert spis <= {sa.id.spi for sa in x.sas()}
     larval = x.get_sa(SaId(LOCAL, min(spis)))
     assert larval.larval and larval.src == PEER and larval.reqid == OWN.reqid(2)
     counters = x.counters(SaId(LOCAL, min(spis)), PEER)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections.abc import AsyncIterator
 from ipaddress import ip_address
+from typing import Any
 
 import pytest
 
@@ -12,7 +15,14 @@ from xfrmctl.kernel.events import Acquire, Expire, Mapping, decode_event
 from xfrmctl.kernel.policy import add_request as policy_add_request
 from xfrmctl.kernel.policy import delete_request as policy_delete_request
 from xfrmctl.kernel.policy import encode_policy
-from xfrmctl.kernel.sa import add_request, allocspi_request, delete_request, encode_sa, sa_id_msg
+from xfrmctl.kernel.sa import (
+    add_request,
+    allocspi_request,
+    delete_request,
+    dump_sas,
+    encode_sa,
+    sa_id_msg,
+)
 from xfrmctl.kernel.socket import Request
 from xfrmctl.kernel.types import (
     SA,
@@ -377,3 +387,23 @@ def test_error_message_carries_extended_ack_text() -> None:
 def test_templates_reject_truncated_array() -> None:
     with pytest.raises(ValueError, match="multiple of 64"):
         m.unpack_templates(bytes(65))
+
+
+def test_sa_dump_request_has_no_body() -> None:
+    """xfrm_dump_sa parses the request body as attributes from offset 0: any struct there
+    makes the kernel log "bytes leftover after parsing attributes" on every dump."""
+    sent: list[tuple[int, Any]] = []
+
+    class RecordingConnection:
+        async def dump(self, msg_type: int, msg: Any, ctx: Any = None) -> AsyncIterator[Any]:
+            sent.append((msg_type, msg))
+            for reply in ():
+                yield reply
+
+    async def drain() -> list[Any]:
+        return [sa async for sa in dump_sas(RecordingConnection())]  # type: ignore[arg-type]
+
+    assert asyncio.run(drain()) == []
+    ((msg_type, msg),) = sent
+    msg.encode()
+    assert msg_type == m.Msg.GETSA and len(msg.data) == 16  # the netlink header alone

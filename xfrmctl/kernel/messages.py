@@ -581,6 +581,15 @@ class xfrm_userpolicy_flush(xfrm_msg):
     fields = ()
 
 
+class xfrm_sa_dump_request(xfrm_msg):
+    """GETSA dump request: no body. The kernel parses a dump request's body as attributes
+    from offset 0 (xfrm_dump_sa), so an xfrm_usersa_info there is 224 bytes of garbage
+    attributes and a "bytes leftover" warning in the kernel log on every dump."""
+
+    __slots__ = ()
+    fields = ()
+
+
 class xfrm_aevent_id(xfrm_msg):
     __slots__ = ()
     fields = AEVENT_ID

@@ -30,6 +30,7 @@ from xfrmctl.kernel.messages import (
     STATE_ESN,
     Msg,
     xfrm_aevent_id,
+    xfrm_sa_dump_request,
     xfrm_usersa_flush,
     xfrm_usersa_id,
     xfrm_usersa_info,
@@ -386,7 +387,7 @@ async def get_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> SA:
 
 
 async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
-    msg = xfrm_usersa_info()
+    msg = xfrm_sa_dump_request()
     msg["attrs"] = []
     async for reply in conn.dump(Msg.GETSA, msg, ErrorContext("SA dump")):
         if reply["header"]["type"] == Msg.NEWSA:
