@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -20,12 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from netlab import Network
+from playbook_run import ANSIBLE, BIN, REPO, Recap, ansible_env, run_playbook
 
-REPO = Path(__file__).resolve().parent.parent
-ANSIBLE = REPO / "ansible"
-BIN = REPO / ".venv" / "bin"
 PSK = "ansible lab secret that must never be printed"
-RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
 class Lab:
@@ -92,50 +88,13 @@ class Lab:
         self.inventory.write_text(yaml.safe_dump(inventory))
 
     def env(self) -> dict[str, str]:
-        home = self.tmp / "ansible-home"
-        return dict(
-            os.environ,
-            PATH=f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
-            ANSIBLE_HOME=str(home),
-            ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
-            ANSIBLE_REMOTE_TEMP=str(home / "remote-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-        )
+        return ansible_env(self.tmp / "ansible-home")
 
-    def playbook(self, *args: str) -> tuple[dict[str, dict[str, int]], str]:
+    def playbook(self, *args: str) -> tuple[Recap, str]:
         """Run site.yml; returns the recap per host and the output (kept in lab-out)."""
         self.runs += 1
-        cmd = [
-            str(BIN / "ansible-playbook"),
-            "-i",
-            str(self.inventory),
-            "-e",
-            "xfrmctl_build_wheel=false",
-        ]
-        cmd += [*args, "site.yml"]
         log = self.workdir / f"playbook-{self.runs}.log"
-        with log.open("w") as sink:  # streamed: a slow run can be watched from the host
-            sink.write(f"$ {' '.join(cmd)}\n")
-            sink.flush()
-            proc = subprocess.run(
-                cmd,
-                cwd=ANSIBLE,
-                env=self.env(),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=1500,
-            )
-        out = log.read_text()
-        assert PSK not in out, "the pre-shared key was printed"
-        assert proc.returncode == 0, out
-        recap = {
-            m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3))}
-            for m in map(RECAP.match, out.splitlines())
-            if m
-        }
-        return recap, out
+        return run_playbook(self.inventory, log, self.tmp / "ansible-home", PSK, *args)
 
     def module(self, host: str, check: bool = False, **args: str) -> dict[str, Any]:
         """One xfrmctl_connection call through ad-hoc ansible; returns its JSON result."""

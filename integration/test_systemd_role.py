@@ -1,0 +1,145 @@
+"""The Ansible role's systemd path and the shipped unit under a real systemd.
+
+The lab guest's init is not systemd, so systemd_ns.py starts one as PID 1 of private PID, mount
+and network namespaces; ansible-playbook runs inside them through nsenter with a local
+connection. Everything the role writes goes to the private /run (unit, tmpfiles entry,
+configuration, secrets), so nothing outlives the test.
+
+Checks what only a real systemd shows: the unit starts (Type=notify readiness from the daemon),
+runs confined (capability bounding set, no_new_privs), a second run and check mode change
+nothing, a configuration change reloads the daemon through ExecReload without restarting it,
+and `systemctl stop` leaves no XFRM state or policy behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from playbook_run import ANSIBLE, BIN, run_playbook
+from systemd_ns import SystemdNamespace, refusal
+
+PSK = "systemd lab secret that must never be printed"
+ETC = "/run/xfrmctl-lab-etc"
+SOCKET = "/run/xfrmctl/xfrmctl.sock"
+# CAP_NET_BIND_SERVICE (10) and CAP_NET_ADMIN (12): the unit's CapabilityBoundingSet.
+CAP_BOUNDING = 1 << 10 | 1 << 12
+
+pytestmark = pytest.mark.skipif(refusal() is not None, reason=str(refusal()))
+
+
+def write_inventory(path: Path, options: dict[str, Any]) -> None:
+    gw: dict[str, Any] = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": str(BIN / "python"),
+        "xfrmctl_address": "10.77.0.1",
+    }
+    group_vars = {
+        "ansible_become": False,
+        "xfrmctl_service_manager": "systemd",
+        "xfrmctl_install": False,  # no network in the guest: this checkout's virtualenv
+        "xfrmctl_venv": str(BIN.parent),
+        "xfrmctl_cli_link": "",
+        "xfrmctl_bash_completion_dir": "",
+        "xfrmctl_system_packages": [],
+        "xfrmctl_config_dir": ETC,
+        "xfrmctl_unit_dir": "/run/systemd/system",
+        "xfrmctl_tmpfiles_dir": "/run/tmpfiles.d",
+        "xfrmctl_socket": SOCKET,
+        "xfrmctl_tunnels": [{"name": "gp", "ends": ["gw", "peer"], "psk": PSK, **options}],
+    }
+    hosts = {"gw": gw, "peer": {"xfrmctl_address": "10.77.0.2"}}
+    path.write_text(yaml.safe_dump({"xfrmctl": {"hosts": hosts, "vars": group_vars}}))
+
+
+@pytest.fixture
+def systemd(lab_out: Path) -> Iterator[SystemdNamespace]:
+    ns = SystemdNamespace().start()
+    try:
+        ns.run("mkdir", "-p", "/run/tmpfiles.d", "/run/systemd/system/xfrmctl.service.d")
+        # Lab-only drop-in. The checkout's virtualenv may point at an interpreter under /root
+        # (pyenv), which the unit's ProtectHome=yes hides (exit 203/EXEC); a venv the role
+        # creates uses /usr/bin/python3. And Python starts slowly under TCG.
+        dropin = "[Service]\nProtectHome=read-only\nTimeoutStartSec=900\n"
+        ns.run(
+            "sh",
+            "-c",
+            f"printf '{dropin}' > /run/systemd/system/xfrmctl.service.d/lab.conf",
+        )
+        yield ns
+    finally:
+        journal = ns.run("journalctl", "-u", "xfrmctl", "--no-pager", check=False).stdout
+        (lab_out / "systemd-xfrmctl-journal.log").write_text(journal)
+        ns.run("systemctl", "stop", "xfrmctl", check=False)
+        ns.stop()
+
+
+def main_pid(ns: SystemdNamespace) -> int:
+    props = ns.show("xfrmctl.service", "ActiveState", "SubState", "MainPID", "Type")
+    assert props["ActiveState"] == "active" and props["SubState"] == "running", props
+    assert props["Type"] == "notify", props
+    return int(props["MainPID"])
+
+
+def proc_status(ns: SystemdNamespace, pid: int) -> dict[str, str]:
+    text = ns.run("cat", f"/proc/{pid}/status").stdout
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+
+
+@pytest.mark.timeout(3000)
+def test_role_runs_the_hardened_unit_under_systemd(
+    systemd: SystemdNamespace, lab_out: Path, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yml"
+    home = tmp_path / "ansible-home"
+    workdir = lab_out / "systemd-role"
+    workdir.mkdir(parents=True, exist_ok=True)
+    prefix = tuple(systemd.prefix(wd=ANSIBLE))
+    args = ("--limit", "gw", "--skip-tags", "xfrmctl_up")
+
+    def playbook(n: int, *extra: str) -> tuple[dict[str, dict[str, int]], str]:
+        log = workdir / f"playbook-{n}.log"
+        return run_playbook(inventory, log, home, PSK, *args, *extra, prefix=prefix)
+
+    # 1. First run: unit, tmpfiles entry, configuration, secret; enabled and started.
+    write_inventory(inventory, {})
+    recap, out = playbook(1)
+    assert recap["gw"]["changed"] > 0, out
+    pid = main_pid(systemd)
+    assert systemd.run("systemctl", "is-enabled", "xfrmctl").stdout.strip() == "enabled"
+    secret = systemd.run("stat", "-c", "%a", f"{ETC}/secrets/gp.psk").stdout.strip()
+    assert secret == "600"
+    status = proc_status(systemd, pid)
+    assert int(status["CapBnd"], 16) == CAP_BOUNDING, status["CapBnd"]
+    assert status["NoNewPrivs"] == "1"
+    report = systemd.run(str(BIN / "xfrmctl"), "--socket", SOCKET, "status", "--json").stdout
+    assert yaml.safe_load(report)["ike_sas"] == []  # configured, not started (start_action none)
+    journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
+    assert "xfrmctl daemon ready: 1 connections" in journal, journal
+
+    # 2. Second run and check mode: nothing changes, nothing restarts.
+    recap, out = playbook(2)
+    assert recap["gw"]["changed"] == 0, out
+    recap, out = playbook(3, "--check", "--diff")
+    assert recap["gw"]["changed"] == 0, out
+
+    # 3. A changed connection reloads the running daemon (ExecReload), same process.
+    write_inventory(inventory, {"connection_options": {"dpd_delay": "30s"}})
+    recap, out = playbook(4)
+    assert recap["gw"]["changed"] > 0, out
+    assert "RUNNING HANDLER [xfrmctl.ipsec.xfrmctl : Reload xfrmctl under systemd]" in out, out
+    assert main_pid(systemd) == pid, "the daemon was restarted instead of reloaded"
+    assert "dpd_delay: 30s" in systemd.run("cat", f"{ETC}/xfrmctl.yaml").stdout
+    journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
+    assert "configuration reloaded" in journal, journal
+    assert systemd.show("xfrmctl.service", "NRestarts")["NRestarts"] == "0"
+
+    # 4. Stop: the daemon exits cleanly and leaves nothing in the kernel.
+    systemd.run("systemctl", "stop", "xfrmctl")
+    props = systemd.show("xfrmctl.service", "ActiveState", "Result")
+    assert props == {"ActiveState": "inactive", "Result": "success"}, props
+    assert systemd.run("ip", "xfrm", "state").stdout.strip() == ""
+    assert systemd.run("ip", "xfrm", "policy").stdout.strip() == ""
