@@ -1,4 +1,4 @@
-"""A throwaway CA and ECDSA P-256 end-entity certificates for the certificate tests."""
+"""A throwaway CA (ECDSA P-256) and end-entity certificates for the certificate tests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from xfrmctl.ike.crypto.certs import TrustStore
@@ -42,9 +43,13 @@ def make_ca(cn: str = "Test CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certi
 
 
 def make_leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, fqdn: str
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    fqdn: str,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
+    """A leaf for `fqdn` signed by the CA; an ECDSA P-256 key unless `key` is given."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(fqdn))
@@ -64,9 +69,13 @@ def make_leaf(
 
 
 def cert_auth(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, fqdn: str, trust: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    fqdn: str,
+    trust: x509.Certificate,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
 ) -> CertAuth:
-    key, leaf = make_leaf(ca_key, ca, fqdn)
+    key, leaf = make_leaf(ca_key, ca, fqdn, key)
     return CertAuth(
         LocalSigner.from_key(key),
         (leaf.public_bytes(serialization.Encoding.DER),),

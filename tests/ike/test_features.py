@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
 from certs_fixture import NOW, cert_auth, make_ca
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from harness import NAT_IP, Harness, make_pair
 
 from xfrmctl.ike.engine import EndpointConfig, IkeEndpoint
@@ -175,6 +179,26 @@ def test_certificate_authentication_ecdsa() -> None:
         d for s, d in h.log if s == "a" and decode_message(d).exchange == ExchangeType.IKE_AUTH
     ]
     assert auth_req
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa-pss", "secp384r1"])
+def test_certificate_authentication_other_leaf_keys(kind: str) -> None:
+    """RFC 7427 signatures with each key type a leaf may carry (the CA stays ECDSA: the
+    certificate verifier of `cryptography` refuses Ed25519-signed chains)."""
+    ca_key, ca = make_ca()
+    keys: dict[str, Callable[[], CertificateIssuerPrivateKeyTypes]] = {
+        "ed25519": ed25519.Ed25519PrivateKey.generate,
+        "rsa-pss": lambda: rsa.generate_private_key(65537, 2048),
+        "secp384r1": lambda: ec.generate_private_key(ec.SECP384R1()),
+    }
+    a_auth = cert_auth(ca_key, ca, "a.example", ca, keys[kind]())
+    b_auth = cert_auth(ca_key, ca, "b.example", ca)
+    h, _a_spec, _b_spec = make_pair(a={"auth": a_auth}, b={"auth": b_auth})
+    for ep in (h.a, h.b):
+        ep.wall_clock = lambda: NOW
+    up(h)
+    assert h.of("a", IkeSaEstablished) and h.of("b", IkeSaEstablished)
+    assert h.of("a", ChildSaReady) and h.of("b", ChildSaReady)
 
 
 def test_certificate_from_untrusted_ca_fails() -> None:
