@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from daemon_helpers import write_config
+from netns_tools import fresh_netns, ip
 
 from xfrmctl.config import load_config
 from xfrmctl.daemon.specs import build_specs
@@ -30,20 +30,10 @@ STALE = REQID_BASE + 40  # what a killed earlier instance left
 FOREIGN = 7  # an admin's or another daemon's
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(
-        ["ip", "-n", ns, *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"xfrmctl-glue-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with fresh_netns("glue") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def policy(ns: str, src: str, dst: str, direction: str, reqid: int) -> None:

@@ -17,6 +17,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from netns_tools import ip
 
 from xfrmctl.kernel import (
     SA,
@@ -50,12 +51,6 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[2]
 OWN = Ownership()
 LOCAL, PEER = ip_address("192.0.2.1"), ip_address("192.0.2.9")
-
-
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(
-        ["ip", "-n", ns, *args], check=True, capture_output=True, text=True
-    ).stdout
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
+from netns_tools import fresh_netns, ip
 
 from xfrmctl.kernel import (
     SA,
@@ -40,20 +39,10 @@ LOCAL, PEER = ip_address("192.0.2.1"), ip_address("192.0.2.9")
 REQID = tx.DEFAULT_OWNERSHIP.reqid(9)
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(
-        ["ip", "-n", ns, *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"xfrmctl-tx-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with fresh_netns("tx") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def policies() -> tuple[Policy, ...]:
