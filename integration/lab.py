@@ -19,6 +19,8 @@ the writable output folder (default: lab-out/ in the repository).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import glob
 import os
 import shlex
@@ -26,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +61,9 @@ KERNEL_PACKAGE = "linux-image-amd64"
 # under /var: the guest mounts fresh tmpfs on /var/cache, /var/lib and /var/tmp.
 LIBRESWAN_PACKAGE = "libreswan"
 LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/opt/xfrmctl-lab/libreswan"))
+# One guest at a time on this machine, whichever checkout boots it: two TCG guests on two cores
+# make both crawl until the tests' start-up limits fire.
+GUEST_LOCK = Path(os.environ.get("XFRMCTL_LAB_LOCK", "/run/lock/xfrmctl-lab.lock"))
 
 
 def log(msg: str) -> None:
@@ -199,8 +205,29 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
     return script
 
 
+@contextlib.contextmanager
+def one_guest_at_a_time() -> Iterator[None]:
+    """Hold the machine-wide guest lock; wait (saying so) while another guest runs."""
+    GUEST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(GUEST_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another lab guest is running; waiting for it to finish ({GUEST_LOCK})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool = False) -> int:
     install()
+    with one_guest_at_a_time():
+        return _boot(command, memory, cpus, interactive)
+
+
+def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
     kernel = distro_kernel()
     if kernel is None:
         fail(f"no Debian kernel with modules in /boot after installing {KERNEL_PACKAGE}")
