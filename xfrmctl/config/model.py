@@ -93,6 +93,11 @@ def _bool_alias(true: str, false: str) -> Any:
     return convert
 
 
+def _crypto_is_yes(value: object) -> object:
+    """`crypto`, the name an earlier release documented, is swanctl's `yes`."""
+    return "yes" if value == "crypto" else value
+
+
 Duration = Annotated[
     int,
     BeforeValidator(parse_duration),
@@ -229,9 +234,12 @@ class Child(_Strict):
     if_id_out: IfId | None = None
     """XFRM interface ID for outbound SAs and policies."""
     hw_offload: Annotated[
-        Literal["no", "crypto", "packet"], BeforeValidator(_bool_alias("crypto", "no"))
+        Literal["no", "yes", "auto", "packet"],
+        BeforeValidator(_bool_alias("yes", "no")),
+        BeforeValidator(_crypto_is_yes),
     ] = "no"
-    """NIC offload: no, crypto (crypto only) or packet (full packet offload)."""
+    """NIC offload (swanctl): no; yes (crypto offload, fail if the device cannot); auto
+    (crypto offload where the device can, software otherwise); packet (full packet offload)."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Child:

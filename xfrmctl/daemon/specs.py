@@ -16,7 +16,9 @@ from xfrmctl.ike.spec import (
     Encap,
     Identity,
     IPAddress,
+    KernelOptions,
     Mode,
+    Offload,
     PskAuth,
     StartAction,
     TsSpec,
@@ -82,6 +84,12 @@ def _child(
         start_action=StartAction(child.start_action),
         dpd_action=_DPD_ACTIONS[child.dpd_action],
         close_action=CloseAction(child.close_action),
+        kernel=KernelOptions(
+            replay_window=int(child.replay_window),
+            if_id_in=int(child.if_id_in or 0),
+            if_id_out=int(child.if_id_out or 0),
+            hw_offload=Offload(child.hw_offload),
+        ),
     )
 
 
@@ -137,4 +145,5 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         dpd_timeout=float(conn.dpd_timeout),
         encap=Encap(conn.encap),
         fragmentation=bool(conn.fragmentation),
+        keep_alive=float(conn.keep_alive),
     )

@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
+from xfrmctl.daemon.offload import fall_back, offload_device
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
-from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, Mode, TsSpec
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, KernelOptions, Mode, TsSpec
+from xfrmctl.ike.spec import Offload as OffloadMode
 from xfrmctl.kernel import events as kev
 from xfrmctl.kernel import sa as ksa
 from xfrmctl.kernel import transaction as tx
@@ -36,6 +38,7 @@ from xfrmctl.kernel.types import (
     Dir,
     Encap,
     Lifetime,
+    Offload,
     Policy,
     Proto,
     SaId,
@@ -97,8 +100,11 @@ def _policies(
     reqid: int,
     local: IPAddress,
     remote: IPAddress,
+    options: KernelOptions,
 ) -> list[Policy]:
+    """in (and fwd in tunnel mode) with `if_id_in`, out with `if_id_out` (swanctl)."""
     out: list[Policy] = []
+    if_in, if_out = options.if_id_in, options.if_id_out
     tunnel = mode == KMode.TUNNEL
     for sel in selectors:
         reverse = Selector(sel.dst, sel.src, sel.proto, sel.dport, sel.sport)
@@ -116,10 +122,10 @@ def _policies(
             src=remote if tunnel else None,
             dst=local if tunnel else None,
         )
-        out.append(Policy(reverse, Dir.IN, (t_in,), priority=PRIORITY))
+        out.append(Policy(reverse, Dir.IN, (t_in,), priority=PRIORITY, if_id=if_in))
         if tunnel:
-            out.append(Policy(reverse, Dir.FWD, (t_in,), priority=PRIORITY))
-        out.append(Policy(sel, Dir.OUT, (t_out,), priority=PRIORITY))
+            out.append(Policy(reverse, Dir.FWD, (t_in,), priority=PRIORITY, if_id=if_in))
+        out.append(Policy(sel, Dir.OUT, (t_out,), priority=PRIORITY, if_id=if_out))
     return out
 
 
@@ -131,6 +137,7 @@ class XfrmGlue(KernelGlue):
         self._trap_policies: dict[int, list[Policy]] = {}
         self._children: dict[int, ChildSA] = {}  # by spi_in
         self._lingering: dict[int, ChildSA] = {}  # rekeyed inbound SAs in their grace time
+        self.offloaded: dict[int, str] = {}  # by spi_in: the offload device, "" in software
         self._netns = netns
         self._stream: kev.EventStream | None = None
 
@@ -180,6 +187,7 @@ class XfrmGlue(KernelGlue):
             kreqid,
             spec.local_addrs[0],
             spec.remote_addrs[0],
+            child.kernel,
         )
         await tx.install_policies(self.conn, policies)
         self.traps[kreqid] = (spec.name, child.name)
@@ -213,16 +221,23 @@ class XfrmGlue(KernelGlue):
         except XfrmError as exc:
             log.error("%s: %s", what, exc)
 
-    def _child(self, ready: ChildSaReady) -> ChildSA:
+    def _child(self, ready: ChildSaReady, offload: int | None = None) -> ChildSA:
+        """The kernel objects of one Child SA; `offload` is the ifindex to offload to."""
         reqid = self._reqid(ready.reqid)
-        sa_in, sa_out = self._sas(ready, reqid)
+        sa_in, sa_out = self._sas(ready, reqid, offload)
         selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
         policies = _policies(
-            selectors, _mode(ready.mode), _proto(ready.protocol), reqid, ready.local, ready.remote
+            selectors,
+            _mode(ready.mode),
+            _proto(ready.protocol),
+            reqid,
+            ready.local,
+            ready.remote,
+            ready.kernel,
         )
         return ChildSA(sa_in, sa_out, tuple(policies), inbound_larval=False)
 
-    def _sas(self, r: ChildSaReady, reqid: int) -> tuple[SA, SA]:
+    def _sas(self, r: ChildSaReady, reqid: int, offload: int | None) -> tuple[SA, SA]:
         mode, proto = _mode(r.mode), _proto(r.protocol)
         lt = r.lifetimes
 
@@ -240,8 +255,10 @@ class XfrmGlue(KernelGlue):
         encr_id = r.encr.id if r.encr else None
         encr_bits = r.encr.key_length if r.encr else None
         integ_id = r.integ.id if r.integ else None
+        opts = r.kernel
+        packet = opts.hw_offload == OffloadMode.PACKET
         sas = []
-        for src, dst, spi, ekey, ikey, encap in (
+        for src, dst, spi, ekey, ikey, encap, if_id, inbound in (
             (
                 r.remote,
                 r.local,
@@ -249,6 +266,8 @@ class XfrmGlue(KernelGlue):
                 r.encr_key_in,
                 r.integ_key_in,
                 Encap(r.encap.remote_port, r.encap.local_port) if r.encap else None,
+                opts.if_id_in,
+                True,
             ),
             (
                 r.local,
@@ -257,6 +276,8 @@ class XfrmGlue(KernelGlue):
                 r.encr_key_out,
                 r.integ_key_out,
                 Encap(r.encap.local_port, r.encap.remote_port) if r.encap else None,
+                opts.if_id_out,
+                False,
             ),
         ):
             aead, crypt, auth = sa_algorithms(encr_id, encr_bits, integ_id, ekey, ikey)
@@ -272,18 +293,29 @@ class XfrmGlue(KernelGlue):
                     crypt=crypt,
                     auth=auth,
                     lifetime=lifetime,
-                    replay_window=32,
+                    replay_window=opts.replay_window,
                     esn=r.esn,
                     encap=encap,
+                    if_id=if_id,
+                    offload=None if offload is None else Offload(offload, inbound, packet),
                 )
             )
         return sas[0], sas[1]
 
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()
-        child = self._child(ready)
-        await tx.install_child(self.conn, child, outbound=outbound)
+        device = offload_device(ready, self._netns)
+        child = self._child(ready, device.index if device else None)
+        try:
+            await tx.install_child(self.conn, child, outbound=outbound)
+        except XfrmError as exc:
+            if device is None:
+                raise
+            fall_back(ready, device, exc)  # raises unless hw_offload is auto
+            device, child = None, self._child(ready)
+            await tx.install_child(self.conn, child, outbound=outbound)
         self._children[ready.spi_in] = child
+        self.offloaded[ready.spi_in] = device.name if device else ""
 
     async def install_outbound(self, ready: ChildSaReady) -> None:
         await self._open()
@@ -293,6 +325,7 @@ class XfrmGlue(KernelGlue):
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
         child = self._children.pop(ready.spi_in, None) or self._child(ready)
+        self.offloaded.pop(ready.spi_in, None)
         reqid = child.inbound.reqid
         if not inbound:
             self._lingering[ready.spi_in] = child
@@ -332,6 +365,7 @@ class XfrmGlue(KernelGlue):
         self._trap_policies.clear()
         self._children.clear()
         self._lingering.clear()
+        self.offloaded.clear()
         await self.cleanup_stale()  # with nothing to spare any more: everything of ours
 
     async def open_events(self) -> None:

@@ -280,6 +280,7 @@ def install(
             replaces.spi_in if replaces else None,
             replaces.spi_out if replaces else None,
             format_proposal(chosen),
+            spec.kernel,
         )
     )
     return child

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
-from xfrmctl.ike.spec import Mode
+from xfrmctl.ike.spec import KernelOptions, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -105,6 +105,7 @@ class ChildSaReady(Event):
     replaces_spi_in: int | None = None  # set when this rekeys an older Child SA
     replaces_spi_out: int | None = None
     proposal: str = ""
+    kernel: KernelOptions = field(default_factory=KernelOptions)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,25 @@ class TsSpec:
         )
 
 
+class Offload(Enum):
+    """swanctl's `hw_offload`: where the NIC does the per-packet work."""
+
+    NO = "no"
+    YES = "yes"  # crypto offload, or fail
+    AUTO = "auto"  # crypto offload where the device can, software otherwise
+    PACKET = "packet"  # full packet offload, or fail
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """Per-child XFRM settings the engine carries to the host untouched (swanctl names)."""
+
+    replay_window: int = 32  # packets; 0 disables replay protection
+    if_id_in: int = 0  # XFRM interface ID of inbound SAs and policies (0: none)
+    if_id_out: int = 0
+    hw_offload: Offload = Offload.NO
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     name: str
@@ -144,6 +163,7 @@ class ChildSpec:
     start_action: StartAction = StartAction.NONE
     dpd_action: CloseAction = CloseAction.NONE
     close_action: CloseAction = CloseAction.NONE
+    kernel: KernelOptions = KernelOptions()
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,7 @@ class ConnectionSpec:
     dpd_timeout: float = 0.0
     encap: Encap = Encap.AUTO
     fragmentation: bool = True
+    keep_alive: float = 20.0  # NAT-T keepalive interval behind a NAT (the host sends them); 0: off
 
     def child(self, name: str) -> ChildSpec:
         for c in self.children:
