@@ -328,7 +328,10 @@ class Daemon:
 
     def _send_now(self, dgrams: list[Datagram]) -> None:
         for dgram in dgrams:
-            self.sockets.send(dgram.data, dgram.local, dgram.remote)
+            if dgram.keepalive:
+                self.sockets.send_keepalive(dgram.local, dgram.remote)
+            else:
+                self.sockets.send(dgram.data, dgram.local, dgram.remote)
 
     async def _send(self, dgrams: list[Datagram]) -> None:
         self._send_now(dgrams)

@@ -40,11 +40,15 @@ Address = tuple[IPAddress, int]
 IKE_PORT = 500
 
 
+NATT_KEEPALIVE = b"\xff"
+
+
 @dataclass(frozen=True)
 class Datagram:
     data: bytes
     local: Address
     remote: Address
+    keepalive: bool = False  # a NAT-T keepalive (RFC 3948 §2.3): 0xFF, no non-ESP marker
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,9 @@ class IkeEndpoint:
 
     def send(self, packets: list[bytes], local: Address, remote: Address) -> None:
         self._out.extend(Datagram(p, local, remote) for p in packets)
+
+    def send_keepalive(self, local: Address, remote: Address) -> None:
+        self._out.append(Datagram(NATT_KEEPALIVE, local, remote, keepalive=True))
 
     def trace_message(
         self,

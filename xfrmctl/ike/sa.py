@@ -160,6 +160,7 @@ class IkeSa:
         self.dpd_at: float | None = None
         self.invalid_spi_hint_at: float | None = None  # last liveness check INVALID_IKE_SPI began
         self.last_inbound = now
+        self.keepalive_sent = now  # NAT-T keepalives are due keep_alive after this
         self.retry_at: float | None = None
         self.expire_at: float | None = None  # drop silently then (redundant rekey SAs)
         self.close_after_response = ""
@@ -184,6 +185,18 @@ class IkeSa:
 
     def encap(self) -> UdpEncap | None:
         return UdpEncap(self.local[1], self.remote[1]) if self.nat else None
+
+    def keepalive_due(self) -> float | None:
+        """When the next NAT-T keepalive is due: only while established behind a NAT of ours.
+
+        RFC 3948 §4: the host behind the NAT keeps its UDP mapping alive, so the peer outside
+        can still reach it after a long silence (the kernel's ESP does not count: we cannot
+        see it, and one byte every `keep_alive` seconds costs nothing).
+        """
+        interval = self.spec.keep_alive if self.spec is not None else 0.0
+        if self.state != IkeState.ESTABLISHED or not self.nat_local or interval <= 0:
+            return None
+        return self.keepalive_sent + interval
 
     def lookup_children(self) -> list[ChildSa]:
         """Our children and, after an IKE rekey, those that moved to the new IKE SA."""
@@ -405,7 +418,13 @@ class IkeSa:
         if self.state == IkeState.INIT_RESPONDED:
             times.append(self.created + self.ep.config.half_open_timeout)
         if self.state == IkeState.ESTABLISHED:
-            timers = (self.rekey_at, self.reauth_at, self.hard_at, self.dpd_at)
+            timers = (
+                self.rekey_at,
+                self.reauth_at,
+                self.hard_at,
+                self.dpd_at,
+                self.keepalive_due(),
+            )
             times += [t for t in timers if t is not None]
             for c in self.children:
                 if c.rekey_at is not None:
@@ -463,6 +482,10 @@ class IkeSa:
             ike_rekey.start(self, now)
         if self.dpd_at is not None and now >= self.dpd_at:
             liveness.on_dpd_timer(self, now)
+        keepalive = self.keepalive_due()
+        if keepalive is not None and now >= keepalive:
+            self.keepalive_sent = now
+            self.ep.send_keepalive(self.local, self.remote)
         for c in list(self.children):
             if now >= c.expire_at:
                 self.ep.remove_child(self, c, now, "hard lifetime expired", notify_peer=True)
