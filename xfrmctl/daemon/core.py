@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from xfrmctl.daemon.handover import ChildHandover, Installed
-from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue
+from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.kernel_queue import KernelQueue
+from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
 from xfrmctl.daemon.tracing import MessageLog, tracing_wanted
@@ -232,6 +233,7 @@ class Daemon:
                 event.spi_out,
                 event.reason,
             )
+            self._close_action(event)  # a trap goes in before the SA's policies go
             self._enqueue(functools.partial(self._remove, event))
         elif isinstance(event, ev.IkeSaEstablished):
             log.info(
@@ -321,6 +323,38 @@ class Daemon:
                     attempt,
                 )
 
+    def _close_action(self, gone: ev.ChildSaDeleted) -> None:
+        """swanctl's close_action when the peer closed a Child SA (or its IKE SA) for good:
+        not when a rekey or reauthentication replaced it (another SA of the child lives on)."""
+        spec = self.engine.specs.get(gone.conn)
+        if not gone.by_peer or spec is None or self._stopping:
+            return
+        child = next((c for c in spec.children if c.name == gone.child), None)
+        if child is None or child.close_action == CloseAction.NONE:
+            return
+        if any(
+            c.conn == gone.conn and c.name == gone.child and c.spi_in != gone.spi_in
+            for c in self.engine.child_sas()
+        ):
+            return
+        log.info(
+            "%s/%s: closed by the peer, close_action %s",
+            gone.conn,
+            gone.child,
+            child.close_action.value,
+        )
+        if child.close_action == CloseAction.TRAP:
+            if child.start_action != StartAction.TRAP:  # a trap child's policies stay anyway
+                reqid = self.engine.reqid(gone.conn, child.name)
+                self._enqueue(functools.partial(self.kernel.install_trap, spec, child, reqid))
+        else:
+            self.loop.call_soon(self._reinitiate, gone.conn, child.name)
+
+    def _reinitiate(self, conn: str, child: str) -> None:
+        if conn in self.engine.specs and not self._stopping:
+            with contextlib.suppress(LocalProtocolError):
+                self.call(self.engine.initiate_child, conn, child)
+
     def _restart(self, conn: str, children: list[str]) -> None:
         if conn in self.engine.specs and not self._stopping:
             with contextlib.suppress(LocalProtocolError):
@@ -404,7 +438,9 @@ class Daemon:
         spi_in = self.handover.spi_in_for(kev.spi)
         if spi_in is None:
             return
-        if kev.kind == "soft":
+        if kev.kind == "mapping" and kev.mapping is not None:
+            self._on_mapping(spi_in, kev.mapping)
+        elif kev.kind == "soft":
             log.info("Child SA spi %08x reached its soft limit, rekeying", kev.spi)
             with contextlib.suppress(LocalProtocolError, KeyError):
                 self.call(self.engine.rekey_child, spi_in)
@@ -412,6 +448,14 @@ class Daemon:
             log.info("Child SA spi %08x reached its hard limit, deleting", kev.spi)
             with contextlib.suppress(LocalProtocolError, KeyError):
                 self.call(self.engine.delete_child, spi_in)
+
+    def _on_mapping(self, spi_in: int, mapping: NatMapping) -> None:
+        if not port_change(mapping):
+            return
+        with contextlib.suppress(LocalProtocolError):
+            self.call(self.engine.peer_port_changed, spi_in, mapping.new)
+        for ready in remap(self.installed, mapping):
+            self._enqueue(functools.partial(self.kernel.update_encap, ready))
 
     # ------------------------------------------------------------------------ waiters
 

@@ -7,6 +7,7 @@ recording double so the whole daemon runs without root.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,17 @@ from dataclasses import dataclass
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Address = tuple[IPAddress, int]
+
+
+@dataclass(frozen=True)
+class NatMapping:
+    """XFRM_MSG_MAPPING: ESP from the peer now arrives from `new` instead of `old`."""
+
+    old: Address
+    new: Address
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,7 @@ class KernelEvent:
     spi: int = 0
     traffic_selectors: tuple[TrafficSelector, ...] | None = None
     detail: str = ""
+    mapping: NatMapping | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,10 @@ class KernelGlue:
 
     async def remove_inbound(self, ready: ChildSaReady) -> None:
         """The inbound SA that `remove_child(inbound=False)` left behind."""
+        raise NotImplementedError
+
+    async def update_encap(self, ready: ChildSaReady) -> None:
+        """Re-program both SAs' UDP encapsulation ports from `ready.encap` (NAT mapping)."""
         raise NotImplementedError
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:

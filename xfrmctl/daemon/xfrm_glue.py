@@ -16,9 +16,10 @@ import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
-from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
+from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.offload import fall_back, offload_device
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.iana import ProtocolId
@@ -346,6 +347,22 @@ class XfrmGlue(KernelGlue):
             f"{ready.conn}/{ready.child}: removing the old inbound SA", tx.remove_inbound, child
         )
 
+    async def update_encap(self, ready: ChildSaReady) -> None:
+        await self._open()
+        child = self._children.get(ready.spi_in)
+        if child is None or ready.encap is None:
+            return
+        e = ready.encap
+        sa_in = replace(
+            child.inbound, encap=replace_ports(child.inbound.encap, e.remote_port, e.local_port)
+        )
+        sa_out = replace(
+            child.outbound, encap=replace_ports(child.outbound.encap, e.local_port, e.remote_port)
+        )
+        for sa in (sa_in, sa_out):
+            await ksa.update_sa(self.conn, sa)
+        self._children[ready.spi_in] = replace(child, inbound=sa_in, outbound=sa_out)
+
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         await self._open()
         proto = _proto(ready.protocol)
@@ -403,9 +420,16 @@ class XfrmGlue(KernelGlue):
                         reqid=event.reqid,
                         spi=event.sa_id.spi,
                         detail=f"{event.new_src}:{event.new_sport}",
+                        mapping=NatMapping(
+                            (event.old_src, event.old_sport), (event.new_src, event.new_sport)
+                        ),
                     )
         finally:
             stream.close()
+
+
+def replace_ports(encap: Encap | None, sport: int, dport: int) -> Encap:
+    return Encap(sport, dport) if encap is None else replace(encap, sport=sport, dport=dport)
 
 
 def _ts(

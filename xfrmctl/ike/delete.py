@@ -7,7 +7,7 @@ SA it is already deleting, so both end up removing it exactly once.
 from __future__ import annotations
 
 from xfrmctl.ike.childsa import spi_bytes
-from xfrmctl.ike.events import AuthenticationFailed
+from xfrmctl.ike.events import DELETED_BY_PEER, AuthenticationFailed
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId, name_of
 from xfrmctl.ike.message import Message
@@ -85,7 +85,7 @@ def handle_informational(
     for p in payloads:
         if isinstance(p, DeletePayload):
             if p.protocol == ProtocolId.IKE:
-                sa.close_after_response = "deleted by peer"
+                sa.close_after_response = DELETED_BY_PEER
                 return []
             ours: list[bytes] = []
             for raw in p.spis:
@@ -102,7 +102,7 @@ def handle_informational(
                     continue
                 if child.state != ChildState.DELETING:
                     ours.append(spi_bytes(child.spi_in))
-                sa.ep.remove_child(sa, child, now, "deleted by peer", notify_peer=False)
+                sa.ep.remove_child(sa, child, now, DELETED_BY_PEER, notify_peer=False)
             if ours:
                 response.append(DeletePayload(p.protocol, tuple(ours), 4))
         elif isinstance(p, NotifyPayload) and p.notify_type == NotifyType.AUTHENTICATION_FAILED:

@@ -24,7 +24,13 @@ from xfrmctl.ike import (
 )
 from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
-from xfrmctl.ike.events import ChildSaDeleted, Event, MessageTrace, ProtocolViolation
+from xfrmctl.ike.events import (
+    DELETED_BY_PEER,
+    ChildSaDeleted,
+    Event,
+    MessageTrace,
+    ProtocolViolation,
+)
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
@@ -280,6 +286,16 @@ class IkeEndpoint:
         sa, child = self._child(spi_in)
         self.remove_child(sa, child, now, "deleted by request", notify_peer=True)
 
+    def peer_port_changed(self, spi_in: int, remote: Address, now: float) -> bool:
+        """The peer's NAT moved it to another port (the kernel saw authenticated ESP of this
+        Child SA arrive from `remote`, RFC 3948): send IKE there too, as strongSwan does on
+        XFRM_MSG_MAPPING. Only the port may change; True when the IKE SA moved."""
+        sa, _ = self._child(spi_in)
+        if not sa.nat_remote or sa.remote[0] != remote[0] or sa.remote == remote:
+            return False
+        sa.remote = remote
+        return True
+
     def rekey_ike(self, ike_sa_id: int, now: float) -> None:
         sa = self._sa(ike_sa_id)
         if sa.state == IkeState.ESTABLISHED:
@@ -406,6 +422,7 @@ class IkeEndpoint:
                     sa.local[0],
                     sa.remote[0],
                     reason,
+                    by_peer=reason == DELETED_BY_PEER,
                 )
             )
 

@@ -34,6 +34,9 @@ class UdpEncap:
     remote_port: int
 
 
+DELETED_BY_PEER = "deleted by peer"
+
+
 @dataclass(frozen=True)
 class Event:
     pass
@@ -119,6 +122,7 @@ class ChildSaDeleted(Event):
     local: IPAddress
     remote: IPAddress
     reason: str
+    by_peer: bool = False  # the peer deleted it (or its IKE SA): swanctl's close_action applies
 
 
 @dataclass(frozen=True)
