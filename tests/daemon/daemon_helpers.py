@@ -86,6 +86,10 @@ class RecordingKernel(KernelGlue):
         self.sas.pop(ready.spi_in, None)
         self._record("remove", ready.spi_in)
 
+    async def update_encap(self, ready: ChildSaReady) -> None:
+        self.sas[ready.spi_in] = ready
+        self._record("update_encap", ready.encap.remote_port if ready.encap else 0)
+
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         return ChildCounters(100, 1, 200, 2)
 
