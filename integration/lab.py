@@ -41,6 +41,7 @@ DEBIAN_PACKAGES = {
     "tcpdump": "tcpdump",
     "ping": "iputils-ping",
     "nft": "nftables",
+    "conntrack": "conntrack",  # NAT mapping changes under a live tunnel (test_nat_options.py)
     # strongSwan as an interop peer (integration/strongswan.py)
     "charon-systemd": "charon-systemd",
     "swanctl": "strongswan-swanctl",

@@ -1,0 +1,196 @@
+"""Per-child options against strongSwan in the real kernel (issue 9, section 1).
+
+One xfrmctl (host a) and one charon (host b); each child has its own inner address pair:
+- `close_action: start` / `trap`: strongSwan terminates the child; xfrmctl re-initiates it, or
+  installs the trap so the next packet does;
+- `replay_window`, ESN, `if_id_in`/`if_id_out`: read back from the kernel's SAs and policies;
+- `hw_offload: yes` on a veth (no IPsec offload) fails cleanly, installing nothing; `auto`
+  falls back to software and carries traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netlab import Host, Network
+from strongswan import Charon, swanctl_conf
+from xfrmctl_host import Xfrmctl, write_psk
+
+PSK = "child options lab secret, not for production"
+A_ID, B_ID = "a.lab.example", "b.lab.example"
+A_IP, B_IP = "10.98.0.1", "10.98.0.2"
+CHILDREN = {  # name: (inner index, xfrmctl child options, strongSwan esp_proposals)
+    "st": (1, "close_action: start", "aes256gcm16"),
+    "tr": (2, "close_action: trap", "aes256gcm16"),
+    "kopt": (3, "replay_window: 128\nif_id_in: 7\nif_id_out: 8", "aes256gcm16-esn"),
+    "hwyes": (4, "hw_offload: yes", "aes256gcm16"),
+    "hwauto": (5, "hw_offload: auto", "aes256gcm16"),
+}
+
+
+def inner(side: str, index: int) -> str:
+    return f"10.98.{1 if side == 'a' else 2}.{index}"
+
+
+def xfrmctl_config(workdir: Path) -> Path:
+    psk = write_psk(workdir, "a", PSK)
+    children = ""
+    for name, (i, extra, esp) in CHILDREN.items():
+        opts = "".join(f"\n        {line}" for line in extra.splitlines())
+        children += (
+            f"      {name}:\n        local_ts: [{inner('a', i)}/32]\n"
+            f"        remote_ts: [{inner('b', i)}/32]\n        esp_proposals: [{esp}]{opts}\n"
+        )
+    cfg = workdir / "a.yaml"
+    cfg.write_text(
+        "connections:\n  peer:\n"
+        f"    local_addrs: [{A_IP}]\n    remote_addrs: [{B_IP}]\n"
+        f"    local: {{id: {A_ID}, auth: psk}}\n    remote: {{id: {B_ID}, auth: psk}}\n"
+        f"    psk_file: {psk}\n    children:\n{children}"
+    )
+    return cfg
+
+
+def charon_config() -> str:
+    children = "".join(
+        f"      {name} {{\n        local_ts = {inner('b', i)}/32\n"
+        f"        remote_ts = {inner('a', i)}/32\n        esp_proposals = {esp}\n      }}\n"
+        for name, (i, _, esp) in CHILDREN.items()
+    )
+    conn = (
+        "  peer {\n    version = 2\n"
+        f"    local_addrs = {B_IP}\n    remote_addrs = {A_IP}\n"
+        "    proposals = aes256gcm16-prfsha384-x25519\n"
+        f"    local {{\n      auth = psk\n      id = {B_ID}\n    }}\n"
+        f"    remote {{\n      auth = psk\n      id = {A_ID}\n    }}\n"
+        f"    children {{\n{children}    }}\n  }}\n"
+    )
+    return swanctl_conf([conn], [(A_ID, B_ID, PSK)])
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def child_status(da: Xfrmctl, name: str) -> dict[str, Any] | None:
+    status = json.loads(da.cli("status", "--json").stdout)
+    for ike in status["ike_sas"]:
+        for child in ike["children"]:
+            if child["name"] == name and child["state"] == "INSTALLED":
+                result: dict[str, Any] = child
+                return result
+    return None
+
+
+def sa_spis(host: Host, index: int) -> set[int]:
+    """SPIs of the SAs whose selector covers child `index`'s inner addresses."""
+    blocks = re.split(r"\n(?=src )", host.xfrm_state_text())
+    return {
+        int(m.group(1), 16)
+        for b in blocks
+        if f"{inner('a', index)}/32" in b and (m := re.search(r"spi (0x[0-9a-f]+)", b))
+    }
+
+
+def ping(host: Host, index: int, count: int = 3) -> bool:
+    cmd = f"ping -n -c {count} -i 0.3 -W 2 -I {inner('a', index)} {inner('b', index)}"
+    return host.run(cmd, check=False).returncode == 0
+
+
+def test_close_action_kernel_options_and_offload(net: Network, lab_out: Path) -> None:
+    workdir = lab_out / "child-options"
+    workdir.mkdir(parents=True, exist_ok=True)
+    a, b = net.host("a"), net.host("b")
+    sw, devs = net.bridge([(a, f"{A_IP}/24"), (b, f"{B_IP}/24")])
+    for i, _, _ in CHILDREN.values():
+        a.run(f"ip addr add {inner('a', i)}/32 dev lo")
+        b.run(f"ip addr add {inner('b', i)}/32 dev lo")
+    for side, host in (("a", a), ("b", b)):
+        other = "b" if side == "a" else "a"
+        gw = B_IP if side == "a" else A_IP
+        host.run(f"ip route add 10.98.{1 if other == 'a' else 2}.0/24 via {gw}")
+    charon = Charon(b, workdir, charon_config())
+    da = Xfrmctl(a, workdir, xfrmctl_config(workdir))
+    try:
+        run_scenario(net, a, b, sw, devs["a"], charon, da)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- xfrmctl log ---\n{da.log.read_text()[-6000:]}\n"
+            f"--- charon log ---\n{charon.log_text()[-6000:]}"
+        ) from None
+    finally:
+        codes = (da.stop(), charon.stop())
+    assert codes[0] == 0
+    for host in (a, b):
+        assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
+
+
+def run_scenario(
+    net: Network, a: Host, b: Host, sw: Host, dev_a: str, charon: Charon, da: Xfrmctl
+) -> None:
+    for name in ("st", "tr", "kopt"):
+        da.cli("up", f"peer/{name}")
+    for name in ("st", "tr"):
+        assert ping(a, CHILDREN[name][0]), f"no traffic through {name}"
+
+    # Kernel options, read back from the kernel.
+    kopt = CHILDREN["kopt"][0]
+    states = [
+        s for s in re.split(r"\n(?=src )", a.xfrm_state_text()) if f"{inner('a', kopt)}/32" in s
+    ]
+    assert len(states) == 2, states
+    for text in states:
+        assert "flag esn" in text and re.search(r"replay_window 128\b", text), text
+    ifids = sorted(re.search(r"if_id (0x[0-9a-f]+)", s).group(1) for s in states)  # type: ignore[union-attr]
+    assert ifids == ["0x7", "0x8"], states
+    policies = [
+        p for p in re.split(r"\n(?=src )", a.xfrm_policy_text()) if f"{inner('a', kopt)}/32" in p
+    ]
+    for p in policies:
+        want = "0x8" if "dir out" in p else "0x7"
+        assert f"if_id {want}" in p, p
+
+    # close_action start: strongSwan closes the child, xfrmctl brings it back.
+    st = CHILDREN["st"][0]
+    old = sa_spis(a, st)
+    assert len(old) == 2
+    charon.swanctl("--terminate", "--child", "st", "--timeout", "30")
+    wait_for(lambda: len(sa_spis(a, st)) == 2 and not (sa_spis(a, st) & old), "st re-established")
+    assert ping(a, st), "no traffic after close_action start"
+
+    # close_action trap: closed by strongSwan, the trap sends the next packet through IKE.
+    tr = CHILDREN["tr"][0]
+    charon.swanctl("--terminate", "--child", "tr", "--timeout", "30")
+    wait_for(lambda: not sa_spis(a, tr), "tr removed")
+    trap = [p for p in re.split(r"\n(?=src )", a.xfrm_policy_text()) if f"{inner('a', tr)}/32" in p]
+    assert any("dir out" in p for p in trap), a.xfrm_policy_text()
+    with net.capture(sw, "br0", f"host {A_IP}") as cap:
+        a.run(f"ping -n -c 1 -W 1 -I {inner('a', tr)} {inner('b', tr)}", check=False)  # ACQUIRE
+        wait_for(lambda: len(sa_spis(a, tr)) == 2, "tr re-negotiated on traffic")
+        assert ping(a, tr), "no traffic after close_action trap"
+    assert "ICMP echo" not in cap.text, "cleartext while the trap was in place:\n" + cap.text
+
+    # hw_offload: yes on a device without IPsec offload fails and installs nothing.
+    before = a.xfrm_state_text()
+    proc = da.cli("up", "peer/hwyes", check=False)
+    assert proc.returncode == 1, proc
+    message = proc.stdout + proc.stderr
+    assert "hw_offload yes" in message and f"{dev_a} has no IPsec offload" in message, message
+    assert not sa_spis(a, CHILDREN["hwyes"][0]), a.xfrm_state_text()
+    assert a.xfrm_state_text().count("src ") == before.count("src ")
+    # auto falls back to software and works.
+    da.cli("up", "peer/hwauto")
+    assert ping(a, CHILDREN["hwauto"][0]), "no traffic with hw_offload auto"
+    assert "offload" not in a.xfrm_state_text()  # veth: software
+
+    da.cli("down", "peer")
+    wait_for(lambda: charon.ike_sa_count("peer") == 0, "strongSwan to drop the IKE SA", 30)
