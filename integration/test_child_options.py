@@ -91,14 +91,19 @@ def child_status(da: Xfrmctl, name: str) -> dict[str, Any] | None:
     return None
 
 
-def sa_spis(host: Host, index: int) -> set[int]:
-    """SPIs of the SAs whose selector covers child `index`'s inner addresses."""
+def child_spis(da: Xfrmctl, name: str) -> set[int]:
+    """Inbound and outbound SPI of the child's installed pair, from `status --json`."""
+    child = child_status(da, name)
+    return set() if child is None else {int(child["spi_in"], 16), int(child["spi_out"], 16)}
+
+
+def kernel_spis(host: Host) -> set[int]:
+    return {int(x, 16) for x in re.findall(r"\bspi (0x[0-9a-f]+)", host.xfrm_state_text())}
+
+
+def states_of(host: Host, spis: set[int]) -> list[str]:
     blocks = re.split(r"\n(?=src )", host.xfrm_state_text())
-    return {
-        int(m.group(1), 16)
-        for b in blocks
-        if f"{inner('a', index)}/32" in b and (m := re.search(r"spi (0x[0-9a-f]+)", b))
-    }
+    return [b for b in blocks if any(f"spi {spi:#010x}" in b for spi in spis)]
 
 
 def ping(host: Host, index: int, count: int = 3) -> bool:
@@ -144,49 +149,51 @@ def run_scenario(
 
     # Kernel options, read back from the kernel.
     kopt = CHILDREN["kopt"][0]
-    states = [
-        s for s in re.split(r"\n(?=src )", a.xfrm_state_text()) if f"{inner('a', kopt)}/32" in s
-    ]
-    assert len(states) == 2, states
+    states = states_of(a, child_spis(da, "kopt"))
+    assert len(states) == 2, a.xfrm_state_text()
     for text in states:
         assert "flag esn" in text and re.search(r"replay_window 128\b", text), text
-    ifids = sorted(re.search(r"if_id (0x[0-9a-f]+)", s).group(1) for s in states)  # type: ignore[union-attr]
+    ifids = sorted(m.group(1) for s in states if (m := re.search(r"if_id (0x[0-9a-f]+)", s)))
     assert ifids == ["0x7", "0x8"], states
-    policies = [
-        p for p in re.split(r"\n(?=src )", a.xfrm_policy_text()) if f"{inner('a', kopt)}/32" in p
-    ]
+    blocks = re.split(r"\n(?=src )", a.xfrm_policy_text())
+    policies = [p for p in blocks if f"{inner('a', kopt)}/32" in p or f"{inner('b', kopt)}/32" in p]
+    assert len(policies) == 3, a.xfrm_policy_text()  # in, fwd, out
     for p in policies:
         want = "0x8" if "dir out" in p else "0x7"
         assert f"if_id {want}" in p, p
 
     # close_action start: strongSwan closes the child, xfrmctl brings it back.
     st = CHILDREN["st"][0]
-    old = sa_spis(a, st)
-    assert len(old) == 2
+    old = child_spis(da, "st")
+    assert len(old) == 2 and old <= kernel_spis(a)
     charon.swanctl("--terminate", "--child", "st", "--timeout", "30")
-    wait_for(lambda: len(sa_spis(a, st)) == 2 and not (sa_spis(a, st) & old), "st re-established")
+    wait_for(lambda: not (old & kernel_spis(a)), "st removed")
+    wait_for(lambda: len(child_spis(da, "st")) == 2, "st re-established")
+    assert not (child_spis(da, "st") & old)
     assert ping(a, st), "no traffic after close_action start"
 
     # close_action trap: closed by strongSwan, the trap sends the next packet through IKE.
     tr = CHILDREN["tr"][0]
+    old = child_spis(da, "tr")
     charon.swanctl("--terminate", "--child", "tr", "--timeout", "30")
-    wait_for(lambda: not sa_spis(a, tr), "tr removed")
-    trap = [p for p in re.split(r"\n(?=src )", a.xfrm_policy_text()) if f"{inner('a', tr)}/32" in p]
-    assert any("dir out" in p for p in trap), a.xfrm_policy_text()
+    wait_for(lambda: not (old & kernel_spis(a)), "tr removed")
+    blocks = re.split(r"\n(?=src )", a.xfrm_policy_text())
+    trap = [p for p in blocks if f"dst {inner('b', tr)}/32" in p and "dir out" in p]
+    assert trap, a.xfrm_policy_text()
     with net.capture(sw, "br0", f"host {A_IP}") as cap:
         a.run(f"ping -n -c 1 -W 1 -I {inner('a', tr)} {inner('b', tr)}", check=False)  # ACQUIRE
-        wait_for(lambda: len(sa_spis(a, tr)) == 2, "tr re-negotiated on traffic")
+        wait_for(lambda: len(child_spis(da, "tr")) == 2, "tr re-negotiated on traffic")
         assert ping(a, tr), "no traffic after close_action trap"
     assert "ICMP echo" not in cap.text, "cleartext while the trap was in place:\n" + cap.text
 
     # hw_offload: yes on a device without IPsec offload fails and installs nothing.
-    before = a.xfrm_state_text()
+    before = kernel_spis(a)
     proc = da.cli("up", "peer/hwyes", check=False)
     assert proc.returncode == 1, proc
     message = proc.stdout + proc.stderr
     assert "hw_offload yes" in message and f"{dev_a} has no IPsec offload" in message, message
-    assert not sa_spis(a, CHILDREN["hwyes"][0]), a.xfrm_state_text()
-    assert a.xfrm_state_text().count("src ") == before.count("src ")
+    assert kernel_spis(a) == before, a.xfrm_state_text()
+    assert child_status(da, "hwyes") is None
     # auto falls back to software and works.
     da.cli("up", "peer/hwauto")
     assert ping(a, CHILDREN["hwauto"][0]), "no traffic with hw_offload auto"

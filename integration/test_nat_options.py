@@ -68,7 +68,7 @@ def test_keepalives_keep_the_way_in_open(net: Network, lab_out: Path, keep_alive
         assert ike_a["nat_local"] is True, ike_a
         with net.capture(nat, nat_out, "udp and dst port 4500 and udp[8] = 0xff") as cap:
             time.sleep(IDLE)  # idle: nothing but keepalives may cross
-        keepalives = cap.text.count("UDP, length 1")
+        keepalives = cap.text.count("isakmp-nat-keep-alive")
         # From outside, with no port forward: only the NAT's mapping leads to a.
         received = ping(b, "10.10.2.1", "10.10.1.1")
         if keep_alive == "5s":
@@ -100,7 +100,8 @@ def test_a_changed_nat_mapping_is_followed(net: Network, lab_out: Path) -> None:
         old_port = ike_b["remote_port"]
         # The NAT forgets its mappings and maps a to other ports from now on.
         nat.run("nft flush chain ip nat postrouting")
-        nat.run(f"nft add rule ip nat postrouting oifname {nat_out} masquerade to :30000-30099")
+        rule = f"oifname {nat_out} meta l4proto udp masquerade to :30000-30099"
+        nat.run(f"nft add rule ip nat postrouting {rule}")
         nat.run("conntrack -D -p udp", check=False)  # exit 1 when nothing was left to delete
         received = ping(a, "10.10.1.1", "10.10.2.1", count=10)
         (ike_b,) = db.status()["ike_sas"]
