@@ -57,3 +57,15 @@ def test_rand_time_must_be_below_reauth_time(write: Write) -> None:
 def test_bad_reauth_time_names_the_key(write: Write) -> None:
     errors = errors_of(write("xfrmctl.yaml", _conn(write, "reauth_time: sometimes")))
     assert any("reauth_time" in e and "duration" in e for e in errors), errors
+
+
+def test_child_volume_limits_and_jitter_reach_the_engine_spec(write: Write) -> None:
+    text = _conn(write, "").replace(
+        "        remote_ts: [10.2.0.0/16]\n",
+        "        remote_ts: [10.2.0.0/16]\n        rekey_bytes: 1M\n        rand_bytes: 100K\n"
+        "        rekey_packets: 1000\n        life_packets: 1200\n",
+    )
+    (spec,) = build_specs(load_config(write("xfrmctl.yaml", text)))
+    (child,) = spec.children
+    assert (child.rekey_bytes, child.rand_bytes) == (1048576, 102400)
+    assert (child.rekey_packets, child.life_packets, child.rand_packets) == (1000, 1200, 200)

@@ -269,9 +269,9 @@ def install(
             Lifetimes(
                 int(soft) if soft > 0 else 0,
                 int(hard) if hard != math.inf else 0,
-                spec.rekey_bytes,
+                _soft_limit(sa, spec.rekey_bytes, spec.rand_bytes),
                 spec.life_bytes,
-                spec.rekey_packets,
+                _soft_limit(sa, spec.rekey_packets, spec.rand_packets),
                 spec.life_packets,
             ),
             sa.encap(),
@@ -284,3 +284,11 @@ def install(
         )
     )
     return child
+
+
+def _soft_limit(sa: IkeSa, limit: int, rand: int) -> int:
+    """A volume rekey limit less its random jitter (swanctl rand_bytes/rand_packets), so the
+    Child SAs of many peers do not all rekey at once; 0 stays "no limit"."""
+    if limit <= 0:
+        return 0
+    return max(1, limit - int(sa.ep.jitter(rand)))

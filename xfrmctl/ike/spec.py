@@ -158,8 +158,10 @@ class ChildSpec:
     rand_time: float = 360.0
     rekey_bytes: int = 0
     life_bytes: int = 0
+    rand_bytes: int = 0  # jitter subtracted from rekey_bytes, as rand_time from rekey_time
     rekey_packets: int = 0
     life_packets: int = 0
+    rand_packets: int = 0
     start_action: StartAction = StartAction.NONE
     dpd_action: CloseAction = CloseAction.NONE
     close_action: CloseAction = CloseAction.NONE

@@ -1,0 +1,124 @@
+"""Per-child kernel options on the way into the kernel: replay_window, ESN, if_id_in/out and
+hw_offload, decoded back from the real netlink requests by the in-memory kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+from test_xfrm_glue_rekey import FakeKernel, glue_on, ready
+from test_xfrm_transaction import _parse as parse
+
+from xfrmctl.daemon import offload
+from xfrmctl.daemon.offload import OffloadError, offload_device
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.spec import KernelOptions, Offload
+from xfrmctl.kernel import links
+from xfrmctl.kernel.messages import Msg
+from xfrmctl.kernel.sa import decode_sa
+from xfrmctl.kernel.types import Dir
+from xfrmctl.kernel.types import Offload as KOffload
+
+
+def with_options(esn: bool = False, **options: Any) -> ChildSaReady:
+    return dataclasses.replace(ready(0x1001, 0x2001), esn=esn, kernel=KernelOptions(**options))
+
+
+def installed(r: ChildSaReady) -> Any:
+    k = FakeKernel()
+    asyncio.run(glue_on(k).install_child(r))
+    return k
+
+
+def test_replay_window_esn_and_if_ids_reach_sas_and_policies() -> None:
+    k = installed(with_options(esn=True, replay_window=128, if_id_in=7, if_id_out=8))
+    sas = {sid.spi: sa for sid, sa in k.sas.items()}
+    assert sas[0x1001].replay_window == sas[0x2001].replay_window == 128
+    assert sas[0x1001].esn and sas[0x2001].esn
+    assert (sas[0x1001].if_id, sas[0x2001].if_id) == (7, 8)
+    by_dir = {p.dir: p for p in k.policies.values()}
+    assert (by_dir[Dir.IN].if_id, by_dir[Dir.FWD].if_id, by_dir[Dir.OUT].if_id) == (7, 7, 8)
+
+
+def test_defaults_are_swanctls() -> None:
+    k = installed(with_options())
+    assert {sa.replay_window for sa in k.sas.values()} == {32}
+    assert {sa.if_id for sa in k.sas.values()} == {0}
+    assert {p.if_id for p in k.policies.values()} == {0}
+    assert all(sa.offload is None for sa in k.sas.values())
+
+
+def test_replay_window_zero_disables_replay_protection() -> None:
+    k = installed(with_options(replay_window=0))
+    assert {sa.replay_window for sa in k.sas.values()} == {0}
+
+
+def device(capable: bool) -> Any:
+    return lambda address, netns=None: links.Device(3, "eth9", capable)
+
+
+@pytest.mark.parametrize("mode", [Offload.YES, Offload.PACKET])
+def test_offload_demanded_on_a_device_without_it_fails_naming_the_device(
+    monkeypatch: pytest.MonkeyPatch, mode: Offload
+) -> None:
+    monkeypatch.setattr(offload, "device_of_address", device(False))
+    r = with_options(hw_offload=mode)
+    with pytest.raises(OffloadError, match=f"hw_offload {mode.value}: device eth9 has no IPsec"):
+        offload_device(r)
+    k = FakeKernel()
+    with pytest.raises(OffloadError):
+        asyncio.run(glue_on(k).install_child(r))
+    assert not k.sas and not k.policies  # nothing installed
+
+
+def test_offload_auto_without_a_capable_device_is_software(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offload, "device_of_address", device(False))
+    assert offload_device(with_options(hw_offload=Offload.AUTO)) is None
+    k = installed(with_options(hw_offload=Offload.AUTO))
+    assert all(sa.offload is None for sa in k.sas.values())
+
+
+@pytest.mark.parametrize(
+    ("mode", "packet"), [(Offload.YES, False), (Offload.AUTO, False), (Offload.PACKET, True)]
+)
+def test_offload_to_a_capable_device(
+    monkeypatch: pytest.MonkeyPatch, mode: Offload, packet: bool
+) -> None:
+    monkeypatch.setattr(offload, "device_of_address", device(True))
+    k = FakeKernel()
+    glue = glue_on(k)
+    asyncio.run(glue.install_child(with_options(hw_offload=mode)))
+    sas = {sid.spi: sa for sid, sa in k.sas.items()}
+    assert sas[0x1001].offload == KOffload(3, True, packet)
+    assert sas[0x2001].offload == KOffload(3, False, packet)
+    assert glue.offloaded[0x1001] == "eth9"
+
+
+class RefusesOffload(FakeKernel):  # type: ignore[misc]
+    """A kernel whose driver refuses offloaded SAs (as many do for UDP-encapsulated ESP)."""
+
+    async def batch(self, requests: Any) -> Any:
+        offloaded = {
+            sa.id
+            for req in requests
+            if Msg(req.msg_type) == Msg.NEWSA
+            and (sa := decode_sa(parse(req.msg, req.msg_type))).offload is not None
+        }
+        self.reject = offloaded
+        try:
+            return await super().batch(requests)
+        finally:
+            self.reject = set()
+
+
+def test_offload_auto_falls_back_when_the_kernel_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offload, "device_of_address", device(True))
+    k = RefusesOffload()
+    glue = glue_on(k)
+    asyncio.run(glue.install_child(with_options(hw_offload=Offload.AUTO)))
+    assert len(k.sas) == 2 and all(sa.offload is None for sa in k.sas.values())
+    assert glue.offloaded[0x1001] == ""
+    with pytest.raises(OffloadError, match="the kernel refused offload to eth9"):
+        asyncio.run(glue_on(RefusesOffload()).install_child(with_options(hw_offload=Offload.YES)))
