@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
@@ -122,3 +123,20 @@ def test_offload_auto_falls_back_when_the_kernel_refuses(monkeypatch: pytest.Mon
     assert glue.offloaded[0x1001] == ""
     with pytest.raises(OffloadError, match="the kernel refused offload to eth9"):
         asyncio.run(glue_on(RefusesOffload()).install_child(with_options(hw_offload=Offload.YES)))
+
+
+def test_real_device_lookup_runs_inside_the_daemons_event_loop() -> None:
+    """pyroute2's blocking calls run a loop of their own: they must not run on the daemon's."""
+    k = FakeKernel()
+    glue = glue_on(k)
+    on_lo = dataclasses.replace(
+        with_options(hw_offload=Offload.AUTO), local=ip_address("127.0.0.1")
+    )
+    asyncio.run(glue.install_child(on_lo))  # lo has no IPsec offload: software
+    assert len(k.sas) == 2 and glue.offloaded[0x1001] == ""
+    with pytest.raises(OffloadError, match="device lo has no IPsec offload"):
+        asyncio.run(
+            glue_on(FakeKernel()).install_child(
+                dataclasses.replace(on_lo, kernel=KernelOptions(hw_offload=Offload.YES))
+            )
+        )

@@ -12,6 +12,7 @@ peer's DELETE always finishes.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -305,7 +306,8 @@ class XfrmGlue(KernelGlue):
 
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()
-        device = offload_device(ready, self._netns)
+        # pyroute2's blocking IPRoute runs an event loop of its own: not on ours.
+        device = await asyncio.to_thread(offload_device, ready, self._netns)
         child = self._child(ready, device.index if device else None)
         try:
             await tx.install_child(self.conn, child, outbound=outbound)
