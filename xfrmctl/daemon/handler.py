@@ -146,7 +146,7 @@ class DaemonHandler:
             for c in ike.children:
                 entry = daemon.installed.get(c.spi_in)
                 counters = None
-                rekey_in = None
+                rekey_in = expires_in = None
                 installed_at = None
                 if entry is not None:
                     counters = await daemon.kernel.counters(entry.ready)
@@ -155,6 +155,8 @@ class DaemonHandler:
                     )
                     soft = entry.ready.lifetimes.soft_seconds
                     rekey_in = max(0, int(entry.installed_at + soft - now_mono)) if soft else None
+                    hard = entry.ready.lifetimes.hard_seconds
+                    expires_in = max(0, int(entry.installed_at + hard - now_mono)) if hard else None
                 children.append(
                     ChildSaStatus(
                         name=c.name,
@@ -174,6 +176,8 @@ class DaemonHandler:
                         packets_out=counters.packets_out if counters else 0,
                         installed_at=installed_at,
                         rekey_in=rekey_in,
+                        expires_in=expires_in,
+                        offload=daemon.kernel.offload_of(c.spi_in),
                     )
                 )
             ike_list.append(
@@ -191,6 +195,9 @@ class DaemonHandler:
                     proposal=ike.proposal,
                     nat_local=ike.nat_local,
                     nat_remote=ike.nat_remote,
+                    established_at=_wall(ike.established_at, now_mono, wall),
+                    rekey_in=_seconds_until(ike.rekey_at, now_mono),
+                    reauth_in=_seconds_until(ike.reauth_at, now_mono),
                     children=children,
                 )
             )
@@ -243,3 +250,12 @@ class DaemonHandler:
                     self.daemon.call(self.daemon.engine.delete_ike, ike.ike_sa_id)
         await self.daemon.apply_start_actions([new[n] for n in added + changed])
         return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+
+
+def _seconds_until(deadline: float | None, now: float) -> int | None:
+    return None if deadline is None else max(0, int(deadline - now))
+
+
+def _wall(at: float | None, now: float, wall: float) -> datetime | None:
+    """An engine-clock time as UTC wall time."""
+    return None if at is None else datetime.fromtimestamp(wall - (now - at), UTC)

@@ -93,6 +93,10 @@ class KernelGlue:
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         raise NotImplementedError
 
+    def offload_of(self, spi_in: int) -> str:
+        """The device a Child SA's crypto was offloaded to; "" in software."""
+        return ""
+
     async def remove_all(self) -> None:
         """Shutdown: remove every SA and policy this instance installed, traps included."""
         raise NotImplementedError

@@ -66,7 +66,9 @@ class ChildSaStatus(_Model):
     rekey_in: int | None = None
     """Seconds until the scheduled rekey; null when none is scheduled."""
     expires_in: int | None = None
-    """Seconds until the hard lifetime ends."""
+    """Seconds until the hard lifetime ends; null when it has none."""
+    offload: str = ""
+    """The network device doing this pair's crypto (hw_offload); empty in software."""
 
 
 class IkeSaStatus(_Model):
@@ -96,6 +98,7 @@ class IkeSaStatus(_Model):
     rekey_in: int | None = None
     """Seconds until the IKE SA rekey; null when none is scheduled."""
     reauth_in: int | None = None
+    """Seconds until the IKE SA reauthentication; null when none is scheduled."""
     children: list[ChildSaStatus] = []
 
 

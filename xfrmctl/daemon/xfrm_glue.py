@@ -365,6 +365,9 @@ class XfrmGlue(KernelGlue):
             await ksa.update_sa(self.conn, sa)
         self._children[ready.spi_in] = replace(child, inbound=sa_in, outbound=sa_out)
 
+    def offload_of(self, spi_in: int) -> str:
+        return self.offloaded.get(spi_in, "")
+
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         await self._open()
         proto = _proto(ready.protocol)

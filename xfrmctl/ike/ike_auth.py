@@ -137,6 +137,7 @@ def _verify(
 
 def _established(sa: IkeSa, spec: ConnectionSpec, peer: IdPayload, now: float) -> None:
     sa.state = IkeState.ESTABLISHED
+    sa.established_at = now
     sa.spec = spec
     sa.peer_id = _id_text(peer)
     sa.ep.half_open.pop((sa.remote, sa.spi_i), None)

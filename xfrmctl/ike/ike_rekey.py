@@ -54,6 +54,7 @@ def _new_sa(
     new.ni, new.nr = ni, nr
     new.rekey_nonces = (ni, nr)
     new.state = IkeState.ESTABLISHED
+    new.established_at = now
     new.peer_id = old.peer_id
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
     new.peer_fragmentation = old.peer_fragmentation

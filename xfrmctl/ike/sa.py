@@ -161,6 +161,7 @@ class IkeSa:
         self.invalid_spi_hint_at: float | None = None  # last liveness check INVALID_IKE_SPI began
         self.last_inbound = now
         self.keepalive_sent = now  # NAT-T keepalives are due keep_alive after this
+        self.established_at: float | None = None  # engine clock, for status
         self.retry_at: float | None = None
         self.expire_at: float | None = None  # drop silently then (redundant rekey SAs)
         self.close_after_response = ""

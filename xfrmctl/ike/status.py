@@ -48,6 +48,7 @@ class IkeSaStatus:
     rekey_at: float | None = None
     reauth_at: float | None = None
     hard_at: float | None = None
+    established_at: float | None = None
 
 
 def child_status(sa: IkeSa, c: ChildSa) -> ChildSaStatus:
@@ -86,4 +87,5 @@ def ike_status(sa: IkeSa) -> IkeSaStatus:
         sa.rekey_at,
         sa.reauth_at,
         sa.hard_at,
+        sa.established_at,
     )
