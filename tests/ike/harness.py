@@ -3,6 +3,7 @@ to drop, delay, duplicate, reorder or NAT the datagrams between them."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from collections.abc import Callable
@@ -190,6 +191,8 @@ class Harness:
 def seeded_endpoint(spec: ConnectionSpec, config: EndpointConfig | None, seed: int) -> IkeEndpoint:
     """Deterministic nonces, SPIs and jitter so a failing ordering can be replayed."""
     rng = random.Random(seed)
+    # Strict: an engine bug that its last-resort guard would swallow fails the test instead.
+    config = dataclasses.replace(config or EndpointConfig(), strict=True)
     return IkeEndpoint(
         [spec],
         config=config,

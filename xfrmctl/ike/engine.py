@@ -85,6 +85,9 @@ class EndpointConfig:
 
     ike_port: int = IKE_PORT  # our local ports; the host may move them (tests, side by side)
     natt_port: int = 4500
+    # The last-resort guards (a bug costs one SA, never the process) re-raise instead: tests
+    # and fuzzers run strict so that a guard firing is a failure, not a quiet violation.
+    strict: bool = False
 
 
 def _default_spi(protocol: ProtocolId) -> int:
@@ -166,6 +169,8 @@ class IkeEndpoint:
             except ProtocolError as exc:
                 self.emit(ProtocolViolation(remote, f"IKE_SA_INIT: {exc}"))
             except Exception as exc:  # a bug must cost one request, never the process
+                if self.config.strict:
+                    raise
                 self.emit(ProtocolViolation(remote, f"internal error {type(exc).__name__}: {exc}"))
             return
         sa = self.sas.get(our_spi)
@@ -186,6 +191,8 @@ class IkeEndpoint:
         except ProtocolError as exc:
             sa.violation(str(exc))
         except Exception as exc:  # a bug must cost one SA, never the process
+            if self.config.strict:
+                raise
             sa.violation(f"internal error {type(exc).__name__}: {exc}")
             sa.delete(now, f"internal error handling {msg.describe()}", notify_peer=False)
 

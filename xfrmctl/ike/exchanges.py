@@ -88,7 +88,9 @@ def check_payloads(exchange: int, is_response: bool, payloads: Sequence[Payload]
     try:
         rule = PAYLOAD_RULES[(ExchangeType(exchange), is_response)]
     except (ValueError, KeyError):
-        raise RemoteProtocolError(f"unknown exchange type {exchange}") from None
+        raise RemoteProtocolError(
+            f"unknown exchange type {exchange}", notify=NotifyType.INVALID_SYNTAX
+        ) from None
     kinds = [p.ptype for p in payloads if not isinstance(p, UnknownPayload)]
     ename = name_of(ExchangeType, exchange)
     for k in kinds:

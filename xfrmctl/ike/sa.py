@@ -230,11 +230,11 @@ class IkeSa:
 
     # -------------------------------------------------------------------------------- sending
 
-    def _template(self, exchange: ExchangeType, mid: int, response: bool) -> Message:
+    def _template(self, exchange: int, mid: int, response: bool) -> Message:
         return Message(self.spi_i, self.spi_r, exchange, mid, response, self.initiator)
 
     def _encode(
-        self, exchange: ExchangeType, mid: int, response: bool, payloads: list[Payload]
+        self, exchange: int, mid: int, response: bool, payloads: list[Payload]
     ) -> list[bytes]:
         template = self._template(exchange, mid, response)
         self.ep.trace_message("out", template, payloads, self.local, self.remote, self.id)
@@ -279,7 +279,8 @@ class IkeSa:
             self.ep.send(packets, self.local, self.remote)
 
     def send_response(self, request: Message, payloads: list[Payload]) -> None:
-        packets = self._encode(ExchangeType(request.exchange), request.message_id, True, payloads)
+        # The request's own exchange type, even one we do not know (answered INVALID_SYNTAX).
+        packets = self._encode(request.exchange, request.message_id, True, payloads)
         self.last_response = (request.message_id, packets)
         self.ep.send(packets, self.local, self.remote)
 
