@@ -22,13 +22,16 @@ from xfrmctl.ike.events import (
 from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType, PayloadType
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import (
+    CertPayload,
     KePayload,
     NoncePayload,
     NotifyPayload,
     SaPayload,
     SkfPayload,
     UnknownPayload,
+    decode_payloads,
 )
+from xfrmctl.ike.sk import unprotect
 from xfrmctl.ike.spec import Encap
 
 
@@ -175,10 +178,18 @@ def test_certificate_authentication_ecdsa() -> None:
     up(h)
     assert h.of("a", IkeSaEstablished) and h.of("b", IkeSaEstablished)
     assert h.of("a", ChildSaReady)
-    auth_req = [
+    # A's IKE_AUTH carried its leaf certificate, and B authenticated A by it.
+    (auth_req,) = [
         d for s, d in h.log if s == "a" and decode_message(d).exchange == ExchangeType.IKE_AUTH
     ]
-    assert auth_req
+    (b_sa,) = h.b.sas.values()
+    assert b_sa.crypto is not None
+    msg = decode_message(auth_req)
+    inner = decode_payloads(*unprotect(b_sa.crypto.in_keys(), auth_req, msg))
+    certs = [p.data for p in inner if isinstance(p, CertPayload)]
+    assert certs == list(a_auth.cert_chain)
+    (est_b,) = h.of("b", IkeSaEstablished)
+    assert est_b.remote_id == "a.example"
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa-pss", "secp384r1"])

@@ -16,8 +16,8 @@ from xfrmctl.ike.crypto.auth import (
     signed_octets,
     verify_signature,
 )
-from xfrmctl.ike.crypto.certs import id_matches_certificate
-from xfrmctl.ike.crypto.errors import CryptoError
+from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate
+from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed, Offer
 from xfrmctl.ike.exchanges import IkeState
@@ -122,15 +122,17 @@ def _verify(
         return "peer sent no X.509 certificate"
     try:
         cert = auth.trust_store.verify_chain(certs[0], certs[1:], sa.ep.wall_clock())
+    except MalformedCertificate as exc:
+        return f"bad certificate: {exc}"
     except CryptoError as exc:
         return f"certificate not trusted: {exc}"
-    except ValueError as exc:
+    except MALFORMED as exc:
         return f"bad certificate: {exc}"
-    if not id_matches_certificate(IdType(id_p.id_type), id_p.data, cert):
-        return f"identity {_id_text(id_p)} does not match the certificate"
     try:
+        if not id_matches_certificate(IdType(id_p.id_type), id_p.data, cert):
+            return f"identity {_id_text(id_p)} does not match the certificate"
         ok = verify_signature(cert.public_key(), AuthMethod(auth_p.method), auth_p.data, octets)
-    except (CryptoError, ValueError) as exc:
+    except (CryptoError, *MALFORMED) as exc:
         return f"signature check failed: {exc}"
     return None if ok else "signature does not verify"
 

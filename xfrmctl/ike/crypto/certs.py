@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm as UnsupportedKeyType
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import (
     Criticality,
@@ -25,7 +26,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from xfrmctl.ike.crypto.errors import CertificateError
+from xfrmctl.ike.crypto.errors import CertificateError, MalformedCertificate
 from xfrmctl.ike.iana import IdType
 
 IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")  # RFC 4945 §5.1.3.12
@@ -74,11 +75,16 @@ def load_certificate_chain(pem: bytes) -> list[x509.Certificate]:
     return certs
 
 
+# What `cryptography` raises for certificates it cannot make sense of, eagerly or when a field
+# is first read: each is the peer's malformed certificate, never a bug of ours.
+MALFORMED = (ValueError, x509.InvalidVersion, UnsupportedKeyType)
+
+
 def load_der_certificate(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as e:
-        raise CertificateError(f"cannot parse DER certificate: {e}") from None
+    except MALFORMED as e:
+        raise MalformedCertificate(f"cannot parse DER certificate: {e}") from None
 
 
 class TrustStore:

@@ -19,3 +19,7 @@ class UnsupportedAlgorithm(CryptoError):
 
 class CertificateError(CryptoError):
     """A certificate or chain could not be loaded or verified."""
+
+
+class MalformedCertificate(CertificateError):
+    """Bytes that do not parse as a certificate (the peer's fault, not a trust decision)."""
