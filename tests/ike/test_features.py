@@ -241,7 +241,9 @@ def test_certificate_identity_mismatch_fails() -> None:
 def test_half_open_limit_bounds_memory() -> None:
     from harness import A_IP, B_IP
 
-    cfg = EndpointConfig(max_half_open=5, cookie_threshold=100)
+    cfg = EndpointConfig(
+        max_half_open=5, cookie_threshold=100, cookie_threshold_ip=100, block_threshold=100
+    )
     h, a_spec, _b_spec = make_pair(config=cfg)
     for _i in range(12):
         h.a.update_specs([a_spec])

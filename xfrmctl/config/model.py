@@ -152,6 +152,14 @@ class Settings(_Strict):
     """UDP port for IKE (charon.port)."""
     port_nat_t: Port = 4500
     """UDP port for NAT-T and ESP-in-UDP (charon.port_nat_t)."""
+    init_limit_half_open: Annotated[int, Field(ge=1)] = 1000
+    """Half-open IKE SAs (responder, before IKE_AUTH) beyond which IKE_SA_INIT is dropped."""
+    cookie_threshold: Annotated[int, Field(ge=0)] = 10
+    """Half-open IKE SAs in all beyond which every initiator must return a cookie."""
+    cookie_threshold_ip: Annotated[int, Field(ge=0)] = 3
+    """Half-open IKE SAs from one IP address beyond which that address must return a cookie."""
+    block_threshold: Annotated[int, Field(ge=1)] = 5
+    """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
 
 
 class LocalAuth(_Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -39,15 +40,18 @@ class Daemon:
         kernel: KernelGlue,
         ports: tuple[int, int] = (500, 4500),
         trace: bool | None = None,
+        limits: EndpointConfig | None = None,
     ) -> None:
         """`trace` (default: whether `xfrmctl.daemon.trace` logs at DEBUG) logs every IKE
-        message decoded, one line per payload, secrets shown only as sizes."""
+        message decoded, one line per payload, secrets shown only as sizes. `limits`: the
+        engine's settings (half-open limits...); `ports` override its ports."""
         self.kernel = kernel
         if trace is None:
             trace = tracing_wanted()
-        self.engine = IkeEndpoint(
-            specs, config=EndpointConfig(ike_port=ports[0], natt_port=ports[1]), trace=trace
+        config = dataclasses.replace(
+            limits or EndpointConfig(), ike_port=ports[0], natt_port=ports[1]
         )
+        self.engine = IkeEndpoint(specs, config=config, trace=trace)
         self.messages = MessageLog(self.engine.ike_sas)
         self.sockets = IkeSockets(self._on_datagram, ports, prepare=kernel.prepare_socket)
         self.queue = KernelQueue()

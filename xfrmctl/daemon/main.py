@@ -13,7 +13,7 @@ from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import KernelGlue
 from xfrmctl.daemon.sdnotify import notify
-from xfrmctl.daemon.specs import SpecError, build_specs
+from xfrmctl.daemon.specs import SpecError, build_specs, endpoint_config
 from xfrmctl.ike.spec import ConnectionSpec
 
 log = logging.getLogger("xfrmctl.daemon")
@@ -63,7 +63,12 @@ async def run_daemon(
     for warning in loaded.warnings:  # type: ignore[attr-defined]
         log.warning("%s", warning)
     socket_path = socket_path or settings.socket
-    daemon = Daemon(specs, kernel or default_kernel(), (settings.port, settings.port_nat_t))
+    daemon = Daemon(
+        specs,
+        kernel or default_kernel(),
+        (settings.port, settings.port_nat_t),
+        limits=endpoint_config(settings),
+    )
 
     def reload_specs() -> list[ConnectionSpec]:
         return _load(config_path)[0]

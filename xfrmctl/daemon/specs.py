@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfrmctl.ike.engine import EndpointConfig
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.spec import (
     Auth,
@@ -26,6 +27,7 @@ from xfrmctl.ike.spec import (
 
 if TYPE_CHECKING:
     from xfrmctl.config import Child, Connection, LoadedConfig, Selector
+    from xfrmctl.config.model import Settings
 
 
 class SpecError(ValueError):
@@ -148,4 +150,16 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         encap=Encap(conn.encap),
         fragmentation=bool(conn.fragmentation),
         keep_alive=float(conn.keep_alive),
+    )
+
+
+def endpoint_config(settings: Settings) -> EndpointConfig:
+    """The engine's daemon-wide settings: ports and the half-open (DoS) limits."""
+    return EndpointConfig(
+        ike_port=settings.port,
+        natt_port=settings.port_nat_t,
+        max_half_open=settings.init_limit_half_open,
+        cookie_threshold=settings.cookie_threshold,
+        cookie_threshold_ip=settings.cookie_threshold_ip,
+        block_threshold=settings.block_threshold,
     )

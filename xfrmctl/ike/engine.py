@@ -32,6 +32,7 @@ from xfrmctl.ike.events import (
     ProtocolViolation,
 )
 from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.half_open import HalfOpen
 from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
@@ -64,6 +65,8 @@ class EndpointConfig:
     retransmit_tries: int = 5
     half_open_timeout: float = 30.0
     cookie_threshold: int = 10  # half-open SAs before we demand cookies
+    cookie_threshold_ip: int = 3  # half-open SAs from one IP before we demand cookies of it
+    block_threshold: int = 5  # half-open SAs from one IP beyond which its requests are dropped
     cookie_secret_period: float = 300.0  # cookie secret lifetime; the previous one is kept
     max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
     fragment_size: int = 1280
@@ -116,7 +119,7 @@ class IkeEndpoint:
         self.specs: dict[str, ConnectionSpec] = {}
         self.update_specs(specs)
         self.sas: dict[bytes, IkeSa] = {}
-        self.half_open: dict[tuple[Address, bytes], IkeSa] = {}
+        self.half_open = HalfOpen()
         self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
@@ -384,10 +387,10 @@ class IkeEndpoint:
     def forget(self, sa: IkeSa) -> None:
         if self.sas.get(sa.our_spi) is sa:
             del self.sas[sa.our_spi]
-        self.half_open.pop((sa.remote, sa.spi_i), None)
+        self.half_open.remove(sa)
 
     def half_open_count(self) -> int:
-        return sum(1 for sa in self.sas.values() if sa.state == IkeState.INIT_RESPONDED)
+        return len(self.half_open)
 
     def candidates(self, local: Address, remote: Address) -> list[ConnectionSpec]:
         """Specs a responder may use for a peer, by addresses only (IDs come in IKE_AUTH)."""

@@ -142,7 +142,7 @@ def _established(sa: IkeSa, spec: ConnectionSpec, peer: IdPayload, now: float) -
     sa.established_at = now
     sa.spec = spec
     sa.peer_id = _id_text(peer)
-    sa.ep.half_open.pop((sa.remote, sa.spi_i), None)
+    sa.ep.half_open.remove(sa)
     reauth.schedule(sa, spec, now)
     if spec.dpd_delay > 0:
         sa.dpd_at = now + spec.dpd_delay

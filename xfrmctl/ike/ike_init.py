@@ -251,11 +251,32 @@ def _answer(
     ep.send([reply.encode()], local, remote)
 
 
+def _admitted(ep: IkeEndpoint, remote: Address) -> bool:
+    """Room for another half-open SA: in all, and from this peer's IP address."""
+    cfg = ep.config
+    if len(ep.half_open) >= cfg.max_half_open:
+        ep.emit(ProtocolViolation(remote, "too many half-open IKE SAs, request dropped"))
+        return False
+    if ep.half_open.from_ip(remote[0]) >= cfg.block_threshold:
+        ep.count("half_open_blocked")
+        ep.emit(ProtocolViolation(remote, f"too many half-open IKE SAs from {remote[0]}, dropped"))
+        return False
+    return True
+
+
+def _cookie_required(ep: IkeEndpoint, remote: Address) -> bool:
+    cfg = ep.config
+    return (
+        len(ep.half_open) >= cfg.cookie_threshold
+        or ep.half_open.from_ip(remote[0]) >= cfg.cookie_threshold_ip
+    )
+
+
 def handle_request(
     ep: IkeEndpoint, msg: Message, data: bytes, local: Address, remote: Address, now: float
 ) -> None:
     """Responder side of IKE_SA_INIT; state is only created once cookies and KE check out."""
-    existing = ep.half_open.get((remote, msg.spi_i))
+    existing = ep.half_open.get(remote, msg.spi_i)
     if existing is not None:
         if existing.init_request == data and existing.last_response is not None:
             ep.send(existing.last_response[1], existing.local, existing.remote)
@@ -271,9 +292,7 @@ def handle_request(
         if exc.notify is not None:
             _answer(ep, msg, local, remote, [NotifyPayload(exc.notify, exc.notify_data)])
         return
-    half_open = ep.half_open_count()
-    if half_open >= ep.config.max_half_open:
-        ep.emit(ProtocolViolation(remote, "too many half-open IKE SAs, request dropped"))
+    if not _admitted(ep, remote):
         return
     nonce_p = first(payloads, NoncePayload)
     sa_p = first(payloads, SaPayload)
@@ -285,7 +304,7 @@ def handle_request(
     ):
         return
     ns = notifies(payloads)
-    if half_open >= ep.config.cookie_threshold:
+    if _cookie_required(ep, remote):
         cookie = ns.get(NotifyType.COOKIE)
         if cookie is None or not ep.cookies.check(
             cookie.data, nonce_p.data, remote[0], msg.spi_i, now
@@ -357,7 +376,7 @@ def handle_request(
         response.append(certreq_payload(spec.auth))
     sa.init_request = data
     ep.register(sa)
-    ep.half_open[(remote, msg.spi_i)] = sa
+    ep.half_open.add(sa)
     sa.peer_mid = 1
     sa.send_response(msg, response)
     sa.init_response = sa.last_response[1][0] if sa.last_response else b""
