@@ -86,15 +86,28 @@ class _Collector:
         return self.sources.find(loc, self.main).file
 
 
+MAX_FILE_SIZE = 16 * 1024 * 1024  # far beyond any fleet's configuration; bounds a hostile one
+
+
 def _read_text(path: Path, what: str, out: _Collector) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_SIZE + 1)
+        if len(raw) > MAX_FILE_SIZE:
+            message = f"{what} is larger than {MAX_FILE_SIZE // 2**20} MiB"
+            out.issues.append(ConfigIssue(Position(path, 0), (), message))
+            return None
+        return raw.decode("utf-8")
     except FileNotFoundError:
         out.issues.append(ConfigIssue(Position(path, 0), (), f"{what} does not exist"))
     except PermissionError:
         out.issues.append(ConfigIssue(Position(path, 0), (), f"{what}: permission denied"))
     except UnicodeDecodeError as exc:
-        out.issues.append(ConfigIssue(Position(path, 0), (), f"{what} is not UTF-8 text: {exc}"))
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = exc.object[exc.start : exc.end].hex(" ")
+        message = f"{what} is not UTF-8 text: byte(s) {bad} at column {col}"
+        out.issues.append(ConfigIssue(Position(path, line), (), message))
     except OSError as exc:
         out.issues.append(ConfigIssue(Position(path, 0), (), f"{what}: {exc.strerror}"))
     return None

@@ -19,6 +19,12 @@ Loc = tuple[str | int, ...]
 # Keys whose scalar values stay text exactly as written: YAML would read `psk: 0x1234` as 4660.
 RAW_TEXT_KEYS = frozenset({"psk", "id"})
 
+# Bounds for hostile or broken files: nesting (the parser and the builder recurse), and how far
+# aliases may multiply the document ("billion laughs": nine levels of nine aliases are 9^9 nodes).
+MAX_DEPTH = 64
+MIN_NODE_BUDGET = 100_000
+EXPANSION = 10  # values built per YAML event, at most, once past MIN_NODE_BUDGET
+
 
 @dataclass(frozen=True)
 class Position:
@@ -58,12 +64,53 @@ def _mark_line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _build(node: Node, file: Path, loc: Loc, out: SourceMap, ctor: SafeConstructor) -> Any:
+@dataclass
+class _Builder:
+    """Plain values from composed nodes, within a budget of values built."""
+
+    file: Path
+    out: SourceMap
+    budget: int
+    ctor: SafeConstructor = field(default_factory=SafeConstructor)
+
+    def scalar(self, node: Node, loc: Loc) -> Any:
+        try:
+            return self.ctor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            where = Position(self.file, _mark_line(node))
+            raise YamlError(where, loc, f"YAML error: {exc.problem}") from None
+        # PyYAML's constructors fail on tagged junk in these ways (`!!int info`: ValueError,
+        # `!!timestamp yesterday`: AttributeError): each is the file's error, not ours.
+        except (ValueError, TypeError, OverflowError, AttributeError, IndexError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise YamlError(
+                Position(self.file, _mark_line(node)),
+                loc,
+                f"{node.value!r} cannot be read as a YAML {tag}: {exc}",
+            ) from None
+
+    def build(self, node: Node, loc: Loc) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise YamlError(
+                Position(self.file, _mark_line(node)),
+                loc,
+                "aliases expand the document beyond any configuration's size (an alias bomb?)",
+            )
+        return _build(self, node, loc)
+
+
+def _build(b: _Builder, node: Node, loc: Loc) -> Any:
+    file, out, ctor = b.file, b.out, b.ctor
     if isinstance(node, MappingNode):
-        ctor.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+        try:
+            ctor.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+        except ConstructorError as exc:
+            at = Position(file, _mark_line(node))
+            raise YamlError(at, loc, f"YAML error: {exc.problem}") from None
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node, deep=True)
+            key = b.scalar(key_node, loc) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str | int) or isinstance(key, bool):
                 raise YamlError(
                     Position(file, _mark_line(key_node)),
@@ -80,23 +127,53 @@ def _build(node: Node, file: Path, loc: Loc, out: SourceMap, ctor: SafeConstruct
             if key in RAW_TEXT_KEYS and isinstance(value_node, ScalarNode):
                 result[key] = str(value_node.value)
             else:
-                result[key] = _build(value_node, file, (*loc, key), out, ctor)
+                result[key] = b.build(value_node, (*loc, key))
         return result
     if isinstance(node, SequenceNode):
         items = []
         for index, item in enumerate(node.value):
             out.positions[(*loc, index)] = Position(file, _mark_line(item))
-            items.append(_build(item, file, (*loc, index), out, ctor))
+            items.append(b.build(item, (*loc, index)))
         return items
     if isinstance(node, ScalarNode):
-        return ctor.construct_object(node, deep=True)
+        return b.scalar(node, loc)
     raise YamlError(Position(file, _mark_line(node)), loc, "unsupported YAML node")
+
+
+def _events(text: str, file: Path, base: Loc) -> int:
+    """Walk the event stream (no recursion) to refuse deep nesting before composing; returns
+    the number of events, the measure of how large a document may become."""
+    depth = count = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        count += 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = int(event.start_mark.line) + 1 if event.start_mark else 0
+                raise YamlError(
+                    Position(file, line), base, f"nesting deeper than {MAX_DEPTH} levels"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return count
 
 
 def load_yaml(text: str, file: Path, out: SourceMap, base: Loc = ()) -> Any:
     """Parse one document, recording positions under `base`; raises YamlError."""
     try:
+        events = _events(text, file, base)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        what = (
+            f"control character #x{exc.character:02x}"
+            if isinstance(exc.character, int)
+            else (f"character {exc.character!r}")
+        )
+        raise YamlError(
+            Position(file, line), base, f"{what} at column {col} is not allowed"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else 0
@@ -107,9 +184,5 @@ def load_yaml(text: str, file: Path, out: SourceMap, base: Loc = ()) -> Any:
     if node is None:
         return None
     out.positions.setdefault(base, Position(file, _mark_line(node)))
-    try:
-        return _build(node, file, base, out, SafeConstructor())
-    except ConstructorError as exc:
-        mark = exc.problem_mark
-        line = int(mark.line) + 1 if mark is not None else 0
-        raise YamlError(Position(file, line), base, f"YAML error: {exc.problem}") from None
+    builder = _Builder(file, out, max(MIN_NODE_BUDGET, EXPANSION * events))
+    return builder.build(node, base)
