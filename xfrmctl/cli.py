@@ -26,15 +26,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the operation ran and failed (negotiation, authentication, ...)
 EXIT_USAGE = 2  # bad command line or configuration
 EXIT_NO_DAEMON = 3  # the daemon is not running or its socket is not reachable
-EXIT_NOT_IMPLEMENTED = 4
 
 EXIT_CODES = """\b
 Exit status:
   0  success
   1  the operation ran and failed (e.g. NO_PROPOSAL_CHOSEN, AUTHENTICATION_FAILED)
   2  bad command line or invalid configuration
-  3  the daemon is not running, or permission denied on its socket
-  4  not implemented yet"""
+  3  the daemon is not running, or permission denied on its socket"""
 
 ENVIRONMENT = """\b
 Environment:
@@ -352,15 +350,8 @@ def daemon(
 ) -> None:
     """Run the IKE daemon in the foreground until SIGTERM."""
     import asyncio
-    import importlib
 
-    try:
-        daemon_main = importlib.import_module("xfrmctl.daemon.main")
-    except ImportError as exc:
-        if exc.name == "xfrmctl.daemon.main":
-            _fail("daemon is not implemented yet", EXIT_NOT_IMPLEMENTED)
-        raise
-    run_daemon = daemon_main.run_daemon
+    from xfrmctl.daemon.main import run_daemon
 
     path = socket or (state.socket if state.socket_given else _configured_socket(config))
     level = log_level.value if log_level else None

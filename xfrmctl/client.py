@@ -144,4 +144,6 @@ class ControlClient:
 
 
 def _raise(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    if code == "PERMISSION_DENIED":  # the daemon refused us as a peer: socket not accessible
+        raise DaemonUnavailable(f"permission denied by the daemon: {message}")
     raise RemoteError(code, message, details)

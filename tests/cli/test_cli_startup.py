@@ -14,11 +14,17 @@ from xfrmctl.cli import app
 runner = CliRunner()
 
 
-def test_help_lists_planned_commands() -> None:
+COMMANDS = {"up", "down", "status", "reload", "check", "config", "daemon", "version"}
+
+
+def test_help_lists_every_command_in_its_commands_section() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("up", "down", "status", "reload", "check", "config", "daemon", "version"):
-        assert command in result.output
+    section = result.output.split("Commands:", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0] for line in section.splitlines() if line.strip()}
+    assert listed == COMMANDS, section
+    for command in COMMANDS:  # and each one is a command that answers --help
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0, command
 
 
 def test_cli_import_does_not_pull_netlink_or_crypto() -> None:

@@ -25,6 +25,8 @@ from xfrmctl.daemon.status import StatusReport
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024
+IDLE_TIMEOUT = 60.0  # seconds a connection may wait with no request in flight
+MAX_CONNECTIONS = 64  # concurrent control connections; more are refused with BUSY
 COMMANDS = ("up", "down", "status", "reload", "version")
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ class ControlServer:
         self.handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections = 0
+        self.idle_timeout = IDLE_TIMEOUT
+        self.max_connections = MAX_CONNECTIONS
 
     async def __aenter__(self) -> ControlServer:
         await self.start()
@@ -179,7 +184,13 @@ class ControlServer:
                 await writer.drain()
 
         requests: set[asyncio.Task[None]] = set()
+        self._connections += 1
         try:
+            if self._connections > self.max_connections:
+                many = self.max_connections
+                error = _bad("BUSY", f"more than {many} control connections; try again")
+                await send({"id": None, "ok": False, "error": error.to_json()})
+                return
             if not self._peer_allowed(writer):
                 await send(
                     {
@@ -193,7 +204,9 @@ class ControlServer:
                 return
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await self._next_line(reader, requests)
+                except TimeoutError:
+                    return  # idle: nothing asked, nothing running
                 except ValueError:  # line longer than MAX_LINE: framing is lost
                     error = _bad("BAD_REQUEST", f"request longer than {MAX_LINE} bytes")
                     await send({"id": None, "ok": False, "error": error.to_json()})
@@ -212,11 +225,29 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._connections -= 1
             for task in requests:
                 task.cancel()
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _next_line(
+        self, reader: asyncio.StreamReader, requests: set[asyncio.Task[None]]
+    ) -> bytes:
+        """The next request line; TimeoutError once idle for `idle_timeout` with none running
+        (a client waiting for its `up` to finish sends nothing meanwhile and is not idle)."""
+        pending = asyncio.ensure_future(reader.readline())
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=self.idle_timeout)
+                if done:
+                    return pending.result()
+                if not requests:
+                    raise TimeoutError
+        finally:
+            if not pending.done():
+                pending.cancel()
 
     async def _request(
         self, line: bytes, send: Callable[[dict[str, Any]], Awaitable[None]]
@@ -227,6 +258,8 @@ class ControlServer:
                 request = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise _bad("BAD_REQUEST", f"request is not valid JSON: {exc}") from None
+            except RecursionError:  # the decoder recurses per level: `[[[[...` 30,000 deep
+                raise _bad("BAD_REQUEST", "request is nested too deeply") from None
             if not isinstance(request, dict):
                 raise _bad("BAD_REQUEST", "request must be a JSON object")
             request_id = request.get("id")

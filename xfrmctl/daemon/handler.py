@@ -39,17 +39,20 @@ class DaemonHandler:
             )
         return spec
 
+    @staticmethod
+    def _check_child(spec: ConnectionSpec, child: str | None) -> None:
+        names = [c.name for c in spec.children]
+        if child is not None and child not in names:
+            raise ControlError(
+                "UNKNOWN_CHILD",
+                f"connection {spec.name!r} has no child {child!r} "
+                f"(children: {', '.join(names) or 'none'})",
+            )
+
     async def up(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
         spec = self._spec(name)
-        names = [c.name for c in spec.children]
-        if child is not None:
-            if child not in names:
-                raise ControlError(
-                    "UNKNOWN_CHILD",
-                    f"connection {name!r} has no child {child!r} "
-                    f"(children: {', '.join(names) or 'none'})",
-                )
-            names = [child]
+        self._check_child(spec, child)
+        names = [c.name for c in spec.children] if child is None else [child]
         installed = {e.ready.child for e in self.daemon.installed.values() if e.ready.conn == name}
         if names and set(names) <= installed:
             return await self._up_result(name)
@@ -100,7 +103,7 @@ class DaemonHandler:
         return {"ike_sa": sas[0].model_dump(mode="json")} if sas else {}
 
     async def down(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
-        self._spec(name)
+        self._check_child(self._spec(name), child)
         loop = asyncio.get_running_loop()
         engine = self.daemon.engine
         if child is not None:
