@@ -20,6 +20,8 @@ from xfrmctl.ike.spec import (
     KernelOptions,
     Mode,
     Offload,
+    PeerAuth,
+    PeerCertAuth,
     PskAuth,
     StartAction,
     TsSpec,
@@ -97,21 +99,32 @@ def _child(
     )
 
 
-def _auth(config: LoadedConfig, name: str, conn: Connection) -> Auth:
+def _local_auth(config: LoadedConfig, name: str, conn: Connection) -> Auth:
+    """How we prove ourselves (local.auth)."""
     if conn.local.auth == "psk":
         return PskAuth(config.psk_bytes(name))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     from xfrmctl.ike.crypto.auth import LocalSigner
-    from xfrmctl.ike.crypto.certs import TrustStore, load_certificate_chain
+    from xfrmctl.ike.crypto.certs import load_certificate_chain
 
     chain: list[bytes] = []
     for path in conn.local.certs:
         for cert in load_certificate_chain(Path(path).read_bytes()):
-            from cryptography.hazmat.primitives.serialization import Encoding
-
             chain.append(cert.public_bytes(Encoding.DER))
     signer = LocalSigner.from_pem(config.private_key_bytes(name))
-    trust = TrustStore.from_pem_files([Path(p) for p in conn.remote.cacerts])
-    return CertAuth(signer, tuple(chain), trust)
+    return CertAuth(signer, tuple(chain), None)
+
+
+def _remote_auth(config: LoadedConfig, name: str, conn: Connection) -> PeerAuth:
+    """How the peer must prove itself (remote.auth): its own method, whatever ours is."""
+    if conn.remote.auth == "psk":
+        return PskAuth(config.psk_bytes(name))
+    from xfrmctl.ike.crypto.certs import TrustStore
+
+    cacerts = [Path(p) for p in conn.remote.cacerts]
+    pinned = [Path(p) for p in conn.remote.certs]
+    return PeerCertAuth(TrustStore.from_pem_files(cacerts, pinned))
 
 
 def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionSpec:
@@ -135,7 +148,8 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         remote_addrs=remote_addrs,
         local_id=local_id,
         remote_id=remote_id,
-        auth=_auth(config, name, conn),
+        auth=_local_auth(config, name, conn),
+        remote_auth=_remote_auth(config, name, conn),
         ike_proposals=tuple(conn.ike_proposals()),
         children=tuple(
             _child(cname, name, child, local, remote) for cname, child in conn.children.items()

@@ -44,7 +44,16 @@ from xfrmctl.ike.payloads import (
 )
 from xfrmctl.ike.proposals import format_proposal
 from xfrmctl.ike.sa import ChildSa, IkeSa
-from xfrmctl.ike.spec import Auth, CertAuth, ChildSpec, ConnectionSpec, Identity, PskAuth
+from xfrmctl.ike.spec import (
+    Auth,
+    CertAuth,
+    ChildSpec,
+    ConnectionSpec,
+    Identity,
+    PeerAuth,
+    PeerCertAuth,
+    PskAuth,
+)
 
 SIGNATURE_METHODS = {
     AuthMethod.RSA_SIG,
@@ -55,10 +64,10 @@ SIGNATURE_METHODS = {
 }
 
 
-def certreq_payload(auth: CertAuth) -> CertReqPayload:
+def certreq_payload(auth: CertAuth | PeerCertAuth) -> CertReqPayload:
     """CERTREQ listing SHA-1 hashes of our CAs' public keys (RFC 7296 §3.7)."""
     data = b""
-    cas: list[x509.Certificate] = list(auth.trust_store.cas)
+    cas: list[x509.Certificate] = list(auth.trust_store.cas) if auth.trust_store else []
     for ca in cas:
         h = hashes.Hash(hashes.SHA1())
         h.update(
@@ -97,7 +106,7 @@ def _make_auth(sa: IkeSa, auth: Auth, octets: bytes) -> list[Payload]:
 
 
 def _verify(
-    sa: IkeSa, auth: Auth, payloads: list[Payload], id_p: IdPayload, octets: bytes
+    sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
 ) -> str | None:
     """None when the peer's AUTH checks out, else why not (for AuthenticationFailed)."""
     if sa.crypto is None:
@@ -120,12 +129,16 @@ def _verify(
     ]
     if not certs:
         return "peer sent no X.509 certificate"
+    if auth.trust_store is None:
+        return (
+            "no CA or pinned certificate is configured for the peer (remote.cacerts, remote.certs)"
+        )
     try:
         cert = auth.trust_store.verify_chain(certs[0], certs[1:], sa.ep.wall_clock())
     except MalformedCertificate as exc:
         return f"bad certificate: {exc}"
-    except CryptoError as exc:
-        return f"certificate not trusted: {exc}"
+    except CryptoError as exc:  # says which certificate, which CAs and why
+        return str(exc)
     except MALFORMED as exc:
         return f"bad certificate: {exc}"
     try:
@@ -180,8 +193,9 @@ class AuthTask:
         payloads: list[Payload] = [self.idi]
         auth = _make_auth(sa, spec.auth, octets)
         payloads += auth[:-1]
-        if isinstance(spec.auth, CertAuth) and spec.auth.send_certreq:
-            payloads.append(certreq_payload(spec.auth))
+        peer = spec.peer_auth
+        if not isinstance(peer, PskAuth) and peer.send_certreq:
+            payloads.append(certreq_payload(peer))
         if spec.remote_id is not None:
             payloads.append(_id_payload(spec.remote_id, True))
         payloads.append(auth[-1])
@@ -234,7 +248,7 @@ class AuthTask:
         octets = signed_octets(
             sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, idr.encode_body()
         )
-        why = _verify(sa, self.spec.auth, payloads, idr, octets)
+        why = _verify(sa, self.spec.peer_auth, payloads, idr, octets)
         if why is not None:
             # RFC 7296 §2.21.2: tell the responder, which already considers the SA up.
             sa.emit(
@@ -325,7 +339,7 @@ def _pick_spec(
             continue
         if idr is not None and (idr.id_type, idr.data) != (spec.local_id.type, spec.local_id.data):
             continue
-        if isinstance(spec.auth, PskAuth) != (method == AuthMethod.PSK):
+        if isinstance(spec.peer_auth, PskAuth) != (method == AuthMethod.PSK):
             continue
         return spec
     return None
@@ -350,7 +364,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, idi.encode_body()
         )
-        why = _verify(sa, spec.auth, payloads, idi, octets)
+        why = _verify(sa, spec.peer_auth, payloads, idi, octets)
         reason = why or ""
     if spec is None or reason:
         sa.emit(AuthenticationFailed(conn, sa.id, sa.remote, reason, "", peer))

@@ -30,7 +30,7 @@ from xfrmctl.ike.payloads import (
 )
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import IkeCrypto, IkeSa
-from xfrmctl.ike.spec import CertAuth, ConnectionSpec, Encap
+from xfrmctl.ike.spec import ConnectionSpec, Encap, PskAuth
 from xfrmctl.ike.transforms import Proposal
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def _our_extras(spec: ConnectionSpec) -> list[Payload]:
     out: list[Payload] = []
     if spec.fragmentation:
         out.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
-    if isinstance(spec.auth, CertAuth):
+    if spec.uses_certificates:  # RFC 7427: we sign, or verify the peer's signature
         out.append(hash_algorithms_payload())
     return out
 
@@ -370,10 +370,11 @@ def handle_request(
         *natd_payloads(sa.spi_i, sa.spi_r, local, remote, spec.encap == Encap.FORCE),
         *_our_extras(spec),
     ]
-    if isinstance(spec.auth, CertAuth) and spec.auth.send_certreq:
+    peer = spec.peer_auth
+    if not isinstance(peer, PskAuth) and peer.send_certreq:
         from xfrmctl.ike.ike_auth import certreq_payload
 
-        response.append(certreq_payload(spec.auth))
+        response.append(certreq_payload(peer))
     sa.init_request = data
     ep.register(sa)
     ep.half_open.add(sa)

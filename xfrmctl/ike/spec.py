@@ -100,11 +100,22 @@ class CertAuth:
 
     signer: LocalSigner
     cert_chain: tuple[bytes, ...]
+    trust_store: (
+        TrustStore | None
+    )  # for the peer, when it proves itself the same way (no remote_auth)
+    send_certreq: bool = True
+
+
+@dataclass(frozen=True)
+class PeerCertAuth:
+    """The peer proves itself with a certificate we accept; we use a PSK ourselves."""
+
     trust_store: TrustStore
     send_certreq: bool = True
 
 
-Auth = PskAuth | CertAuth
+Auth = PskAuth | CertAuth  # how we prove ourselves
+PeerAuth = PskAuth | CertAuth | PeerCertAuth  # how the peer must prove itself
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,7 @@ class ConnectionSpec:
     remote_addrs: tuple[IPAddress, ...]  # empty means "any" (responder only)
     local_id: Identity
     remote_id: Identity | None  # None: any identity the peer can authenticate
-    auth: Auth
+    auth: Auth  # ours (local.auth)
     ike_proposals: tuple[Proposal, ...]
     children: tuple[ChildSpec, ...] = ()
     remote_port: int = 500
@@ -188,6 +199,17 @@ class ConnectionSpec:
     encap: Encap = Encap.AUTO
     fragmentation: bool = True
     keep_alive: float = 20.0  # NAT-T keepalive interval behind a NAT (the host sends them); 0: off
+    # How the peer must authenticate (remote.auth), when not the way we do: RFC 7296 §2.15
+    # lets each direction use its own method.
+    remote_auth: PeerAuth | None = None
+
+    @property
+    def peer_auth(self) -> PeerAuth:
+        return self.auth if self.remote_auth is None else self.remote_auth
+
+    @property
+    def uses_certificates(self) -> bool:
+        return isinstance(self.auth, CertAuth) or not isinstance(self.peer_auth, PskAuth)
 
     def child(self, name: str) -> ChildSpec:
         for c in self.children:
@@ -213,5 +235,6 @@ class ConnectionSpec:
                 raise LocalProtocolError(
                     f"connection {self.name!r} child {c.name!r}: protocol must be ESP or AH"
                 )
-        if isinstance(self.auth, PskAuth) and not self.auth.psk:
-            raise LocalProtocolError(f"connection {self.name!r}: empty pre-shared key")
+        for auth in (self.auth, self.peer_auth):
+            if isinstance(auth, PskAuth) and not auth.psk:
+                raise LocalProtocolError(f"connection {self.name!r}: empty pre-shared key")

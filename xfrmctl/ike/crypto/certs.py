@@ -1,7 +1,8 @@
 """X.509 for IKE: verify a peer's chain against configured CAs and match its ID to the leaf.
 
 Chains are built only from the configured CAs and the certificates the peer sent; nothing is
-ever fetched (no AIA, CRL or OCSP). `cryptography`'s WebPKI end-entity policy insists on
+ever fetched (no AIA, CRL or OCSP). Pinned peer certificates (remote.certs) are accepted by
+equality, with or without CAs. `cryptography`'s WebPKI end-entity policy insists on
 serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, and on a
 subjectAltName, which DN-identified IKE peers may not have; both checks are relaxed to what
 IKE implementations accept.
@@ -88,34 +89,37 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
 
 
 class TrustStore:
-    """The CA certificates one connection trusts for its peers."""
+    """What one connection accepts from its peers (swanctl remote.cacerts / remote.certs): CA
+    certificates to chain to, and/or pinned peer certificates; with both, the peer's
+    certificate must be one of the pinned ones and chain to a CA."""
 
-    def __init__(self, cas: Sequence[x509.Certificate]) -> None:
-        if not cas:
-            raise CertificateError("no CA certificates configured")
+    def __init__(
+        self,
+        cas: Sequence[x509.Certificate] = (),
+        pinned: Sequence[x509.Certificate] = (),
+        origins: Sequence[str] = (),
+    ) -> None:
+        if not cas and not pinned:
+            raise CertificateError("no CA certificates or pinned peer certificates configured")
         self.cas = list(cas)
-        self._store = Store(self.cas)
+        self.pinned = list(pinned)
+        self.origins = tuple(origins)  # the files they came from, for error messages
+        self._store = Store(self.cas) if self.cas else None
 
     def __repr__(self) -> str:
-        names = "; ".join(c.subject.rfc4514_string() for c in self.cas)
+        names = "; ".join(c.subject.rfc4514_string() for c in [*self.cas, *self.pinned])
         return f"<TrustStore {names}>"
 
     @classmethod
-    def from_pem_files(cls, paths: Sequence[Path]) -> TrustStore:
-        cas: list[x509.Certificate] = []
-        for path in paths:
-            try:
-                cas += load_certificate_chain(Path(path).read_bytes())
-            except OSError as e:
-                raise CertificateError(f"cannot read CA file {path}: {e.strerror}") from None
-            except CertificateError as e:
-                raise CertificateError(f"CA file {path}: {e}") from None
-        return cls(cas)
+    def from_pem_files(cls, paths: Sequence[Path], pinned: Sequence[Path] = ()) -> TrustStore:
+        cas = _load_files(paths, "CA file")
+        certs = _load_files(pinned, "certificate file")
+        return cls(cas, certs, [str(p) for p in [*paths, *pinned]])
 
     def verify_chain(
         self, leaf_der: bytes, intermediates_der: Sequence[bytes], now: datetime | float
     ) -> x509.Certificate:
-        """The peer's leaf once it chains to one of our CAs at `now`; else CertificateError."""
+        """The peer's leaf once it is acceptable at `now`; else CertificateError saying why."""
         leaf = load_der_certificate(leaf_der)
         intermediates = [load_der_certificate(d) for d in intermediates_der]
         when = (now if isinstance(now, datetime) else datetime.fromtimestamp(now, UTC)).astimezone(
@@ -127,6 +131,13 @@ class TrustStore:
             raise CertificateError(
                 f"certificate {_name(leaf)} is not valid before {leaf.not_valid_before_utc}"
             )
+        if self.pinned and leaf not in self.pinned:
+            raise CertificateError(
+                f"certificate {_name(leaf)} is not one of the pinned peer certificates "
+                f"({_names(self.pinned)}{self._from()})"
+            )
+        if self._store is None:
+            return leaf
         verifier = (
             PolicyBuilder()
             .store(self._store)
@@ -138,8 +149,43 @@ class TrustStore:
         try:
             verifier.verify(leaf, intermediates)
         except VerificationError as e:
-            raise CertificateError(f"certificate {_name(leaf)} not trusted: {e}") from None
+            raise CertificateError(self._untrusted(leaf, intermediates, e)) from None
         return leaf
+
+    def _from(self) -> str:
+        return f" from {', '.join(self.origins)}" if self.origins else ""
+
+    def _untrusted(
+        self, leaf: x509.Certificate, intermediates: list[x509.Certificate], e: Exception
+    ) -> str:
+        """Why `leaf` does not chain, in the operator's terms (not the verifier's)."""
+        trusted = f"trusted CAs: {_names(self.cas)}{self._from()}"
+        issuers = {c.subject for c in [*self.cas, *intermediates]}
+        if leaf.issuer not in issuers:
+            return (
+                f"certificate {_name(leaf)} is not trusted: its issuer "
+                f"{leaf.issuer.rfc4514_string()!r} is none of the {trusted}"
+            )
+        detail = str(e).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+        if "all candidates exhausted with no interior errors" in detail:
+            detail = "no signature by a trusted CA checks out (a CA of the same name, another key?)"
+        return f"certificate {_name(leaf)} is not trusted: {detail} ({trusted})"
+
+
+def _load_files(paths: Sequence[Path], what: str) -> list[x509.Certificate]:
+    certs: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            certs += load_certificate_chain(Path(path).read_bytes())
+        except OSError as e:
+            raise CertificateError(f"cannot read {what} {path}: {e.strerror}") from None
+        except CertificateError as e:
+            raise CertificateError(f"{what} {path}: {e}") from None
+    return certs
+
+
+def _names(certs: Sequence[x509.Certificate]) -> str:
+    return "; ".join(repr(c.subject.rfc4514_string()) for c in certs)
 
 
 def _name(cert: x509.Certificate) -> str:
