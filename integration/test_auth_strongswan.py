@@ -77,7 +77,8 @@ def charon_conn(c: Case) -> str:
         "    proposals = aes256gcm16-prfsha384-x25519\n"
         f"    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n"
         f"    children {{\n      net {{\n        local_ts = {c.b}/32\n"
-        f"        remote_ts = {c.a}/32\n        esp_proposals = aes256gcm16\n      }}\n    }}\n  }}\n"
+        f"        remote_ts = {c.a}/32\n        esp_proposals = aes256gcm16\n"
+        "      }\n    }\n  }\n"
     )
 
 
