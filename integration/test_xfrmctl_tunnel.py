@@ -46,8 +46,8 @@ connections:
 
 @pytest.mark.parametrize(
     ("mode", "protocol"),
-    [("transport", "esp"), ("tunnel", "esp"), ("transport", "ah")],
-    ids=["esp-transport", "esp-tunnel", "ah-transport"],
+    [("transport", "esp"), ("tunnel", "esp"), ("transport", "ah"), ("tunnel", "ah")],
+    ids=["esp-transport", "esp-tunnel", "ah-transport", "ah-tunnel"],
 )
 def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol: str) -> None:
     workdir = lab_out / f"xfrmctl-{mode}-{protocol}"
