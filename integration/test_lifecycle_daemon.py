@@ -320,7 +320,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
 # ------------------------------------------------------------------------------ scenario 7
 
 
-@pytest.mark.parametrize("action", ["clear", "restart"])
+@pytest.mark.parametrize("action", ["clear", "restart", "trap"])
 def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action: str) -> None:
     workdir = lab_out / f"lifecycle-dpd-{action}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +351,26 @@ def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action:
             assert state_count(b) == 2
             db.spawn().wait_ready()
             assert_clean(b)
+        elif action == "trap":
+            wait_for(lambda: state_count(a) == 0, 5, "DPD trap to remove the SAs")
+            assert f"dst {B_IP}/32" in a.xfrm_dir_policies(), "no trap after DPD"
+            db.spawn().wait_ready()  # the peer is back; only traffic starts a negotiation
+            time.sleep(2)
+            assert da.status()["ike_sas"] == [], "trap must wait for traffic"
+            with net.capture(sw, "br0") as cap:
+                a.run(f"ping -n -c 1 -W 1 {B_IP}", check=False)  # the ACQUIRE
+                wait_for(
+                    lambda: any(
+                        s["state"] == "ESTABLISHED" and s["children"]
+                        for s in da.status()["ike_sas"]
+                    ),
+                    60,
+                    "the trap to negotiate on traffic",
+                )
+                assert a.ping(B_IP, count=3), "no traffic after the trap negotiated"
+            assert_only_esp(cap.text)
+            da.cli("down", "tun")
+            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, 10, "SAs removed")
         else:
             db.wait_ready()
             wait_for(
