@@ -247,6 +247,33 @@ def test_rekeys_under_steady_ping_lose_nothing(net: Network, lab_out: Path) -> N
 # ------------------------------------------------------------------------------ scenarios 6, 9
 
 
+def test_hard_expiry_from_the_kernel_deletes_informs_and_the_trap_renegotiates(
+    net: Network, lab_out: Path
+) -> None:
+    """XFRM_MSG_EXPIRE hard (a packet limit, with no rekey limit to come first): the Child SA
+    is deleted with the peer informed, and the trap brings a new one on the next packets."""
+    workdir = lab_out / "lifecycle-hard-expiry"
+    workdir.mkdir(parents=True, exist_ok=True)
+    child = "start_action: trap\nlife_packets: 10"
+    a, b, sw, da, db = pair(net, workdir, {"child_extra": child}, {})
+    try:
+        start_all(da, db)
+        a.run(f"ping -n -c 1 -W 1 {B_IP}", check=False)  # the ACQUIRE
+        wait_for(lambda: state_count(a) == 2 and state_count(b) == 2, 30, "the first pair")
+        first = spis(a)
+        a.run(f"ping -n -c 12 -i 0.2 -W 1 {B_IP}", check=False)  # past 10 packets
+        wait_for(lambda: "reached its hard limit" in da.log.read_text(), 20, "the hard expiry")
+        wait_for(lambda: not (first & spis(b)), 20, "b told to delete its half")
+        with net.capture(sw, "br0") as cap:
+            out = a.run(f"ping -n -c 8 -i 0.3 -W 2 {B_IP}", check=False)
+            wait_for(lambda: len(spis(a) - first) == 2, 30, "a new pair from the trap")
+        assert ping_stats(out.stdout)[1] > 0, out.stdout
+        assert_only_esp(cap.text)
+        assert "deleted by peer" in db.log.read_text()
+    finally:
+        stop_all(da, db)
+
+
 def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
     workdir = lab_out / "lifecycle-trap"
     workdir.mkdir(parents=True, exist_ok=True)
