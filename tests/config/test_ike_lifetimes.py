@@ -69,3 +69,12 @@ def test_child_volume_limits_and_jitter_reach_the_engine_spec(write: Write) -> N
     (child,) = spec.children
     assert (child.rekey_bytes, child.rand_bytes) == (1048576, 102400)
     assert (child.rekey_packets, child.life_packets, child.rand_packets) == (1000, 1200, 200)
+
+
+def test_encap_fragmentation_and_keep_alive_reach_the_engine_spec(write: Write) -> None:
+    text = _conn(write, "encap: force\nfragmentation: no\nkeep_alive: 7s")
+    (spec,) = build_specs(load_config(write("xfrmctl.yaml", text)))
+    assert spec.encap.value == "force" and spec.fragmentation is False
+    assert spec.keep_alive == 7.0
+    (default,) = build_specs(load_config(write("d.yaml", _conn(write, ""))))
+    assert default.encap.value == "auto" and default.fragmentation and default.keep_alive == 20.0

@@ -74,3 +74,18 @@ def test_close_action_ignores_a_child_the_peer_rekeyed(
     tmp_path: Path, offset: int, action: str
 ) -> None:
     asyncio.run(peer_closes_child(tmp_path, offset, action, by="rekey"))
+
+
+def test_start_action_start_initiates_at_load(tmp_path: Path) -> None:
+    a, b = configs(tmp_path, 60, a_child="start_action: start")
+
+    async def scenario() -> None:
+        db, _, kb = await make_daemon(b)
+        da, _, ka = await make_daemon(a)  # nobody asks it to: the config says start
+        try:
+            await until(lambda: len(spis(ka)) == 1 and len(spis(kb)) == 1, 10, "the child")
+        finally:
+            await da.stop()
+            await db.stop()
+
+    asyncio.run(scenario())

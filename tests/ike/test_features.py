@@ -300,6 +300,19 @@ def test_no_matching_connection_for_address() -> None:
     assert A_IP
 
 
+def test_fragmentation_no_sends_whole_messages() -> None:
+    """`fragmentation: no` on either side: not announced, so IKE_AUTH goes unfragmented."""
+    cfg = EndpointConfig(fragment_size=200)
+    h, _, _ = make_pair(config=cfg, a={"fragmentation": False})
+    up(h)
+    assert h.of("a", ChildSaReady) and h.of("b", ChildSaReady)
+    auth = [d for s, d in h.log if decode_message(d).exchange == ExchangeType.IKE_AUTH]
+    assert auth and not any(isinstance(decode_message(d).payloads[-1], SkfPayload) for d in auth)
+    (init,) = [decode_message(d) for s, d in h.log if s == "a"][:1]
+    notes = [p.notify_type for p in init.payloads if isinstance(p, NotifyPayload)]
+    assert NotifyType.IKEV2_FRAGMENTATION_SUPPORTED not in notes
+
+
 def test_fragmentation_with_cbc_and_hmac() -> None:
     cfg = EndpointConfig(fragment_size=180)
     h, _, _ = make_pair(config=cfg, ike=("aes128-sha256-modp2048",))
