@@ -15,9 +15,9 @@ from test_xfrm_transaction import _parse as parse
 from xfrmctl.daemon import offload
 from xfrmctl.daemon.offload import OffloadError, offload_device
 from xfrmctl.ike.events import ChildSaReady
-from xfrmctl.ike.spec import KernelOptions, Offload
+from xfrmctl.ike.spec import KernelOptions, Mode, Offload
 from xfrmctl.kernel import links
-from xfrmctl.kernel.messages import Msg
+from xfrmctl.kernel.messages import STATE_AF_UNSPEC, Msg
 from xfrmctl.kernel.sa import decode_sa
 from xfrmctl.kernel.types import Dir
 from xfrmctl.kernel.types import Offload as KOffload
@@ -41,6 +41,15 @@ def test_replay_window_esn_and_if_ids_reach_sas_and_policies() -> None:
     assert (sas[0x1001].if_id, sas[0x2001].if_id) == (7, 8)
     by_dir = {p.dir: p for p in k.policies.values()}
     assert (by_dir[Dir.IN].if_id, by_dir[Dir.FWD].if_id, by_dir[Dir.OUT].if_id) == (7, 7, 8)
+
+
+def test_tunnel_sas_may_carry_the_other_family() -> None:
+    """IPv4 inside IPv6 (and back) needs XFRM_STATE_AF_UNSPEC on tunnel-mode SAs."""
+    k = installed(with_options())  # tunnel mode
+    assert {sa.flags & STATE_AF_UNSPEC for sa in k.sas.values()} == {STATE_AF_UNSPEC}
+    transport = dataclasses.replace(with_options(), mode=Mode.TRANSPORT)
+    k = installed(transport)
+    assert {sa.flags & STATE_AF_UNSPEC for sa in k.sas.values()} == {0}
 
 
 def test_defaults_are_swanctls() -> None:

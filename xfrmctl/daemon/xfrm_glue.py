@@ -33,6 +33,7 @@ from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.algorithms import sa_algorithms
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.messages import STATE_AF_UNSPEC
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, ChildSA
 from xfrmctl.kernel.types import (
@@ -300,6 +301,9 @@ class XfrmGlue(KernelGlue):
                     encap=encap,
                     if_id=if_id,
                     offload=None if offload is None else Offload(offload, inbound, packet),
+                    # A tunnel may carry the other family inside (IPv4 over IPv6 and back):
+                    # without this flag the kernel gives the SA a selector of the outer one.
+                    flags=STATE_AF_UNSPEC if mode == KMode.TUNNEL else 0,
                 )
             )
         return sas[0], sas[1]
