@@ -74,7 +74,6 @@ def test_rekeys_both_ways_against_libreswan_lose_nothing(net: Network, lab_out: 
             ["ping", "-n", "-q", "-i", "0.05", "-c", "300", "-W", "2", B_IP],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         time.sleep(2)
         pluto.whack("--name", "rk", "--rekey-ipsec", timeout=60)
