@@ -15,9 +15,11 @@ from test_xfrm_transaction import _parse as parse
 from xfrmctl.daemon import offload
 from xfrmctl.daemon.offload import OffloadError, offload_device
 from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.iana import IntegId, ProtocolId, TransformType
 from xfrmctl.ike.spec import KernelOptions, Mode, Offload
+from xfrmctl.ike.transforms import Transform
 from xfrmctl.kernel import links
-from xfrmctl.kernel.messages import STATE_AF_UNSPEC, Msg
+from xfrmctl.kernel.messages import STATE_AF_UNSPEC, STATE_ALIGN4, Msg
 from xfrmctl.kernel.sa import decode_sa
 from xfrmctl.kernel.types import Dir
 from xfrmctl.kernel.types import Offload as KOffload
@@ -50,6 +52,17 @@ def test_tunnel_sas_may_carry_the_other_family() -> None:
     transport = dataclasses.replace(with_options(), mode=Mode.TRANSPORT)
     k = installed(transport)
     assert {sa.flags & STATE_AF_UNSPEC for sa in k.sas.values()} == {0}
+
+
+def test_ah_over_ipv4_aligns_to_32_bits() -> None:
+    """RFC 4302 §2.6; strongSwan's AH SAs do, and drop Linux's default 64-bit padding."""
+    ah = dataclasses.replace(with_options(), protocol=ProtocolId.AH, encr=None)
+    ah = dataclasses.replace(ah, integ=Transform(TransformType.INTEG, IntegId.HMAC_SHA2_256_128))
+    ah = dataclasses.replace(ah, integ_key_in=bytes(32), integ_key_out=bytes(32))
+    k = installed(ah)
+    assert {sa.flags & STATE_ALIGN4 for sa in k.sas.values()} == {STATE_ALIGN4}
+    k = installed(with_options())  # ESP: no such padding rule
+    assert {sa.flags & STATE_ALIGN4 for sa in k.sas.values()} == {0}
 
 
 def test_defaults_are_swanctls() -> None:

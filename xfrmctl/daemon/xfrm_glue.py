@@ -33,7 +33,7 @@ from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.algorithms import sa_algorithms
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
-from xfrmctl.kernel.messages import STATE_AF_UNSPEC
+from xfrmctl.kernel.messages import STATE_AF_UNSPEC, STATE_ALIGN4
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, ChildSA
 from xfrmctl.kernel.types import (
@@ -94,6 +94,20 @@ def _mode(mode: Mode) -> KMode:
 
 def _proto(protocol: ProtocolId) -> Proto:
     return Proto.AH if protocol == ProtocolId.AH else Proto.ESP
+
+
+def _state_flags(mode: KMode, proto: Proto, src: IPAddress) -> int:
+    """XFRM_STATE_* flags as strongSwan sets them.
+
+    AF_UNSPEC: a tunnel may carry the other family inside (IPv4 over IPv6 and back); without
+    it the kernel gives the SA a selector of the outer family. ALIGN4: AH over IPv4 pads its
+    header to 32 bits (RFC 4302 §2.6); Linux pads to 64 by default, and a peer that aligns to
+    32 bits drops every packet.
+    """
+    flags = STATE_AF_UNSPEC if mode == KMode.TUNNEL else 0
+    if proto == Proto.AH and src.version == 4:
+        flags |= STATE_ALIGN4
+    return flags
 
 
 def _policies(
@@ -301,9 +315,7 @@ class XfrmGlue(KernelGlue):
                     encap=encap,
                     if_id=if_id,
                     offload=None if offload is None else Offload(offload, inbound, packet),
-                    # A tunnel may carry the other family inside (IPv4 over IPv6 and back):
-                    # without this flag the kernel gives the SA a selector of the outer one.
-                    flags=STATE_AF_UNSPEC if mode == KMode.TUNNEL else 0,
+                    flags=_state_flags(mode, proto, src),
                 )
             )
         return sas[0], sas[1]
