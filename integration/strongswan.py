@@ -145,8 +145,15 @@ def swanctl_connection(
     local_ts: str,
     remote_ts: str,
     cert_name: str | None = None,
+    ah_proposal: str | None = None,
 ) -> str:
-    """One swanctl.conf connection with one child, PSK or certificate (pubkey) auth."""
+    """One swanctl.conf connection with one child, PSK or certificate (pubkey) auth.
+
+    With `ah_proposal` the child negotiates AH with it instead of ESP (`esp_proposal` unused).
+    """
+    proposals = (
+        f"ah_proposals = {ah_proposal}" if ah_proposal else f"esp_proposals = {esp_proposal}"
+    )
     if auth == "psk":
         local_auth = f"auth = psk\n      id = {local_id}"
         remote_auth = f"auth = psk\n      id = {remote_id}"
@@ -166,7 +173,7 @@ def swanctl_connection(
         f"        mode = {mode}\n"
         f"        local_ts = {local_ts}\n"
         f"        remote_ts = {remote_ts}\n"
-        f"        esp_proposals = {esp_proposal}\n"
+        f"        {proposals}\n"
         "      }\n"
         "    }\n"
         "  }\n"
