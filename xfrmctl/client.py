@@ -93,7 +93,10 @@ class ControlClient:
         request = {"id": request_id, "command": command, "args": args or {}}
         with _connect(self.path, self.timeout) as sock:
             try:
-                sock.sendall(json.dumps(request).encode() + b"\n")
+                try:
+                    sock.sendall(json.dumps(request).encode() + b"\n")
+                except BrokenPipeError:
+                    pass  # the daemon refused us and closed: its reason is there to read
                 reader = sock.makefile("rb")
                 while True:
                     line = reader.readline()
