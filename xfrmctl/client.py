@@ -6,6 +6,7 @@ the final reply is returned or raised as `RemoteError`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -93,10 +94,9 @@ class ControlClient:
         request = {"id": request_id, "command": command, "args": args or {}}
         with _connect(self.path, self.timeout) as sock:
             try:
-                try:
+                # A daemon that refuses us closes at once: its reason is still there to read.
+                with contextlib.suppress(BrokenPipeError):
                     sock.sendall(json.dumps(request).encode() + b"\n")
-                except BrokenPipeError:
-                    pass  # the daemon refused us and closed: its reason is there to read
                 reader = sock.makefile("rb")
                 while True:
                     line = reader.readline()
