@@ -145,6 +145,37 @@ connections:
     return cfg
 
 
+def loopback_pair(
+    tmp: Path, port: int, a_conn: str = "", a_child: str = "", b_child: str = ""
+) -> tuple[Path, Path]:
+    """Configs of daemon a (127.0.0.1, UDP `port`) and its peer b (127.0.0.2, `port` + 2);
+    each test file takes its own port range so that no two tests share a socket."""
+    a = write_config(
+        tmp,
+        "a",
+        "127.0.0.1",
+        "127.0.0.2",
+        port,
+        port + 2,
+        "a.example",
+        "b.example",
+        conn_extra=a_conn,
+        child_extra=a_child,
+    )
+    b = write_config(
+        tmp,
+        "b",
+        "127.0.0.2",
+        "127.0.0.1",
+        port + 2,
+        port,
+        "b.example",
+        "a.example",
+        child_extra=b_child,
+    )
+    return a, b
+
+
 def _indent(text: str, n: int) -> str:
     return "\n".join(" " * n + line for line in text.strip().splitlines())
 

@@ -17,10 +17,10 @@ from daemon_helpers import (
     BASE_PORT,
     RecordingKernel,
     dead,
+    loopback_pair,
     make_daemon,
     no_progress,
     until,
-    write_config,
 )
 
 from xfrmctl.daemon.control import ControlError
@@ -33,31 +33,7 @@ Journal = list[tuple[str, str, int]]
 def configs(
     tmp: Path, offset: int, a_conn: str = "", a_child: str = "", b_child: str = ""
 ) -> tuple[Path, Path]:
-    port = BASE_PORT + 100 + offset
-    a = write_config(
-        tmp,
-        "a",
-        "127.0.0.1",
-        "127.0.0.2",
-        port,
-        port + 2,
-        "a.example",
-        "b.example",
-        conn_extra=a_conn,
-        child_extra=a_child,
-    )
-    b = write_config(
-        tmp,
-        "b",
-        "127.0.0.2",
-        "127.0.0.1",
-        port + 2,
-        port,
-        "b.example",
-        "a.example",
-        child_extra=b_child,
-    )
-    return a, b
+    return loopback_pair(tmp, BASE_PORT + 100 + offset, a_conn, a_child, b_child)
 
 
 def replay_no_loss(journal: Journal) -> None:

@@ -7,25 +7,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from daemon_helpers import BASE_PORT, RecordingKernel, make_daemon, no_progress, until, write_config
+from daemon_helpers import (
+    BASE_PORT,
+    RecordingKernel,
+    loopback_pair,
+    make_daemon,
+    no_progress,
+    until,
+)
 
 
 def configs(tmp: Path, offset: int, a_conn: str = "", a_child: str = "") -> tuple[Path, Path]:
-    port = BASE_PORT + 300 + offset
-    a = write_config(
-        tmp,
-        "a",
-        "127.0.0.1",
-        "127.0.0.2",
-        port,
-        port + 2,
-        "a.example",
-        "b.example",
-        conn_extra=a_conn,
-        child_extra=a_child,
-    )
-    b = write_config(tmp, "b", "127.0.0.2", "127.0.0.1", port + 2, port, "b.example", "a.example")
-    return a, b
+    return loopback_pair(tmp, BASE_PORT + 600 + offset, a_conn, a_child)
 
 
 def spis(k: RecordingKernel) -> set[int]:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from daemon_helpers import BASE_PORT, dead, make_daemon, no_progress, until, write_config
+from daemon_helpers import BASE_PORT, dead, loopback_pair, make_daemon, no_progress, until
 
 from xfrmctl.daemon.restart import RestartBackoff
 
@@ -42,21 +42,11 @@ def test_backoff_doubles_caps_and_resets() -> None:
 def test_restart_against_a_dead_peer_backs_off_then_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = BASE_PORT + 300
-    a = write_config(
+    a, b = loopback_pair(
         tmp_path,
-        "a",
-        "127.0.0.1",
-        "127.0.0.2",
-        port,
-        port + 2,
-        "a.example",
-        "b.example",
-        conn_extra="dpd_delay: 1s\ndpd_timeout: 1s",
-        child_extra="dpd_action: restart",
-    )
-    b = write_config(
-        tmp_path, "b", "127.0.0.2", "127.0.0.1", port + 2, port, "b.example", "a.example"
+        BASE_PORT + 300,
+        a_conn="dpd_delay: 1s\ndpd_timeout: 1s",
+        a_child="dpd_action: restart",
     )
     pattern = re.compile(r"DPD action restart for host in ([\d.]+) s \(attempt (\d+)\)")
 

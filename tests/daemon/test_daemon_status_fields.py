@@ -6,25 +6,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon_helpers import BASE_PORT, make_daemon, no_progress, write_config
+from daemon_helpers import BASE_PORT, loopback_pair, make_daemon, no_progress
 
 
 def test_ike_and_child_times_are_reported(tmp_path: Path) -> None:
-    port = BASE_PORT + 400
-    a = write_config(
+    a, b = loopback_pair(
         tmp_path,
-        "a",
-        "127.0.0.1",
-        "127.0.0.2",
-        port,
-        port + 2,
-        "a.example",
-        "b.example",
-        conn_extra="rekey_time: 2h\nreauth_time: 3h\nrand_time: 60",
-        child_extra="rekey_time: 1h\nlife_time: 70m\nrand_time: 60",
-    )
-    b = write_config(
-        tmp_path, "b", "127.0.0.2", "127.0.0.1", port + 2, port, "b.example", "a.example"
+        BASE_PORT + 700,
+        a_conn="rekey_time: 2h\nreauth_time: 3h\nrand_time: 60",
+        a_child="rekey_time: 1h\nlife_time: 70m\nrand_time: 60",
     )
 
     async def scenario() -> None:

@@ -7,17 +7,13 @@ recording double so the whole daemon runs without root.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.events import Address, ChildSaReady
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Address = tuple[IPAddress, int]
 
 
 @dataclass(frozen=True)
