@@ -322,8 +322,11 @@ class XfrmGlue(KernelGlue):
 
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()
-        # pyroute2's blocking IPRoute runs an event loop of its own: not on ours.
-        device = await asyncio.to_thread(offload_device, ready, self._netns)
+        device = None
+        if ready.kernel.hw_offload != OffloadMode.NO:
+            # pyroute2's blocking IPRoute runs an event loop of its own: not on ours. And only
+            # here: a thread hop on every install would tax the common, software case.
+            device = await asyncio.to_thread(offload_device, ready, self._netns)
         child = self._child(ready, device.index if device else None)
         try:
             await tx.install_child(self.conn, child, outbound=outbound)
