@@ -60,6 +60,7 @@ def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol
         config(
             workdir, "a", "10.99.0.1", "10.99.0.2", mode, protocol, "10.99.0.1/32", "10.99.0.2/32"
         ),
+        wait=False,
     )
     db = Xfrmctl(
         b,
@@ -68,6 +69,7 @@ def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol
             workdir, "b", "10.99.0.2", "10.99.0.1", mode, protocol, "10.99.0.2/32", "10.99.0.1/32"
         ),
     )
+    da.wait_ready()
     try:
         up = da.cli("up", "tun")
         assert "tun" in up.stdout
@@ -120,6 +122,7 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
         config(
             workdir, "a", "192.0.2.1", "192.0.2.2", "tunnel", "esp", "10.1.0.0/16", "10.2.0.0/16"
         ),
+        wait=False,
     )
     db = Xfrmctl(
         gwb,
@@ -128,6 +131,7 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
             workdir, "b", "192.0.2.2", "192.0.2.1", "tunnel", "esp", "10.2.0.0/16", "10.1.0.0/16"
         ),
     )
+    da.wait_ready()
     try:
         da.cli("up", "tun")
         with net.capture(sw, "br0") as cap:

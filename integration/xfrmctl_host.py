@@ -24,7 +24,9 @@ def write_psk(workdir: Path, name: str, secret: str = "lab secret, not for produ
 class Xfrmctl:
     """One daemon in one host, driven through the real CLI."""
 
-    def __init__(self, host: Host, workdir: Path, cfg: Path) -> None:
+    def __init__(self, host: Host, workdir: Path, cfg: Path, wait: bool = True) -> None:
+        """Start the daemon; `wait=False` returns at once (start several, then `wait_ready`):
+        each start is seconds of Python imports under TCG, and the guest has two CPUs."""
         self.host = host
         # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
         self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
@@ -34,11 +36,16 @@ class Xfrmctl:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> Xfrmctl:
         deadline = time.monotonic() + 300  # Python starts slowly under TCG and load
         while not self.sock.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
             time.sleep(0.2)
+        return self
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = self.host.run([XFRMCTL, "--socket", str(self.sock), *args], check=False, timeout=120)

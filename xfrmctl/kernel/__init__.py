@@ -3,6 +3,8 @@
 Start with `AsyncXfrm` (daemon) or `Xfrm` (blocking); objects are in `xfrmctl.kernel.types`.
 """
 
+# First, before any pyroute2 import: loads pyroute2's netlink core alone (see _pyroute2.py).
+from xfrmctl.kernel import _pyroute2  # noqa: F401  (isort: first)
 from xfrmctl.kernel.algorithms import Capabilities, kernel_encr, kernel_integ, sa_algorithms
 from xfrmctl.kernel.client import AsyncXfrm, Xfrm
 from xfrmctl.kernel.errors import (

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.ethtool import Ethtool
+from pyroute2.ethtool.ethtool import Ethtool
+from pyroute2.iproute.linux import IPRoute
 
 from xfrmctl.kernel.errors import XfrmError
 
