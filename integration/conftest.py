@@ -25,6 +25,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest scenarios first (marked `long`), so parallel workers finish together instead of
+    one starting a 10-minute scenario when the other is nearly done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def lab_out(tmp_path: Path) -> Path:
     """Where captures and logs go; under XFRMCTL_LAB_OUT when set, so they survive the guest."""

@@ -284,6 +284,18 @@ def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
     return proc.returncode
 
 
+def parallel_args(pytest_args: list[str], cpus: int) -> list[str]:
+    """pytest-xdist options: one worker per guest CPU for a suite run. Scenarios are separate
+    namespaces, and under TCG each guest CPU is a host thread, so two run in about the time
+    of one. A developer's single scenario (-k, or a ::node id) runs in-process, with no
+    worker start-up; XFRMCTL_LAB_WORKERS or an explicit -n overrides."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in pytest_args):
+        return []
+    selective = any(a == "-k" or "::" in a for a in pytest_args)
+    workers = int(os.environ.get("XFRMCTL_LAB_WORKERS", "1" if selective else str(cpus)))
+    return ["-n", str(workers), "--dist", "load"] if workers > 1 else ["-p", "no:xdist"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--memory", default=os.environ.get("XFRMCTL_LAB_MEMORY", "2G"))
@@ -325,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             str(REPO / "integration" / "pytest.ini"),
             "--rootdir",
             str(REPO),
+            *parallel_args(pytest_args, args.cpus),
             *pytest_args,
         ]
         if not any(Path(a.split("::")[0]).exists() for a in pytest_args):

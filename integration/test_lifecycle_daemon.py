@@ -200,6 +200,7 @@ def stop_all(*daemons: Daemon) -> None:
 # ------------------------------------------------------------------------------ scenario 5
 
 
+@pytest.mark.long
 def test_rekeys_under_steady_ping_lose_nothing(net: Network, lab_out: Path) -> None:
     workdir = lab_out / "lifecycle-rekey"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +275,7 @@ def test_hard_expiry_from_the_kernel_deletes_informs_and_the_trap_renegotiates(
         stop_all(da, db)
 
 
+@pytest.mark.long
 def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
     workdir = lab_out / "lifecycle-trap"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -347,6 +349,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
 # ------------------------------------------------------------------------------ scenario 7
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("action", ["clear", "restart", "trap"])
 def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action: str) -> None:
     workdir = lab_out / f"lifecycle-dpd-{action}"

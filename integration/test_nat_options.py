@@ -55,6 +55,7 @@ def ping(src: Host, frm: str, dst: str, count: int = 5) -> int:
     return ping_stats(out.stdout)[1]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("keep_alive", ["5s", "0"])
 def test_keepalives_keep_the_way_in_open(net: Network, lab_out: Path, keep_alive: str) -> None:
     workdir = lab_out / f"nat-keepalive-{keep_alive}"

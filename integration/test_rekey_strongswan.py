@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from netlab import Network
 from strongswan import Charon, swanctl_conf
 from test_lifecycle_daemon import assert_only_esp, ping_stats
@@ -52,6 +53,7 @@ def ike_spi(raw: str) -> str:
     return found[0]
 
 
+@pytest.mark.long
 def test_xfrmctl_rekeys_against_strongswan_lose_nothing(net: Network, lab_out: Path) -> None:
     workdir = lab_out / "rekey-strongswan"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ connection. Everything the role writes goes to the private /run (unit, tmpfiles 
 configuration, secrets), so nothing outlives the test.
 
 Checks what only a real systemd shows: the unit starts (Type=notify readiness from the daemon),
-runs confined (capability bounding set, no_new_privs), a second run and check mode change
-nothing, a configuration change reloads the daemon through ExecReload without restarting it,
-and `systemctl stop` leaves no XFRM state or policy behind.
+runs confined (capability bounding set, no_new_privs), a configuration change changes nothing
+else and reloads the daemon through ExecReload without restarting it, and `systemctl stop`
+leaves no XFRM state or policy behind. Two playbook runs: each is minutes under TCG.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from playbook_run import ANSIBLE, BIN, run_playbook
+from playbook_run import ANSIBLE, BIN, changed_tasks, run_playbook
 from systemd_ns import SystemdNamespace, refusal
 
 PSK = "systemd lab secret that must never be printed"
@@ -100,6 +100,7 @@ def proc_status(ns: SystemdNamespace, pid: int) -> dict[str, str]:
     return {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
 
 
+@pytest.mark.long
 @pytest.mark.timeout(3000)
 def test_role_runs_the_hardened_unit_under_systemd(
     systemd: SystemdNamespace, lab_out: Path, tmp_path: Path
@@ -131,24 +132,20 @@ def test_role_runs_the_hardened_unit_under_systemd(
     journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
     assert "xfrmctl daemon ready: 1 connections" in journal, journal
 
-    # 2. Second run and check mode: nothing changes, nothing restarts.
-    recap, out = playbook(2)
-    assert recap["gw"]["changed"] == 0, out
-    recap, out = playbook(3, "--check", "--diff")
-    assert recap["gw"]["changed"] == 0, out
-
-    # 3. A changed connection reloads the running daemon (ExecReload), same process.
+    # 2. A changed connection: the configuration is the only task that changes, so every
+    # other task (unit, tmpfiles, enable and start) is idempotent under a real systemd, and the
+    # running daemon is reloaded (ExecReload), same process. A separate no-change run and the
+    # check mode of the shared tasks are proven on the host (tests/ansible/test_role_netns.py).
     write_inventory(inventory, {"connection_options": {"dpd_delay": "30s"}})
-    recap, out = playbook(4)
-    assert recap["gw"]["changed"] > 0, out
-    assert "RUNNING HANDLER [xfrmctl.ipsec.xfrmctl : Reload xfrmctl under systemd]" in out, out
+    recap, out = playbook(2)
+    assert changed_tasks(out) == ["Write the configuration", "Reload xfrmctl under systemd"], out
     assert main_pid(systemd) == pid, "the daemon was restarted instead of reloaded"
     assert "dpd_delay: 30s" in systemd.run("cat", f"{ETC}/xfrmctl.yaml").stdout
     journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
     assert "configuration reloaded" in journal, journal
     assert systemd.show("xfrmctl.service", "NRestarts")["NRestarts"] == "0"
 
-    # 4. Stop: the daemon exits cleanly and leaves nothing in the kernel.
+    # 3. Stop: the daemon exits cleanly and leaves nothing in the kernel.
     systemd.run("systemctl", "stop", "xfrmctl")
     props = systemd.show("xfrmctl.service", "ActiveState", "Result")
     assert props == {"ActiveState": "inactive", "Result": "success"}, props
