@@ -19,17 +19,38 @@ lint() {
     if command -v vagrant >/dev/null 2>&1; then VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_DOTFILE_PATH="${TMPDIR:-/tmp}/xfrmctl-vagrant" vagrant validate --ignore-provider; fi
 }
 unit() { .venv/bin/python -m pytest -q tests "$@"; }
+slow_unit() { export XFRMCTL_SLOW_TESTS=1; unit --junitxml=lab-out/unit.xml; }
+timings=""
+timed() {  # timed PHASE CMD...: run CMD with errexit in a subshell and note its wall time
+    phase=$1
+    shift
+    t0=$(date +%s)
+    set +e
+    (
+        set -e
+        "$@"
+    )
+    rc=$?
+    set -e
+    timings="$timings $phase $(($(date +%s) - t0)),"
+    if [ "$rc" != 0 ]; then
+        echo "phases (s):$timings failed in $phase" >&2
+        exit "$rc"
+    fi
+}
 lab() { .venv/bin/python integration/lab.py pytest "$@"; }
 
 case "$action" in
     demo) scripts/setup.sh; exec .venv/bin/python integration/lab.py exec -- .venv/bin/python integration/demo.py "$@" ;;
     test)
-        scripts/setup.sh
+        began=$(date +%s)
+        timed setup scripts/setup.sh
         mkdir -p lab-out
         rm -f lab-out/unit.xml lab-out/lab.xml
-        lint
-        XFRMCTL_SLOW_TESTS=1 unit --junitxml=lab-out/unit.xml
-        lab -q --junitxml="$PWD/lab-out/lab.xml" "$@"
+        timed lint lint
+        timed unit slow_unit
+        timed lab lab -q --junitxml="$PWD/lab-out/lab.xml" "$@"
+        echo "phases (s):$timings total $(($(date +%s) - began))"
         .venv/bin/python scripts/summary.py lab-out/unit.xml lab-out/lab.xml ;;
     unit) scripts/setup.sh; unit "$@" ;;
     lint) scripts/setup.sh; lint ;;

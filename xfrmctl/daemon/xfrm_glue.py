@@ -22,6 +22,7 @@ from typing import Any
 
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.offload import fall_back, offload_device
+from xfrmctl.daemon.transforms import sa_algorithms
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
@@ -30,7 +31,6 @@ from xfrmctl.ike.spec import Offload as OffloadMode
 from xfrmctl.kernel import events as kev
 from xfrmctl.kernel import sa as ksa
 from xfrmctl.kernel import transaction as tx
-from xfrmctl.kernel.algorithms import sa_algorithms
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.messages import STATE_AF_UNSPEC, STATE_ALIGN4

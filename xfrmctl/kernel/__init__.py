@@ -5,7 +5,7 @@ Start with `AsyncXfrm` (daemon) or `Xfrm` (blocking); objects are in `xfrmctl.ke
 
 # First, before any pyroute2 import: loads pyroute2's netlink core alone (see _pyroute2.py).
 from xfrmctl.kernel import _pyroute2  # noqa: F401  (isort: first)
-from xfrmctl.kernel.algorithms import Capabilities, kernel_encr, kernel_integ, sa_algorithms
+from xfrmctl.kernel.algorithms import CIPHERS, INTEGRITY, Capabilities, Cipher, Integrity
 from xfrmctl.kernel.client import AsyncXfrm, Xfrm
 from xfrmctl.kernel.errors import (
     AlgorithmUnavailableError,
@@ -41,6 +41,8 @@ from xfrmctl.kernel.types import (
 )
 
 __all__ = [
+    "CIPHERS",
+    "INTEGRITY",
     "SA",
     "Action",
     "Aead",
@@ -49,10 +51,12 @@ __all__ = [
     "Auth",
     "Capabilities",
     "ChildSA",
+    "Cipher",
     "Comp",
     "Crypt",
     "Dir",
     "Encap",
+    "Integrity",
     "InvalidRequestError",
     "KernelError",
     "Lifetime",
@@ -74,7 +78,4 @@ __all__ = [
     "UnsupportedError",
     "Xfrm",
     "XfrmError",
-    "kernel_encr",
-    "kernel_integ",
-    "sa_algorithms",
 ]
