@@ -9,7 +9,6 @@ One daemon start per side.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -144,7 +143,7 @@ def test_ah_tunnel_against_strongswan(lab: Lab) -> None:
         assert not outside, "ICMP outside AH on the wire:\n" + "\n".join(outside)
         assert "ESP(" not in cap.text, cap.text
 
-        status = json.loads(da.cli("status", "--json").stdout)
+        status = da.status()
         (ike,) = status["ike_sas"]
         assert ike["state"] == "ESTABLISHED" and ike["initiator"] is True, ike
         (child,) = ike["children"]

@@ -4,7 +4,6 @@ without any CA, accepted and refused. One xfrmctl and one charon, one address pa
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -161,7 +160,7 @@ def test_auth_against_strongswan(lab: Lab, c: Case) -> None:
             da.cli("up", c.name)
         else:
             charon.initiate(c.name, "net")
-        status = json.loads(da.cli("status", "--json").stdout)
+        status = da.status()
         (ike,) = [s for s in status["ike_sas"] if s["name"] == c.name]
         assert ike["state"] == "ESTABLISHED" and ike["remote_id"] == B_ID, ike
         assert ike["initiator"] is (c.initiator == "xfrmctl")

@@ -10,7 +10,6 @@ One xfrmctl (host a) and one charon (host b); each child has its own inner addre
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -82,7 +81,7 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
 
 
 def child_status(da: Xfrmctl, name: str) -> dict[str, Any] | None:
-    status = json.loads(da.cli("status", "--json").stdout)
+    status = da.status()
     for ike in status["ike_sas"]:
         for child in ike["children"]:
             if child["name"] == name and child["state"] == "INSTALLED":

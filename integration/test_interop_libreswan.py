@@ -9,7 +9,6 @@ from its log, the only place pluto 4.10 prints the algorithms of a responder's S
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -148,7 +147,7 @@ def pluto_established(pluto: Pluto, sc: Scenario) -> tuple[str, str]:
 
 def xfrmctl_child(da: Xfrmctl, sc: Scenario) -> dict[str, Any]:
     """The scenario's Child SA from `xfrmctl status --json`, checked with its IKE SA."""
-    status = json.loads(da.cli("status", "--json").stdout)
+    status = da.status()
     (ike,) = [s for s in status["ike_sas"] if s["name"] == sc.id]
     want = {
         "state": "ESTABLISHED",

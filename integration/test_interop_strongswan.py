@@ -9,7 +9,6 @@ one charon serve all scenarios: each scenario is its own connection on its own a
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import tempfile
@@ -275,7 +274,7 @@ def test_interop(lab: Lab, sc: Scenario) -> None:
         assert "ESP(" in cap.text, cap.text
         assert "ICMP echo" not in cap.text, cap.text
 
-        status = json.loads(da.cli("status", "--json").stdout)
+        status = da.status()
         (ike,) = [s for s in status["ike_sas"] if s["name"] == sc.id]
         assert ike["state"] == "ESTABLISHED", ike
         assert ike["initiator"] is (sc.initiator == "xfrmctl"), ike
@@ -347,7 +346,7 @@ def test_rekey_by_strongswan(lab: Lab) -> None:
             assert ping_from(a, sc.a_addr, sc.b_addr, 4), "no traffic after the rekeys"
         assert "ESP(" in cap.text and "ICMP echo" not in cap.text, cap.text
 
-        status = json.loads(da.cli("status", "--json").stdout)
+        status = da.status()
         (ike,) = [s for s in status["ike_sas"] if s["name"] == sc.id]
         assert ike["state"] == "ESTABLISHED" and ike["proposal"] == sc.ike, ike
         (child,) = [c for c in ike["children"] if c["state"] == "INSTALLED"]

@@ -4,7 +4,6 @@ ESP over IPv6 on the wire, and nothing left afterwards."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def test_ipv6_outer_with_ipv6_and_ipv4_inner(net: Network, lab_out: Path) -> Non
     da = Xfrmctl(a, workdir, xfrmctl_config(workdir))
     try:
         da.cli("up", "six")
-        status = json.loads(da.cli("status", "--json").stdout)
+        status = da.status()
         (ike,) = status["ike_sas"]
         assert (ike["local_addr"], ike["remote_addr"]) == (A6, B6), ike
         assert sorted(c["name"] for c in ike["children"]) == ["net4", "net6"], ike

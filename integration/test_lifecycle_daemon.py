@@ -7,7 +7,6 @@ traffic flows, that only ESP crosses the wire, and that nothing of ours is left 
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from netlab import Host, Network
+
+from xfrmctl.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
@@ -63,8 +64,8 @@ class Daemon:
         return proc
 
     def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
-        return result
+        """`xfrmctl status --json`'s report, read in-process (see xfrmctl_host.Xfrmctl)."""
+        return Client(self.sock).call("status", {"name": None})
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -4,7 +4,6 @@ strongSwan side never rekeys itself (rekey_time = 0), so every rekey is xfrmctl'
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -64,7 +63,7 @@ def test_xfrmctl_rekeys_against_strongswan_lose_nothing(net: Network, lab_out: P
     try:
         da.cli("up", "rk")
         first_ike = ike_spi(charon.sa_summary("rk"))
-        first = json.loads(da.cli("status", "--json").stdout)["ike_sas"][0]["children"][0]
+        first = da.status()["ike_sas"][0]["children"][0]
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -q -i 0.05 -c 660 -W 2 {B_IP}", check=False, timeout=120)
         sent, received = ping_stats(out.stdout)
@@ -73,7 +72,7 @@ def test_xfrmctl_rekeys_against_strongswan_lose_nothing(net: Network, lab_out: P
         log = da.log.read_text()
         assert log.count("Child SA ready") >= 3 and "rekeyed to" in log, log[-4000:]
         assert ike_spi(charon.sa_summary("rk")) != first_ike, "strongSwan kept the old IKE SA"
-        (ike,) = json.loads(da.cli("status", "--json").stdout)["ike_sas"]
+        (ike,) = da.status()["ike_sas"]
         (child,) = [c for c in ike["children"] if c["state"] == "INSTALLED"]
         assert child["spi_in"] != first["spi_in"] and child["spi_out"] != first["spi_out"]
         da.cli("down", "rk")

@@ -137,7 +137,7 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
         with net.capture(sw, "br0") as cap:
             assert left.ping("10.2.0.2", count=5), "no traffic between the subnets"
         assert "ESP(" in cap.text and "ICMP echo" not in cap.text, cap.text
-        (ike,) = json.loads(da.cli("status", "--json").stdout)["ike_sas"]
+        (ike,) = da.status()["ike_sas"]
         (child,) = ike["children"]
         assert child["mode"] == "tunnel"
         assert child["local_ts"] == ["10.1.0.0/16"] and child["remote_ts"] == ["10.2.0.0/16"]

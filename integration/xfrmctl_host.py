@@ -6,8 +6,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from netlab import Host
+
+from xfrmctl.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
@@ -55,6 +58,11 @@ class Xfrmctl:
                 f"{proc.stdout}\n{proc.stderr}\n{self.log.read_text()}"
             )
         return proc
+
+    def status(self) -> dict[str, Any]:
+        """The report `xfrmctl status --json` prints, read over the control socket from this
+        process: the CLI costs a Python start (seconds under TCG) and is tested on its own."""
+        return Client(self.sock).call("status", {"name": None})
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
