@@ -104,7 +104,12 @@ CONNECTION_CASES: list[tuple[str, Any, Getter, Any]] = [
         lambda s: s.remote_id,
         Identity.parse("c.example"),
     ),
-    ("local", {"auth": "psk", "id": "z.example"}, lambda s: s.local_id, Identity.parse("z.example")),
+    (
+        "local",
+        {"auth": "psk", "id": "z.example"},
+        lambda s: s.local_id,
+        Identity.parse("z.example"),
+    ),
 ]
 
 CHILD_CASES: list[tuple[str, Any, Getter, Any]] = [
@@ -115,12 +120,18 @@ CHILD_CASES: list[tuple[str, Any, Getter, Any]] = [
         [EncrId.AES_CBC],
     ),
     ("mode", "transport", lambda s: s.children[0].mode, Mode.TRANSPORT),
-    ("local_ts", ["10.9.0.0/24"], lambda s: [t.network for t in s.children[0].local_ts], [
-        net("10.9.0.0/24")
-    ]),
-    ("remote_ts", ["10.8.0.0/24"], lambda s: [t.network for t in s.children[0].remote_ts], [
-        net("10.8.0.0/24")
-    ]),
+    (
+        "local_ts",
+        ["10.9.0.0/24"],
+        lambda s: [t.network for t in s.children[0].local_ts],
+        [net("10.9.0.0/24")],
+    ),
+    (
+        "remote_ts",
+        ["10.8.0.0/24"],
+        lambda s: [t.network for t in s.children[0].remote_ts],
+        [net("10.8.0.0/24")],
+    ),
     ("rekey_time", "20m", lambda s: s.children[0].rekey_time, 1200.0),
     ("life_time", "2h", lambda s: s.children[0].life_time, 7200.0),
     ("rand_time", "30s", lambda s: s.children[0].rand_time, 30.0),
