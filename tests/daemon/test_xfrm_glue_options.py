@@ -14,7 +14,7 @@ from test_xfrm_transaction import _parse as parse
 
 from xfrmctl.daemon import offload
 from xfrmctl.daemon.offload import OffloadError, offload_device
-from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.events import ChildSaReady, Lifetimes
 from xfrmctl.ike.iana import IntegId, ProtocolId, TransformType
 from xfrmctl.ike.spec import KernelOptions, Mode, Offload
 from xfrmctl.ike.transforms import Transform
@@ -162,3 +162,14 @@ def test_real_device_lookup_runs_inside_the_daemons_event_loop() -> None:
                 dataclasses.replace(on_lo, kernel=KernelOptions(hw_offload=Offload.YES))
             )
         )
+
+
+def test_volume_and_time_lifetimes_reach_both_sas() -> None:
+    """life_bytes/life_packets (hard) and the rekey limits (soft) as the kernel enforces them."""
+    limits = Lifetimes(3000, 3300, 1 << 20, 2 << 20, 5000, 9000)
+    k = installed(dataclasses.replace(with_options(), lifetimes=limits))
+    for sa in k.sas.values():
+        lt = sa.lifetime
+        assert (lt.soft_seconds, lt.hard_seconds) == (3000, 3300)
+        assert (lt.soft_bytes, lt.hard_bytes) == (1 << 20, 2 << 20)
+        assert (lt.soft_packets, lt.hard_packets) == (5000, 9000)

@@ -30,3 +30,16 @@ def test_jitter_is_subtracted_within_the_range_and_varies() -> None:
 def test_without_jitter_the_limit_is_exact_and_zero_means_none() -> None:
     assert soft_limits(1, rekey_bytes=1_000_000, rekey_packets=5000) == (1_000_000, 5000)
     assert soft_limits(1, rand_bytes=5000, rand_packets=50) == (0, 0)
+
+
+def test_hard_volume_limits_are_life_bytes_and_life_packets() -> None:
+    h, _, _ = make_pair(
+        seed=1,
+        children=(
+            child_spec(rekey_bytes=1000, life_bytes=1500, rekey_packets=10, life_packets=15),
+        ),
+    )  # type: ignore[arg-type]
+    h.a.initiate("a-to-b", now=h.now)
+    h.run(5.0)
+    (ready,) = h.of("a", ChildSaReady)
+    assert (ready.lifetimes.hard_bytes, ready.lifetimes.hard_packets) == (1500, 15)
