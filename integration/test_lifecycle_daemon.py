@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from netlab import Host, Network
 
-from xfrmctl.client import Client
+from xfrmctl.client import ControlClient
 
 REPO = Path(__file__).resolve().parent.parent
 XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
@@ -65,7 +65,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """`xfrmctl status --json`'s report, read in-process (see xfrmctl_host.Xfrmctl)."""
-        return Client(self.sock).call("status", {"name": None})
+        return ControlClient(self.sock).call("status", {"name": None})
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -10,7 +10,7 @@ from typing import Any
 
 from netlab import Host
 
-from xfrmctl.client import Client
+from xfrmctl.client import ControlClient
 
 REPO = Path(__file__).resolve().parent.parent
 XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
@@ -62,7 +62,7 @@ class Xfrmctl:
     def status(self) -> dict[str, Any]:
         """The report `xfrmctl status --json` prints, read over the control socket from this
         process: the CLI costs a Python start (seconds under TCG) and is tested on its own."""
-        return Client(self.sock).call("status", {"name": None})
+        return ControlClient(self.sock).call("status", {"name": None})
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
