@@ -163,7 +163,7 @@ def assert_esp_only(lab: Lab, net: Network) -> None:
 
 def ike(report: dict[str, Any]) -> dict[str, Any]:
     (sa,) = [s for s in report["ike_sas"] if s["name"] == "lr"]
-    return sa
+    return dict(sa)
 
 
 @pytest.mark.long

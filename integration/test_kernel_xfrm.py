@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netlab import Host, Network
@@ -64,7 +65,7 @@ class Algo:
     integ: IntegId | None
     proto: Proto = Proto.ESP
 
-    def fields(self) -> dict[str, object]:
+    def fields(self) -> dict[str, Any]:
         """Fresh random keys of the right lengths, as KEYMAT would give them."""
         if self.proto == Proto.AH:
             assert self.integ is not None
@@ -146,16 +147,16 @@ def child_for(
     peer: Address,
     spi_in: int,
     spi_out: int,
-    algo_in: dict[str, object],
-    algo_out: dict[str, object],
+    algo_in: dict[str, Any],
+    algo_out: dict[str, Any],
     *,
     proto: Proto = Proto.ESP,
     mode: Mode = Mode.TRANSPORT,
     reqid: int = OWN.reqid(7),
-    **extra: object,
+    **extra: Any,
 ) -> ChildSA:
     """One side's Child SA: SAs both ways and host-to-host policies in, out."""
-    common: dict[str, object] = {"proto": proto, "mode": mode, "reqid": reqid, **extra}
+    common: dict[str, Any] = {"proto": proto, "mode": mode, "reqid": reqid, **extra}
     # BEET takes the inner addresses from the SA selector; the others just check it.
     sel_in = Selector(ip_network(peer), ip_network(me))
     sel_out = Selector(ip_network(me), ip_network(peer))
@@ -177,12 +178,12 @@ def child_for(
     )
 
 
-def install_both(lab: Pair, algo: Algo, v6: bool = False, **kw: object) -> tuple[ChildSA, ChildSA]:
+def install_both(lab: Pair, algo: Algo, v6: bool = False, **kw: Any) -> tuple[ChildSA, ChildSA]:
     ip_a, ip_b = (lab.ip6_a, lab.ip6_b) if v6 else (lab.ip_a, lab.ip_b)
     spi_ab, spi_ba = 0x10000 + secrets.randbelow(0xFFFF), 0x20000 + secrets.randbelow(0xFFFF)
     keys_ab, keys_ba = algo.fields(), algo.fields()
-    ca = child_for(ip_a, ip_b, spi_ba, spi_ab, keys_ba, keys_ab, proto=algo.proto, **kw)  # type: ignore[arg-type]
-    cb = child_for(ip_b, ip_a, spi_ab, spi_ba, keys_ab, keys_ba, proto=algo.proto, **kw)  # type: ignore[arg-type]
+    ca = child_for(ip_a, ip_b, spi_ba, spi_ab, keys_ba, keys_ab, proto=algo.proto, **kw)
+    cb = child_for(ip_b, ip_a, spi_ab, spi_ba, keys_ab, keys_ba, proto=algo.proto, **kw)
     lab.xa.install_child(ca)
     lab.xb.install_child(cb)
     return ca, cb

@@ -49,7 +49,7 @@ def charon_config() -> str:
 def ike_spi(raw: str) -> str:
     found = re.findall(r"state=ESTABLISHED .*?initiator-spi=([0-9a-f]+)", raw)
     assert len(found) == 1, raw
-    return found[0]
+    return str(found[0])
 
 
 @pytest.mark.long
