@@ -17,6 +17,9 @@ from strongswan import Charon, PeerFiles, swanctl_conf
 from test_interop_strongswan import A_ID, B_ID, PSK, Pki, make_pki
 from xfrmctl_host import Xfrmctl, write_psk
 
+# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
+pytestmark = pytest.mark.xdist_group("auth_strongswan")
+
 
 @dataclass(frozen=True)
 class Case:

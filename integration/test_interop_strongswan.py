@@ -26,6 +26,9 @@ from netlab import Host, Network
 from strongswan import Charon, PeerFiles, swanctl_conf, swanctl_connection
 from xfrmctl_host import Xfrmctl, write_psk
 
+# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
+pytestmark = pytest.mark.xdist_group("interop_strongswan")
+
 PSK = "interop lab secret, not for production"
 A_ID, B_ID = "a.lab.example", "b.lab.example"
 
