@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from interop import non_socket_policies, wait_for
 from netlab import Host, Network
 from strongswan import Charon, swanctl_conf, swanctl_connection
 from xfrmctl_host import Xfrmctl, write_psk
@@ -99,21 +99,6 @@ def lab() -> Iterator[Lab]:
         assert codes[0] == 0, xfrmctl.log.read_text()
     finally:
         net.close()
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def non_socket_policies(host: Host) -> str:
-    """`ip xfrm policy` minus the per-socket bypass policies a running IKE daemon keeps."""
-    blocks = re.split(r"\n(?=\S)", host.xfrm_policy_text().strip())
-    return "\n".join(b for b in blocks if b and not re.search(r"\bsocket (in|out)\b", b))
 
 
 def packets(text: str) -> list[str]:

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from interop import A_ID, B_ID, PSK, Pki, make_pki, wait_for
 from netlab import Host, Network
 from strongswan import Charon, PeerFiles, swanctl_conf
-from test_interop_strongswan import A_ID, B_ID, PSK, Pki, make_pki
 from xfrmctl_host import Xfrmctl, write_psk
 
 # Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
@@ -136,14 +135,6 @@ def lab() -> Iterator[Lab]:
         assert a.xfrm_state_text().strip() == "", a.xfrm_state_text()
     finally:
         net.close()
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])

@@ -11,11 +11,10 @@ One xfrmctl (host a) and one charon (host b); each child has its own inner addre
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from interop import wait_for
 from netlab import Host, Network
 from strongswan import Charon, swanctl_conf
 from xfrmctl_host import Xfrmctl, write_psk
@@ -70,14 +69,6 @@ def charon_config() -> str:
         f"    children {{\n{children}    }}\n  }}\n"
     )
     return swanctl_conf([conn], [(A_ID, B_ID, PSK)])
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def child_status(da: Xfrmctl, name: str) -> dict[str, Any] | None:

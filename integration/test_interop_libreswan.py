@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from libreswan import LibreswanConn, Pluto
-from netlab import Host, Network
-from strongswan import PeerFiles
-from test_interop_strongswan import (
+from interop import (
     A_ID,
     B_ID,
     CBC_IKE,
@@ -36,6 +33,9 @@ from test_interop_strongswan import (
     wait_for,
     xfrmctl_connection,
 )
+from libreswan import LibreswanConn, Pluto
+from netlab import Host, Network
+from strongswan import PeerFiles
 from xfrmctl_host import Xfrmctl
 
 # Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.

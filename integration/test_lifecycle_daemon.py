@@ -10,118 +10,15 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from interop import assert_only_esp, ping_stats, wait_for
 from netlab import Host, Network
+from xfrmctl_host import Daemon, assert_clean, start_all, stop_all, write_config
 
-from xfrmctl.client import ControlClient
-
-REPO = Path(__file__).resolve().parent.parent
-XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
-PSK = "lab secret, not for production"
 A_IP, B_IP = "10.99.0.1", "10.99.0.2"
-
-
-class Daemon:
-    """One xfrmctl daemon in one host, driven through the real CLI; restartable."""
-
-    def __init__(self, host: Host, workdir: Path, cfg: Path) -> None:
-        self.host, self.workdir, self.cfg = host, workdir, cfg
-        # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
-        self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
-        self.runs = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = workdir / f"{host.name}-daemon.log"
-
-    def spawn(self) -> Daemon:
-        self.runs += 1
-        self.log = self.workdir / f"{self.host.name}-daemon-{self.runs}.log"
-        self.proc = self.host.popen(
-            [XFRMCTL, "daemon", "--config", str(self.cfg), "--socket", str(self.sock)],
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def wait_ready(self) -> Daemon:
-        deadline = time.monotonic() + 400  # Python starts slowly under TCG, more so on a busy host
-        while "xfrmctl daemon ready" not in self.log.read_text():
-            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.2)
-        return self
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.host.run([XFRMCTL, "--socket", str(self.sock), *args], check=False, timeout=180)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"xfrmctl {' '.join(args)} exited {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}\n{self.log.read_text()}"
-            )
-        return proc
-
-    def status(self) -> dict[str, Any]:
-        """`xfrmctl status --json`'s report, read in-process (see xfrmctl_host.Xfrmctl)."""
-        return ControlClient(self.sock).call("status", {"name": None})
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()  # `ip netns exec` execs the daemon: this is the daemon itself
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return 0
-        self.proc.terminate()
-        return self.proc.wait(timeout=60)
-
-
-def start_all(*daemons: Daemon) -> None:
-    """Start daemons side by side: each costs seconds of interpreter start under TCG."""
-    for d in daemons:
-        d.spawn()
-    for d in daemons:
-        d.wait_ready()
-
-
-def write_config(
-    workdir: Path,
-    name: str,
-    me: str,
-    peer: str,
-    local_ts: str,
-    remote_ts: str,
-    mode: str = "transport",
-    conn_extra: str = "",
-    child_extra: str = "",
-) -> Path:
-    psk = workdir / f"{name}.psk"
-    psk.write_text(PSK + "\n")
-    psk.chmod(0o600)
-    other = "b" if name == "a" else "a"
-    cfg = workdir / f"{name}.yaml"
-    conn = "".join(f"\n    {line}" for line in conn_extra.strip().splitlines())
-    child = "".join(f"\n        {line}" for line in child_extra.strip().splitlines())
-    cfg.write_text(f"""
-connections:
-  tun:
-    local_addrs: ["{me}"]
-    remote_addrs: ["{peer}"]
-    proposals: [aes256gcm16-prfsha384-x25519]
-    local: {{id: {name}.lab.example, auth: psk}}
-    remote: {{id: {other}.lab.example, auth: psk}}
-    psk_file: {psk}{conn}
-    children:
-      net:
-        mode: {mode}
-        local_ts: [{local_ts}]
-        remote_ts: [{remote_ts}]
-        esp_proposals: [aes256gcm16]{child}
-""")
-    return cfg
 
 
 def pair(net: Network, workdir: Path, a_extra: dict[str, str], b_extra: dict[str, str]) -> Any:
@@ -133,34 +30,12 @@ def pair(net: Network, workdir: Path, a_extra: dict[str, str], b_extra: dict[str
     return a, b, sw, da, db
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-    return time.monotonic() - start
-
-
 def spis(host: Host) -> set[int]:
     return {sa.spi for sa in host.xfrm_sa_counters()}
 
 
 def state_count(host: Host) -> int:
     return len(re.findall(r"^src ", host.xfrm_state_text(), re.M))
-
-
-def ping_stats(output: str) -> tuple[int, int]:
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", output)
-    assert m, output
-    return int(m.group(1)), int(m.group(2))
-
-
-def assert_only_esp(text: str, udp_encap: bool = False) -> None:
-    assert "ESP(" in text, text[-3000:]
-    assert "ICMP echo" not in text, "cleartext ICMP on the wire:\n" + text[-3000:]
-    if udp_encap:
-        assert "proto ESP" not in text, "plain ESP where UDP encapsulation was due"
 
 
 def assert_child(
@@ -181,21 +56,6 @@ def assert_child(
         assert child["local_ts"] == [local_ts] and child["remote_ts"] == [remote_ts], child
     result: dict[str, Any] = child
     return result
-
-
-def assert_clean(*hosts: Host, traps: bool = False) -> None:
-    for host in hosts:
-        assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
-        if not traps:
-            assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
-
-
-def stop_all(*daemons: Daemon) -> None:
-    codes = [d.stop() for d in daemons]
-    assert codes == [0] * len(daemons), [d.log.read_text()[-3000:] for d in daemons]
-    for d in daemons:
-        assert d.host.xfrm_state_text().strip() == "", d.host.xfrm_state_text()
-        assert d.host.xfrm_policy_text().strip() == "", d.host.xfrm_policy_text()
 
 
 # ------------------------------------------------------------------------------ scenario 5
@@ -233,14 +93,14 @@ def test_rekeys_under_steady_ping_lose_nothing(net: Network, lab_out: Path) -> N
         # Between rekeys (10 s apart, old inbound SA kept 5 s), each kernel holds one pair.
         wait_for(
             lambda: state_count(a) == 2 and state_count(b) == 2,
-            15,
             "exactly one SA pair per host after the rekeys",
+            15,
         )
         log = da.log.read_text()
         assert log.count("Child SA ready") >= 3 and "rekeyed to" in log, log[-4000:]
 
         da.cli("down", "tun")
-        wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, 10, "SAs removed")
+        wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
         assert_clean(a, b)
     finally:
         stop_all(da, db)
@@ -261,14 +121,14 @@ def test_hard_expiry_from_the_kernel_deletes_informs_and_the_trap_renegotiates(
     try:
         start_all(da, db)
         a.run(f"ping -n -c 1 -W 1 {B_IP}", check=False)  # the ACQUIRE
-        wait_for(lambda: state_count(a) == 2 and state_count(b) == 2, 30, "the first pair")
+        wait_for(lambda: state_count(a) == 2 and state_count(b) == 2, "the first pair", 30)
         first = spis(a)
         a.run(f"ping -n -c 12 -i 0.2 -W 1 {B_IP}", check=False)  # past 10 packets
-        wait_for(lambda: "reached its hard limit" in da.log.read_text(), 20, "the hard expiry")
-        wait_for(lambda: not (first & spis(b)), 20, "b told to delete its half")
+        wait_for(lambda: "reached its hard limit" in da.log.read_text(), "the hard expiry", 20)
+        wait_for(lambda: not (first & spis(b)), "b told to delete its half", 20)
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -c 8 -i 0.3 -W 2 {B_IP}", check=False)
-            wait_for(lambda: len(spis(a) - first) == 2, 30, "a new pair from the trap")
+            wait_for(lambda: len(spis(a) - first) == 2, "a new pair from the trap", 30)
         assert ping_stats(out.stdout)[1] > 0, out.stdout
         assert_only_esp(cap.text)
         assert "deleted by peer" in db.log.read_text()
@@ -289,7 +149,7 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
         assert da.status()["ike_sas"] == []
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -c 40 -i 0.25 -W 2 {B_IP}", check=False, timeout=120)
-            wait_for(lambda: bool(da.status()["ike_sas"]), 30, "negotiation from the ACQUIRE")
+            wait_for(lambda: bool(da.status()["ike_sas"]), "negotiation from the ACQUIRE", 30)
             assert a.ping(B_IP, count=5), "no traffic through the trapped tunnel"
         _, received = ping_stats(out.stdout)
         assert received > 0, out.stdout + da.log.read_text()
@@ -321,8 +181,8 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
             assert "stale XFRM objects" in da.log.read_text(), da.log.read_text()
             wait_for(
                 lambda: len(spis(a) - old_spis - {0, 0x4242}) == 2,
-                60,
                 "the tunnel to come back through the trap",
+                60,
             )
             assert a.ping(B_IP, count=5), "no traffic after the restart"
             pinger.terminate()
@@ -331,12 +191,12 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
         assert spis(a) & old_spis == set(), "stale SAs of the killed daemon survived"
         assert 0x4242 in spis(a) and "10.99.0.3" in a.xfrm_dir_policies(), "a foreign object went"
         # The peer dropped the old SAs on INITIAL_CONTACT: one pair left there too.
-        wait_for(lambda: state_count(b) == 2, 20, "the peer to drop the stale pair")
+        wait_for(lambda: state_count(b) == 2, "the peer to drop the stale pair", 20)
         (ike,) = da.status()["ike_sas"]
         assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32", acquired=True)
 
         da.cli("down", "tun")
-        wait_for(lambda: len(spis(a)) == 1 and state_count(b) == 0, 10, "SAs removed")
+        wait_for(lambda: len(spis(a)) == 1 and state_count(b) == 0, "SAs removed", 10)
         assert "dir out" in a.xfrm_dir_policies(), "down keeps the trap"
         a.run(
             "ip xfrm state deleteall proto esp && ip xfrm policy delete "
@@ -369,11 +229,11 @@ def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action:
         killed = time.monotonic()
         if action == "restart":
             db.spawn()  # comes back while a still waits for its DPD answer
-        took = wait_for(lambda: "is dead" in da.log.read_text(), 40, "DPD to declare b dead")
+        took = wait_for(lambda: "is dead" in da.log.read_text(), "DPD to declare b dead", 40)
         # Silence for dpd_delay, then dpd_timeout without answer; polling adds a little.
         assert took <= 3 + 8 + 4, f"DPD took {took:.1f} s"
         if action == "clear":
-            wait_for(lambda: state_count(a) == 0, 5, "DPD clear to remove the SAs")
+            wait_for(lambda: state_count(a) == 0, "DPD clear to remove the SAs", 5)
             assert_clean(a)
             time.sleep(3)
             assert da.status()["ike_sas"] == [], "clear must not re-initiate"
@@ -383,7 +243,7 @@ def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action:
             db.spawn().wait_ready()
             assert_clean(b)
         elif action == "trap":
-            wait_for(lambda: state_count(a) == 0, 5, "DPD trap to remove the SAs")
+            wait_for(lambda: state_count(a) == 0, "DPD trap to remove the SAs", 5)
             assert f"dst {B_IP}/32" in a.xfrm_dir_policies(), "no trap after DPD"
             db.spawn().wait_ready()  # the peer is back; only traffic starts a negotiation
             time.sleep(2)
@@ -395,30 +255,30 @@ def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action:
                         s["state"] == "ESTABLISHED" and s["children"]
                         for s in da.status()["ike_sas"]
                     ),
-                    60,
                     "the trap to negotiate on traffic",
+                    60,
                 )
                 assert a.ping(B_IP, count=3), "no traffic after the trap negotiated"
             assert_only_esp(cap.text)
             da.cli("down", "tun")
-            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, 10, "SAs removed")
+            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
         else:
             db.wait_ready()
             wait_for(
                 lambda: any(
                     s["state"] == "ESTABLISHED" and s["children"] for s in da.status()["ike_sas"]
                 ),
-                120,
                 "re-initiation after DPD",
+                120,
             )
             with net.capture(sw, "br0") as cap:
                 assert a.ping(B_IP, count=5), "no traffic after the DPD restart"
             assert_only_esp(cap.text)
             (ike,) = da.status()["ike_sas"]
             assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32")
-            wait_for(lambda: state_count(b) == 2, 20, "b holds exactly the new pair")
+            wait_for(lambda: state_count(b) == 2, "b holds exactly the new pair", 20)
             da.cli("down", "tun")
-            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, 10, "SAs removed")
+            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
             assert_clean(a, b)
         print(
             f"DPD {action}: detected {took:.1f} s after kill -9 ({time.monotonic() - killed:.0f} s)"
@@ -473,7 +333,7 @@ def test_nat_traversal_through_masquerade(net: Network, lab_out: Path) -> None:
         assert ike_b["nat_remote"] is True and ike_b["remote_addr"] == "192.0.2.1", ike_b
         assert ike_b["children"][0]["encap"] is True
         da.cli("down", "tun")
-        wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, 10, "SAs removed")
+        wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
         assert_clean(a, b)
     finally:
         stop_all(da, db)

@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from interop import ping_stats, wait_for
 from netlab import Host, Network
-from test_lifecycle_daemon import (
+from xfrmctl_host import (
     Daemon,
     assert_clean,
-    ping_stats,
     start_all,
     stop_all,
-    wait_for,
     write_config,
 )
 
@@ -83,7 +82,7 @@ def test_keepalives_keep_the_way_in_open(net: Network, lab_out: Path, keep_alive
                 "the NAT kept the mapping without keepalives: the test proves nothing"
             )
         da.cli("down", "tun")
-        wait_for(lambda: not a.xfrm_state_text().strip(), 20, "SAs removed")
+        wait_for(lambda: not a.xfrm_state_text().strip(), "SAs removed", 20)
     finally:
         stop_all(da, db)
     assert_clean(a, b)
@@ -118,7 +117,7 @@ def test_a_changed_nat_mapping_is_followed(net: Network, lab_out: Path) -> None:
         assert f"encap type espinudp sport 4500 dport {ike_b['remote_port']}" in sa_text, sa_text
         # IKE follows too: a liveness check from b reaches a through the new mapping.
         db.cli("down", "tun")
-        wait_for(lambda: not a.xfrm_state_text().strip(), 20, "a informed through the new mapping")
+        wait_for(lambda: not a.xfrm_state_text().strip(), "a informed through the new mapping", 20)
     finally:
         stop_all(da, db)
     assert_clean(a, b)

@@ -9,9 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from interop import assert_only_esp, ping_stats
 from libreswan import LibreswanConn, Pluto
 from netlab import Network
-from test_lifecycle_daemon import assert_only_esp, ping_stats
 from xfrmctl_host import Xfrmctl, write_psk
 
 PSK = "libreswan rekey lab secret, not for production"

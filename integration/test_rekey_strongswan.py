@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from interop import assert_only_esp, ping_stats
 from netlab import Network
 from strongswan import Charon, swanctl_conf
-from test_lifecycle_daemon import assert_only_esp, ping_stats
 from xfrmctl_host import Xfrmctl, write_psk
 
 PSK = "rekey lab secret, not for production"
