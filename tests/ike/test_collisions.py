@@ -64,14 +64,55 @@ def check_consistent(h: Harness, children: int) -> None:
     assert all(s.state == "established" for s in a_ike + b_ike)
 
 
+ACTIONS = {
+    "child_rekey": lambda h, ep, now: ep.rekey_child(ep.child_sas()[0].spi_in, now),
+    "child_delete": lambda h, ep, now: ep.delete_child(ep.child_sas()[0].spi_in, now),
+    "ike_rekey": lambda h, ep, now: ep.rekey_ike(ep.ike_sas()[0].ike_sa_id, now),
+}
+EXPECTED_CHILDREN = {"child_rekey": 1, "child_delete": 0, "ike_rekey": 1}
+
+
+# Both sides act at once: (a's action, b's action, seconds to settle, Child SAs afterwards).
+COLLISIONS = [
+    ("child_rekey", "child_rekey", 30.0, 1),
+    ("child_rekey", "child_delete", 30.0, 0),
+    ("child_delete", "child_rekey", 30.0, 0),
+    ("ike_rekey", "child_rekey", 60.0, 1),
+    ("child_rekey", "ike_rekey", 60.0, 1),
+    ("ike_rekey", "ike_rekey", 60.0, 1),
+]
+
+
+def ike_spis(h: Harness) -> tuple[int, int]:
+    sa = h.a.ike_sas()[0]
+    return sa.spi_i, sa.spi_r
+
+
 @pytest.mark.parametrize("delays", ORDERINGS)
-def test_child_rekey_vs_child_rekey(delays: tuple[float, float]) -> None:
+@pytest.mark.parametrize(
+    ("a_action", "b_action", "settle", "children"),
+    COLLISIONS,
+    ids=[f"{a}-vs-{b}" for a, b, _, _ in COLLISIONS],
+)
+def test_collision(
+    a_action: str, b_action: str, settle: float, children: int, delays: tuple[float, float]
+) -> None:
     h = up(delays)
-    h.a.rekey_child(h.a.child_sas()[0].spi_in, h.now)
-    h.b.rekey_child(h.b.child_sas()[0].spi_in, h.now)
-    h.run(30.0)
-    check_consistent(h, 1)
-    assert len(h.of("a", ChildSaReady)) >= 2  # a rekey did happen
+    old = ike_spis(h)
+    ACTIONS[a_action](h, h.a, h.now)
+    ACTIONS[b_action](h, h.b, h.now)
+    h.run(settle)
+    check_consistent(h, children)
+    if "ike_rekey" in (a_action, b_action):
+        assert ike_spis(h) != old  # the IKE rekey happened
+    if "child_rekey" in (a_action, b_action) and children:
+        side = "a" if a_action == "child_rekey" else "b"
+        assert len(h.of(side, ChildSaReady)) >= 2  # so did the Child SA rekey
+    if (a_action, b_action) == ("ike_rekey", "ike_rekey"):
+        # The surviving IKE SA still carries requests both ways.
+        h.b.delete_child(h.b.child_sas()[0].spi_in, h.now)
+        h.run(5.0)
+        check_consistent(h, 0)
 
 
 def test_child_rekey_collision_nonce_rule_deletes_redundant_sa() -> None:
@@ -82,60 +123,6 @@ def test_child_rekey_collision_nonce_rule_deletes_redundant_sa() -> None:
     # Both exchanges completed: three SAs were installed on each side, two deleted.
     assert len(h.of("a", ChildSaReady)) == 3 and len(h.of("a", ChildSaDeleted)) == 2
     check_consistent(h, 1)
-
-
-@pytest.mark.parametrize("delays", ORDERINGS)
-def test_child_rekey_vs_child_delete(delays: tuple[float, float]) -> None:
-    h = up(delays)
-    h.a.rekey_child(h.a.child_sas()[0].spi_in, h.now)
-    h.b.delete_child(h.b.child_sas()[0].spi_in, h.now)
-    h.run(30.0)
-    check_consistent(h, 0)
-
-
-@pytest.mark.parametrize("delays", ORDERINGS)
-def test_child_delete_vs_child_rekey(delays: tuple[float, float]) -> None:
-    h = up(delays)
-    h.a.delete_child(h.a.child_sas()[0].spi_in, h.now)
-    h.b.rekey_child(h.b.child_sas()[0].spi_in, h.now)
-    h.run(30.0)
-    check_consistent(h, 0)
-
-
-@pytest.mark.parametrize("delays", ORDERINGS)
-def test_ike_rekey_vs_child_rekey(delays: tuple[float, float]) -> None:
-    h = up(delays)
-    old_spis = (h.a.ike_sas()[0].spi_i, h.a.ike_sas()[0].spi_r)
-    h.a.rekey_ike(h.a.ike_sas()[0].ike_sa_id, h.now)
-    h.b.rekey_child(h.b.child_sas()[0].spi_in, h.now)
-    h.run(60.0)
-    check_consistent(h, 1)
-    assert (h.a.ike_sas()[0].spi_i, h.a.ike_sas()[0].spi_r) != old_spis
-    assert len(h.of("b", ChildSaReady)) >= 2
-
-
-@pytest.mark.parametrize("delays", ORDERINGS)
-def test_child_rekey_vs_ike_rekey(delays: tuple[float, float]) -> None:
-    h = up(delays)
-    h.a.rekey_child(h.a.child_sas()[0].spi_in, h.now)
-    h.b.rekey_ike(h.b.ike_sas()[0].ike_sa_id, h.now)
-    h.run(60.0)
-    check_consistent(h, 1)
-
-
-@pytest.mark.parametrize("delays", ORDERINGS)
-def test_ike_rekey_vs_ike_rekey(delays: tuple[float, float]) -> None:
-    h = up(delays)
-    old_spis = (h.a.ike_sas()[0].spi_i, h.a.ike_sas()[0].spi_r)
-    h.a.rekey_ike(h.a.ike_sas()[0].ike_sa_id, h.now)
-    h.b.rekey_ike(h.b.ike_sas()[0].ike_sa_id, h.now)
-    h.run(60.0)
-    check_consistent(h, 1)
-    assert (h.a.ike_sas()[0].spi_i, h.a.ike_sas()[0].spi_r) != old_spis
-    # The surviving IKE SA still carries requests both ways.
-    h.b.delete_child(h.b.child_sas()[0].spi_in, h.now)
-    h.run(5.0)
-    check_consistent(h, 0)
 
 
 @pytest.mark.parametrize("delays", ORDERINGS)
@@ -167,14 +154,6 @@ def test_messages_in_collisions_are_well_formed() -> None:
     (ca,) = h.a.child_sas()
     (cb,) = h.b.child_sas()
     assert (ca.spi_in, ca.spi_out) == (cb.spi_out, cb.spi_in)
-
-
-ACTIONS = {
-    "child_rekey": lambda h, ep, now: ep.rekey_child(ep.child_sas()[0].spi_in, now),
-    "child_delete": lambda h, ep, now: ep.delete_child(ep.child_sas()[0].spi_in, now),
-    "ike_rekey": lambda h, ep, now: ep.rekey_ike(ep.ike_sas()[0].ike_sa_id, now),
-}
-EXPECTED_CHILDREN = {"child_rekey": 1, "child_delete": 0, "ike_rekey": 1}
 
 
 @pytest.mark.parametrize("seed", range(25))
