@@ -2,7 +2,7 @@
 
 pyroute2's declarative codec (messages.py) goes through generic attribute lookups for every
 field and NLA, which costs more than the kernel's own work on an SA or policy. The encoders
-here give the same bytes (tests/kernel/test_xfrm_wire.py compares them with the pyroute2
+here give the same bytes (tests/kernel/test_xfrm_roundtrip.py compares them with the pyroute2
 classes, which stay the reference and do all decoding). A body is what follows nlmsghdr.
 """
 
