@@ -184,12 +184,55 @@ def kvm_usable() -> bool:
     return any(f" {flag}" in flags for flag in ("vmx", "svm"))
 
 
+def cached_trees() -> list[Path]:
+    """Host folders the guest reads through a caching 9p mount of their own.
+
+    virtme-ng mounts the guest's root with no 9p caching, so every stat and read of a Python
+    module is a round trip to QEMU: a bare `python -c pass` took 2 s and importing the daemon
+    10 s. This checkout (with .venv), the interpreter's own tree and /usr are read-only for
+    the whole run, so a second export of each, mounted with cache=loose over the same path,
+    is safe and makes Python starts about three times faster. lab-out stays uncached.
+    """
+    python = Path(os.path.realpath(sys.base_prefix))
+    trees = [Path("/usr"), REPO]
+    if not python.is_relative_to("/usr") and not python.is_relative_to(REPO):
+        trees.append(python)
+    return [t for t in trees if t.is_dir() and "," not in str(t)]  # QEMU splits on commas
+
+
+def virtfs_options(trees: list[Path]) -> list[str]:
+    exports = " ".join(
+        f"-virtfs local,path={tree},mount_tag=xlc{i},security_model=none,readonly=on"
+        for i, tree in enumerate(trees)
+    )
+    return [f"--qemu-opts={exports}"] if exports else []
+
+
+def cache_mounts(trees: list[Path], out: Path) -> list[str]:
+    """Guest commands mounting each cached export over its path (see cached_trees). A
+    failure leaves the uncached view in place; lab-out is bound back if a tree hid it."""
+    opts = "ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose"
+    keep = "/run/xfrmctl-lab-out"
+    lines = [f"mkdir -p {keep} && mount --bind {shlex.quote(str(out))} {keep}"]
+    for i, tree in enumerate(trees):
+        where = f"/run/xfrmctl-lab-cache/{i}"
+        path = shlex.quote(str(tree))
+        lines.append(
+            f"mkdir -p {where} && mount -t 9p -o {opts} xlc{i} {where} && "
+            f"mount --bind {where} {path} || echo 'lab: no cached view of {tree}' >&2"
+        )
+    if any(out.is_relative_to(t) for t in trees):
+        lines.append(f"mount --bind {keep} {shlex.quote(str(out))}")
+    return lines
+
+
 def guest_script(out: Path, command: list[str], interactive: bool = False) -> Path:
     """Write the script the guest runs: we cannot pass long --exec strings (the guest hangs)."""
     venv_bin = VENV / "bin"
     lines = [
         "#!/bin/sh",
         f"touch {shlex.quote(str(out / f'guest-started-{os.getpid()}'))}",
+        *cache_mounts(cached_trees(), out),
         f"cd {shlex.quote(str(REPO))}",
         f"export PATH={shlex.quote(str(venv_bin))}:/usr/local/sbin:/usr/local/bin:"
         "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -265,6 +308,7 @@ def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
     ]
     if not accel:
         argv.append("--disable-kvm")
+    argv += virtfs_options(cached_trees())
     argv += ["--exec", str(script)]
     marker = out / f"guest-started-{os.getpid()}"
     marker.unlink(missing_ok=True)

@@ -16,7 +16,10 @@ from xfrmctl.daemon.specs import build_specs
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 
-BASE_PORT = 20000 + os.getpid() % 10000
+# A range of 1000 ports per pytest-xdist worker (gw0, gw1, ...), so tests on parallel workers
+# never share a port; the pid picks one of five such blocks, apart from other pytest runs.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+BASE_PORT = 20000 + 1000 * (_WORKER % 8 + 8 * (os.getpid() % 5))
 GRACE = 0.3  # the old inbound SA's grace after a rekey, shortened for tests
 
 
