@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"this kernel ({os.uname().release}) cannot install ESP SAs ({reason}); "
             "run the suite in the real-kernel lab: integration/lab.py pytest"
         )
+
+
+@functools.cache
+def _shares_a_fixture(module: Path) -> bool:
+    return 'scope="module"' in module.read_text()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `--dist load`, keep a module whose module-scoped fixture serves all its cases (one
+    charon, one pluto, one daemon) on one worker; every other test is scheduled alone.
+    (xdist's own loadgroup ignores module-level xdist_group marks in this version.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if _shares_a_fixture(config.rootpath / module) else nodeid
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,9 +22,6 @@ from netlab import Host, Network
 from strongswan import Charon, swanctl_conf, swanctl_connection
 from xfrmctl_host import Xfrmctl, write_psk
 
-# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
-pytestmark = pytest.mark.xdist_group("ah_strongswan")
-
 PSK = "ah interop lab secret, not for production"
 A_ID, B_ID = "a.lab.example", "b.lab.example"
 A_ADDR, B_ADDR = "10.98.0.1", "10.98.0.2"

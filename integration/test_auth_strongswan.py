@@ -16,9 +16,6 @@ from netlab import Host, Network
 from strongswan import Charon, PeerFiles, swanctl_conf
 from xfrmctl_host import Xfrmctl, write_psk
 
-# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
-pytestmark = pytest.mark.xdist_group("auth_strongswan")
-
 
 @dataclass(frozen=True)
 class Case:

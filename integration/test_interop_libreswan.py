@@ -38,9 +38,6 @@ from netlab import Host, Network
 from strongswan import PeerFiles
 from xfrmctl_host import Xfrmctl
 
-# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
-pytestmark = pytest.mark.xdist_group("interop_libreswan")
-
 # xfrmctl proposal -> (Libreswan ike=/esp= syntax, what pluto logs for the negotiated SA)
 LIBRESWAN_IKE = {
     GCM_IKE: (

@@ -37,9 +37,6 @@ from netlab import Host, Network
 from strongswan import Charon, PeerFiles, swanctl_conf, swanctl_connection
 from xfrmctl_host import Xfrmctl
 
-# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
-pytestmark = pytest.mark.xdist_group("interop_strongswan")
-
 SCENARIOS = [
     Scenario("xfrmctl", "psk", GCM_IKE, "aes256gcm16", "tunnel", GCM, 1),
     Scenario("strongswan", "psk", CBC_IKE, "aes128-sha256", "tunnel", CBC, 2),

@@ -51,9 +51,6 @@ from xfrmctl.kernel.events import Expire
 from xfrmctl.kernel.messages import Group
 from xfrmctl.kernel.types import Address, Crypt, ReplayState
 
-# Its module-scoped fixture (one peer set-up for every case) stays on one lab worker.
-pytestmark = pytest.mark.xdist_group("kernel_xfrm")
-
 TOOLS = Path(__file__).resolve().parent / "tools"
 OWN = Ownership()
 IP_A, IP_B = ip_address("10.99.0.1"), ip_address("10.99.0.2")
