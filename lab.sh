@@ -18,7 +18,7 @@ lint() {
     (cd ansible && ../.venv/bin/ansible-lint -q)
     if command -v vagrant >/dev/null 2>&1; then VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_DOTFILE_PATH="${TMPDIR:-/tmp}/xfrmctl-vagrant" vagrant validate --ignore-provider; fi
 }
-unit() { .venv/bin/python -m pytest -q tests "$@"; }
+unit() { .venv/bin/python -m pytest -q -n auto tests "$@"; }  # one worker per CPU
 slow_unit() { export XFRMCTL_SLOW_TESTS=1; unit --junitxml=lab-out/unit.xml; }
 timings=""
 timed() {  # timed PHASE CMD...: run CMD with errexit in a subshell and note its wall time
