@@ -4,7 +4,6 @@ Also the two-host PSK configuration the lifecycle scenarios share, and teardown 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,51 +26,6 @@ def write_psk(workdir: Path, name: str, secret: str = PSK) -> Path:
     return psk
 
 
-class Xfrmctl:
-    """One daemon in one host, driven through the real CLI."""
-
-    def __init__(self, host: Host, workdir: Path, cfg: Path, wait: bool = True) -> None:
-        """Start the daemon; `wait=False` returns at once (start several, then `wait_ready`):
-        each start is seconds of Python imports under TCG, and the guest has two CPUs."""
-        self.host = host
-        # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
-        self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
-        self.log = workdir / f"{host.name}-daemon.log"
-        self.proc = host.popen(
-            [XFRMCTL, "daemon", "--config", str(cfg), "--socket", str(self.sock)],
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> Xfrmctl:
-        deadline = time.monotonic() + 300  # Python starts slowly under TCG and load
-        while not self.sock.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.2)
-        return self
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.host.run([XFRMCTL, "--socket", str(self.sock), *args], check=False, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"xfrmctl {' '.join(args)} exited {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}\n{self.log.read_text()}"
-            )
-        return proc
-
-    def status(self) -> dict[str, Any]:
-        """The report `xfrmctl status --json` prints, read over the control socket from this
-        process: the CLI costs a Python start (seconds under TCG) and is tested on its own."""
-        return ControlClient(self.sock).call("status", {"name": None})
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-
 class Daemon:
     """One xfrmctl daemon in one host, started by `spawn` and restartable (each run logs to its
     own file); ready when it logs so, since a killed daemon leaves its socket file behind."""
@@ -82,10 +36,13 @@ class Daemon:
         self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
         self.runs = 0
         self.proc: subprocess.Popen[str] | None = None
+        self.killed = False
         self.log = workdir / f"{host.name}-daemon.log"
 
     def spawn(self) -> Daemon:
+        """Start a run; each run logs to its own file."""
         self.runs += 1
+        self.killed = False
         self.log = self.workdir / f"{self.host.name}-daemon-{self.runs}.log"
         self.proc = self.host.popen(
             [XFRMCTL, "daemon", "--config", str(self.cfg), "--socket", str(self.sock)],
@@ -112,19 +69,36 @@ class Daemon:
         return proc
 
     def status(self) -> dict[str, Any]:
-        """`xfrmctl status --json`'s report, read in-process (see xfrmctl_host.Xfrmctl)."""
+        """The report `xfrmctl status --json` prints, read over the control socket from this
+        process: the CLI costs a Python start (seconds under TCG) and is tested on its own."""
         return ControlClient(self.sock).call("status", {"name": None})
 
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()  # `ip netns exec` execs the daemon: this is the daemon itself
         self.proc.wait(timeout=30)
+        self.killed = True
 
     def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM and its exit code; 0 after our own kill9, the crash's code if it died."""
+        if self.proc is None:
             return 0
-        self.proc.terminate()
-        return self.proc.wait(timeout=60)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        code = self.proc.wait(timeout=60)
+        return 0 if self.killed else code
+
+
+class Xfrmctl(Daemon):
+    """A daemon started by its constructor; `wait=False` returns at once (start several, then
+    `wait_ready`): each start is seconds of Python imports under TCG, and the guest has two
+    CPUs."""
+
+    def __init__(self, host: Host, workdir: Path, cfg: Path, wait: bool = True) -> None:
+        super().__init__(host, workdir, cfg)
+        self.spawn()
+        if wait:
+            self.wait_ready()
 
 
 def start_all(*daemons: Daemon) -> None:
