@@ -9,14 +9,17 @@ match the live children.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from harness import Flight, Harness, make_pair
 
+from xfrmctl.ike import ike_rekey
 from xfrmctl.ike.engine import EndpointConfig
 from xfrmctl.ike.events import ChildSaDeleted, ChildSaReady, IkeSaEstablished, PeerDead
 from xfrmctl.ike.iana import ExchangeType
 from xfrmctl.ike.message import decode_message
+from xfrmctl.ike.sa import IkeSa
 
 DELAYS = [0.0, 0.005, 0.03, 0.3]
 ORDERINGS = list(itertools.product(DELAYS, DELAYS))
@@ -123,6 +126,33 @@ def test_child_rekey_collision_nonce_rule_deletes_redundant_sa() -> None:
     # Both exchanges completed: three SAs were installed on each side, two deleted.
     assert len(h.of("a", ChildSaReady)) == 3 and len(h.of("a", ChildSaDeleted)) == 2
     check_consistent(h, 1)
+
+
+def test_ike_rekey_collision_keeps_the_sa_without_the_lowest_nonce(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7296 §2.8.2: of two simultaneous IKE rekeys, the new SA made by the exchange holding
+    the lowest of the four nonces is the redundant one (both peers must pick the same, and
+    the same as strongSwan would)."""
+    made: list[IkeSa] = []
+    real = ike_rekey._new_sa
+
+    def recording(*args: Any, **kw: Any) -> IkeSa:
+        made.append(real(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(ike_rekey, "_new_sa", recording)
+    h = up((0.0, 0.0))
+    h.a.rekey_ike(h.a.ike_sas()[0].ike_sa_id, h.now)
+    h.b.rekey_ike(h.b.ike_sas()[0].ike_sa_id, h.now)
+    h.run(60.0)
+    check_consistent(h, 1)
+    on_a = [sa for sa in made if sa.ep is h.a]
+    assert len(on_a) == 2  # both exchanges completed: a collision, not a TEMPORARY_FAILURE
+    redundant = min(on_a, key=lambda sa: min(sa.rekey_nonces or (b"",)))
+    kept = next(sa for sa in on_a if sa is not redundant)
+    survivor = h.a.ike_sas()[0]
+    assert (survivor.spi_i, survivor.spi_r) == (kept.spi_i.hex(), kept.spi_r.hex())
 
 
 @pytest.mark.parametrize("delays", ORDERINGS)

@@ -3,10 +3,22 @@ handler or a defined answer, and the engine gives that answer on the wire."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from harness import A_IP, B_IP, Flight, Harness, make_pair
 
-from xfrmctl.ike.exchanges import STATE_TABLE, Dispatch, IkeState, dispatch_for
+import xfrmctl.ike
+from xfrmctl.ike.exchanges import (
+    STATE_TABLE,
+    Dispatch,
+    IkeState,
+    InvalidTransition,
+    Transition,
+    dispatch_for,
+    next_state,
+)
 from xfrmctl.ike.iana import ExchangeType, NotifyType
 from xfrmctl.ike.message import decode_message
 from xfrmctl.ike.payloads import DeletePayload, NotifyPayload, Payload
@@ -119,3 +131,37 @@ def test_deleting_state_refuses_new_children() -> None:
     # but still answers a delete of the IKE SA
     answer = _inject(h, b_sa, ExchangeType.INFORMATIONAL, [DeletePayload(1)])
     assert answer == []
+
+
+def test_state_changes_go_through_the_transition_table() -> None:
+    path = [
+        (Transition.KEYS_MADE, IkeState.AUTH_SENT),
+        (Transition.AUTHENTICATED, IkeState.ESTABLISHED),
+        (Transition.REPLACED, IkeState.REKEYED),
+        (Transition.CLOSING, IkeState.DELETING),
+        (Transition.DROPPED, IkeState.DEAD),
+    ]
+    state = IkeState.INIT_SENT
+    for transition, expected in path:
+        state = next_state(state, transition)
+        assert state == expected
+    for transition in Transition:  # nothing leaves DEAD
+        with pytest.raises(InvalidTransition, match="in state dead"):
+            next_state(IkeState.DEAD, transition)
+    with pytest.raises(InvalidTransition):  # a responder never sends IKE_SA_INIT's request
+        next_state(IkeState.INIT_RESPONDED, Transition.KEYS_MADE)
+
+
+def test_only_the_ike_sa_assigns_its_state() -> None:
+    """Exchanges call `IkeSa.transition`; a direct assignment would bypass the table."""
+    offenders = []
+    for path in Path(xfrmctl.ike.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Attribute) and target.attr == "state":
+                        value = ast.unparse(node.value)
+                        if "IkeState" in value or "next_state" in value:
+                            offenders.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    # The constructor's initial state and `transition` itself.
+    assert len(offenders) == 2 and all(o.startswith("sa.py:") for o in offenders), offenders

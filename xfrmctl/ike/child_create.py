@@ -1,12 +1,10 @@
 """CREATE_CHILD_SA for a new Child SA (RFC 7296 §1.3.1), with optional PFS and KE retry.
 
-Also routes incoming CREATE_CHILD_SA requests: REKEY_SA goes to `child_rekey`, an IKE
-proposal to `ike_rekey`, anything else makes a new Child SA here.
+`CreateChildTask` is the initiator (Child SA rekeying extends it); `respond_child` is the
+responder, reached through `create_child_sa`, which tells the three uses of the exchange apart.
 """
 
 from __future__ import annotations
-
-import struct
 
 from xfrmctl.ike import childsa
 from xfrmctl.ike.crypto.errors import CryptoError
@@ -14,10 +12,17 @@ from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
 from xfrmctl.ike.errors import LocalProtocolError, RemoteProtocolError
 from xfrmctl.ike.events import NegotiationFailed, Offer
 from xfrmctl.ike.exchanges import IkeState
-from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType, ProtocolId, TransformType
-from xfrmctl.ike.ike_auth import finish_child
-from xfrmctl.ike.ike_init import first, ke_group, notifies
-from xfrmctl.ike.message import Message
+from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType
+from xfrmctl.ike.negotiation import (
+    NONCE_SIZE,
+    BadKePayload,
+    first,
+    invalid_ke_answer,
+    ke_group,
+    notifies,
+    respond_ke,
+    retry_group,
+)
 from xfrmctl.ike.payloads import (
     KePayload,
     NoncePayload,
@@ -26,18 +31,13 @@ from xfrmctl.ike.payloads import (
     SaPayload,
     TrafficSelector,
 )
-from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa
+from xfrmctl.ike.sa import ChildSa, IkeSa, Task
 from xfrmctl.ike.spec import ChildSpec
 
-NONCE_SIZE = 32
 MAX_RETRIES = 5
 
 
-def busy_with(sa: IkeSa, kinds: tuple[type, ...]) -> bool:
-    return sa.outstanding is not None and isinstance(sa.outstanding.task, kinds)
-
-
-class CreateChildTask:
+class CreateChildTask(Task):
     """Initiator of a new Child SA; `ChildRekeyTask` extends it with REKEY_SA."""
 
     exchange = ExchangeType.CREATE_CHILD_SA
@@ -101,15 +101,12 @@ class CreateChildTask:
         ns = notifies(payloads)
         if NotifyType.TEMPORARY_FAILURE in ns and self.retry_later(sa, now):
             return
-        invalid_ke = ns.get(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None and len(invalid_ke.data) >= 2:
-            wanted = struct.unpack("!H", invalid_ke.data[:2])[0]
-            ours = {t.id for p in spec.proposals for t in p.of_type(TransformType.KE)}
-            if wanted in ours and wanted != self.group and self.retries < MAX_RETRIES:
-                self.retries += 1
-                self.group = wanted
-                sa.queue(self, now, front=True)
-                return
+        wanted = retry_group(payloads, spec.proposals, self.group or 0)
+        if wanted is not None and self.retries < MAX_RETRIES:
+            self.retries += 1
+            self.group = wanted
+            sa.queue(self, now, front=True)
+            return
         shared = None
         sa_p = first(payloads, SaPayload)
         nonce = first(payloads, NoncePayload)
@@ -132,7 +129,7 @@ class CreateChildTask:
                     self.failed(sa, now, f"bad KE payload: {exc}")
                     return
         nr = nonce.data if isinstance(nonce, NoncePayload) else b""
-        child = finish_child(
+        child = childsa.finish_child(
             sa, spec, self.spi_in, payloads, self.ni, nr, shared, now, False, self.replaces()
         )
         self.done(sa, child, now)
@@ -155,9 +152,6 @@ class CreateChildTask:
     def done(self, sa: IkeSa, child: ChildSa | None, now: float) -> None:
         """Hook for rekeying; a plain create has nothing more to do."""
 
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
-
 
 def respond_child(
     sa: IkeSa,
@@ -176,16 +170,15 @@ def respond_child(
     extra: list[Payload] = []
     if group:
         ke_p = first(payloads, KePayload)
-        if not isinstance(ke_p, KePayload) or ke_p.group != group:
+        if ke_p is None or ke_p.group != group:
             raise RemoteProtocolError(
                 "KE group differs from the chosen proposal",
                 NotifyType.INVALID_KE_PAYLOAD,
-                struct.pack("!H", group),
+                invalid_ke_answer(group).data,
             )
         try:
-            ke = new_key_exchange(KeId(group))
-            shared = ke.shared_secret(ke_p.data)
-        except (CryptoError, ValueError) as exc:
+            ke, shared = respond_ke(group, ke_p)
+        except BadKePayload as exc:
             raise RemoteProtocolError(
                 f"bad KE payload: {exc}", NotifyType.NO_PROPOSAL_CHOSEN
             ) from None
@@ -198,26 +191,3 @@ def respond_child(
     resp = childsa.response_payloads(chosen, spi_in, tsi, tsr, spec.mode)
     idx = next(i for i, p in enumerate(resp) if isinstance(p, SaPayload))
     return [*resp[: idx + 1], NoncePayload(nr), *extra, *resp[idx + 1 :]], child
-
-
-def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> list[Payload]:
-    from xfrmctl.ike import child_rekey, ike_rekey
-
-    ns = notifies(payloads)
-    rekey = ns.get(NotifyType.REKEY_SA)
-    sa_p = first(payloads, SaPayload)
-    if rekey is not None and rekey.protocol in (ProtocolId.ESP, ProtocolId.AH):
-        return child_rekey.handle_request(sa, payloads, rekey, now)
-    if (
-        isinstance(sa_p, SaPayload)
-        and sa_p.proposals
-        and all(p.protocol == ProtocolId.IKE for p in sa_p.proposals)
-    ):
-        return ike_rekey.handle_request(sa, payloads, now)
-    if busy_with(sa, (ike_rekey.IkeRekeyTask,)):
-        return [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
-    response, _ = respond_child(sa, payloads, now)
-    return response
-
-
-__all__ = ["ChildState", "CreateChildTask", "handle_request", "respond_child"]

@@ -72,9 +72,6 @@ class ChildRekeyTask(child_create.CreateChildTask):
         if old in sa.lookup_children():
             sa.ep.remove_child(sa, old, now, "rekeyed", notify_peer=True)
 
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
-
 
 def start(sa: IkeSa, child: ChildSa, now: float) -> None:
     if child.state != ChildState.INSTALLED:
@@ -86,10 +83,7 @@ def start(sa: IkeSa, child: ChildSa, now: float) -> None:
 def handle_request(
     sa: IkeSa, payloads: list[Payload], rekey: NotifyPayload, now: float
 ) -> list[Payload]:
-    from xfrmctl.ike.ike_rekey import IkeRekeyTask
-
-    if child_create.busy_with(sa, (IkeRekeyTask,)):
-        return [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
+    """Responder: replace the Child SA named by REKEY_SA, minding our own rekey of it."""
     spi = int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1
     old = next((c for c in sa.children if c.spi_out == spi and c.protocol == rekey.protocol), None)
     if old is None:

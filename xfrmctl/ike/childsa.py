@@ -15,6 +15,7 @@ from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.events import ChildSaReady, Lifetimes, NegotiationFailed, Offer
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import EsnId, IntegId, NotifyType, ProtocolId, TransformType, name_of
+from xfrmctl.ike.negotiation import error_notify
 from xfrmctl.ike.payloads import NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import ChildSa, IkeSa
@@ -284,6 +285,58 @@ def install(
         )
     )
     return child
+
+
+def finish_child(
+    sa: IkeSa,
+    spec: ChildSpec,
+    spi_in: int,
+    payloads: list[Payload],
+    ni: bytes,
+    nr: bytes,
+    shared: bytes | None,
+    now: float,
+    ignore_ke: bool,
+    replaces: ChildSa | None = None,
+) -> ChildSa | None:
+    """Initiator: install the Child SA from a response, or report why the peer refused it."""
+    err = error_notify(payloads)
+    if err is not None or not any(isinstance(p, SaPayload) for p in payloads):
+        reason = name_of(NotifyType, err.notify_type) if err else "no SA payload in response"
+        sa.emit(
+            NegotiationFailed(
+                sa.conn_name,
+                sa.id,
+                spec.name,
+                reason,
+                child_offer(
+                    spec.proposals,
+                    tuple(t.to_selector() for t in spec.local_ts),
+                    tuple(t.to_selector() for t in spec.remote_ts),
+                ),
+                Offer(),
+                sa.remote,
+            )
+        )
+        return None
+    try:
+        chosen, tsi, tsr = check_response(sa, spec, payloads, ignore_ke)
+    except RemoteProtocolError as exc:
+        sa.emit(
+            NegotiationFailed(
+                sa.conn_name,
+                sa.id,
+                spec.name,
+                str(exc),
+                child_offer(spec.proposals),
+                Offer(),
+                sa.remote,
+            )
+        )
+        return None
+    return install(
+        sa, spec, chosen, spi_in, True, ni, nr, shared, tsi, tsr, now, payloads, replaces
+    )
 
 
 def _soft_limit(sa: IkeSa, limit: int, rand: int) -> int:

@@ -1,4 +1,6 @@
-"""INFORMATIONAL exchanges with Delete payloads (RFC 7296 §1.4.1), and request dispatch.
+"""INFORMATIONAL exchanges (RFC 7296 §1.4): Child SA deletes, closing notifies, and answers.
+
+Our own delete of an IKE SA is the IKE SA's (`sa.IkeDeleteTask`).
 
 Deleting a Child SA both ways at once: each side answers the other's request without the
 SA it is already deleting, so both end up removing it exactly once.
@@ -8,14 +10,13 @@ from __future__ import annotations
 
 from xfrmctl.ike.childsa import spi_bytes
 from xfrmctl.ike.events import DELETED_BY_PEER, AuthenticationFailed
-from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId, name_of
 from xfrmctl.ike.message import Message
 from xfrmctl.ike.payloads import DeletePayload, NotifyPayload, Payload
-from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa
+from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa, Task
 
 
-class DeleteChildTask:
+class DeleteChildTask(Task):
     exchange = ExchangeType.INFORMATIONAL
     follows_rekey = True
 
@@ -35,23 +36,7 @@ class DeleteChildTask:
         sa.ep.remove_child(sa, self.child, now, self.reason, notify_peer=False)
 
 
-class IkeDeleteTask:
-    exchange = ExchangeType.INFORMATIONAL
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
-        return [DeletePayload(ProtocolId.IKE)]
-
-    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
-        sa.delete(now, self.reason, notify_peer=False)
-
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        sa.delete(now, self.reason, notify_peer=False)
-
-
-class NotifyThenCloseTask:
+class NotifyThenCloseTask(Task):
     """An INFORMATIONAL carrying an error notify, after which the IKE SA is dropped."""
 
     exchange = ExchangeType.INFORMATIONAL
@@ -68,13 +53,6 @@ class NotifyThenCloseTask:
 
     def on_give_up(self, sa: IkeSa, now: float) -> None:
         sa.delete(now, self.reason, notify_peer=False)
-
-
-def start_ike_delete(sa: IkeSa, now: float, reason: str) -> None:
-    sa.state = IkeState.DELETING
-    sa.tasks.clear()
-    sa.rekey_at = sa.dpd_at = None
-    sa.queue(IkeDeleteTask(reason), now)
 
 
 def handle_informational(

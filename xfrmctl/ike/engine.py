@@ -6,7 +6,6 @@ deadline out. Nothing here reads a clock, opens a socket or logs: the host does 
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -16,11 +15,14 @@ from datetime import UTC, datetime
 from xfrmctl.ike import (
     child_create,
     child_rekey,
+    connect,
+    create_child_sa,
     delete,
     ike_auth,
     ike_init,
     ike_rekey,
     invalid_spi,
+    timers,
 )
 from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
@@ -37,15 +39,20 @@ from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.ratelimit import RateLimiter
-from xfrmctl.ike.sa import ChildSa, ChildState, IkeSa, RequestHandler
+from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
+from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
 from xfrmctl.ike.spec import ConnectionSpec
 from xfrmctl.ike.status import ChildSaStatus, IkeSaStatus, child_status, ike_status
 from xfrmctl.ike.trace import format_message
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Address = tuple[IPAddress, int]
-IKE_PORT = 500
+__all__ = ["IKE_PORT", "Address", "Datagram", "EndpointConfig", "IkeEndpoint"]
 
+# Incoming requests by exchange, once the state table has let them through.
+REQUEST_HANDLERS: dict[ExchangeType, RequestHandler] = {
+    ExchangeType.IKE_AUTH: ike_auth.handle_request,
+    ExchangeType.CREATE_CHILD_SA: create_child_sa.handle_request,
+    ExchangeType.INFORMATIONAL: delete.handle_informational,
+}
 
 NATT_KEEPALIVE = b"\xff"
 
@@ -56,41 +63,6 @@ class Datagram:
     local: Address
     remote: Address
     keepalive: bool = False  # a NAT-T keepalive (RFC 3948 §2.3): 0xFF, no non-ESP marker
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    retransmit_timeout: float = 4.0  # strongSwan's defaults: 4 s × 1.8^n, 5 retries (~165 s)
-    retransmit_base: float = 1.8
-    retransmit_tries: int = 5
-    half_open_timeout: float = 30.0
-    cookie_threshold: int = 10  # half-open SAs before we demand cookies
-    cookie_threshold_ip: int = 3  # half-open SAs from one IP before we demand cookies of it
-    block_threshold: int = 5  # half-open SAs from one IP beyond which its requests are dropped
-    cookie_secret_period: float = 300.0  # cookie secret lifetime; the previous one is kept
-    max_half_open: int = 1000  # beyond this, new IKE_SA_INIT requests are dropped
-    fragment_size: int = 1280
-    temporary_failure_delay: float = 2.0  # retry after TEMPORARY_FAILURE, plus jitter
-    # INVALID_IKE_SPI answers to requests for unknown IKE SAs: per source address, and in all.
-    invalid_spi_rate: float = 1.0  # per second
-    invalid_spi_burst: float = 5.0
-    invalid_spi_total_rate: float = 100.0
-    invalid_spi_total_burst: float = 200.0
-    rate_limit_peers: int = 1024  # addresses remembered by each rate limiter
-    dpd_hint_interval: float = 30.0  # at most one liveness check per SA per INVALID_IKE_SPI burst
-
-    def give_up_after(self) -> float:
-        """Time from a request's first transmission until we give up on it."""
-        return sum(
-            self.retransmit_timeout * self.retransmit_base**i
-            for i in range(self.retransmit_tries + 1)
-        )
-
-    ike_port: int = IKE_PORT  # our local ports; the host may move them (tests, side by side)
-    natt_port: int = 4500
-    # The last-resort guards (a bug costs one SA, never the process) re-raise instead: tests
-    # and fuzzers run strict so that a guard firing is a failure, not a quiet violation.
-    strict: bool = False
 
 
 def _default_spi(protocol: ProtocolId) -> int:
@@ -119,7 +91,7 @@ class IkeEndpoint:
         self.specs: dict[str, ConnectionSpec] = {}
         self.update_specs(specs)
         self.sas: dict[bytes, IkeSa] = {}
-        self.half_open = HalfOpen()
+        self.half_open: HalfOpen[IkeSa] = HalfOpen()
         self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
@@ -212,15 +184,15 @@ class IkeEndpoint:
         return out
 
     def next_timer(self) -> float | None:
-        times = [t for sa in self.sas.values() if (t := sa.next_deadline()) is not None]
+        times = [t for sa in self.sas.values() if (t := timers.next_deadline(sa)) is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         for sa in list(self.sas.values()):
-            deadline = sa.next_deadline()
+            deadline = timers.next_deadline(sa)
             if deadline is not None and deadline <= now:
                 try:
-                    sa.on_timer(now)
+                    timers.fire(sa, now)
                 except ProtocolError as exc:
                     sa.violation(str(exc))
 
@@ -247,13 +219,8 @@ class IkeEndpoint:
             if not spec.remote_addrs:
                 raise LocalProtocolError(f"connection {conn_name!r}: no remote address to use")
             remote = (spec.remote_addrs[0], spec.remote_port)
-        sa = IkeSa(self, spec, True, self._new_spi(), bytes(8), local, remote, now)
-        sa.pending_children = [
-            (n, traffic_selectors if i == 0 else None) for i, n in enumerate(names)
-        ]
-        self.sas[sa.spi_i] = sa
-        sa.queue(ike_init.InitTask(spec), now)
-        return sa.id
+        wanted = [(n, traffic_selectors if i == 0 else None) for i, n in enumerate(names)]
+        return connect.initiate(self, spec, local, remote, wanted, now).id
 
     def initiate_child(
         self,
@@ -375,7 +342,7 @@ class IkeEndpoint:
             return 0.0
         return int.from_bytes(self.random(4), "big") / 2**32 * spread
 
-    def _new_spi(self) -> bytes:
+    def new_spi(self) -> bytes:
         while True:
             spi = self.random(8)
             if spi != bytes(8) and spi not in self.sas:
@@ -402,11 +369,7 @@ class IkeEndpoint:
         ]
 
     def request_handler(self, exchange: int) -> RequestHandler:
-        if exchange == ExchangeType.IKE_AUTH:
-            return ike_auth.handle_request
-        if exchange == ExchangeType.CREATE_CHILD_SA:
-            return child_create.handle_request
-        return delete.handle_informational
+        return REQUEST_HANDLERS[ExchangeType(exchange)]
 
     def remove_child(
         self, sa: IkeSa, child: ChildSa, now: float, reason: str, notify_peer: bool

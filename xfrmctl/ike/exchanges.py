@@ -1,7 +1,10 @@
-"""What each exchange may carry, and which (state, exchange, direction) has a handler.
+"""An IKE SA's states: how it moves between them, what each exchange may carry, and which
+(state, exchange, direction) has a handler.
 
-Both tables are consulted before any handler runs, so handlers can rely on the payloads they
-read being present at most once and of the expected kind.
+As h11's state machine, these tables own the rules: an IKE SA changes state only through
+`next_state` (an unlisted move is a bug, raised as `InvalidTransition`), and the payload
+and dispatch tables are consulted before any handler runs, so handlers can rely on the
+payloads they read being present at most once and of the expected kind.
 """
 
 from __future__ import annotations
@@ -26,6 +29,41 @@ class IkeState(Enum):
     REKEYED = "rekeyed"  # replaced by a new IKE SA, waiting for its deletion
     DELETING = "deleting"
     DEAD = "dead"
+
+
+class Transition(Enum):
+    KEYS_MADE = "keys-made"  # initiator: IKE_SA_INIT answered, IKE_AUTH next (RFC 7296 §1.2)
+    AUTHENTICATED = "authenticated"  # IKE_AUTH done, either role
+    REKEY_MADE = "rekey-made"  # a new IKE SA from a CREATE_CHILD_SA rekey (§1.3.2)
+    REPLACED = "replaced"  # its children moved to the IKE SA that rekeyed it
+    CLOSING = "closing"  # our Delete or closing notify is on its way (§1.4.1, §2.21.2)
+    DROPPED = "dropped"  # gone, with its children
+
+
+TRANSITIONS: dict[tuple[IkeState, Transition], IkeState] = {
+    (IkeState.INIT_SENT, Transition.KEYS_MADE): IkeState.AUTH_SENT,
+    (IkeState.AUTH_SENT, Transition.AUTHENTICATED): IkeState.ESTABLISHED,
+    (IkeState.INIT_RESPONDED, Transition.AUTHENTICATED): IkeState.ESTABLISHED,
+    (IkeState.INIT_SENT, Transition.REKEY_MADE): IkeState.ESTABLISHED,
+    (IkeState.INIT_RESPONDED, Transition.REKEY_MADE): IkeState.ESTABLISHED,
+    (IkeState.ESTABLISHED, Transition.REPLACED): IkeState.REKEYED,
+    (IkeState.REKEYED, Transition.REPLACED): IkeState.REKEYED,
+    (IkeState.AUTH_SENT, Transition.CLOSING): IkeState.DELETING,
+    (IkeState.ESTABLISHED, Transition.CLOSING): IkeState.DELETING,
+    (IkeState.REKEYED, Transition.CLOSING): IkeState.DELETING,
+    **{(state, Transition.DROPPED): IkeState.DEAD for state in IkeState if state != IkeState.DEAD},
+}
+
+
+class InvalidTransition(Exception):
+    """A move the table does not allow: a bug in the engine, never the peer's doing."""
+
+
+def next_state(state: IkeState, transition: Transition) -> IkeState:
+    try:
+        return TRANSITIONS[(state, transition)]
+    except KeyError:
+        raise InvalidTransition(f"{transition.value} in state {state.value}") from None
 
 
 @dataclass(frozen=True)

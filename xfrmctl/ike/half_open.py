@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from xfrmctl.ike.sa import IkeSa
+from typing import Generic, Protocol, TypeVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
 Key = tuple[Address, bytes]  # (peer address of the IKE_SA_INIT request, initiator SPI)
 
 
-class HalfOpen:
+class Member(Protocol):
+    """What the count needs of an IKE SA (kept structural: the IKE SA module sits above)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def remote(self) -> Address: ...
+    @property
+    def spi_i(self) -> bytes: ...
+
+
+IkeSa = TypeVar("IkeSa", bound=Member)
+
+
+class HalfOpen(Generic[IkeSa]):
     def __init__(self) -> None:
         self._sas: dict[Key, IkeSa] = {}
         self._per_ip: Counter[IPAddress] = Counter()

@@ -1,41 +1,24 @@
-"""IKE_AUTH (RFC 7296 §1.2, §2.15): identities, AUTH by PSK or signature, and the first Child SA.
+"""IKE_AUTH (RFC 7296 §1.2, §2.15): identities, AUTH, and the first Child SA.
 
-Certificates come only from the peer's CERT payloads and our trust store: nothing is fetched
-for an unauthenticated peer (no hash-and-URL).
+`AuthTask` is the initiator, queued behind IKE_SA_INIT by `connect`; `handle_request` the
+responder, which picks the connection by the peer's identity and auth method. Making and
+checking AUTH payloads is `authentication`'s; negotiating the Child SA is `childsa`'s.
 """
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-
-from xfrmctl.ike import childsa, initial_contact, reauth
-from xfrmctl.ike.crypto.auth import (
-    psk_auth_data,
-    psk_verify,
-    signed_octets,
-    verify_signature,
-)
-from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate
-from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
+from xfrmctl.ike import authentication, childsa, initial_contact, lifetimes
+from xfrmctl.ike.child_create import CreateChildTask
+from xfrmctl.ike.crypto.auth import signed_octets
+from xfrmctl.ike.delete import NotifyThenCloseTask
 from xfrmctl.ike.errors import RemoteProtocolError
-from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed, Offer
-from xfrmctl.ike.exchanges import IkeState
-from xfrmctl.ike.iana import (
-    AuthMethod,
-    CertEncoding,
-    ExchangeType,
-    HashAlgorithm,
-    IdType,
-    NotifyType,
-    name_of,
-)
-from xfrmctl.ike.ike_init import error_notify, ike_offer
+from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
+from xfrmctl.ike.exchanges import IkeState, Transition
+from xfrmctl.ike.iana import AuthMethod, ExchangeType, NotifyType, name_of
 from xfrmctl.ike.message import Message
+from xfrmctl.ike.negotiation import error_notify, ike_offer
 from xfrmctl.ike.payloads import (
     AuthPayload,
-    CertPayload,
-    CertReqPayload,
     IdPayload,
     NotifyPayload,
     Payload,
@@ -43,122 +26,17 @@ from xfrmctl.ike.payloads import (
     TrafficSelector,
 )
 from xfrmctl.ike.proposals import format_proposal
-from xfrmctl.ike.sa import ChildSa, IkeSa
-from xfrmctl.ike.spec import (
-    Auth,
-    CertAuth,
-    ChildSpec,
-    ConnectionSpec,
-    Identity,
-    PeerAuth,
-    PeerCertAuth,
-    PskAuth,
-)
-
-SIGNATURE_METHODS = {
-    AuthMethod.RSA_SIG,
-    AuthMethod.ECDSA_SHA256_P256,
-    AuthMethod.ECDSA_SHA384_P384,
-    AuthMethod.ECDSA_SHA512_P521,
-    AuthMethod.DIGITAL_SIGNATURE,
-}
-
-
-def certreq_payload(auth: CertAuth | PeerCertAuth) -> CertReqPayload:
-    """CERTREQ listing SHA-1 hashes of our CAs' public keys (RFC 7296 §3.7)."""
-    data = b""
-    cas: list[x509.Certificate] = list(auth.trust_store.cas) if auth.trust_store else []
-    for ca in cas:
-        h = hashes.Hash(hashes.SHA1())
-        h.update(
-            ca.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        data += h.finalize()
-    return CertReqPayload(CertEncoding.X509_SIG, data)
-
-
-def _id_payload(identity: Identity, responder: bool) -> IdPayload:
-    return IdPayload(identity.type, identity.data, responder)
-
-
-def _id_text(p: IdPayload) -> str:
-    try:
-        return str(Identity(IdType(p.id_type), p.data))
-    except ValueError:
-        return f"{p.id_type}:{p.data.hex()}"
-
-
-def _make_auth(sa: IkeSa, auth: Auth, octets: bytes) -> list[Payload]:
-    if sa.crypto is None:
-        raise RemoteProtocolError("no keys", None)
-    if isinstance(auth, PskAuth):
-        return [AuthPayload(AuthMethod.PSK, psk_auth_data(sa.crypto.prf, auth.psk, octets))]
-    algos = (
-        [HashAlgorithm(h) for h in sa.peer_hash_algorithms if h in HashAlgorithm._value2member_map_]
-        if sa.peer_hash_algorithms is not None
-        else None
-    )
-    method, data = auth.signer.sign(octets, algos)
-    certs: list[Payload] = [CertPayload(CertEncoding.X509_SIG, der) for der in auth.cert_chain]
-    return [*certs, AuthPayload(method, data)]
-
-
-def _verify(
-    sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
-) -> str | None:
-    """None when the peer's AUTH checks out, else why not (for AuthenticationFailed)."""
-    if sa.crypto is None:
-        return "no keys"
-    auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
-    if auth_p is None:
-        return "no AUTH payload"
-    if isinstance(auth, PskAuth):
-        if auth_p.method != AuthMethod.PSK:
-            return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect PSK"
-        if not psk_verify(sa.crypto.prf, auth.psk, octets, auth_p.data):
-            return "pre-shared key mismatch"
-        return None
-    if auth_p.method not in SIGNATURE_METHODS:
-        return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect a signature"
-    certs = [
-        p.data
-        for p in payloads
-        if isinstance(p, CertPayload) and p.encoding == CertEncoding.X509_SIG
-    ]
-    if not certs:
-        return "peer sent no X.509 certificate"
-    if auth.trust_store is None:
-        return (
-            "no CA or pinned certificate is configured for the peer (remote.cacerts, remote.certs)"
-        )
-    try:
-        cert = auth.trust_store.verify_chain(certs[0], certs[1:], sa.ep.wall_clock())
-    except MalformedCertificate as exc:
-        return f"bad certificate: {exc}"
-    except CryptoError as exc:  # says which certificate, which CAs and why
-        return str(exc)
-    except MALFORMED as exc:
-        return f"bad certificate: {exc}"
-    try:
-        if not id_matches_certificate(IdType(id_p.id_type), id_p.data, cert):
-            return f"identity {_id_text(id_p)} does not match the certificate"
-        ok = verify_signature(cert.public_key(), AuthMethod(auth_p.method), auth_p.data, octets)
-    except (CryptoError, *MALFORMED) as exc:
-        return f"signature check failed: {exc}"
-    return None if ok else "signature does not verify"
+from xfrmctl.ike.sa import IkeSa, Task
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, PskAuth
 
 
 def _established(sa: IkeSa, spec: ConnectionSpec, peer: IdPayload, now: float) -> None:
-    sa.state = IkeState.ESTABLISHED
+    sa.transition(Transition.AUTHENTICATED)
     sa.established_at = now
     sa.spec = spec
-    sa.peer_id = _id_text(peer)
+    sa.peer_id = authentication.id_text(peer)
     sa.ep.half_open.remove(sa)
-    reauth.schedule(sa, spec, now)
-    if spec.dpd_delay > 0:
-        sa.dpd_at = now + spec.dpd_delay
+    lifetimes.schedule(sa, spec, now)
     sa.emit(
         IkeSaEstablished(
             spec.name,
@@ -173,7 +51,9 @@ def _established(sa: IkeSa, spec: ConnectionSpec, peer: IdPayload, now: float) -
     )
 
 
-class AuthTask:
+class AuthTask(Task):
+    """Initiator: queued behind IKE_SA_INIT, so it runs once the keys exist."""
+
     exchange = ExchangeType.IKE_AUTH
 
     def __init__(self, spec: ConnectionSpec) -> None:
@@ -182,22 +62,24 @@ class AuthTask:
         self.spi_in = 0
         self.idi: IdPayload | None = None
 
-    def build(self, sa: IkeSa, now: float) -> list[Payload]:
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        if sa.state != IkeState.AUTH_SENT:
+            return None
         if sa.crypto is None:
             raise RemoteProtocolError("no keys", None)
         spec = self.spec
-        self.idi = _id_payload(spec.local_id, False)
+        self.idi = authentication.id_payload(spec.local_id, False)
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, self.idi.encode_body()
         )
         payloads: list[Payload] = [self.idi]
-        auth = _make_auth(sa, spec.auth, octets)
+        auth = authentication.make_auth(sa, spec.auth, octets)
         payloads += auth[:-1]
         peer = spec.peer_auth
         if not isinstance(peer, PskAuth) and peer.send_certreq:
-            payloads.append(certreq_payload(peer))
+            payloads.append(authentication.certreq_payload(peer))
         if spec.remote_id is not None:
-            payloads.append(_id_payload(spec.remote_id, True))
+            payloads.append(authentication.id_payload(spec.remote_id, True))
         payloads.append(auth[-1])
         if initial_contact.should_send(sa, spec):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
@@ -240,7 +122,7 @@ class AuthTask:
                 return
             self._auth_failed(sa, now, f"peer answered {reason}")
             return
-        peer = _id_text(idr)
+        peer = authentication.id_text(idr)
         want = self.spec.remote_id
         if want is not None and (idr.id_type, idr.data) != (want.type, want.data):
             self._auth_failed(sa, now, f"peer identity {peer} is not {want}", peer)
@@ -248,7 +130,7 @@ class AuthTask:
         octets = signed_octets(
             sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, idr.encode_body()
         )
-        why = _verify(sa, self.spec.peer_auth, payloads, idr, octets)
+        why = authentication.verify_auth(sa, self.spec.peer_auth, payloads, idr, octets)
         if why is not None:
             # RFC 7296 §2.21.2: tell the responder, which already considers the SA up.
             sa.emit(
@@ -256,76 +138,17 @@ class AuthTask:
                     self.spec.name, sa.id, sa.remote, why, str(self.spec.local_id), peer
                 )
             )
-            from xfrmctl.ike.delete import NotifyThenCloseTask
-
-            sa.state = IkeState.DELETING
+            sa.transition(Transition.CLOSING)
             sa.queue(NotifyThenCloseTask(NotifyType.AUTHENTICATION_FAILED, why), now)
             return
         _established(sa, self.spec, idr, now)
         if self.child is not None:
-            finish_child(sa, self.child, self.spi_in, payloads, sa.ni, sa.nr, None, now, True)
-        from xfrmctl.ike.child_create import CreateChildTask
-
-        for name, acquired in sa.pending_children:
-            sa.queue(CreateChildTask(name, acquired), now)
+            childsa.finish_child(
+                sa, self.child, self.spi_in, payloads, sa.ni, sa.nr, None, now, True
+            )
+        # The other children go next, ahead of anything queued for after the setup.
+        sa.tasks.extendleft(CreateChildTask(n, ts) for n, ts in reversed(sa.pending_children))
         sa.pending_children = []
-        if sa.reauth_of is not None:
-            sa.queue(reauth.FinishTask(sa.reauth_of), now)
-
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
-
-
-def finish_child(
-    sa: IkeSa,
-    spec: ChildSpec,
-    spi_in: int,
-    payloads: list[Payload],
-    ni: bytes,
-    nr: bytes,
-    shared: bytes | None,
-    now: float,
-    ignore_ke: bool,
-    replaces: ChildSa | None = None,
-) -> ChildSa | None:
-    """Initiator: install the Child SA from a response, or report why the peer refused it."""
-    err = error_notify(payloads)
-    if err is not None or not any(isinstance(p, SaPayload) for p in payloads):
-        reason = name_of(NotifyType, err.notify_type) if err else "no SA payload in response"
-        sa.emit(
-            NegotiationFailed(
-                sa.conn_name,
-                sa.id,
-                spec.name,
-                reason,
-                childsa.child_offer(
-                    spec.proposals,
-                    tuple(t.to_selector() for t in spec.local_ts),
-                    tuple(t.to_selector() for t in spec.remote_ts),
-                ),
-                Offer(),
-                sa.remote,
-            )
-        )
-        return None
-    try:
-        chosen, tsi, tsr = childsa.check_response(sa, spec, payloads, ignore_ke)
-    except RemoteProtocolError as exc:
-        sa.emit(
-            NegotiationFailed(
-                sa.conn_name,
-                sa.id,
-                spec.name,
-                str(exc),
-                childsa.child_offer(spec.proposals),
-                Offer(),
-                sa.remote,
-            )
-        )
-        return None
-    return childsa.install(
-        sa, spec, chosen, spi_in, True, ni, nr, shared, tsi, tsr, now, payloads, replaces
-    )
 
 
 def _pick_spec(
@@ -354,7 +177,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
     auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
     if idi is None or auth_p is None:
         raise RemoteProtocolError("IKE_AUTH request without IDi and AUTH")
-    peer = _id_text(idi)
+    peer = authentication.id_text(idi)
     spec = _pick_spec(sa, idi, idr, auth_p.method)
     conn = sa.conn_name
     if spec is None:
@@ -364,7 +187,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, idi.encode_body()
         )
-        why = _verify(sa, spec.peer_auth, payloads, idi, octets)
+        why = authentication.verify_auth(sa, spec.peer_auth, payloads, idi, octets)
         reason = why or ""
     if spec is None or reason:
         sa.emit(AuthenticationFailed(conn, sa.id, sa.remote, reason, "", peer))
@@ -376,11 +199,11 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         for p in payloads
     ):
         initial_contact.on_received(sa, now)
-    our_id = _id_payload(spec.local_id, True)
+    our_id = authentication.id_payload(spec.local_id, True)
     octets = signed_octets(
         sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, our_id.encode_body()
     )
-    response: list[Payload] = [our_id, *_make_auth(sa, spec.auth, octets)]
+    response: list[Payload] = [our_id, *authentication.make_auth(sa, spec.auth, octets)]
     if any(isinstance(p, SaPayload) for p in payloads):
         try:
             child, chosen, tsi, tsr = childsa.select(sa, payloads, ignore_ke=True)

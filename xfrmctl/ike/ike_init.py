@@ -3,74 +3,45 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from xfrmctl.ike.crypto.algorithms import encr_for, integ_for, prf_for
+from xfrmctl.ike import authentication
+from xfrmctl.ike.crypto.auth import our_hash_algorithms
 from xfrmctl.ike.crypto.errors import CryptoError
 from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
 from xfrmctl.ike.crypto.keys import derive_ike_keys
 from xfrmctl.ike.errors import LocalProtocolError, RemoteProtocolError
 from xfrmctl.ike.events import NegotiationFailed, Offer, ProtocolViolation
-from xfrmctl.ike.exchanges import IkeState, check_payloads
-from xfrmctl.ike.iana import (
-    ExchangeType,
-    KeId,
-    NotifyType,
-    TransformType,
-    name_of,
-)
+from xfrmctl.ike.exchanges import Transition, check_payloads
+from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType, name_of
 from xfrmctl.ike.message import Message
 from xfrmctl.ike.natd import NATT_PORT, detect, natd_payloads
-from xfrmctl.ike.payloads import (
-    KePayload,
-    NoncePayload,
-    NotifyPayload,
-    Payload,
-    SaPayload,
+from xfrmctl.ike.negotiation import (
+    NONCE_SIZE,
+    BadKePayload,
+    error_notify,
+    first,
+    ike_algorithms,
+    ike_offer,
+    invalid_ke_answer,
+    invalid_ke_group,
+    ke_group,
+    notifies,
+    numbered,
+    respond_ke,
+    retry_group,
 )
-from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
-from xfrmctl.ike.sa import IkeCrypto, IkeSa
+from xfrmctl.ike.payloads import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
+from xfrmctl.ike.proposals import proposal_is_acceptable, select_proposal
+from xfrmctl.ike.sa import Address, Host, IkeCrypto, IkeSa, Task
 from xfrmctl.ike.spec import ConnectionSpec, Encap, PskAuth
 from xfrmctl.ike.transforms import Proposal
 
-if TYPE_CHECKING:
-    from xfrmctl.ike.engine import Address, IkeEndpoint
-
-NONCE_SIZE = 32
 MAX_COOKIE_ROUNDS = 3
 MAX_KE_ROUNDS = 3
 
 
-def numbered(proposals: tuple[Proposal, ...], spi: bytes = b"") -> tuple[Proposal, ...]:
-    return tuple(Proposal(p.protocol, p.transforms, i + 1, spi) for i, p in enumerate(proposals))
-
-
-def notifies(payloads: list[Payload]) -> dict[int, NotifyPayload]:
-    return {p.notify_type: p for p in payloads if isinstance(p, NotifyPayload)}
-
-
-def first(payloads: list[Payload], kind: type[Payload], ptype: int | None = None) -> Payload | None:
-    for p in payloads:
-        if isinstance(p, kind) and (ptype is None or p.ptype == ptype):
-            return p
-    return None
-
-
-def error_notify(payloads: list[Payload]) -> NotifyPayload | None:
-    for p in payloads:
-        if isinstance(p, NotifyPayload) and p.notify_type < 16384:
-            return p
-    return None
-
-
-def ke_group(p: Proposal) -> int:
-    groups = p.of_type(TransformType.KE)
-    return groups[0].id if groups else KeId.NONE
-
-
 def hash_algorithms_payload() -> NotifyPayload:
-    from xfrmctl.ike.crypto.auth import our_hash_algorithms
-
     data = b"".join(struct.pack("!H", h) for h in our_hash_algorithms())
     return NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, data)
 
@@ -95,21 +66,17 @@ def _our_extras(spec: ConnectionSpec) -> list[Payload]:
 
 def setup_keys(sa: IkeSa, chosen: Proposal, shared: bytes) -> None:
     """SKEYSEED and the seven keys (RFC 7296 §2.14) from the chosen proposal."""
-    encr = encr_for(chosen.of_type(TransformType.ENCR)[0])
-    integs = chosen.of_type(TransformType.INTEG)
-    integ = integ_for(integs[0]) if integs and integs[0].id != 0 else None
-    prf = prf_for(chosen.of_type(TransformType.PRF)[0])
+    prf, integ, encr = ike_algorithms(chosen)
     keys = derive_ike_keys(prf, integ, encr, sa.ni, sa.nr, shared, sa.spi_i, sa.spi_r)
     sa.crypto = IkeCrypto(prf, integ, encr, keys, sa.initiator)
     sa.proposal = chosen
 
 
-def ike_offer(proposals: tuple[Proposal, ...]) -> Offer:
-    return Offer(proposals=proposals, proposal_text=tuple(format_proposal(p) for p in proposals))
+class InitTask(Task):
+    """Initiator side; restarts itself after COOKIE or INVALID_KE_PAYLOAD.
 
-
-class InitTask:
-    """Initiator side; restarts itself after COOKIE or INVALID_KE_PAYLOAD."""
+    IKE_AUTH is queued behind it from the start (`connect`), and runs once this has made keys.
+    """
 
     exchange = ExchangeType.IKE_SA_INIT
 
@@ -174,17 +141,16 @@ class InitTask:
             self.cookie = cookie.data
             self._restart(sa, now)
             return
-        invalid_ke = ns.get(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None:
-            wanted = int.from_bytes(invalid_ke.data[:2], "big") if len(invalid_ke.data) >= 2 else 0
-            ours = {t.id for p in self.spec.ike_proposals for t in p.of_type(TransformType.KE)}
+        wanted = invalid_ke_group(payloads)
+        if wanted is not None:
             self.ke_rounds += 1
-            if wanted not in ours or wanted == self.group or self.ke_rounds > MAX_KE_ROUNDS:
+            group = retry_group(payloads, self.spec.ike_proposals, self.group)
+            if group is None or self.ke_rounds > MAX_KE_ROUNDS:
                 self._fail(
                     sa, now, "INVALID_KE_PAYLOAD", Offer(proposal_text=(name_of(KeId, wanted),))
                 )
                 return
-            self.group = wanted
+            self.group = group
             self._restart(sa, now)
             return
         err = error_notify(payloads)
@@ -228,17 +194,11 @@ class InitTask:
             # RFC 7296 §2.23: float to 4500 right after IKE_SA_INIT.
             sa.local = (sa.local[0], sa.ep.config.natt_port)
             sa.remote = (sa.remote[0], NATT_PORT)
-        sa.state = IkeState.AUTH_SENT
-        from xfrmctl.ike.ike_auth import AuthTask
-
-        sa.queue(AuthTask(self.spec), now, front=True)
-
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
+        sa.transition(Transition.KEYS_MADE)
 
 
 def _answer(
-    ep: IkeEndpoint,
+    ep: Host,
     msg: Message,
     local: Address,
     remote: Address,
@@ -251,7 +211,7 @@ def _answer(
     ep.send([reply.encode()], local, remote)
 
 
-def _admitted(ep: IkeEndpoint, remote: Address) -> bool:
+def _admitted(ep: Host, remote: Address) -> bool:
     """Room for another half-open SA: in all, and from this peer's IP address."""
     cfg = ep.config
     if len(ep.half_open) >= cfg.max_half_open:
@@ -264,7 +224,7 @@ def _admitted(ep: IkeEndpoint, remote: Address) -> bool:
     return True
 
 
-def _cookie_required(ep: IkeEndpoint, remote: Address) -> bool:
+def _cookie_required(ep: Host, remote: Address) -> bool:
     cfg = ep.config
     return (
         len(ep.half_open) >= cfg.cookie_threshold
@@ -272,8 +232,26 @@ def _cookie_required(ep: IkeEndpoint, remote: Address) -> bool:
     )
 
 
+@dataclass
+class _Request:
+    """An IKE_SA_INIT request being answered, and where it came from."""
+
+    ep: Host
+    msg: Message
+    data: bytes
+    local: Address
+    remote: Address
+    payloads: list[Payload]
+
+    def answer(self, payloads: list[Payload]) -> None:
+        _answer(self.ep, self.msg, self.local, self.remote, payloads)
+
+    def violation(self, reason: str) -> None:
+        self.ep.emit(ProtocolViolation(self.remote, f"IKE_SA_INIT: {reason}"))
+
+
 def handle_request(
-    ep: IkeEndpoint, msg: Message, data: bytes, local: Address, remote: Address, now: float
+    ep: Host, msg: Message, data: bytes, local: Address, remote: Address, now: float
 ) -> None:
     """Responder side of IKE_SA_INIT; state is only created once cookies and KE check out."""
     existing = ep.half_open.get(remote, msg.spi_i)
@@ -281,103 +259,112 @@ def handle_request(
         if existing.init_request == data and existing.last_response is not None:
             ep.send(existing.last_response[1], existing.local, existing.remote)
         return
-    if msg.message_id != 0:
-        ep.emit(ProtocolViolation(remote, "IKE_SA_INIT request with non-zero message ID"))
+    req = _Request(ep, msg, data, local, remote, list(msg.payloads))
+    admitted = _admit(req, now)
+    if admitted is None:
         return
-    payloads = list(msg.payloads)
+    sa_p, ke_p, nonce_p = admitted
+    selected = _select(req, sa_p, ke_p)
+    if selected is not None:
+        _create(req, now, *selected, nonce_p)
+
+
+def _admit(req: _Request, now: float) -> tuple[SaPayload, KePayload, NoncePayload] | None:
+    """Well-formed, within the half-open limits, and with a cookie when one is due."""
+    if req.msg.message_id != 0:
+        req.violation("request with non-zero message ID")
+        return None
     try:
-        check_payloads(ExchangeType.IKE_SA_INIT, False, payloads)
+        check_payloads(ExchangeType.IKE_SA_INIT, False, req.payloads)
     except RemoteProtocolError as exc:
-        ep.emit(ProtocolViolation(remote, f"IKE_SA_INIT: {exc}"))
+        req.violation(str(exc))
         if exc.notify is not None:
-            _answer(ep, msg, local, remote, [NotifyPayload(exc.notify, exc.notify_data)])
-        return
-    if not _admitted(ep, remote):
-        return
-    nonce_p = first(payloads, NoncePayload)
-    sa_p = first(payloads, SaPayload)
-    ke_p = first(payloads, KePayload)
-    if not (
-        isinstance(nonce_p, NoncePayload)
-        and isinstance(sa_p, SaPayload)
-        and isinstance(ke_p, KePayload)
-    ):
-        return
-    ns = notifies(payloads)
-    if _cookie_required(ep, remote):
-        cookie = ns.get(NotifyType.COOKIE)
-        if cookie is None or not ep.cookies.check(
-            cookie.data, nonce_p.data, remote[0], msg.spi_i, now
-        ):
-            token = ep.cookies.make(nonce_p.data, remote[0], msg.spi_i, now)
-            _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.COOKIE, token)])
-            return
-    specs = ep.candidates(local, remote)
-    chosen: Proposal | None = None
-    spec: ConnectionSpec | None = None
-    for candidate in specs:
-        chosen = select_proposal(candidate.ike_proposals, sa_p.proposals)
+            req.answer([NotifyPayload(exc.notify, exc.notify_data)])
+        return None
+    if not _admitted(req.ep, req.remote):
+        return None
+    sa_p, ke_p = first(req.payloads, SaPayload), first(req.payloads, KePayload)
+    nonce_p = first(req.payloads, NoncePayload)
+    if sa_p is None or ke_p is None or nonce_p is None:
+        return None
+    if _cookie_required(req.ep, req.remote):
+        ep, spi_i, ip = req.ep, req.msg.spi_i, req.remote[0]
+        cookie = notifies(req.payloads).get(NotifyType.COOKIE)
+        if cookie is None or not ep.cookies.check(cookie.data, nonce_p.data, ip, spi_i, now):
+            token = ep.cookies.make(nonce_p.data, ip, spi_i, now)
+            req.answer([NotifyPayload(NotifyType.COOKIE, token)])
+            return None
+    return sa_p, ke_p, nonce_p
+
+
+def _select(
+    req: _Request, sa_p: SaPayload, ke_p: KePayload
+) -> tuple[ConnectionSpec, list[ConnectionSpec], Proposal, KeyExchange, bytes] | None:
+    """The first connection for these addresses with an acceptable proposal, and the KE."""
+    specs = req.ep.candidates(req.local, req.remote)
+    for spec in specs:
+        chosen = select_proposal(spec.ike_proposals, sa_p.proposals)
         if chosen is not None:
-            spec = candidate
             break
-    if chosen is None or spec is None:
+    else:
         ours = ike_offer(specs[0].ike_proposals) if specs else Offer()
-        ep.emit(
-            NegotiationFailed(
-                specs[0].name if specs else "",
-                0,
-                None,
-                "NO_PROPOSAL_CHOSEN",
-                ours,
-                ike_offer(sa_p.proposals),
-                remote,
-            )
+        name = specs[0].name if specs else ""
+        theirs = ike_offer(sa_p.proposals)
+        req.ep.emit(
+            NegotiationFailed(name, 0, None, "NO_PROPOSAL_CHOSEN", ours, theirs, req.remote)
         )
-        _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
-        return
+        req.answer([NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
+        return None
     group = ke_group(chosen)
     if ke_p.group != group:
-        _answer(
-            ep,
-            msg,
-            local,
-            remote,
-            [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))],
-        )
-        return
+        req.answer([invalid_ke_answer(group)])
+        return None
     try:
-        ke = new_key_exchange(KeId(group))
-        shared = ke.shared_secret(ke_p.data)
-    except (CryptoError, ValueError) as exc:
-        ep.emit(ProtocolViolation(remote, f"IKE_SA_INIT: bad KE payload: {exc}"))
-        _answer(ep, msg, local, remote, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
-        return
-    sa = IkeSa(ep, spec, False, msg.spi_i, ep._new_spi(), local, remote, now)
-    sa.candidates = [s for s in specs if select_proposal(s.ike_proposals, sa_p.proposals)]
+        ke, shared = respond_ke(group, ke_p)
+    except BadKePayload as exc:
+        req.violation(f"bad KE payload: {exc}")
+        req.answer([NotifyPayload(NotifyType.INVALID_SYNTAX)])
+        return None
+    candidates = [s for s in specs if select_proposal(s.ike_proposals, sa_p.proposals)]
+    return spec, candidates, chosen, ke, shared
+
+
+def _create(
+    req: _Request,
+    now: float,
+    spec: ConnectionSpec,
+    candidates: list[ConnectionSpec],
+    chosen: Proposal,
+    ke: KeyExchange,
+    shared: bytes,
+    nonce_p: NoncePayload,
+) -> None:
+    """The half-open IKE SA, its keys, and our response."""
+    ep, local, remote = req.ep, req.local, req.remote
+    sa = IkeSa(ep, spec, False, req.msg.spi_i, ep.new_spi(), local, remote, now)
+    sa.candidates = candidates
     sa.ni = nonce_p.data
     sa.nr = ep.random(NONCE_SIZE)
     setup_keys(sa, chosen, shared)
-    _capabilities(sa, spec, payloads)
-    nat = detect(payloads, sa.spi_i, bytes(8), local, remote)
+    _capabilities(sa, spec, req.payloads)
+    nat = detect(req.payloads, sa.spi_i, bytes(8), local, remote)
     if nat is not None:
         sa.nat_local, sa.nat_remote = nat
         if spec.encap == Encap.FORCE:
             sa.nat_local = True
     response: list[Payload] = [
         SaPayload((chosen,)),
-        KePayload(group, ke.public_value()),
+        KePayload(int(ke.group), ke.public_value()),
         NoncePayload(sa.nr),
         *natd_payloads(sa.spi_i, sa.spi_r, local, remote, spec.encap == Encap.FORCE),
         *_our_extras(spec),
     ]
     peer = spec.peer_auth
     if not isinstance(peer, PskAuth) and peer.send_certreq:
-        from xfrmctl.ike.ike_auth import certreq_payload
-
-        response.append(certreq_payload(peer))
-    sa.init_request = data
+        response.append(authentication.certreq_payload(peer))
+    sa.init_request = req.data
     ep.register(sa)
     ep.half_open.add(sa)
     sa.peer_mid = 1
-    sa.send_response(msg, response)
+    sa.send_response(req.msg, response)
     sa.init_response = sa.last_response[1][0] if sa.last_response else b""

@@ -7,25 +7,35 @@ initiator and the other initiator deletes the old IKE SA.
 
 from __future__ import annotations
 
-import struct
-
-from xfrmctl.ike import reauth
-from xfrmctl.ike.crypto.algorithms import encr_for, integ_for, prf_for
+from xfrmctl.ike import lifetimes
 from xfrmctl.ike.crypto.errors import CryptoError
 from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
 from xfrmctl.ike.crypto.keys import derive_rekeyed_ike_keys
 from xfrmctl.ike.errors import LocalProtocolError, RemoteProtocolError
 from xfrmctl.ike.events import IkeSaRekeyed, NegotiationFailed
-from xfrmctl.ike.exchanges import IkeState
-from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType, TransformType, name_of
-from xfrmctl.ike.ike_init import error_notify, first, ike_offer, ke_group, notifies, numbered
+from xfrmctl.ike.exchanges import IkeState, Transition
+from xfrmctl.ike.iana import ExchangeType, KeId, NotifyType, name_of
+from xfrmctl.ike.negotiation import (
+    NONCE_SIZE,
+    BadKePayload,
+    error_notify,
+    first,
+    ike_algorithms,
+    ike_offer,
+    invalid_ke_answer,
+    ke_group,
+    notifies,
+    numbered,
+    respond_ke,
+    retry_group,
+)
 from xfrmctl.ike.payloads import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
-from xfrmctl.ike.sa import IkeCrypto, IkeSa
+from xfrmctl.ike.sa import IkeCrypto, IkeSa, Task
 from xfrmctl.ike.transforms import Proposal
 
-NONCE_SIZE = 32
 MAX_RETRIES = 5
+RETRY_AFTER = 60.0  # a failed rekey is tried again this much later
 
 
 def _new_sa(
@@ -42,10 +52,7 @@ def _new_sa(
     if old.crypto is None:
         raise RemoteProtocolError("no keys", None)
     new = IkeSa(old.ep, old.spec, initiator, spi_i, spi_r, old.local, old.remote, now)
-    encr = encr_for(chosen.of_type(TransformType.ENCR)[0])
-    integs = chosen.of_type(TransformType.INTEG)
-    integ = integ_for(integs[0]) if integs and integs[0].id != 0 else None
-    prf = prf_for(chosen.of_type(TransformType.PRF)[0])
+    prf, integ, encr = ike_algorithms(chosen)
     keys = derive_rekeyed_ike_keys(
         old.crypto.prf, old.crypto.keys.sk_d, prf, integ, encr, shared, ni, nr, spi_i, spi_r
     )
@@ -53,17 +60,14 @@ def _new_sa(
     new.proposal = chosen
     new.ni, new.nr = ni, nr
     new.rekey_nonces = (ni, nr)
-    new.state = IkeState.ESTABLISHED
+    new.transition(Transition.REKEY_MADE)
     new.established_at = now
     new.peer_id = old.peer_id
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
     new.peer_fragmentation = old.peer_fragmentation
     new.peer_hash_algorithms = old.peer_hash_algorithms
-    spec = old.spec
-    if spec is not None:
-        reauth.schedule(new, spec, now, reauth_at=old.reauth_at)
-    if spec is not None and spec.dpd_delay > 0:
-        new.dpd_at = now + spec.dpd_delay
+    if old.spec is not None:
+        lifetimes.schedule(new, old.spec, now, reauth_at=old.reauth_at)
     old.ep.register(new)
     return new
 
@@ -75,7 +79,7 @@ def move_children(old: IkeSa, new: IkeSa, now: float) -> None:
         if not isinstance(t, IkeRekeyTask):
             new.tasks.append(t)
     old.tasks.clear()
-    old.state = IkeState.REKEYED
+    old.transition(Transition.REPLACED)
     old.replaced_by = new
     old.rekey_at = old.reauth_at = old.hard_at = None
     old.dpd_at = None
@@ -89,7 +93,7 @@ def move_children(old: IkeSa, new: IkeSa, now: float) -> None:
     new.kick(now)
 
 
-class IkeRekeyTask:
+class IkeRekeyTask(Task):
     exchange = ExchangeType.CREATE_CHILD_SA
 
     def __init__(self) -> None:
@@ -105,7 +109,7 @@ class IkeRekeyTask:
             return None
         if self.group is None:
             self.group = ke_group(sa.proposal or sa.spec.ike_proposals[0])
-        self.spi = sa.ep._new_spi()
+        self.spi = sa.ep.new_spi()
         self.ni = sa.ep.random(NONCE_SIZE)
         try:
             self.ke = new_key_exchange(KeId(self.group))
@@ -123,7 +127,7 @@ class IkeRekeyTask:
             move_children(sa, self.collision, now)  # the peer's rekey stands
             return
         if self.retries > MAX_RETRIES:
-            sa.rekey_at = now + 60.0
+            sa.rekey_at = now + RETRY_AFTER
             return
         delay = sa.ep.config.temporary_failure_delay
         sa.retry_at = now + delay + sa.ep.jitter(delay * 2)
@@ -133,92 +137,90 @@ class IkeRekeyTask:
         spec = sa.spec
         if spec is None:
             return
-        ns = notifies(payloads)
-        if NotifyType.TEMPORARY_FAILURE in ns:
+        if NotifyType.TEMPORARY_FAILURE in notifies(payloads):
             self._retry(sa, now)
             return
-        invalid_ke = ns.get(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None and len(invalid_ke.data) >= 2:
-            wanted = struct.unpack("!H", invalid_ke.data[:2])[0]
-            ours = {t.id for p in spec.ike_proposals for t in p.of_type(TransformType.KE)}
-            if wanted in ours and wanted != self.group and self.collision is None:
-                self.group = wanted
-                self._retry(sa, now)
-                return
-        err = error_notify(payloads)
-        sa_p, nonce, ke_p = (
-            first(payloads, SaPayload),
-            first(payloads, NoncePayload),
-            first(payloads, KePayload),
-        )
-        reason = name_of(NotifyType, err.notify_type) if err else ""
-        chosen: Proposal | None = None
-        if not reason:
-            if not (
-                isinstance(sa_p, SaPayload)
-                and isinstance(nonce, NoncePayload)
-                and isinstance(ke_p, KePayload)
-            ):
-                reason = "response lacks SA, Nonce or KE"
-            elif len(sa_p.proposals) != 1 or not proposal_is_acceptable(
-                spec.ike_proposals, sa_p.proposals[0]
-            ):
-                reason = "peer chose a proposal we did not offer"
-            elif (
-                len(sa_p.proposals[0].spi) != 8
-                or ke_p.group != self.group
-                or ke_group(sa_p.proposals[0]) != self.group
-            ):
-                reason = "bad SPI or KE group in the answer"
-            else:
-                chosen = sa_p.proposals[0]
-        if (
-            chosen is None
-            or self.ke is None
-            or not isinstance(nonce, NoncePayload)
-            or not isinstance(ke_p, KePayload)
-        ):
+        wanted = retry_group(payloads, spec.ike_proposals, self.group or 0)
+        if wanted is not None and self.collision is None:
+            self.group = wanted
+            self._retry(sa, now)
+            return
+        answer = self._check_answer(spec.ike_proposals, payloads)
+        if isinstance(answer, str):
+            sa_p = first(payloads, SaPayload)
+            theirs = ike_offer(sa_p.proposals if sa_p is not None else ())
+            ours = ike_offer(spec.ike_proposals)
             sa.emit(
                 NegotiationFailed(
-                    sa.conn_name,
-                    sa.id,
-                    None,
-                    f"IKE rekey: {reason}",
-                    ike_offer(spec.ike_proposals),
-                    ike_offer(sa_p.proposals if isinstance(sa_p, SaPayload) else ()),
-                    sa.remote,
+                    sa.conn_name, sa.id, None, f"IKE rekey: {answer}", ours, theirs, sa.remote
                 )
             )
-            if self.collision is not None:
-                move_children(sa, self.collision, now)
-            else:
-                sa.rekey_at = now + 60.0
+            self._failed(sa, now)
             return
+        chosen, nonce, ke_p = answer
         try:
-            shared = self.ke.shared_secret(ke_p.data)
+            shared = self.ke.shared_secret(ke_p.data) if self.ke is not None else None
         except CryptoError:
-            sa.rekey_at = now + 60.0
+            shared = None
+        if shared is None:
+            sa.rekey_at = now + RETRY_AFTER
             return
         new = _new_sa(sa, True, self.spi, chosen.spi, chosen, shared, self.ni, nonce.data, now)
-        peer_new = self.collision
-        if (
-            peer_new is not None
-            and peer_new.rekey_nonces is not None
-            and peer_new.state == IkeState.ESTABLISHED
-        ):
-            if min(self.ni, nonce.data) < min(peer_new.rekey_nonces):
-                # Ours holds the lowest nonce: it is redundant; the peer deletes the old SA.
-                move_children(sa, peer_new, now)
-                new.delete(now, "redundant after IKE rekey collision", notify_peer=True)
-                return
-            # We won: the peer deletes its redundant SA (peer_new); should that delete never
-            # come (its response to us was lost), drop it ourselves later.
-            peer_new.expire_at = now + sa.ep.config.half_open_timeout
+        if self._collision_lost(sa, new, now):
+            return
         move_children(sa, new, now)
         sa.delete(now, "rekeyed", notify_peer=True)
 
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
+    def _check_answer(
+        self, offered: tuple[Proposal, ...], payloads: list[Payload]
+    ) -> tuple[Proposal, NoncePayload, KePayload] | str:
+        """The agreed proposal, nonce and KE, or why the answer is not acceptable."""
+        err = error_notify(payloads)
+        if err is not None:
+            return name_of(NotifyType, err.notify_type)
+        sa_p, nonce = first(payloads, SaPayload), first(payloads, NoncePayload)
+        ke_p = first(payloads, KePayload)
+        if sa_p is None or nonce is None or ke_p is None:
+            return "response lacks SA, Nonce or KE"
+        if len(sa_p.proposals) != 1 or not proposal_is_acceptable(offered, sa_p.proposals[0]):
+            return "peer chose a proposal we did not offer"
+        chosen = sa_p.proposals[0]
+        if len(chosen.spi) != 8 or ke_p.group != self.group or ke_group(chosen) != self.group:
+            return "bad SPI or KE group in the answer"
+        return chosen, nonce, ke_p
+
+    def _failed(self, sa: IkeSa, now: float) -> None:
+        if self.collision is not None:
+            move_children(sa, self.collision, now)  # the peer's rekey stands
+        else:
+            sa.rekey_at = now + RETRY_AFTER
+
+    def _collision_lost(self, sa: IkeSa, new: IkeSa, now: float) -> bool:
+        """Both rekeyed at once (RFC 7296 §2.8.2): the new SA of the exchange holding the
+        lowest nonce is redundant. True when that is ours, which we then delete."""
+        peer_new = self.collision
+        if (
+            peer_new is None
+            or peer_new.rekey_nonces is None
+            or peer_new.state != IkeState.ESTABLISHED
+            or new.rekey_nonces is None
+        ):
+            return False
+        if min(new.rekey_nonces) < min(peer_new.rekey_nonces):
+            # The peer deletes the old SA; its new one takes the children.
+            move_children(sa, peer_new, now)
+            new.delete(now, "redundant after IKE rekey collision", notify_peer=True)
+            return True
+        # We won: the peer deletes its redundant SA (peer_new); should that delete never come
+        # (its response to us was lost), drop it ourselves later.
+        peer_new.expire_at = now + sa.ep.config.half_open_timeout
+        return False
+
+    def on_dropped(self, sa: IkeSa, now: float) -> None:
+        """Deleted by the peer mid collision: the peer's new IKE SA won and takes the children."""
+        heir = self.collision
+        if heir is not None and heir.state == IkeState.ESTABLISHED and sa.replaced_by is None:
+            move_children(sa, heir, now)
 
 
 def start(sa: IkeSa, now: float) -> None:
@@ -230,9 +232,8 @@ def start(sa: IkeSa, now: float) -> None:
 
 
 def handle_request(sa: IkeSa, payloads: list[Payload], now: float) -> list[Payload]:
-    from xfrmctl.ike.child_create import CreateChildTask, busy_with
-
-    if busy_with(sa, (CreateChildTask,)) or sa.spec is None:
+    """Responder: make the new IKE SA, or leave the outcome to our own rekey in flight."""
+    if sa.spec is None:
         return [NotifyPayload(NotifyType.TEMPORARY_FAILURE)]
     sa_p, nonce, ke_p = (
         first(payloads, SaPayload),
@@ -263,14 +264,13 @@ def handle_request(sa: IkeSa, payloads: list[Payload], now: float) -> list[Paylo
         raise RemoteProtocolError("IKE rekey proposal without an 8-byte SPI")
     group = ke_group(chosen)
     if ke_p.group != group:
-        return [NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))]
+        return [invalid_ke_answer(group)]
     try:
-        ke = new_key_exchange(KeId(group))
-        shared = ke.shared_secret(ke_p.data)
-    except (CryptoError, ValueError) as exc:
+        ke, shared = respond_ke(group, ke_p)
+    except BadKePayload as exc:
         raise RemoteProtocolError(f"bad KE payload: {exc}", NotifyType.NO_PROPOSAL_CHOSEN) from None
     nr = sa.ep.random(NONCE_SIZE)
-    spi_r = sa.ep._new_spi()
+    spi_r = sa.ep.new_spi()
     new = _new_sa(sa, False, chosen.spi, spi_r, chosen, shared, nonce.data, nr, now)
     ours = sa.outstanding.task if sa.outstanding else None
     if isinstance(ours, IkeRekeyTask):

@@ -14,16 +14,12 @@ notify was forged, the peer answers and nothing changes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType, NotifyType
+from xfrmctl.ike.liveness import DpdTask
 from xfrmctl.ike.message import Message
 from xfrmctl.ike.payloads import NotifyPayload, SkfPayload, SkPayload
-
-if TYPE_CHECKING:
-    from xfrmctl.ike.engine import Address, IkeEndpoint
-    from xfrmctl.ike.sa import IkeSa
+from xfrmctl.ike.sa import Address, Host, IkeSa
 
 
 def is_unprotected_invalid_spi(msg: Message) -> bool:
@@ -38,9 +34,7 @@ def is_unprotected_invalid_spi(msg: Message) -> bool:
     )
 
 
-def answer_unknown_spi(
-    ep: IkeEndpoint, msg: Message, local: Address, remote: Address, now: float
-) -> None:
+def answer_unknown_spi(ep: Host, msg: Message, local: Address, remote: Address, now: float) -> None:
     """Tell the sender of a request that we have no IKE SA for it, within the rate limit."""
     if msg.is_response or msg.exchange == ExchangeType.IKE_SA_INIT:
         ep.count("unknown_spi_ignored")
@@ -75,7 +69,5 @@ def on_invalid_spi(sa: IkeSa, now: float) -> None:
     sa.invalid_spi_hint_at = now
     if sa.outstanding is not None or sa.tasks:
         return  # a request is already in flight: its retransmissions are the liveness check
-    from xfrmctl.ike.liveness import DpdTask
-
     timeout = sa.spec.dpd_timeout if sa.spec and sa.spec.dpd_timeout > 0 else None
     sa.queue(DpdTask(timeout), now)

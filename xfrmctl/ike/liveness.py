@@ -5,10 +5,10 @@ from __future__ import annotations
 from xfrmctl.ike.events import PeerDead
 from xfrmctl.ike.iana import ExchangeType
 from xfrmctl.ike.payloads import Payload
-from xfrmctl.ike.sa import IkeSa
+from xfrmctl.ike.sa import IkeSa, Task
 
 
-class DpdTask:
+class DpdTask(Task):
     exchange = ExchangeType.INFORMATIONAL
 
     def __init__(self, give_up_after: float | None = None) -> None:
@@ -16,12 +16,6 @@ class DpdTask:
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
         return []
-
-    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
-        pass
-
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass
 
 
 def on_dpd_timer(sa: IkeSa, now: float) -> None:

@@ -12,36 +12,16 @@ the same moment, each builds its own new IKE SA and both stay.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from xfrmctl.ike import connect
 from xfrmctl.ike.events import IkeSaReauthenticated
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.iana import ExchangeType
 from xfrmctl.ike.payloads import Payload, TrafficSelector
-from xfrmctl.ike.sa import ChildState, IkeSa
+from xfrmctl.ike.sa import Address, ChildState, IkeSa, Task
 from xfrmctl.ike.spec import ConnectionSpec
-
-if TYPE_CHECKING:
-    from xfrmctl.ike.engine import Address
 
 REASON = "reauthenticated"
 RETRY_AFTER = 60.0  # when the new IKE SA failed and the old one still has time left
-
-
-def schedule(sa: IkeSa, spec: ConnectionSpec, now: float, reauth_at: float | None = None) -> None:
-    """Rekey, reauth and hard-expiry times of a newly established IKE SA.
-
-    `reauth_at` is inherited by an IKE SA that replaces another through a rekey: rekeying
-    makes new keys but proves no identity again, so the reauth deadline stays.
-    """
-    sa.rekey_at = None
-    if spec.rekey_time > 0:
-        sa.rekey_at = now + spec.rekey_time - sa.ep.jitter(spec.rand_time)
-    if reauth_at is None and spec.reauth_time > 0:
-        reauth_at = now + spec.reauth_time - sa.ep.jitter(spec.rand_time)
-    sa.reauth_at = reauth_at
-    planned = [t for t in (sa.rekey_at, sa.reauth_at) if t is not None]
-    sa.hard_at = min(planned) + spec.over_time if planned and spec.over_time > 0 else None
 
 
 def _addresses(sa: IkeSa, spec: ConnectionSpec) -> tuple[Address, Address]:
@@ -77,10 +57,10 @@ def start(old: IkeSa, now: float) -> None:
         return  # the connection was removed from the configuration: let this SA run out
     wanted = [(n, h) for n, h in wanted if any(c.name == n for c in current.children)]
     local, remote = _addresses(old, spec)
-    new_id = old.ep.initiate(spec.name, [], now, local=local, remote=remote)
-    new = old.ep._sa(new_id)
-    new.pending_children = wanted
+    new = connect.initiate(old.ep, current, local, remote, wanted, now)
+    new.tasks.append(FinishTask(old))  # after IKE_AUTH and the CREATE_CHILD_SAs it queues
     new.reauth_of = old
+    new.on_abandoned = abandoned
     old.reauth_by = new
 
 
@@ -97,7 +77,7 @@ def abandoned(new: IkeSa, now: float) -> None:
         old.reauth_at = now + RETRY_AFTER
 
 
-class FinishTask:
+class FinishTask(Task):
     """Queued on the new IKE SA behind its CREATE_CHILD_SAs: when reached, all are done."""
 
     exchange = ExchangeType.INFORMATIONAL
@@ -106,6 +86,8 @@ class FinishTask:
         self.old = old
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        if sa.state != IkeState.ESTABLISHED:
+            return None
         old = self.old
         while old.replaced_by is not None:  # the old IKE SA may have been rekeyed meanwhile
             old = old.replaced_by
@@ -114,9 +96,3 @@ class FinishTask:
             sa.emit(IkeSaReauthenticated(sa.conn_name, old.id, sa.id))
             old.delete(now, REASON, notify_peer=True)
         return None  # no message of its own
-
-    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
-        pass
-
-    def on_give_up(self, sa: IkeSa, now: float) -> None:
-        pass

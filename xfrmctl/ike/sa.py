@@ -1,50 +1,122 @@
 """One IKE SA: its keys, message IDs, window of one request, retransmissions and response cache.
 
 Exchanges are tasks (as in strongSwan): a queue of requests we want to make, at most one in
-flight (window size 1, RFC 7296 §2.3). Incoming requests go to the handler picked from the
-state table in `exchanges.py`; incoming responses go to the task that sent the request.
+flight (window size 1, RFC 7296 §2.3). Incoming requests go to the handler the endpoint keeps
+for their exchange, once the state table in `exchanges.py` allows them; incoming responses go
+to the task that sent the request. When each lifetime falls due is `timers.py`'s business.
+
+This module sits below every exchange: it knows tasks only through `Task`, and the endpoint
+only through `Host`, so no exchange module is imported here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.crypto.algorithms import Encr, Integ, Prf
 from xfrmctl.ike.crypto.keys import IkeKeys
 from xfrmctl.ike.errors import MalformedMessage, RemoteProtocolError
 from xfrmctl.ike.events import Event, IkeSaDeleted, ProtocolViolation, UdpEncap
-from xfrmctl.ike.exchanges import Dispatch, IkeState, check_payloads, dispatch_for
+from xfrmctl.ike.exchanges import (
+    Dispatch,
+    IkeState,
+    Transition,
+    check_payloads,
+    dispatch_for,
+    next_state,
+)
+from xfrmctl.ike.half_open import HalfOpen
 from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId
 from xfrmctl.ike.message import Message
-from xfrmctl.ike.payloads import NotifyPayload, Payload, SkfPayload, TrafficSelector
+from xfrmctl.ike.payloads import (
+    DeletePayload,
+    NotifyPayload,
+    Payload,
+    SkfPayload,
+    TrafficSelector,
+)
+from xfrmctl.ike.ratelimit import RateLimiter
+from xfrmctl.ike.settings import EndpointConfig
 from xfrmctl.ike.sk import Reassembly, SkKeys, decode_inner, protect, unprotect
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
-
-if TYPE_CHECKING:
-    from xfrmctl.ike.engine import IkeEndpoint
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
 
 
-class Task(Protocol):
-    """One exchange we initiate."""
+class Task:
+    """One exchange we initiate: `build` the request, then `on_response` or `on_give_up`.
+
+    Subclasses override what they need; the class attributes are the options an exchange
+    may declare (read by the IKE SA, never probed with getattr).
+    """
 
     exchange: ExchangeType
+    # Moves to the successor IKE SA when this one is rekeyed while the task waits.
+    follows_rekey = False
+    # Give up this long after the first transmission, if sooner than retransmissions would.
+    give_up_after: float | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
         """Request payloads, or None when the task has become moot."""
-        ...
+        raise NotImplementedError
 
-    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None: ...
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        """The peer answered (payloads already decrypted and checked against the rules)."""
 
-    def on_give_up(self, sa: IkeSa, now: float) -> None: ...
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        """No answer after every retransmission."""
+
+    def on_dropped(self, sa: IkeSa, now: float) -> None:
+        """The IKE SA is dropped while this task is in flight (e.g. a rekey collision lost)."""
+
+
+class Host(Protocol):
+    """What an IKE SA and its exchanges use of the endpoint that owns them (`IkeEndpoint`)."""
+
+    config: EndpointConfig
+    random: Callable[[int], bytes]
+    allocate_spi: Callable[[ProtocolId], int]
+    wall_clock: Callable[[], datetime]
+    specs: dict[str, ConnectionSpec]
+    sas: dict[bytes, IkeSa]
+    half_open: HalfOpen[IkeSa]
+    cookies: CookieJar
+    invalid_spi_limiter: RateLimiter
+
+    def next_id(self) -> int: ...
+    def reqid(self, conn: str, child: str) -> int: ...
+    def new_spi(self) -> bytes: ...
+    def jitter(self, spread: float) -> float: ...
+    def emit(self, event: Event) -> None: ...
+    def count(self, what: str) -> None: ...
+    def send(self, packets: list[bytes], local: Address, remote: Address) -> None: ...
+    def send_keepalive(self, local: Address, remote: Address) -> None: ...
+    def trace_message(
+        self,
+        direction: str,
+        msg: Message,
+        payloads: Sequence[Payload],
+        local: Address,
+        remote: Address,
+        ike_sa_id: int | None = None,
+    ) -> None: ...
+    def trace_note(self, remote: Address, ike_sa_id: int | None, text: str) -> None: ...
+    def register(self, sa: IkeSa) -> None: ...
+    def forget(self, sa: IkeSa) -> None: ...
+    def candidates(self, local: Address, remote: Address) -> list[ConnectionSpec]: ...
+    def request_handler(self, exchange: int) -> RequestHandler: ...
+    def remove_child(
+        self, sa: IkeSa, child: ChildSa, now: float, reason: str, notify_peer: bool
+    ) -> None: ...
 
 
 class ChildState(Enum):
@@ -115,7 +187,7 @@ RequestHandler = Callable[["IkeSa", Message, list[Payload], float], list[Payload
 class IkeSa:
     def __init__(
         self,
-        ep: IkeEndpoint,
+        ep: Host,
         spec: ConnectionSpec | None,
         initiator: bool,
         spi_i: bytes,
@@ -156,6 +228,8 @@ class IkeSa:
         self.reauth_at: float | None = None
         self.hard_at: float | None = None  # over_time past the first rekey/reauth: delete
         self.reauth_of: IkeSa | None = None  # on a new IKE SA made to reauthenticate this one
+        # Called when this IKE SA is dropped before it took over (a reauthentication's).
+        self.on_abandoned: Callable[[IkeSa, float], None] | None = None
         self.reauth_by: IkeSa | None = None  # on the old IKE SA while that is under way
         self.dpd_at: float | None = None
         self.invalid_spi_hint_at: float | None = None  # last liveness check INVALID_IKE_SPI began
@@ -218,9 +292,13 @@ class IkeSa:
         pending = [self.outstanding.task] if self.outstanding else []
         pending += list(self.tasks)
         for task in reversed(pending):
-            if getattr(task, "follows_rekey", False):
+            if task.follows_rekey:
                 heir.tasks.appendleft(task)
         heir.kick(now)
+
+    def transition(self, transition: Transition) -> None:
+        """The only way to change state (the table in `exchanges.py` says which moves exist)."""
+        self.state = next_state(self.state, transition)
 
     def emit(self, event: Event) -> None:
         self.ep.emit(event)
@@ -408,92 +486,36 @@ class IkeSa:
         if self.close_after_response:
             self.delete(now, self.close_after_response, notify_peer=False)
 
-    # -------------------------------------------------------------------------------- timers
+    # -------------------------------------------------------------------------------- teardown
 
-    def next_deadline(self) -> float | None:
-        times = [t for t in (self.retry_at, self.expire_at) if t is not None]
-        if self.outstanding is not None:
-            times.append(self.outstanding.next_at)
-            give_up: float | None = getattr(self.outstanding.task, "give_up_after", None)
-            if give_up:
-                times.append(self.outstanding.first_sent + give_up)
-        if self.state == IkeState.INIT_RESPONDED:
-            times.append(self.created + self.ep.config.half_open_timeout)
-        if self.state == IkeState.ESTABLISHED:
-            timers = (
-                self.rekey_at,
-                self.reauth_at,
-                self.hard_at,
-                self.dpd_at,
-                self.keepalive_due(),
-            )
-            times += [t for t in timers if t is not None]
-            for c in self.children:
-                if c.rekey_at is not None:
-                    times.append(c.rekey_at)
-                times.append(c.expire_at)
-        return min(times) if times else None
-
-    def on_timer(self, now: float) -> None:
-        from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth
-
-        if self.expire_at is not None and now >= self.expire_at:
-            self.delete(now, "redundant IKE SA left by a rekey collision", notify_peer=False)
-            return
+    def give_up_at(self) -> float | None:
+        """When the request in flight is abandoned short of its retransmissions, if ever."""
         o = self.outstanding
-        limit: float | None = getattr(o.task, "give_up_after", None) if o else None
-        if o is not None and (now >= o.next_at or (limit and now >= o.first_sent + limit)):
-            cfg = self.ep.config
-            if o.tries >= cfg.retransmit_tries or (limit and now >= o.first_sent + limit):
-                self.outstanding = None
-                o.task.on_give_up(self, now)
-                if self.state != IkeState.DEAD:
-                    liveness.peer_dead(self, now, f"no response to {o.exchange.name} request")
-                return
-            o.tries += 1
-            o.next_at = now + cfg.retransmit_timeout * cfg.retransmit_base**o.tries
-            self.ep.trace_note(
-                self.remote,
-                self.id,
-                f"out {o.exchange.name} request mid={o.message_id} "
-                f"retransmission {o.tries}/{cfg.retransmit_tries}",
-            )
-            self.ep.send(o.packets, self.local, self.remote)
-        if (
-            self.state == IkeState.INIT_RESPONDED
-            and now >= self.created + self.ep.config.half_open_timeout
-        ):
-            self.delete(now, "half-open IKE SA timed out", notify_peer=False)
-            return
-        if self.retry_at is not None and now >= self.retry_at:
-            self.retry_at = None
-            self.kick(now)
-        if self.state != IkeState.ESTABLISHED:
-            return
-        if self.hard_at is not None and now >= self.hard_at:
-            self.hard_at = None
-            # A hard limit: if an exchange is stuck in flight, do not wait behind it to say so.
-            quiet = self.outstanding is not None
-            self.delete(now, "IKE SA lifetime expired (over_time)", notify_peer=not quiet)
-            return
-        if self.reauth_at is not None and now >= self.reauth_at:
-            self.reauth_at = None
-            reauth.start(self, now)
-        if self.rekey_at is not None and now >= self.rekey_at:
-            self.rekey_at = None
-            ike_rekey.start(self, now)
-        if self.dpd_at is not None and now >= self.dpd_at:
-            liveness.on_dpd_timer(self, now)
-        keepalive = self.keepalive_due()
-        if keepalive is not None and now >= keepalive:
-            self.keepalive_sent = now
-            self.ep.send_keepalive(self.local, self.remote)
-        for c in list(self.children):
-            if now >= c.expire_at:
-                self.ep.remove_child(self, c, now, "hard lifetime expired", notify_peer=True)
-            elif c.rekey_at is not None and now >= c.rekey_at:
-                c.rekey_at = None
-                child_rekey.start(self, c, now)
+        if o is None or not o.task.give_up_after:
+            return None
+        return o.first_sent + o.task.give_up_after
+
+    def retransmit(self, now: float) -> bool:
+        """Send the request in flight again; False when it is time to give up on it."""
+        o = self.outstanding
+        if o is None:
+            return True
+        cfg = self.ep.config
+        limit = self.give_up_at()
+        if o.tries >= cfg.retransmit_tries or (limit is not None and now >= limit):
+            self.outstanding = None
+            o.task.on_give_up(self, now)
+            return False
+        o.tries += 1
+        o.next_at = now + cfg.retransmit_timeout * cfg.retransmit_base**o.tries
+        self.ep.trace_note(
+            self.remote,
+            self.id,
+            f"out {o.exchange.name} request mid={o.message_id} "
+            f"retransmission {o.tries}/{cfg.retransmit_tries}",
+        )
+        self.ep.send(o.packets, self.local, self.remote)
+        return True
 
     # -------------------------------------------------------------------------------- teardown
 
@@ -504,38 +526,43 @@ class IkeSa:
         if (
             notify_peer
             and self.crypto is not None
-            and self.state
-            in (
-                IkeState.ESTABLISHED,
-                IkeState.REKEYED,
-            )
+            and self.state in (IkeState.ESTABLISHED, IkeState.REKEYED)
         ):
-            from xfrmctl.ike import delete
-
-            delete.start_ike_delete(self, now, reason)
+            self.transition(Transition.CLOSING)
+            self.tasks.clear()
+            self.rekey_at = self.dpd_at = None
+            self.queue(IkeDeleteTask(reason), now)
             return
-        o = self.outstanding
-        heir = getattr(o.task, "collision", None) if o is not None else None
-        if (
-            isinstance(heir, IkeSa)
-            and heir.state == IkeState.ESTABLISHED
-            and self.replaced_by is None
-        ):
-            # Deleted by the peer mid IKE rekey collision: the peer's new IKE SA won.
-            from xfrmctl.ike.ike_rekey import move_children
-
-            move_children(self, heir, now)
+        if self.outstanding is not None:
+            self.outstanding.task.on_dropped(self, now)
         for c in list(self.children):
             self.ep.remove_child(self, c, now, reason, notify_peer=False)
         self._hand_over(now)
-        if self.reauth_of is not None:
-            from xfrmctl.ike import reauth
-
-            reauth.abandoned(self, now)
+        abandoned, self.on_abandoned = self.on_abandoned, None
+        if abandoned is not None:
+            abandoned(self, now)
         was_up = self.state in (IkeState.ESTABLISHED, IkeState.REKEYED, IkeState.DELETING)
-        self.state = IkeState.DEAD
+        self.transition(Transition.DROPPED)
         self.outstanding = None
         self.tasks.clear()
         self.ep.forget(self)
         if was_up or self.initiator:
             self.emit(IkeSaDeleted(self.conn_name, self.id, reason))
+
+
+class IkeDeleteTask(Task):
+    """The INFORMATIONAL carrying our Delete of this IKE SA (RFC 7296 §1.4.1); then it goes."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
+        return [DeletePayload(ProtocolId.IKE)]
+
+    def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)
+
+    def on_give_up(self, sa: IkeSa, now: float) -> None:
+        sa.delete(now, self.reason, notify_peer=False)

@@ -1,0 +1,115 @@
+"""AUTH payloads (RFC 7296 §2.15, RFC 7427): ours by PSK or signature, and checking the peer's.
+
+Each direction has its own method: `local.auth` is how we prove ourselves, the peer's method
+is what it must prove. Certificates come only from the peer's CERT payloads and our trust
+store: nothing is fetched for an unauthenticated peer (no hash-and-URL). CERTREQ names our
+CAs by the SHA-1 of their public keys (§3.7).
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from xfrmctl.ike.crypto.auth import psk_auth_data, psk_verify, verify_signature
+from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate
+from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
+from xfrmctl.ike.errors import RemoteProtocolError
+from xfrmctl.ike.iana import AuthMethod, CertEncoding, HashAlgorithm, IdType, name_of
+from xfrmctl.ike.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload
+from xfrmctl.ike.sa import IkeSa
+from xfrmctl.ike.spec import Auth, CertAuth, Identity, PeerAuth, PeerCertAuth, PskAuth
+
+SIGNATURE_METHODS = {
+    AuthMethod.RSA_SIG,
+    AuthMethod.ECDSA_SHA256_P256,
+    AuthMethod.ECDSA_SHA384_P384,
+    AuthMethod.ECDSA_SHA512_P521,
+    AuthMethod.DIGITAL_SIGNATURE,
+}
+
+
+def certreq_payload(auth: CertAuth | PeerCertAuth) -> CertReqPayload:
+    """CERTREQ listing SHA-1 hashes of our CAs' public keys (RFC 7296 §3.7)."""
+    data = b""
+    cas: list[x509.Certificate] = list(auth.trust_store.cas) if auth.trust_store else []
+    for ca in cas:
+        h = hashes.Hash(hashes.SHA1())
+        h.update(
+            ca.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        data += h.finalize()
+    return CertReqPayload(CertEncoding.X509_SIG, data)
+
+
+def id_payload(identity: Identity, responder: bool) -> IdPayload:
+    return IdPayload(identity.type, identity.data, responder)
+
+
+def id_text(p: IdPayload) -> str:
+    try:
+        return str(Identity(IdType(p.id_type), p.data))
+    except ValueError:
+        return f"{p.id_type}:{p.data.hex()}"
+
+
+def make_auth(sa: IkeSa, auth: Auth, octets: bytes) -> list[Payload]:
+    if sa.crypto is None:
+        raise RemoteProtocolError("no keys", None)
+    if isinstance(auth, PskAuth):
+        return [AuthPayload(AuthMethod.PSK, psk_auth_data(sa.crypto.prf, auth.psk, octets))]
+    algos = (
+        [HashAlgorithm(h) for h in sa.peer_hash_algorithms if h in HashAlgorithm._value2member_map_]
+        if sa.peer_hash_algorithms is not None
+        else None
+    )
+    method, data = auth.signer.sign(octets, algos)
+    certs: list[Payload] = [CertPayload(CertEncoding.X509_SIG, der) for der in auth.cert_chain]
+    return [*certs, AuthPayload(method, data)]
+
+
+def verify_auth(
+    sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
+) -> str | None:
+    """None when the peer's AUTH checks out, else why not (for AuthenticationFailed)."""
+    if sa.crypto is None:
+        return "no keys"
+    auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
+    if auth_p is None:
+        return "no AUTH payload"
+    if isinstance(auth, PskAuth):
+        if auth_p.method != AuthMethod.PSK:
+            return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect PSK"
+        if not psk_verify(sa.crypto.prf, auth.psk, octets, auth_p.data):
+            return "pre-shared key mismatch"
+        return None
+    if auth_p.method not in SIGNATURE_METHODS:
+        return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect a signature"
+    certs = [
+        p.data
+        for p in payloads
+        if isinstance(p, CertPayload) and p.encoding == CertEncoding.X509_SIG
+    ]
+    if not certs:
+        return "peer sent no X.509 certificate"
+    if auth.trust_store is None:
+        return (
+            "no CA or pinned certificate is configured for the peer (remote.cacerts, remote.certs)"
+        )
+    try:
+        cert = auth.trust_store.verify_chain(certs[0], certs[1:], sa.ep.wall_clock())
+    except MalformedCertificate as exc:
+        return f"bad certificate: {exc}"
+    except CryptoError as exc:  # says which certificate, which CAs and why
+        return str(exc)
+    except MALFORMED as exc:
+        return f"bad certificate: {exc}"
+    try:
+        if not id_matches_certificate(IdType(id_p.id_type), id_p.data, cert):
+            return f"identity {id_text(id_p)} does not match the certificate"
+        ok = verify_signature(cert.public_key(), AuthMethod(auth_p.method), auth_p.data, octets)
+    except (CryptoError, *MALFORMED) as exc:
+        return f"signature check failed: {exc}"
+    return None if ok else "signature does not verify"

@@ -1,0 +1,128 @@
+"""An IKE SA's timers as one table: when each falls due, and what happens then.
+
+Retransmission (RFC 7296 §2.1), the half-open limit, TEMPORARY_FAILURE back-off, the hard
+lifetime (over_time), reauthentication (§2.8.3), IKE and Child SA rekeying (§2.8), dead peer
+detection (§2.4), NAT-T keepalives (RFC 3948 §4) and Child SA hard expiry. The endpoint asks
+`next_deadline` for its own timer and calls `fire` when it is reached; the rows run in table
+order and stop as soon as one drops the IKE SA, as the rows below it no longer apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth
+from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.sa import IkeSa
+
+
+@dataclass(frozen=True)
+class Timer:
+    name: str
+    due: Callable[[IkeSa], float | None]
+    fire: Callable[[IkeSa, float], None]
+    established_only: bool = False  # lifetimes run only while the IKE SA is up
+
+
+def _retransmit_due(sa: IkeSa) -> float | None:
+    if sa.outstanding is None:
+        return None
+    give_up = sa.give_up_at()
+    return sa.outstanding.next_at if give_up is None else min(sa.outstanding.next_at, give_up)
+
+
+def _retransmit(sa: IkeSa, now: float) -> None:
+    o = sa.outstanding
+    if o is not None and not sa.retransmit(now) and sa.state != IkeState.DEAD:
+        liveness.peer_dead(sa, now, f"no response to {o.exchange.name} request")
+
+
+def _expire(sa: IkeSa, now: float) -> None:
+    sa.delete(now, "redundant IKE SA left by a rekey collision", notify_peer=False)
+
+
+def _half_open_due(sa: IkeSa) -> float | None:
+    if sa.state != IkeState.INIT_RESPONDED:
+        return None
+    return sa.created + sa.ep.config.half_open_timeout
+
+
+def _half_open_expired(sa: IkeSa, now: float) -> None:
+    sa.delete(now, "half-open IKE SA timed out", notify_peer=False)
+
+
+def _retry(sa: IkeSa, now: float) -> None:
+    sa.retry_at = None
+    sa.kick(now)
+
+
+def _hard_limit(sa: IkeSa, now: float) -> None:
+    sa.hard_at = None
+    # A hard limit: if an exchange is stuck in flight, do not wait behind it to say so.
+    quiet = sa.outstanding is not None
+    sa.delete(now, "IKE SA lifetime expired (over_time)", notify_peer=not quiet)
+
+
+def _reauthenticate(sa: IkeSa, now: float) -> None:
+    sa.reauth_at = None
+    reauth.start(sa, now)
+
+
+def _rekey(sa: IkeSa, now: float) -> None:
+    sa.rekey_at = None
+    ike_rekey.start(sa, now)
+
+
+def _keepalive(sa: IkeSa, now: float) -> None:
+    sa.keepalive_sent = now
+    sa.ep.send_keepalive(sa.local, sa.remote)
+
+
+def _children_due(sa: IkeSa) -> float | None:
+    times = [t for c in sa.children for t in (c.rekey_at, c.expire_at) if t is not None]
+    return min(times) if times else None
+
+
+def _children(sa: IkeSa, now: float) -> None:
+    for c in list(sa.children):
+        if now >= c.expire_at:
+            sa.ep.remove_child(sa, c, now, "hard lifetime expired", notify_peer=True)
+        elif c.rekey_at is not None and now >= c.rekey_at:
+            c.rekey_at = None
+            child_rekey.start(sa, c, now)
+
+
+TIMERS: tuple[Timer, ...] = (
+    Timer("expire", lambda sa: sa.expire_at, _expire),
+    Timer("retransmit", _retransmit_due, _retransmit),
+    Timer("half-open", _half_open_due, _half_open_expired),
+    Timer("retry", lambda sa: sa.retry_at, _retry),
+    Timer("hard", lambda sa: sa.hard_at, _hard_limit, established_only=True),
+    Timer("reauth", lambda sa: sa.reauth_at, _reauthenticate, established_only=True),
+    Timer("rekey", lambda sa: sa.rekey_at, _rekey, established_only=True),
+    Timer("dpd", lambda sa: sa.dpd_at, liveness.on_dpd_timer, established_only=True),
+    Timer("keepalive", IkeSa.keepalive_due, _keepalive, established_only=True),
+    Timer("children", _children_due, _children, established_only=True),
+)
+
+
+def _applies(timer: Timer, sa: IkeSa) -> bool:
+    return not timer.established_only or sa.state == IkeState.ESTABLISHED
+
+
+def next_deadline(sa: IkeSa) -> float | None:
+    times = [t for timer in TIMERS if _applies(timer, sa) and (t := timer.due(sa)) is not None]
+    return min(times) if times else None
+
+
+def fire(sa: IkeSa, now: float) -> None:
+    """Run every row that is due, in table order, until one drops the IKE SA."""
+    for timer in TIMERS:
+        if sa.state == IkeState.DEAD:
+            return
+        if not _applies(timer, sa):
+            continue
+        due = timer.due(sa)
+        if due is not None and now >= due:
+            timer.fire(sa, now)
