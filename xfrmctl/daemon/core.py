@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
@@ -214,93 +214,127 @@ class Daemon:
     # ------------------------------------------------------------------------ engine events
 
     def _on_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.MessageTrace):
-            self.messages.log(event)
-        elif isinstance(event, ev.ChildSaReady):
-            log.info(
-                "%s/%s: Child SA ready, %s spi in %08x out %08x, %s, %s",
-                event.conn,
-                event.child,
-                event.protocol.name,
-                event.spi_in,
-                event.spi_out,
-                event.mode.value,
-                event.proposal,
-            )
-            self._enqueue(functools.partial(self._install, event))
-        elif isinstance(event, ev.ChildSaDeleted):
-            log.info(
-                "%s/%s: Child SA deleted (spi in %08x out %08x): %s",
-                event.conn,
-                event.child,
-                event.spi_in,
-                event.spi_out,
-                event.reason,
-            )
-            self._close_action(event)  # a trap goes in before the SA's policies go
-            self._enqueue(functools.partial(self._remove, event))
-        elif isinstance(event, ev.IkeSaEstablished):
-            log.info(
-                "%s: IKE SA #%d established with %s (%s), %s",
-                event.conn,
-                event.ike_sa_id,
-                event.remote[0],
-                event.remote_id,
-                event.proposal,
-            )
-            self.restarts.succeeded(event.conn)
-            self.waiters.progress(
-                event.conn,
-                {
-                    "event": "ike_established",
-                    "message": f"IKE SA established with {event.remote_id} "
-                    f"at {event.remote[0]} ({event.proposal})",
-                    "proposal": event.proposal,
-                    "remote_id": event.remote_id,
-                },
-            )
-        elif isinstance(event, ev.IkeSaRekeyed):
-            log.info(
-                "%s: IKE SA #%d rekeyed to #%d (%s)",
-                event.conn,
-                event.old_ike_sa_id,
-                event.new_ike_sa_id,
-                event.proposal,
-            )
-            self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
-        elif isinstance(event, ev.IkeSaDeleted):
-            log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
-            self.messages.forget(event.ike_sa_id)
-            self._enqueue(functools.partial(self._ike_gone, event))
-        elif isinstance(event, ev.AuthenticationFailed):
-            log.warning(
-                "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
-            )
-            self.waiters.fail(
-                event.conn,
-                event.ike_sa_id,
-                "AUTHENTICATION_FAILED",
-                f"authentication failed: {event.reason}",
-                {"local_id": event.local_id, "remote_id": event.remote_id},
-            )
-        elif isinstance(event, ev.NegotiationFailed):
-            details = {"ours": offer_details(event.ours), "theirs": offer_details(event.theirs)}
-            log.warning(
-                "%s: negotiation failed: %s (ours %s, theirs %s)",
-                event.conn,
-                event.reason,
-                details["ours"],
-                details["theirs"],
-            )
-            self.waiters.fail(
-                event.conn, event.ike_sa_id, event.reason, failure_text(event), details
-            )
-        elif isinstance(event, ev.PeerDead):
-            log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
-            self.waiters.fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
-            self._dpd_action(event.conn)
-        elif isinstance(event, ev.ProtocolViolation):
-            log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
+        """What each engine event does here: one method each, as aioquic's frame handlers."""
+        handler = self._EVENT_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _on_trace(self, event: ev.MessageTrace) -> None:
+        self.messages.log(event)
+
+    def _on_child_ready(self, event: ev.ChildSaReady) -> None:
+        log.info(
+            "%s/%s: Child SA ready, %s spi in %08x out %08x, %s, %s",
+            event.conn,
+            event.child,
+            event.protocol.name,
+            event.spi_in,
+            event.spi_out,
+            event.mode.value,
+            event.proposal,
+        )
+        self._enqueue(functools.partial(self._install, event))
+
+    def _on_child_deleted(self, event: ev.ChildSaDeleted) -> None:
+        log.info(
+            "%s/%s: Child SA deleted (spi in %08x out %08x): %s",
+            event.conn,
+            event.child,
+            event.spi_in,
+            event.spi_out,
+            event.reason,
+        )
+        self._close_action(event)  # a trap goes in before the SA's policies go
+        self._enqueue(functools.partial(self._remove, event))
+
+    def _on_ike_established(self, event: ev.IkeSaEstablished) -> None:
+        log.info(
+            "%s: IKE SA #%d established with %s (%s), %s",
+            event.conn,
+            event.ike_sa_id,
+            event.remote[0],
+            event.remote_id,
+            event.proposal,
+        )
+        self.restarts.succeeded(event.conn)
+        self.waiters.progress(
+            event.conn,
+            {
+                "event": "ike_established",
+                "message": f"IKE SA established with {event.remote_id} "
+                f"at {event.remote[0]} ({event.proposal})",
+                "proposal": event.proposal,
+                "remote_id": event.remote_id,
+            },
+        )
+
+    def _on_ike_rekeyed(self, event: ev.IkeSaRekeyed) -> None:
+        log.info(
+            "%s: IKE SA #%d rekeyed to #%d (%s)",
+            event.conn,
+            event.old_ike_sa_id,
+            event.new_ike_sa_id,
+            event.proposal,
+        )
+        self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
+
+    def _on_ike_reauthenticated(self, event: ev.IkeSaReauthenticated) -> None:
+        log.info(
+            "%s: IKE SA #%d reauthenticated as #%d",
+            event.conn,
+            event.old_ike_sa_id,
+            event.new_ike_sa_id,
+        )
+
+    def _on_ike_deleted(self, event: ev.IkeSaDeleted) -> None:
+        log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
+        self.messages.forget(event.ike_sa_id)
+        self._enqueue(functools.partial(self._ike_gone, event))
+
+    def _on_authentication_failed(self, event: ev.AuthenticationFailed) -> None:
+        log.warning(
+            "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
+        )
+        self.waiters.fail(
+            event.conn,
+            event.ike_sa_id,
+            "AUTHENTICATION_FAILED",
+            f"authentication failed: {event.reason}",
+            {"local_id": event.local_id, "remote_id": event.remote_id},
+        )
+
+    def _on_negotiation_failed(self, event: ev.NegotiationFailed) -> None:
+        details = {"ours": offer_details(event.ours), "theirs": offer_details(event.theirs)}
+        log.warning(
+            "%s: negotiation failed: %s (ours %s, theirs %s)",
+            event.conn,
+            event.reason,
+            details["ours"],
+            details["theirs"],
+        )
+        self.waiters.fail(event.conn, event.ike_sa_id, event.reason, failure_text(event), details)
+
+    def _on_peer_dead(self, event: ev.PeerDead) -> None:
+        log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
+        self.waiters.fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
+        self._dpd_action(event.conn)
+
+    def _on_violation(self, event: ev.ProtocolViolation) -> None:
+        log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
+
+    _EVENT_HANDLERS: ClassVar[dict[type[ev.Event], Callable[[Daemon, Any], None]]] = {
+        ev.MessageTrace: _on_trace,
+        ev.ChildSaReady: _on_child_ready,
+        ev.ChildSaDeleted: _on_child_deleted,
+        ev.IkeSaEstablished: _on_ike_established,
+        ev.IkeSaRekeyed: _on_ike_rekeyed,
+        ev.IkeSaReauthenticated: _on_ike_reauthenticated,
+        ev.IkeSaDeleted: _on_ike_deleted,
+        ev.AuthenticationFailed: _on_authentication_failed,
+        ev.NegotiationFailed: _on_negotiation_failed,
+        ev.PeerDead: _on_peer_dead,
+        ev.ProtocolViolation: _on_violation,
+    }
 
     def _dpd_action(self, conn: str) -> None:
         spec = self.engine.specs.get(conn)
