@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from xfrmctl.daemon.status import (
 from xfrmctl.daemon.waiters import UpFailed, Waiter
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import ConnectionSpec
+from xfrmctl.ike.status import ChildSaStatus as EngineChildSa
+from xfrmctl.ike.status import IkeSaStatus as EngineIkeSa
 
 UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
 DOWN_TIMEOUT = 30.0
@@ -138,97 +141,67 @@ class DaemonHandler:
         return result
 
     async def status(self, name: str | None) -> StatusReport:
-        daemon = self.daemon
-        now_mono = daemon.now()
-        wall = time.time()
-        ike_list: list[IkeSaStatus] = []
-        for ike in daemon.engine.ike_sas():
-            if name is not None and ike.conn != name:
-                continue
-            children: list[ChildSaStatus] = []
-            for c in ike.children:
-                entry = daemon.installed.get(c.spi_in)
-                counters = None
-                rekey_in = expires_in = None
-                installed_at = None
-                if entry is not None:
-                    counters = await daemon.kernel.counters(entry.ready)
-                    installed_at = datetime.fromtimestamp(
-                        wall - (now_mono - entry.installed_at), UTC
-                    )
-                    soft = entry.ready.lifetimes.soft_seconds
-                    rekey_in = max(0, int(entry.installed_at + soft - now_mono)) if soft else None
-                    hard = entry.ready.lifetimes.hard_seconds
-                    expires_in = max(0, int(entry.installed_at + hard - now_mono)) if hard else None
-                children.append(
-                    ChildSaStatus(
-                        name=c.name,
-                        unique_id=c.unique_id,
-                        state=c.state.upper(),
-                        mode=c.mode,
-                        protocol=c.protocol,
-                        spi_in=f"{c.spi_in:08x}",
-                        spi_out=f"{c.spi_out:08x}",
-                        local_ts=list(c.local_ts),
-                        remote_ts=list(c.remote_ts),
-                        proposal=c.proposal,
-                        encap=c.encap,
-                        bytes_in=counters.bytes_in if counters else 0,
-                        bytes_out=counters.bytes_out if counters else 0,
-                        packets_in=counters.packets_in if counters else 0,
-                        packets_out=counters.packets_out if counters else 0,
-                        installed_at=installed_at,
-                        rekey_in=rekey_in,
-                        expires_in=expires_in,
-                        offload=daemon.kernel.offload_of(c.spi_in),
-                    )
-                )
-            ike_list.append(
-                IkeSaStatus(
-                    name=ike.conn,
-                    unique_id=ike.ike_sa_id,
-                    state=ike.state.upper(),
-                    initiator=ike.initiator,
-                    local_addr=str(ike.local[0]),
-                    local_port=ike.local[1],
-                    remote_addr=str(ike.remote[0]),
-                    remote_port=ike.remote[1],
-                    local_id=ike.local_id,
-                    remote_id=ike.remote_id,
-                    proposal=ike.proposal,
-                    nat_local=ike.nat_local,
-                    nat_remote=ike.nat_remote,
-                    established_at=_wall(ike.established_at, now_mono, wall),
-                    rekey_in=_seconds_until(ike.rekey_at, now_mono),
-                    reauth_in=_seconds_until(ike.reauth_at, now_mono),
-                    children=children,
-                )
-            )
-        conns = []
+        clock = _Clock(self.daemon.now(), time.time())
+        ike_list = [
+            await self._ike_status(ike, clock)
+            for ike in self.daemon.engine.ike_sas()
+            if name is None or ike.conn == name
+        ]
         active = {s.name for s in ike_list}
-        for spec in daemon.engine.specs.values():
-            if name is not None and spec.name != name:
-                continue
-            conns.append(
-                ConnectionStatus(
-                    name=spec.name,
-                    local_addrs=[str(a) for a in spec.local_addrs],
-                    remote_addrs=[str(a) for a in spec.remote_addrs],
-                    active=spec.name in active,
-                    children=[
-                        ChildConfigStatus(
-                            name=c.name,
-                            mode=c.mode.value,
-                            protocol=c.protocol.name.lower(),
-                            start_action=c.start_action.value,
-                            local_ts=[str(t.network) for t in c.local_ts],
-                            remote_ts=[str(t.network) for t in c.remote_ts],
-                        )
-                        for c in spec.children
-                    ],
-                )
-            )
+        conns = [
+            _connection_status(spec, spec.name in active)
+            for spec in self.daemon.engine.specs.values()
+            if name is None or spec.name == name
+        ]
         return StatusReport(ike_sas=ike_list, connections=conns)
+
+    async def _ike_status(self, ike: EngineIkeSa, clock: _Clock) -> IkeSaStatus:
+        return IkeSaStatus(
+            name=ike.conn,
+            unique_id=ike.ike_sa_id,
+            state=ike.state.upper(),
+            initiator=ike.initiator,
+            local_addr=str(ike.local[0]),
+            local_port=ike.local[1],
+            remote_addr=str(ike.remote[0]),
+            remote_port=ike.remote[1],
+            local_id=ike.local_id,
+            remote_id=ike.remote_id,
+            proposal=ike.proposal,
+            nat_local=ike.nat_local,
+            nat_remote=ike.nat_remote,
+            established_at=clock.wall(ike.established_at),
+            rekey_in=clock.seconds_until(ike.rekey_at),
+            reauth_in=clock.seconds_until(ike.reauth_at),
+            children=[await self._child_status(c, clock) for c in ike.children],
+        )
+
+    async def _child_status(self, c: EngineChildSa, clock: _Clock) -> ChildSaStatus:
+        """The engine's view of a Child SA, with the kernel's counters and timers once the
+        pair is installed."""
+        entry = self.daemon.installed.get(c.spi_in)
+        counters = await self.daemon.kernel.counters(entry.ready) if entry else None
+        return ChildSaStatus(
+            name=c.name,
+            unique_id=c.unique_id,
+            state=c.state.upper(),
+            mode=c.mode,
+            protocol=c.protocol,
+            spi_in=f"{c.spi_in:08x}",
+            spi_out=f"{c.spi_out:08x}",
+            local_ts=list(c.local_ts),
+            remote_ts=list(c.remote_ts),
+            proposal=c.proposal,
+            encap=c.encap,
+            bytes_in=counters.bytes_in if counters else 0,
+            bytes_out=counters.bytes_out if counters else 0,
+            packets_in=counters.packets_in if counters else 0,
+            packets_out=counters.packets_out if counters else 0,
+            installed_at=clock.wall(entry.installed_at) if entry else None,
+            rekey_in=clock.seconds_until(entry.rekey_at()) if entry else None,
+            expires_in=clock.seconds_until(entry.expire_at()) if entry else None,
+            offload=self.daemon.kernel.offload_of(c.spi_in),
+        )
 
     async def reload(self) -> dict[str, Any]:
         try:
@@ -255,10 +228,36 @@ class DaemonHandler:
         return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
 
 
-def _seconds_until(deadline: float | None, now: float) -> int | None:
-    return None if deadline is None else max(0, int(deadline - now))
+@dataclass(frozen=True)
+class _Clock:
+    """The daemon's monotonic time and the wall time, read once per status report."""
+
+    now: float
+    wall_now: float
+
+    def seconds_until(self, deadline: float | None) -> int | None:
+        return None if deadline is None else max(0, int(deadline - self.now))
+
+    def wall(self, at: float | None) -> datetime | None:
+        """A monotonic time as UTC wall time."""
+        return None if at is None else datetime.fromtimestamp(self.wall_now - (self.now - at), UTC)
 
 
-def _wall(at: float | None, now: float, wall: float) -> datetime | None:
-    """An engine-clock time as UTC wall time."""
-    return None if at is None else datetime.fromtimestamp(wall - (now - at), UTC)
+def _connection_status(spec: ConnectionSpec, active: bool) -> ConnectionStatus:
+    return ConnectionStatus(
+        name=spec.name,
+        local_addrs=[str(a) for a in spec.local_addrs],
+        remote_addrs=[str(a) for a in spec.remote_addrs],
+        active=active,
+        children=[
+            ChildConfigStatus(
+                name=c.name,
+                mode=c.mode.value,
+                protocol=c.protocol.name.lower(),
+                start_action=c.start_action.value,
+                local_ts=[str(t.network) for t in c.local_ts],
+                remote_ts=[str(t.network) for t in c.remote_ts],
+            )
+            for c in spec.children
+        ],
+    )

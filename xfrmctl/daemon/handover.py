@@ -27,10 +27,19 @@ OUTBOUND_FALLBACK = 30.0  # install a deferred outbound SA even if the old one n
 
 @dataclass
 class Installed:
-    """A Child SA pair the kernel holds for us."""
+    """A Child SA pair the kernel holds for us (times on the daemon's monotonic clock)."""
 
     ready: ev.ChildSaReady
     installed_at: float
+
+    def rekey_at(self) -> float | None:
+        """When the kernel's soft lifetime fires (and the engine rekeys), if it has one."""
+        soft = self.ready.lifetimes.soft_seconds
+        return self.installed_at + soft if soft else None
+
+    def expire_at(self) -> float | None:
+        hard = self.ready.lifetimes.hard_seconds
+        return self.installed_at + hard if hard else None
 
 
 class ChildHandover:
