@@ -38,6 +38,8 @@ from xfrmctl.kernel.types import (
     Proto,
     SaId,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
 )
 
@@ -282,7 +284,9 @@ def test_delpolicy_with_mark_and_if_id_matches_hand_assembled_bytes() -> None:
 
 def test_allocspi_matches_hand_assembled_bytes() -> None:
     src, dst = ip_address("192.0.2.1"), ip_address("192.0.2.2")
-    req = allocspi_request(src, dst, reqid=9, mode=Mode.TUNNEL, spi_min=0x100, spi_max=0x1FF)
+    req = allocspi_request(
+        SpiRequest(src, dst, reqid=9, mode=Mode.TUNNEL, spis=SpiRange(0x100, 0x1FF))
+    )
     info = _usersa_info_by_hand(
         sel=bytes(56),
         daddr=dst.packed,

@@ -14,7 +14,7 @@ from xfrmctl.kernel.messages import Msg, xfrm_usersa_info
 from xfrmctl.kernel.policy import delete_request as policy_delete_request
 from xfrmctl.kernel.sa import add_request, allocspi_request, delete_request
 from xfrmctl.kernel.socket import Request
-from xfrmctl.kernel.types import SA, Aead, Dir, Mark, PolicyId, SaId, Selector
+from xfrmctl.kernel.types import SA, Aead, Dir, Mark, PolicyId, SaId, Selector, SpiRange, SpiRequest
 
 A, B = ip_address("192.0.2.1"), ip_address("192.0.2.2")
 SA_ = SA(A, B, 0x1234, aead=Aead("rfc4106(gcm(aes))", bytes(36)), mark=Mark(3))
@@ -42,7 +42,7 @@ def test_error_wording_comes_from_the_lazy_context() -> None:
     req = policy_delete_request(pid)
     err = KernelError.from_netlink(req.msg_type, errno.ENOENT, None, req.ctx)
     assert str(err) == "no such policy: policy fwd 10.0.0.0/8 -> 10.1.0.0/16"
-    spi = allocspi_request(A, B, spi_min=0x100, spi_max=0x1FF)
+    spi = allocspi_request(SpiRequest(A, B, spis=SpiRange(0x100, 0x1FF)))
     err = KernelError.from_netlink(spi.msg_type, errno.ENOENT, None, spi.ctx)
     assert "SPI allocation esp src 192.0.2.1 dst 192.0.2.2 range 0x100-0x1ff" in str(err)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Any
@@ -39,6 +40,8 @@ from xfrmctl.kernel.types import (
     SaDir,
     SaId,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
 )
 
@@ -280,7 +283,7 @@ def test_wire_sa_id_body_is_pyroute2s_bytes(
     st.sampled_from([4, 6]).flatmap(pair),
     st.sampled_from(list(Proto)),
     st.sampled_from(list(Mode)),
-    st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1)).map(sorted),
+    st.tuples(st.integers(0x100, 2**32 - 1), st.integers(0x100, 2**32 - 1)).map(sorted),
     u32,
     marks,
     u32,
@@ -297,16 +300,7 @@ def test_wire_allocspi_body_is_pyroute2s_bytes(
     seq: int,
 ) -> None:
     req = allocspi_request(
-        ends[0],
-        ends[1],
-        proto,
-        reqid=reqid,
-        mode=mode,
-        spi_min=spis[0],
-        spi_max=spis[1],
-        mark=mark,
-        if_id=if_id,
-        seq=seq,
+        SpiRequest(ends[0], ends[1], proto, reqid, mode, SpiRange(*spis), mark, if_id, seq)
     )
     assert req.body is not None
     assert req.body == pyroute2_body(req.msg, Msg.ALLOCSPI)
@@ -316,9 +310,26 @@ def test_wire_allocspi_body_is_pyroute2s_bytes(
     assert get_mark(parsed) == mark and (parsed.get_attr("XFRMA_IF_ID") or 0) == if_id
 
 
-def test_allocspi_request_refuses_a_bad_range() -> None:
-    with pytest.raises(ValueError, match="bad SPI range 0x200-0x100"):
-        allocspi_request(IPv4Address(1), IPv4Address(2), spi_min=0x200, spi_max=0x100)
+@pytest.mark.parametrize(
+    ("lo", "hi", "words"),
+    [
+        (0x200, 0x100, "low end 0x200 above its high end 0x100"),
+        (0xFF, 0x1FF, "low end 0xff outside 0x100-0xffffffff (the kernel reserves SPIs below"),
+        (0, 0, "low end 0x0 outside"),
+        (0x100, 2**32, "high end 0x100000000 outside 0x100-0xffffffff"),
+        (0x100, 0xFF, "high end 0xff outside"),
+    ],
+)
+def test_spi_range_refuses_a_bad_range(lo: int, hi: int, words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        SpiRange(lo, hi)
+
+
+def test_spi_range_defaults_to_every_spi_the_kernel_hands_out() -> None:
+    assert (SpiRange().lo, SpiRange().hi) == (0x100, 0xFFFFFFFF)
+    assert str(SpiRange(0x100, 0x100)) == "0x100-0x100"
+    with pytest.raises(ValueError, match="mixes address families"):
+        SpiRequest(IPv4Address(1), IPv6Address(2))
 
 
 def test_wire_refuses_an_algorithm_name_the_kernel_cannot_hold() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 
@@ -56,6 +56,7 @@ from xfrmctl.kernel.types import (
     SaDir,
     SaId,
     Selector,
+    SpiRequest,
     family_of,
 )
 
@@ -280,86 +281,39 @@ def _id_ctx(source: tuple[SaId, Mark | None]) -> ErrorContext:
     return ErrorContext(source[0])
 
 
-class SpiRange(NamedTuple):
-    """What an ALLOCSPI request asks for; in words, what its errors are about."""
-
-    src: Address
-    dst: Address
-    proto: Proto
-    reqid: int
-    mode: Mode
-    spi_min: int
-    spi_max: int
-    mark: Mark | None
-    if_id: int
-    seq: int
-
-    def __str__(self) -> str:
-        return (
-            f"SPI allocation {self.proto.label} src {self.src} dst {self.dst} "
-            f"range {self.spi_min:#x}-{self.spi_max:#x}"
-        )
-
-
-def allocspi_request(
-    src: Address,
-    dst: Address,
-    proto: Proto = Proto.ESP,
-    *,
-    reqid: int = 0,
-    mode: Mode = Mode.TRANSPORT,
-    spi_min: int = 0x100,
-    spi_max: int = 0xFFFFFFFF,
-    mark: Mark | None = None,
-    if_id: int = 0,
-    seq: int = 0,
-) -> Request:
+def allocspi_request(req: SpiRequest) -> Request:
     """ALLOCSPI for a larval inbound SA; the reply (a NEWSA) carries the SPI chosen."""
-    if not 0 < spi_min <= spi_max <= 0xFFFFFFFF:
-        raise ValueError(f"bad SPI range {spi_min:#x}-{spi_max:#x}")
-    spec = SpiRange(src, dst, proto, reqid, mode, spi_min, spi_max, mark, if_id, seq)
-    body = wire.allocspi_body(
-        src,
-        dst,
-        proto,
-        reqid=reqid,
-        mode=mode,
-        spi_min=spi_min,
-        spi_max=spi_max,
-        mark=mark,
-        if_id=if_id,
-        seq=seq,
-    )
+    body = wire.allocspi_body(req)
     return Request(
         Msg.ALLOCSPI,
         None,
         NLM_F_REQUEST,
         body=body,
-        source=spec,
+        source=req,
         build=_allocspi_msg,
         context=_allocspi_ctx,
     )
 
 
-def _allocspi_msg(spec: SpiRange) -> xfrm_userspi_info:
+def _allocspi_msg(req: SpiRequest) -> xfrm_userspi_info:
     """The ALLOCSPI request as a pyroute2 message (the reference for wire.allocspi_body)."""
     msg = xfrm_userspi_info()
-    msg["id_daddr"] = pack_addr(spec.dst)
-    msg["id_proto"] = int(spec.proto)
-    msg["saddr"] = pack_addr(spec.src)
-    msg["family"] = family_of(spec.dst)
-    msg["reqid"] = spec.reqid
-    msg["mode"] = int(spec.mode)
-    msg["seq"] = spec.seq
+    msg["id_daddr"] = pack_addr(req.dst)
+    msg["id_proto"] = int(req.proto)
+    msg["saddr"] = pack_addr(req.src)
+    msg["family"] = req.family
+    msg["reqid"] = req.reqid
+    msg["mode"] = int(req.mode)
+    msg["seq"] = req.seq
     put_lifetime(msg, Lifetime())
-    msg["min"] = spec.spi_min
-    msg["max"] = spec.spi_max
-    msg["attrs"] = mark_attr(spec.mark) + ([("XFRMA_IF_ID", spec.if_id)] if spec.if_id else [])
+    msg["min"] = req.spis.lo
+    msg["max"] = req.spis.hi
+    msg["attrs"] = mark_attr(req.mark) + ([("XFRMA_IF_ID", req.if_id)] if req.if_id else [])
     return msg
 
 
-def _allocspi_ctx(spec: SpiRange) -> ErrorContext:
-    return ErrorContext(spec, _module(spec.proto, family_of(spec.dst)))
+def _allocspi_ctx(req: SpiRequest) -> ErrorContext:
+    return ErrorContext(req, _module(req.proto, req.family))
 
 
 # --- operations ---------------------------------------------------------------------------------
@@ -401,35 +355,10 @@ async def flush_sas(conn: Connection, proto: Proto | None = None) -> None:
     await conn.request(Request(Msg.FLUSHSA, msg, ACKED, ErrorContext("SA flush")))
 
 
-async def allocate_spi(
-    conn: Connection,
-    src: Address,
-    dst: Address,
-    proto: Proto = Proto.ESP,
-    *,
-    reqid: int = 0,
-    mode: Mode = Mode.TRANSPORT,
-    spi_min: int = 0x100,
-    spi_max: int = 0xFFFFFFFF,
-    mark: Mark | None = None,
-    if_id: int = 0,
-    seq: int = 0,
-) -> int:
+async def allocate_spi(conn: Connection, req: SpiRequest) -> int:
     """Reserve a free SPI for an inbound SA (a larval state); UPDSA must follow within
     net.core.xfrm_acq_expires seconds (30 by default) or the kernel drops it."""
-    req = allocspi_request(
-        src,
-        dst,
-        proto,
-        reqid=reqid,
-        mode=mode,
-        spi_min=spi_min,
-        spi_max=spi_max,
-        mark=mark,
-        if_id=if_id,
-        seq=seq,
-    )
-    replies = await conn.request(req)
+    replies = await conn.request(allocspi_request(req))
     if not replies:
         raise DecodeError("the kernel answered ALLOCSPI with nothing")
     spi: int = replies[0]["id_spi"]

@@ -25,13 +25,12 @@ from xfrmctl.kernel.types import (
     Address,
     Lifetime,
     Mark,
-    Mode,
     Policy,
     PolicyId,
-    Proto,
     SaDir,
     SaId,
     Selector,
+    SpiRequest,
     family_of,
 )
 
@@ -212,35 +211,23 @@ def sa_id_body(sa_id: SaId, mark: Mark | None = None) -> bytes:
     return raw + mark_attrs(mark)
 
 
-def allocspi_body(
-    src: Address,
-    dst: Address,
-    proto: Proto,
-    *,
-    reqid: int,
-    mode: Mode,
-    spi_min: int,
-    spi_max: int,
-    mark: Mark | None,
-    if_id: int,
-    seq: int,
-) -> bytes:
+def allocspi_body(req: SpiRequest) -> bytes:
     """ALLOCSPI: xfrm_userspi_info (a larval SA's usersa_info and the SPI range)."""
     info = _USERSA_INFO.pack(
         _ZERO_SELECTOR,
-        pack_addr(dst),
+        pack_addr(req.dst),
         0,
-        proto,
-        pack_addr(src),
+        req.proto,
+        pack_addr(req.src),
         _DEFAULT_LIFETIME_BYTES,
-        seq,
-        reqid,
-        family_of(dst),
-        mode,
+        req.seq,
+        req.reqid,
+        req.family,
+        req.mode,
         0,
         0,
     )
-    return info + _USERSPI_TAIL.pack(spi_min, spi_max) + mark_attrs(mark, if_id)
+    return info + _USERSPI_TAIL.pack(req.spis.lo, req.spis.hi) + mark_attrs(req.mark, req.if_id)
 
 
 # --- policies -----------------------------------------------------------------------------------
