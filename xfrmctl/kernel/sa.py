@@ -1,4 +1,5 @@
-"""SAs: encode/decode xfrm_usersa_info and the requests that add, update, delete, read them."""
+"""SAs: the requests that add, update, delete, read, flush and allocate them (bodies packed by
+xfrmctl.kernel.wire), and SAs decoded from what the kernel sends (replies, dumps, events)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from xfrmctl.kernel.fields import (
     get_mark,
     get_selector,
     is_zero,
-    mark_attr,
-    pack_addr,
-    put_lifetime,
-    put_selector,
     unpack_addr,
 )
 from xfrmctl.kernel.messages import (
@@ -29,12 +26,6 @@ from xfrmctl.kernel.messages import (
     OFFLOAD_PACKET,
     STATE_ESN,
     Msg,
-    xfrm_aevent_id,
-    xfrm_sa_dump_request,
-    xfrm_usersa_flush,
-    xfrm_usersa_id,
-    xfrm_usersa_info,
-    xfrm_userspi_info,
 )
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
@@ -46,7 +37,6 @@ from xfrmctl.kernel.types import (
     Counters,
     Crypt,
     Encap,
-    Lifetime,
     Mark,
     Mode,
     Offload,
@@ -57,10 +47,8 @@ from xfrmctl.kernel.types import (
     SaId,
     Selector,
     SpiRequest,
-    family_of,
 )
 
-IPSEC_PROTO_ANY = 255
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 ACKED = NLM_F_REQUEST | NLM_F_ACK
 
@@ -77,83 +65,6 @@ def error_context(sa: SA) -> ErrorContext:
         if alg is not None:
             algs[kind] = alg.name
     return ErrorContext(sa.id, _module(sa.proto, sa.family), algs)
-
-
-def _fill_usersa(msg: Any, sa: SA) -> None:
-    if sa.selector is not None:
-        put_selector(msg, sa.selector)
-    msg["id_daddr"] = pack_addr(sa.dst)
-    msg["id_spi"] = sa.spi
-    msg["id_proto"] = int(sa.proto)
-    msg["saddr"] = pack_addr(sa.src)
-    put_lifetime(msg, sa.lifetime)
-    msg["reqid"] = sa.reqid
-    msg["family"] = sa.family
-    msg["mode"] = int(sa.mode)
-    msg["seq"] = sa.seq
-    msg["replay_window"] = wire.replay_windows(sa)[0]
-    msg["flags"] = sa.flags | (STATE_ESN if sa.esn else 0)
-
-
-def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
-    """The SA's NLAs for pyroute2's codec (the reference for wire.sa_attrs)."""
-    attrs: list[tuple[str, Any]] = []
-    if sa.aead is not None:
-        attrs.append(
-            ("XFRMA_ALG_AEAD", _alg(sa.aead.name, sa.aead.key, alg_icv_len=sa.aead.icv_bits))
-        )
-    if sa.crypt is not None:
-        attrs.append(("XFRMA_ALG_CRYPT", _alg(sa.crypt.name, sa.crypt.key)))
-    if sa.auth is not None:
-        trunc = _alg(sa.auth.name, sa.auth.key, alg_trunc_len=sa.auth.trunc_bits)
-        attrs.append(("XFRMA_ALG_AUTH_TRUNC", trunc))
-    if sa.comp is not None:
-        attrs.append(("XFRMA_ALG_COMP", _alg(sa.comp.name, b"")))
-    esn_window = wire.replay_windows(sa)[1]
-    if esn_window is not None:
-        words = (esn_window + 31) // 32
-        esn = {
-            "bmp_len": words,
-            "oseq": 0,
-            "seq": 0,
-            "oseq_hi": 0,
-            "seq_hi": 0,
-            "replay_window": esn_window,
-            "bmp": bytes(4 * words),
-        }
-        attrs.append(("XFRMA_REPLAY_ESN_VAL", esn))
-    if sa.encap is not None:
-        encap = {
-            "encap_type": sa.encap.type,
-            "encap_sport": sa.encap.sport,
-            "encap_dport": sa.encap.dport,
-            "encap_oa": pack_addr(sa.encap.original),
-        }
-        attrs.append(("XFRMA_ENCAP", encap))
-    attrs += mark_attr(sa.mark)
-    if sa.if_id:
-        attrs.append(("XFRMA_IF_ID", sa.if_id))
-    if sa.tfc_pad:
-        attrs.append(("XFRMA_TFCPAD", sa.tfc_pad))
-    if sa.offload is not None:
-        flags = wire.offload_flags(sa, sa.offload.inbound, sa.offload.packet)
-        attrs.append(("XFRMA_OFFLOAD_DEV", {"ifindex": sa.offload.ifindex, "flags": flags}))
-    if sa.direction != SaDir.UNSET:
-        attrs.append(("XFRMA_SA_DIR", int(sa.direction)))
-    return attrs
-
-
-def _alg(name: str, key: bytes, **extra: int) -> dict[str, Any]:
-    return {"alg_name": wire.alg_name(name), "alg_key_len": len(key) * 8, **extra, "alg_key": key}
-
-
-def encode_sa(sa: SA) -> xfrm_usersa_info:
-    """The SA as a pyroute2 message; requests send wire.sa_body(sa), the same bytes."""
-    sa.check_installable()
-    msg = xfrm_usersa_info()
-    _fill_usersa(msg, sa)
-    msg["attrs"] = sa_attrs(sa)
-    return msg
 
 
 def decode_sa(msg: Any) -> SA:
@@ -237,16 +148,6 @@ def decode_sa_attr(msg: Any) -> SA:
         raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
 
 
-def sa_id_msg(sa_id: SaId, mark: Mark | None = None) -> xfrm_usersa_id:
-    msg = xfrm_usersa_id()
-    msg["daddr"] = pack_addr(sa_id.dst)
-    msg["spi"] = sa_id.spi
-    msg["family"] = family_of(sa_id.dst)
-    msg["proto"] = int(sa_id.proto)
-    msg["attrs"] = mark_attr(mark)
-    return msg
-
-
 # --- requests (batchable) -----------------------------------------------------------------------
 
 
@@ -260,56 +161,26 @@ def update_request(sa: SA) -> Request:
 
 def _sa_request(msg_type: int, sa: SA, flags: int) -> Request:
     sa.check_installable()
-    body = wire.sa_body(sa)
-    return Request(
-        msg_type, None, flags, body=body, source=sa, build=encode_sa, context=error_context
-    )
+    return Request(msg_type, wire.sa_body(sa), flags, source=sa, context=error_context)
 
 
 def delete_request(sa_id: SaId, mark: Mark | None = None) -> Request:
+    return _id_request(Msg.DELSA, sa_id, mark, ACKED)
+
+
+def get_request(sa_id: SaId, mark: Mark | None = None) -> Request:
+    return _id_request(Msg.GETSA, sa_id, mark, NLM_F_REQUEST)
+
+
+def _id_request(msg_type: int, sa_id: SaId, mark: Mark | None, flags: int) -> Request:
     body = wire.sa_id_body(sa_id, mark)
-    return Request(
-        Msg.DELSA, None, ACKED, body=body, source=(sa_id, mark), build=_id_msg, context=_id_ctx
-    )
-
-
-def _id_msg(source: tuple[SaId, Mark | None]) -> xfrm_usersa_id:
-    return sa_id_msg(*source)
-
-
-def _id_ctx(source: tuple[SaId, Mark | None]) -> ErrorContext:
-    return ErrorContext(source[0])
+    return Request(msg_type, body, flags, source=sa_id, context=ErrorContext)
 
 
 def allocspi_request(req: SpiRequest) -> Request:
     """ALLOCSPI for a larval inbound SA; the reply (a NEWSA) carries the SPI chosen."""
     body = wire.allocspi_body(req)
-    return Request(
-        Msg.ALLOCSPI,
-        None,
-        NLM_F_REQUEST,
-        body=body,
-        source=req,
-        build=_allocspi_msg,
-        context=_allocspi_ctx,
-    )
-
-
-def _allocspi_msg(req: SpiRequest) -> xfrm_userspi_info:
-    """The ALLOCSPI request as a pyroute2 message (the reference for wire.allocspi_body)."""
-    msg = xfrm_userspi_info()
-    msg["id_daddr"] = pack_addr(req.dst)
-    msg["id_proto"] = int(req.proto)
-    msg["saddr"] = pack_addr(req.src)
-    msg["family"] = req.family
-    msg["reqid"] = req.reqid
-    msg["mode"] = int(req.mode)
-    msg["seq"] = req.seq
-    put_lifetime(msg, Lifetime())
-    msg["min"] = req.spis.lo
-    msg["max"] = req.spis.hi
-    msg["attrs"] = mark_attr(req.mark) + ([("XFRMA_IF_ID", req.if_id)] if req.if_id else [])
-    return msg
+    return Request(Msg.ALLOCSPI, body, NLM_F_REQUEST, source=req, context=_allocspi_ctx)
 
 
 def _allocspi_ctx(req: SpiRequest) -> ErrorContext:
@@ -333,26 +204,21 @@ async def delete_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> 
 
 
 async def get_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> SA:
-    req = Request(Msg.GETSA, sa_id_msg(sa_id, mark), NLM_F_REQUEST, ErrorContext(sa_id))
-    replies = await conn.request(req)
+    replies = await conn.request(get_request(sa_id, mark))
     if not replies:
         raise DecodeError(f"the kernel answered GETSA for {sa_id} with nothing")
     return decode_sa(replies[0])
 
 
 async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
-    msg = xfrm_sa_dump_request()
-    msg["attrs"] = []
-    async for reply in conn.dump(Msg.GETSA, msg, ErrorContext("SA dump")):
+    async for reply in conn.dump(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
         if reply["header"]["type"] == Msg.NEWSA:
             yield decode_sa(reply)
 
 
 async def flush_sas(conn: Connection, proto: Proto | None = None) -> None:
-    msg = xfrm_usersa_flush()
-    msg["proto"] = IPSEC_PROTO_ANY if proto is None else int(proto)
-    msg["attrs"] = []
-    await conn.request(Request(Msg.FLUSHSA, msg, ACKED, ErrorContext("SA flush")))
+    body = wire.flush_sas_body(proto)
+    await conn.request(Request(Msg.FLUSHSA, body, ACKED, ErrorContext("SA flush")))
 
 
 async def allocate_spi(conn: Connection, req: SpiRequest) -> int:
@@ -369,24 +235,11 @@ async def get_counters(
     conn: Connection, sa_id: SaId, src: Address, mark: Mark | None = None
 ) -> SaCounters:
     """Byte/packet counters and replay state (GETAE); cheaper than a full GETSA."""
-    msg = _aevent(sa_id, src, AE_RVAL | AE_LVAL, mark)
-    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(sa_id))
-    replies = await conn.request(req)
+    body = wire.aevent_body(sa_id, src, AE_RVAL | AE_LVAL, mark)
+    replies = await conn.request(Request(Msg.GETAE, body, NLM_F_REQUEST, ErrorContext(sa_id)))
     if not replies:
         raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")
     return decode_counters(replies[0])
-
-
-def _aevent(sa_id: SaId, src: Address, flags: int, mark: Mark | None) -> xfrm_aevent_id:
-    msg = xfrm_aevent_id()
-    msg["daddr"] = pack_addr(sa_id.dst)
-    msg["spi"] = sa_id.spi
-    msg["family"] = family_of(sa_id.dst)
-    msg["proto"] = int(sa_id.proto)
-    msg["saddr"] = pack_addr(src)
-    msg["flags"] = flags
-    msg["attrs"] = mark_attr(mark)
-    return msg
 
 
 async def set_replay_state(
@@ -401,28 +254,9 @@ async def set_replay_state(
     """Set an SA's sequence numbers and replay window (NEWAE), e.g. after migrating it.
 
     For an ESN SA the window (and bitmap length) must match what the SA was installed with."""
-    msg = _aevent(sa_id, src, AE_RVAL, mark)
-    if esn:
-        words = (replay.window + 31) // 32
-        bitmap = replay.bitmap.ljust(4 * words, b"\0")[: 4 * words]
-        value = {
-            "bmp_len": words,
-            "oseq": replay.oseq & 0xFFFFFFFF,
-            "seq": replay.seq & 0xFFFFFFFF,
-            "oseq_hi": replay.oseq >> 32,
-            "seq_hi": replay.seq >> 32,
-            "replay_window": replay.window,
-            "bmp": bitmap,
-        }
-        msg["attrs"].append(("XFRMA_REPLAY_ESN_VAL", value))
-    else:
-        if replay.oseq >> 32 or replay.seq >> 32:
-            raise ValueError(f"{sa_id}: 64-bit sequence numbers need an ESN SA")
-        legacy = int.from_bytes(replay.bitmap[:4].ljust(4, b"\0"), "little")
-        value = {"oseq": replay.oseq, "seq": replay.seq, "bitmap": legacy}
-        msg["attrs"].append(("XFRMA_REPLAY_VAL", value))
+    body = wire.aevent_body(sa_id, src, AE_RVAL, mark, replay, esn=esn)
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE  # the kernel insists on REPLACE
-    await conn.request(Request(Msg.NEWAE, msg, flags, ErrorContext(sa_id)))
+    await conn.request(Request(Msg.NEWAE, body, flags, ErrorContext(sa_id)))
 
 
 def decode_counters(msg: Any) -> SaCounters:
