@@ -79,3 +79,21 @@ def test_dumps_are_refused_in_a_batch() -> None:
 
     with pytest.raises(ValueError, match="dump requests cannot be batched"):
         asyncio.run(batch_a_dump())
+
+
+def test_a_dump_ends_at_its_done_or_error_and_skips_other_answers() -> None:
+    from xfrmctl.kernel.socket import Connection
+
+    def message(mtype: int, seq: int, payload: bytes) -> bytes:
+        return struct.pack("=IHHII", 16 + len(payload), mtype, 2, seq, 0) + payload
+
+    sa = wire.sa_body(SA_)
+    part = message(Msg.NEWSA, 7, sa) + message(Msg.NEWSA, 8, sa)  # 8: not this dump's
+    assert Connection._dump_part(part, 7) == ([message(Msg.NEWSA, 7, sa)], None, None)
+    done = message(Msg.NEWSA, 7, sa) + message(3, 7, struct.pack("=i", 0))  # NLMSG_DONE
+    assert Connection._dump_part(done, 7) == ([message(Msg.NEWSA, 7, sa)], 0, None)
+    ack = struct.pack("=HH", 4 + 8, 1) + b"no good\0"  # NLMSGERR_ATTR_MSG
+    error = message(2, 7, struct.pack("=i", -errno.EPERM) + bytes(16) + ack)
+    assert Connection._dump_part(error, 7) == ([], errno.EPERM, "no good")
+    lost = message(2, 0, struct.pack("=i", -errno.ENOBUFS) + bytes(16))  # pyroute2's own
+    assert Connection._dump_part(lost, 7) == ([], errno.ENOBUFS, None)
