@@ -43,6 +43,8 @@ from xfrmctl.kernel import (
     Policy,
     Proto,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
     TransactionError,
     Xfrm,
@@ -354,8 +356,9 @@ def test_transaction_failing_halfway_leaves_nothing(lab: Pair) -> None:
 def test_allocspi_then_update_and_cleanup(lab: Pair) -> None:
     xa, xb, ip_a, ip_b = lab.xa, lab.xb, lab.ip_a, lab.ip_b
     reqid = OWN.reqid(9)
-    spi_a = xa.allocate_spi(ip_b, ip_a, reqid=reqid, spi_min=0xC0000000, spi_max=0xCFFFFFFF)
-    spi_b = xb.allocate_spi(ip_a, ip_b, reqid=reqid, spi_min=0xC0000000, spi_max=0xCFFFFFFF)
+    spis = SpiRange(0xC0000000, 0xCFFFFFFF)
+    spi_a = xa.allocate_spi(SpiRequest(ip_b, ip_a, reqid=reqid, spis=spis))
+    spi_b = xb.allocate_spi(SpiRequest(ip_a, ip_b, reqid=reqid, spis=spis))
     assert 0xC0000000 <= spi_a <= 0xCFFFFFFF
     k_ab, k_ba = ALGOS[2].fields(), ALGOS[2].fields()
     ca = child_for(ip_a, ip_b, spi_a, spi_b, k_ba, k_ab, reqid=reqid)

@@ -35,6 +35,8 @@ from xfrmctl.kernel import (
     Proto,
     SaId,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
     TransactionError,
     UnsupportedError,
@@ -171,7 +173,9 @@ def test_policy_add_dump_get_update_delete(x: Xfrm, ns: str) -> None:
 def test_allocate_spi_in_range_and_counters(x: Xfrm, ns: str) -> None:
     spis = {
         x.allocate_spi(
-            PEER, LOCAL, reqid=OWN.reqid(2), mode=Mode.TUNNEL, spi_min=0xC000, spi_max=0xC0FF
+            SpiRequest(
+                PEER, LOCAL, reqid=OWN.reqid(2), mode=Mode.TUNNEL, spis=SpiRange(0xC000, 0xC0FF)
+            )
         )
         for _ in range(5)
     }
@@ -213,7 +217,7 @@ def test_failed_transaction_leaves_nothing_and_restores_trap(x: Xfrm, ns: str) -
     reqid = OWN.reqid(3)
     trap = tunnel_policy(Dir.OUT, reqid, priority=9)
     x.install_policies([trap])
-    spi = x.allocate_spi(PEER, LOCAL, reqid=reqid, mode=Mode.TUNNEL)
+    spi = x.allocate_spi(SpiRequest(PEER, LOCAL, reqid=reqid, mode=Mode.TUNNEL))
     key = bytes(36)
     child = ChildSA(
         SA(PEER, LOCAL, spi, mode=Mode.TUNNEL, reqid=reqid, aead=Aead(NO_SUCH_AEAD, key)),
@@ -250,10 +254,10 @@ def test_cleanup_touches_only_our_reqids(x: Xfrm, ns: str) -> None:
         "transport",
     )
     ip(ns, "xfrm", "policy", "add", "src", "10.9.0.0/16", "dst", "10.7.0.0/16", "dir", "out")
-    x.allocate_spi(PEER, LOCAL, reqid=42)
+    x.allocate_spi(SpiRequest(PEER, LOCAL, reqid=42))
     ours = [tunnel_policy(d, OWN.reqid(4)) for d in (Dir.OUT, Dir.IN)]
     x.install_policies(ours)
-    x.allocate_spi(PEER, LOCAL, reqid=OWN.reqid(4), mode=Mode.TUNNEL)
+    x.allocate_spi(SpiRequest(PEER, LOCAL, reqid=OWN.reqid(4), mode=Mode.TUNNEL))
     report = x.cleanup_stale(OWN)
     assert sorted(report.policies, key=lambda p: p.dir) == sorted(ours, key=lambda p: p.dir)
     assert len(report.sas) == 1 and report.errors == []
@@ -385,7 +389,8 @@ def test_large_batch_gives_each_request_its_own_outcome(x: Xfrm, ns: str) -> Non
     x.batch([policy_ops.add_request(pol(i)) for i in range(0, n, 3)])
     adds = [policy_ops.add_request(pol(i)) for i in range(n)]
     spis = [
-        sa_ops.allocspi_request(PEER, LOCAL, spi_min=s, spi_max=s) for s in range(0xD000, 0xD800)
+        sa_ops.allocspi_request(SpiRequest(PEER, LOCAL, spis=SpiRange(s, s)))
+        for s in range(0xD000, 0xD800)
     ]
     x.batch([*adds, *spis])
     assert [r.ok for r in adds] == [i % 3 != 0 for i in range(n)]
@@ -396,6 +401,9 @@ def test_large_batch_gives_each_request_its_own_outcome(x: Xfrm, ns: str) -> Non
         for r, s in zip(spis, range(0xD000, 0xD800), strict=True)
     )
     assert ip(ns, "xfrm", "policy", "list", "priority", "4242").count("priority 4242") == n
+    # Dumps that span many datagrams come back whole.
+    assert sum(p.priority == 4242 for p in x.policies()) == n
+    assert {sa.spi for sa in x.sas()} >= set(range(0xD000, 0xD800))
     removes = [policy_ops.delete_request(pol(i).id) for i in range(n + 1)]  # the last: no such
     removes += [sa_ops.delete_request(SaId(LOCAL, s)) for s in range(0xD000, 0xD800)]
     x.batch(removes)

@@ -24,6 +24,7 @@ from xfrmctl.kernel import (
     Policy,
     Proto,
     Selector,
+    SpiRequest,
     Template,
     TransactionError,
     UnsupportedError,
@@ -72,7 +73,7 @@ def test_inbound_only_install_rolls_back_and_split_removal(ns: str) -> None:
         async with AsyncXfrm(ns) as x:
             await tx.install_policies(x.conn, policies())  # a trap for the traffic
             trap_text = ip(ns, "xfrm", "policy")
-            spi = await x.allocate_spi(PEER, LOCAL, reqid=REQID, mode=Mode.TUNNEL)
+            spi = await x.allocate_spi(SpiRequest(PEER, LOCAL, reqid=REQID, mode=Mode.TUNNEL))
             c = child(spi, 0x5001, larval=True)
             # No ESP here: the inbound-only install fails cleanly and the trap is as it was.
             with pytest.raises(TransactionError) as info:

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from xfrmctl.kernel import transaction as tx
+from xfrmctl.kernel import wire
 from xfrmctl.kernel.errors import ErrorContext, KernelError
+from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import Msg, xfrm_msg
-from xfrmctl.kernel.policy import decode_policy, encode_policy
+from xfrmctl.kernel.policy import decode_policy
 from xfrmctl.kernel.sa import decode_sa
-from xfrmctl.kernel.socket import Request, XfrmMarshal
+from xfrmctl.kernel.socket import Request
 from xfrmctl.kernel.types import (
     SA,
     Aead,
@@ -35,9 +37,15 @@ OWN = tx.Ownership()
 
 
 def _parse(msg: xfrm_msg, mtype: int) -> Any:
-    msg["header"]["type"] = mtype
-    msg.encode()
-    (parsed,) = list(XfrmMarshal().parse(bytes(msg.data)))
+    """A request as the kernel reads it: `Request.msg` is already decoded from its bytes."""
+    assert msg["header"]["type"] == mtype
+    return msg
+
+
+def _reply(mtype: int, body: bytes) -> Any:
+    """A kernel message with this body, decoded (NEWSA/NEWPOLICY replies share the requests'
+    layout)."""
+    (parsed,) = decode_replies([wire.NLMSG_HDR.pack(16 + len(body), mtype, 0, 0, 0) + body])
     return parsed
 
 
@@ -109,21 +117,19 @@ class FakeKernel:
                 elif t == Msg.DELPOLICY:
                     del self.policies[pid]
                 else:
-                    req.replies = [_parse(encode_policy(found), Msg.NEWPOLICY)]
+                    req.replies = [_reply(Msg.NEWPOLICY, wire.policy_body(found))]
         self.batches.append(log)
         return requests
 
     async def dump(
-        self, msg_type: int, msg: xfrm_msg, ctx: ErrorContext | None = None
+        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[Any]:
-        from xfrmctl.kernel.sa import encode_sa
-
         if msg_type == Msg.GETSA:
             for sa in list(self.sas.values()):
-                yield _parse(encode_sa(sa), Msg.NEWSA)
+                yield _reply(Msg.NEWSA, wire.sa_body(sa))
         else:
             for pol in list(self.policies.values()):
-                yield _parse(encode_policy(pol), Msg.NEWPOLICY)
+                yield _reply(Msg.NEWPOLICY, wire.policy_body(pol))
 
 
 def child(n: int = 1, reqid: int | None = None) -> tx.ChildSA:

@@ -37,6 +37,8 @@ from xfrmctl.kernel.types import (
     SaDir,
     SaId,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
 )
 
@@ -73,6 +75,8 @@ __all__ = [
     "SaDir",
     "SaId",
     "Selector",
+    "SpiRange",
+    "SpiRequest",
     "Template",
     "TransactionError",
     "UnsupportedError",

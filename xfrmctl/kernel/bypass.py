@@ -10,10 +10,9 @@ from __future__ import annotations
 import errno
 import socket
 
+from xfrmctl.kernel import wire
 from xfrmctl.kernel.errors import XfrmError
-from xfrmctl.kernel.fields import put_lifetime
-from xfrmctl.kernel.messages import xfrm_userpolicy_info
-from xfrmctl.kernel.types import Action, Dir, Lifetime
+from xfrmctl.kernel.types import Dir
 
 IP_XFRM_POLICY = 17
 IPV6_XFRM_POLICY = 35
@@ -21,20 +20,6 @@ SOL_UDP = 17
 UDP_ENCAP = 100
 UDP_ENCAP_ESPINUDP = 2
 NETLINK_XFRM = 6
-NLMSG_HDRLEN = 16
-USERPOLICY_INFO_SIZE = 168
-
-
-def socket_policy(family: int, direction: Dir) -> bytes:
-    """An xfrm_userpolicy_info that lets everything through this socket in one direction."""
-    msg = xfrm_userpolicy_info()
-    msg["sel_family"] = family
-    put_lifetime(msg, Lifetime())
-    msg["dir"] = int(direction)
-    msg["action"] = int(Action.ALLOW)
-    msg["attrs"] = []
-    msg.encode()
-    return bytes(msg.data[NLMSG_HDRLEN : NLMSG_HDRLEN + USERPOLICY_INFO_SIZE])
 
 
 def ensure_xfrm_user() -> None:
@@ -56,7 +41,7 @@ def bypass_socket(sock: socket.socket) -> None:
         raise XfrmError(f"cannot bypass IPsec on a socket of family {sock.family}")
     for direction in (Dir.IN, Dir.OUT):
         try:
-            sock.setsockopt(level, opt, socket_policy(sock.family, direction))
+            sock.setsockopt(level, opt, wire.socket_policy(sock.family, direction))
         except OSError as exc:
             hint = " (needs CAP_NET_ADMIN)" if exc.errno == errno.EPERM else ""
             raise XfrmError(

@@ -20,13 +20,13 @@ from xfrmctl.kernel.types import (
     SA,
     Address,
     Mark,
-    Mode,
     Policy,
     PolicyId,
     Proto,
     ReplayState,
     SaCounters,
     SaId,
+    SpiRequest,
 )
 
 T = TypeVar("T")
@@ -81,33 +81,9 @@ class AsyncXfrm:
     async def flush_sas(self, proto: Proto | None = None) -> None:
         await sa_ops.flush_sas(self.conn, proto)
 
-    async def allocate_spi(
-        self,
-        src: Address,
-        dst: Address,
-        proto: Proto = Proto.ESP,
-        *,
-        reqid: int = 0,
-        mode: Mode = Mode.TRANSPORT,
-        spi_min: int = 0x100,
-        spi_max: int = 0xFFFFFFFF,
-        mark: Mark | None = None,
-        if_id: int = 0,
-        seq: int = 0,
-    ) -> int:
-        return await sa_ops.allocate_spi(
-            self.conn,
-            src,
-            dst,
-            proto,
-            reqid=reqid,
-            mode=mode,
-            spi_min=spi_min,
-            spi_max=spi_max,
-            mark=mark,
-            if_id=if_id,
-            seq=seq,
-        )
+    async def allocate_spi(self, req: SpiRequest) -> int:
+        """A free SPI for an inbound SA, reserved by a larval state that `update_sa` fills."""
+        return await sa_ops.allocate_spi(self.conn, req)
 
     async def counters(self, sa_id: SaId, src: Address, mark: Mark | None = None) -> SaCounters:
         return await sa_ops.get_counters(self.conn, sa_id, src, mark)
@@ -219,8 +195,8 @@ class Xfrm:
     def flush_sas(self, proto: Proto | None = None) -> None:
         self._run(self._x.flush_sas(proto))
 
-    def allocate_spi(self, src: Address, dst: Address, proto: Proto = Proto.ESP, **kw: Any) -> int:
-        return self._run(self._x.allocate_spi(src, dst, proto, **kw))
+    def allocate_spi(self, req: SpiRequest) -> int:
+        return self._run(self._x.allocate_spi(req))
 
     def counters(self, sa_id: SaId, src: Address, mark: Mark | None = None) -> SaCounters:
         return self._run(self._x.counters(sa_id, src, mark))

@@ -1,4 +1,6 @@
-"""Conversions between typed values and the flat field dicts of the XFRM message classes."""
+"""Typed values from the flat field dicts of decoded XFRM messages (what the kernel sends).
+
+Encoding goes the other way in xfrmctl.kernel.wire alone."""
 
 from __future__ import annotations
 
@@ -27,12 +29,6 @@ class DecodeError(ValueError):
     """The kernel sent something this code cannot interpret."""
 
 
-def pack_addr(addr: Address | None) -> bytes:
-    if addr is None:
-        return bytes(16)
-    return addr.packed.ljust(16, b"\0")
-
-
 def unpack_addr(raw: bytes, family: int) -> Address:
     if family == AF_INET:
         return ipaddress.IPv4Address(raw[:4])
@@ -43,21 +39,6 @@ def unpack_addr(raw: bytes, family: int) -> Address:
 
 def is_zero(raw: bytes) -> bool:
     return not any(raw)
-
-
-def put_selector(msg: dict[str, Any], sel: Selector, prefix: str = "sel_") -> None:
-    msg[prefix + "daddr"] = pack_addr(sel.dst.network_address)
-    msg[prefix + "saddr"] = pack_addr(sel.src.network_address)
-    msg[prefix + "dport"] = sel.dport
-    msg[prefix + "dport_mask"] = 0xFFFF if sel.dport else 0
-    msg[prefix + "sport"] = sel.sport
-    msg[prefix + "sport_mask"] = 0xFFFF if sel.sport else 0
-    msg[prefix + "family"] = sel.family
-    msg[prefix + "prefixlen_d"] = sel.dst.prefixlen
-    msg[prefix + "prefixlen_s"] = sel.src.prefixlen
-    msg[prefix + "proto"] = sel.proto
-    msg[prefix + "ifindex"] = sel.ifindex
-    msg[prefix + "user"] = 0
 
 
 def get_selector(msg: dict[str, Any], fallback_family: int = 0, prefix: str = "sel_") -> Selector:
@@ -77,16 +58,6 @@ def get_selector(msg: dict[str, Any], fallback_family: int = 0, prefix: str = "s
         raise DecodeError(f"bad selector from the kernel: {exc}") from exc
 
 
-def put_lifetime(msg: dict[str, Any], lft: Lifetime, prefix: str = "") -> None:
-    # "No limit" is XFRM_INF for bytes/packets but 0 for seconds: the kernel adds a seconds
-    # limit to the SA's add time in a signed long, so XFRM_INF there expires the SA at once.
-    for ours, theirs in LIFETIME_NAMES:
-        value = getattr(lft, ours)
-        if value is None:
-            value = 0 if ours.endswith("seconds") else XFRM_INF
-        msg[prefix + theirs] = value
-
-
 def get_lifetime(msg: dict[str, Any], prefix: str = "") -> Lifetime:
     values: dict[str, int | None] = {}
     for ours, theirs in LIFETIME_NAMES:
@@ -94,10 +65,6 @@ def get_lifetime(msg: dict[str, Any], prefix: str = "") -> Lifetime:
         unlimited = raw == XFRM_INF or (raw == 0 and ours.endswith("seconds"))
         values[ours] = None if unlimited else raw
     return Lifetime(**values)
-
-
-def mark_attr(mark: Mark | None) -> list[tuple[str, Any]]:
-    return [] if mark is None else [("XFRMA_MARK", {"v": mark.value, "m": mark.mask})]
 
 
 def get_mark(msg: Any) -> Mark | None:

@@ -1,9 +1,13 @@
-"""XFRM netlink message classes and constants (linux/xfrm.h) on pyroute2's declarative codec.
+"""XFRM netlink constants (linux/xfrm.h) and the message classes that decode what the kernel
+sends: replies, dumps, notifications, errors.
 
-pyroute2 packs `fields` one after another with no C alignment, so every padding byte the C
-compiler inserts is spelled out here as an `Nx` field; the sizes are checked in the unit tests
-against the values gcc gives for the kernel headers. Addresses travel as raw 16-byte
-`xfrm_address_t`; ports and SPIs are big-endian on the wire; everything else is host order.
+The classes are pyroute2's declarative codec and are used only to decode: every request is
+packed by xfrmctl.kernel.wire, and the tests check those bytes against pyroute2's own encoding
+of these classes, which stay the reference for the C layout. pyroute2 reads `fields` one after
+another with no C alignment, so every padding byte the C compiler inserts is spelled out as an
+`Nx` field; the sizes are checked in the unit tests against the values gcc gives for the kernel
+headers. Addresses travel as raw 16-byte `xfrm_address_t`; ports and SPIs are big-endian on the
+wire; everything else is host order.
 """
 
 from __future__ import annotations
@@ -263,10 +267,6 @@ TMPL_FIELDS = (
 )
 
 
-def pack_templates(templates: list[dict[str, Any]]) -> bytes:
-    return b"".join(USER_TMPL.pack(*(t[name] for name in TMPL_FIELDS)) for t in templates)
-
-
 def unpack_templates(data: bytes) -> list[dict[str, Any]]:
     size = USER_TMPL.size
     if len(data) % size:
@@ -281,13 +281,13 @@ def fields_size(fields: tuple[tuple[str, str], ...]) -> int:
     return sum(struct.calcsize(fmt) for _, fmt in fields)
 
 
-# --- fast encoding ------------------------------------------------------------------------------
+# --- fast decoding ------------------------------------------------------------------------------
 
 
-class _Packer:
-    """One struct.Struct for a whole field list, big-endian fields byte-swapped up front."""
+class _Unpacker:
+    """One struct.Struct for a whole field list, big-endian fields byte-swapped after reading."""
 
-    def __init__(self, fields: tuple[tuple[str, str], ...], defaults: dict[str, Any]) -> None:
+    def __init__(self, fields: tuple[tuple[str, str], ...]) -> None:
         fmt = "="
         self.names: list[tuple[str, int]] = []  # (name, 0 plain / 2 be16 / 4 be32)
         for name, f in fields:
@@ -297,7 +297,6 @@ class _Packer:
             swap = {">H": 2, ">I": 4}.get(f, 0)
             self.names.append((name, swap))
         self.struct = struct.Struct(fmt)
-        self.defaults = defaults
 
     def unpack_into(self, msg: dict[str, Any], data: bytes, offset: int) -> int:
         values = self.struct.unpack_from(data, offset)
@@ -309,43 +308,31 @@ class _Packer:
             msg[name] = value
         return offset + self.struct.size
 
-    def pack(self, msg: dict[str, Any]) -> bytes:
-        values = []
-        for name, swap in self.names:
-            value = dict.get(msg, name)
-            if value is None:
-                value = self.defaults.get(name, 0)
-            if swap == 2:
-                value = socket.htons(value)
-            elif swap == 4:
-                value = socket.htonl(value)
-            values.append(value)
-        return self.struct.pack(*values)
-
 
 class _fast_fields:
-    """pyroute2 packs `fields` one at a time through its generic attribute lookup, which
-    costs more than the kernel's work per message; fixed-size structs here use one struct.
-    Mixed in before pyroute2's classes, so `super()` is pyroute2's field-by-field codec."""
+    """Decoding only. pyroute2 reads `fields` one at a time through its generic attribute
+    lookup, which costs more than the kernel's work per message in a large dump; fixed-size
+    structs here are read with one struct. Mixed in before pyroute2's classes, so `super()` is
+    pyroute2's field-by-field codec (which still encodes, for the tests' reference)."""
 
     __slots__ = ()
-    _packers: ClassVar[dict[type, _Packer | None]] = {}
+    _unpackers: ClassVar[dict[type, _Unpacker | None]] = {}
 
     @classmethod
-    def _packer(cls) -> _Packer | None:
-        if cls not in cls._packers:
+    def _unpacker(cls) -> _Unpacker | None:
+        if cls not in cls._unpackers:
             spec: Any = cls
             fixed = all(not f.endswith("s") or f[:-1].isdigit() for _, f in spec.fields)
-            cls._packers[cls] = _Packer(spec.fields, spec.defaults) if fixed else None
-        return cls._packers[cls]
+            cls._unpackers[cls] = _Unpacker(spec.fields) if fixed else None
+        return cls._unpackers[cls]
 
     def ft_decode(self, offset: int) -> None:
         me: Any = self
-        packer = self._packer()
-        if packer is None:
+        unpacker = self._unpacker()
+        if unpacker is None:
             super().ft_decode(offset)  # type: ignore[misc]
             return
-        offset = packer.unpack_into(me, me.data, offset)
+        offset = unpacker.unpack_into(me, me.data, offset)
         if me.nla_map:
             me.decode_nlas((offset + 3) & ~3)
         else:
@@ -353,49 +340,18 @@ class _fast_fields:
         if me["value"] is NotInitialized:
             del me["value"]
 
-    def ft_encode(self, offset: int) -> tuple[int, int]:
-        me: Any = self
-        data = me.data
-        packer = self._packer()
-        if packer is None or offset != len(data):
-            result: tuple[int, int] = super().ft_encode(offset)  # type: ignore[misc]
-            return result
-        raw = packer.pack(me)
-        data.extend(raw)
-        offset += len(raw)
-        align = me.align
-        diff = ((offset + align - 1) & ~(align - 1)) - offset if align > 0 else 0
-        data.extend(bytes(diff))
-        return offset + diff, diff
-
 
 # --- NLA classes --------------------------------------------------------------------------------
 
 
-_keyed_packers: dict[type, _Packer] = {}
-
-
 class _keyed(nla):  # type: ignore[misc]
-    """A struct followed by a variable-length key (xfrm_algo*, xfrm_replay_state_esn)."""
+    """A struct followed by a variable-length key (xfrm_algo*, xfrm_replay_state_esn).
+
+    pyroute2's decoder reads an `s` field as one byte; this one reads the key to the end of
+    the attribute, which decoding needs (pyroute2's encoder already writes the whole key)."""
 
     __slots__ = ()
     tail_name: ClassVar[str] = "alg_key"
-
-    def ft_encode(self, offset: int) -> tuple[int, int]:
-        cls = type(self)
-        packer = _keyed_packers.get(cls)
-        if packer is None:
-            head = tuple(f for f in cls.fields if f[0] != cls.tail_name)
-            packer = _keyed_packers[cls] = _Packer(head, {})
-        if offset != len(self.data):
-            result: tuple[int, int] = super().ft_encode(offset)
-            return result
-        raw = packer.pack(self) + bytes(dict.get(self, self.tail_name) or b"")
-        self.data.extend(raw)
-        offset += len(raw)
-        diff = -offset % 4
-        self.data.extend(bytes(diff))
-        return offset + diff, diff
 
     def ft_decode(self, offset: int) -> None:
         for name, fmt in self.fields:
@@ -581,15 +537,6 @@ class xfrm_userpolicy_flush(xfrm_msg):
     fields = ()
 
 
-class xfrm_sa_dump_request(xfrm_msg):
-    """GETSA dump request: no body. The kernel parses a dump request's body as attributes
-    from offset 0 (xfrm_dump_sa), so an xfrm_usersa_info there is 224 bytes of garbage
-    attributes and a "bytes leftover" warning in the kernel log on every dump."""
-
-    __slots__ = ()
-    fields = ()
-
-
 class xfrm_aevent_id(xfrm_msg):
     __slots__ = ()
     fields = AEVENT_ID
@@ -600,7 +547,7 @@ class xfrm_user_mapping(xfrm_msg):
     fields = USER_MAPPING
 
 
-# Which class encodes/decodes each message type (requests and kernel replies/notifications).
+# Which class decodes each message type (kernel replies and notifications; in tests, requests).
 MESSAGE_CLASSES: dict[int, type[xfrm_msg]] = {
     Msg.NEWSA: xfrm_usersa_info,
     Msg.UPDSA: xfrm_usersa_info,
@@ -620,14 +567,3 @@ MESSAGE_CLASSES: dict[int, type[xfrm_msg]] = {
     Msg.GETAE: xfrm_aevent_id,
     Msg.MAPPING: xfrm_user_mapping,
 }
-
-
-def _address_defaults(cls: type[Any]) -> None:
-    """Unset address fields encode as all-zero (pyroute2's default of 0 is not bytes)."""
-    cls.defaults = {name: bytes(16) for name, fmt in cls.fields if fmt == ADDR}
-
-
-for _cls in (*set(MESSAGE_CLASSES.values()), _xfrm_nlas.xfrm_encap_tmpl):
-    _address_defaults(_cls)
-for _cls in (_xfrm_nlas.xfrm_usersa_info_nla, _xfrm_nlas.xfrm_userpolicy_info_nla):
-    _address_defaults(_cls)

@@ -1,4 +1,5 @@
-"""Policies (SPD entries): encode/decode xfrm_userpolicy_info and templates, and the requests."""
+"""Policies (SPD entries): the requests that add, update, delete, read and flush them (bodies
+packed by xfrmctl.kernel.wire), and policies decoded from what the kernel sends."""
 
 from __future__ import annotations
 
@@ -16,18 +17,9 @@ from xfrmctl.kernel.fields import (
     get_mark,
     get_selector,
     is_zero,
-    mark_attr,
-    put_lifetime,
-    put_selector,
     unpack_addr,
 )
-from xfrmctl.kernel.messages import (
-    Msg,
-    unpack_templates,
-    xfrm_userpolicy_flush,
-    xfrm_userpolicy_id,
-    xfrm_userpolicy_info,
-)
+from xfrmctl.kernel.messages import Msg, unpack_templates
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
     Action,
@@ -41,10 +33,6 @@ from xfrmctl.kernel.types import (
 
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 ACKED = NLM_F_REQUEST | NLM_F_ACK
-
-
-def encode_templates(policy: Policy) -> bytes:
-    return wire.templates(policy)
 
 
 def decode_templates(raw: bytes) -> tuple[Template, ...]:
@@ -67,35 +55,6 @@ def decode_templates(raw: bytes) -> tuple[Template, ...]:
             )
         )
     return tuple(out)
-
-
-def _fill_info(msg: Any, policy: Policy, prefix: str = "") -> None:
-    put_selector(msg, policy.selector, prefix + "sel_")
-    put_lifetime(msg, policy.lifetime, prefix)
-    msg[prefix + "priority"] = policy.priority
-    msg[prefix + "index"] = policy.index
-    msg[prefix + "dir"] = int(policy.dir)
-    msg[prefix + "action"] = int(policy.action)
-    msg[prefix + "pflags"] = policy.flags
-    msg[prefix + "share"] = 0
-
-
-def policy_attrs(policy: Policy) -> list[tuple[str, Any]]:
-    attrs: list[tuple[str, Any]] = []
-    if policy.templates:
-        attrs.append(("XFRMA_TMPL", encode_templates(policy)))
-    attrs += mark_attr(policy.mark)
-    if policy.if_id:
-        attrs.append(("XFRMA_IF_ID", policy.if_id))
-    return attrs
-
-
-def encode_policy(policy: Policy) -> xfrm_userpolicy_info:
-    """The policy as a pyroute2 message; requests send wire.policy_body(policy), the same bytes."""
-    msg = xfrm_userpolicy_info()
-    _fill_info(msg, policy)
-    msg["attrs"] = policy_attrs(policy)
-    return msg
 
 
 def decode_policy_info(info: Any, nlas: Any, prefix: str = "") -> Policy:
@@ -130,15 +89,6 @@ def decode_policy_attr(msg: Any) -> Policy:
     return decode_policy_info(info, msg)
 
 
-def policy_id_msg(pid: PolicyId, index: int = 0) -> xfrm_userpolicy_id:
-    msg = xfrm_userpolicy_id()
-    put_selector(msg, pid.selector)
-    msg["index"] = index
-    msg["dir"] = int(pid.dir)
-    msg["attrs"] = mark_attr(pid.mark) + ([("XFRMA_IF_ID", pid.if_id)] if pid.if_id else [])
-    return msg
-
-
 def add_request(policy: Policy) -> Request:
     return _policy_request(Msg.NEWPOLICY, policy, CREATE)
 
@@ -150,9 +100,7 @@ def update_request(policy: Policy) -> Request:
 
 def _policy_request(msg_type: int, policy: Policy, flags: int) -> Request:
     body = wire.policy_body(policy)
-    return Request(
-        msg_type, None, flags, body=body, source=policy, build=encode_policy, context=ErrorContext
-    )
+    return Request(msg_type, body, flags, source=policy, context=ErrorContext)
 
 
 def delete_request(pid: PolicyId) -> Request:
@@ -165,9 +113,7 @@ def get_request(pid: PolicyId) -> Request:
 
 def _policy_id_request(msg_type: int, pid: PolicyId, flags: int) -> Request:
     body = wire.policy_id_body(pid)
-    return Request(
-        msg_type, None, flags, body=body, source=pid, build=policy_id_msg, context=ErrorContext
-    )
+    return Request(msg_type, body, flags, source=pid, context=ErrorContext)
 
 
 async def add_policy(conn: Connection, policy: Policy) -> None:
@@ -190,15 +136,13 @@ async def get_policy(conn: Connection, pid: PolicyId) -> Policy:
 
 
 async def dump_policies(conn: Connection) -> AsyncIterator[Policy]:
-    msg = xfrm_userpolicy_id()
-    msg["attrs"] = []
-    async for reply in conn.dump(Msg.GETPOLICY, msg, ErrorContext("policy dump")):
+    body = wire.POLICY_DUMP_BODY
+    async for reply in conn.dump(Msg.GETPOLICY, body, ErrorContext("policy dump")):
         # Per-socket policies (dir >= 3: XFRM_POLICY_MAX + dir) are not SPD entries.
         if reply["header"]["type"] == Msg.NEWPOLICY and reply["dir"] < 3:
             yield decode_policy(reply)
 
 
 async def flush_policies(conn: Connection) -> None:
-    msg = xfrm_userpolicy_flush()
-    msg["attrs"] = []
-    await conn.request(Request(Msg.FLUSHPOLICY, msg, ACKED, ErrorContext("policy flush")))
+    body = wire.FLUSH_POLICIES_BODY
+    await conn.request(Request(Msg.FLUSHPOLICY, body, ACKED, ErrorContext("policy flush")))

@@ -1,8 +1,10 @@
 """One netlink request in a batch and, after the batch, its outcome.
 
-Thousands are built per batch, so a request allocates nothing beyond itself and its body: the
-pyroute2 message, the error context and the decoded replies are made only when read (each
-object that lives through a batch also costs Python's garbage collector a visit).
+A request is its type, flags and body: the bytes after nlmsghdr, from xfrmctl.kernel.wire, which
+is all that is sent. Thousands are built per batch, so a request allocates nothing beyond itself
+and its body: the error context, the decoded replies and the request shown as a pyroute2
+message are made only when read (each object that lives through a batch also costs Python's
+garbage collector a visit).
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from xfrmctl.kernel.errors import ErrorContext, XfrmError
 from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import Msg, xfrm_msg
+from xfrmctl.kernel.wire import NLMSG_HDR
 
 
 class Request:
-    """`body` (the bytes after nlmsghdr, from xfrmctl.kernel.wire) is what is sent when given;
-    `msg` is then `build(source)`, the same request as a pyroute2 message, and `ctx` (what
-    errors name) is `context(source)`, both made on first read."""
+    """`body` is sent as is; `ctx` (what errors name) is `context(source)`, or `ctx` when
+    given, made on first read."""
 
     __slots__ = (
-        "_build",
         "_context",
         "_ctx",
         "_msg",
@@ -40,25 +41,20 @@ class Request:
     def __init__(
         self,
         msg_type: int,
-        msg: xfrm_msg | None = None,
+        body: bytes,
         flags: int = NLM_F_REQUEST | NLM_F_ACK,
         ctx: ErrorContext | None = None,
         *,
-        body: bytes | None = None,
         source: Any = None,
-        build: Callable[[Any], xfrm_msg] | None = None,
         context: Callable[[Any], ErrorContext] | None = None,
     ) -> None:
-        if msg is None and (body is None or build is None):
-            raise TypeError("a Request needs a message, or a body and a way to build its message")
         self.msg_type = msg_type
         self.flags = flags
         self.body = body
         self.error: XfrmError | None = None
-        self._msg = msg
+        self._msg: xfrm_msg | None = None
         self._ctx = ctx
         self._source = source
-        self._build = build
         self._context = context
         self._replies: list[Any] | None = None
         self._raw: list[bytes] | None = None  # replies as received
@@ -66,10 +62,11 @@ class Request:
 
     @property
     def msg(self) -> xfrm_msg:
+        """The request as pyroute2 decodes its bytes (for tests and debugging; never sent)."""
         if self._msg is None:
-            if self._build is None:  # __init__ refuses this; kept for the type checker
-                raise TypeError("this Request has no message")
-            self._msg = self._build(self._source)
+            header = NLMSG_HDR.pack(16 + len(self.body), self.msg_type, self.flags, 0, 0)
+            decoded: list[xfrm_msg] = decode_replies([header + self.body])
+            self._msg = decoded[0]
         return self._msg
 
     @property

@@ -1,9 +1,10 @@
-"""SAs: encode/decode xfrm_usersa_info and the requests that add, update, delete, read them."""
+"""SAs: the requests that add, update, delete, read, flush and allocate them (bodies packed by
+xfrmctl.kernel.wire), and SAs decoded from what the kernel sends (replies, dumps, events)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 
@@ -16,10 +17,6 @@ from xfrmctl.kernel.fields import (
     get_mark,
     get_selector,
     is_zero,
-    mark_attr,
-    pack_addr,
-    put_lifetime,
-    put_selector,
     unpack_addr,
 )
 from xfrmctl.kernel.messages import (
@@ -29,12 +26,6 @@ from xfrmctl.kernel.messages import (
     OFFLOAD_PACKET,
     STATE_ESN,
     Msg,
-    xfrm_aevent_id,
-    xfrm_sa_dump_request,
-    xfrm_usersa_flush,
-    xfrm_usersa_id,
-    xfrm_usersa_info,
-    xfrm_userspi_info,
 )
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
@@ -46,7 +37,6 @@ from xfrmctl.kernel.types import (
     Counters,
     Crypt,
     Encap,
-    Lifetime,
     Mark,
     Mode,
     Offload,
@@ -56,10 +46,9 @@ from xfrmctl.kernel.types import (
     SaDir,
     SaId,
     Selector,
-    family_of,
+    SpiRequest,
 )
 
-IPSEC_PROTO_ANY = 255
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 ACKED = NLM_F_REQUEST | NLM_F_ACK
 
@@ -76,83 +65,6 @@ def error_context(sa: SA) -> ErrorContext:
         if alg is not None:
             algs[kind] = alg.name
     return ErrorContext(sa.id, _module(sa.proto, sa.family), algs)
-
-
-def _fill_usersa(msg: Any, sa: SA) -> None:
-    if sa.selector is not None:
-        put_selector(msg, sa.selector)
-    msg["id_daddr"] = pack_addr(sa.dst)
-    msg["id_spi"] = sa.spi
-    msg["id_proto"] = int(sa.proto)
-    msg["saddr"] = pack_addr(sa.src)
-    put_lifetime(msg, sa.lifetime)
-    msg["reqid"] = sa.reqid
-    msg["family"] = sa.family
-    msg["mode"] = int(sa.mode)
-    msg["seq"] = sa.seq
-    msg["replay_window"] = wire.replay_windows(sa)[0]
-    msg["flags"] = sa.flags | (STATE_ESN if sa.esn else 0)
-
-
-def sa_attrs(sa: SA) -> list[tuple[str, Any]]:
-    """The SA's NLAs for pyroute2's codec (the reference for wire.sa_attrs)."""
-    attrs: list[tuple[str, Any]] = []
-    if sa.aead is not None:
-        attrs.append(
-            ("XFRMA_ALG_AEAD", _alg(sa.aead.name, sa.aead.key, alg_icv_len=sa.aead.icv_bits))
-        )
-    if sa.crypt is not None:
-        attrs.append(("XFRMA_ALG_CRYPT", _alg(sa.crypt.name, sa.crypt.key)))
-    if sa.auth is not None:
-        trunc = _alg(sa.auth.name, sa.auth.key, alg_trunc_len=sa.auth.trunc_bits)
-        attrs.append(("XFRMA_ALG_AUTH_TRUNC", trunc))
-    if sa.comp is not None:
-        attrs.append(("XFRMA_ALG_COMP", _alg(sa.comp.name, b"")))
-    esn_window = wire.replay_windows(sa)[1]
-    if esn_window is not None:
-        words = (esn_window + 31) // 32
-        esn = {
-            "bmp_len": words,
-            "oseq": 0,
-            "seq": 0,
-            "oseq_hi": 0,
-            "seq_hi": 0,
-            "replay_window": esn_window,
-            "bmp": bytes(4 * words),
-        }
-        attrs.append(("XFRMA_REPLAY_ESN_VAL", esn))
-    if sa.encap is not None:
-        encap = {
-            "encap_type": sa.encap.type,
-            "encap_sport": sa.encap.sport,
-            "encap_dport": sa.encap.dport,
-            "encap_oa": pack_addr(sa.encap.original),
-        }
-        attrs.append(("XFRMA_ENCAP", encap))
-    attrs += mark_attr(sa.mark)
-    if sa.if_id:
-        attrs.append(("XFRMA_IF_ID", sa.if_id))
-    if sa.tfc_pad:
-        attrs.append(("XFRMA_TFCPAD", sa.tfc_pad))
-    if sa.offload is not None:
-        flags = wire.offload_flags(sa, sa.offload.inbound, sa.offload.packet)
-        attrs.append(("XFRMA_OFFLOAD_DEV", {"ifindex": sa.offload.ifindex, "flags": flags}))
-    if sa.direction != SaDir.UNSET:
-        attrs.append(("XFRMA_SA_DIR", int(sa.direction)))
-    return attrs
-
-
-def _alg(name: str, key: bytes, **extra: int) -> dict[str, Any]:
-    return {"alg_name": wire.alg_name(name), "alg_key_len": len(key) * 8, **extra, "alg_key": key}
-
-
-def encode_sa(sa: SA) -> xfrm_usersa_info:
-    """The SA as a pyroute2 message; requests send wire.sa_body(sa), the same bytes."""
-    sa.check_installable()
-    msg = xfrm_usersa_info()
-    _fill_usersa(msg, sa)
-    msg["attrs"] = sa_attrs(sa)
-    return msg
 
 
 def decode_sa(msg: Any) -> SA:
@@ -236,16 +148,6 @@ def decode_sa_attr(msg: Any) -> SA:
         raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
 
 
-def sa_id_msg(sa_id: SaId, mark: Mark | None = None) -> xfrm_usersa_id:
-    msg = xfrm_usersa_id()
-    msg["daddr"] = pack_addr(sa_id.dst)
-    msg["spi"] = sa_id.spi
-    msg["family"] = family_of(sa_id.dst)
-    msg["proto"] = int(sa_id.proto)
-    msg["attrs"] = mark_attr(mark)
-    return msg
-
-
 # --- requests (batchable) -----------------------------------------------------------------------
 
 
@@ -259,107 +161,30 @@ def update_request(sa: SA) -> Request:
 
 def _sa_request(msg_type: int, sa: SA, flags: int) -> Request:
     sa.check_installable()
-    body = wire.sa_body(sa)
-    return Request(
-        msg_type, None, flags, body=body, source=sa, build=encode_sa, context=error_context
-    )
+    return Request(msg_type, wire.sa_body(sa), flags, source=sa, context=error_context)
 
 
 def delete_request(sa_id: SaId, mark: Mark | None = None) -> Request:
+    return _id_request(Msg.DELSA, sa_id, mark, ACKED)
+
+
+def get_request(sa_id: SaId, mark: Mark | None = None) -> Request:
+    return _id_request(Msg.GETSA, sa_id, mark, NLM_F_REQUEST)
+
+
+def _id_request(msg_type: int, sa_id: SaId, mark: Mark | None, flags: int) -> Request:
     body = wire.sa_id_body(sa_id, mark)
-    return Request(
-        Msg.DELSA, None, ACKED, body=body, source=(sa_id, mark), build=_id_msg, context=_id_ctx
-    )
+    return Request(msg_type, body, flags, source=sa_id, context=ErrorContext)
 
 
-def _id_msg(source: tuple[SaId, Mark | None]) -> xfrm_usersa_id:
-    return sa_id_msg(*source)
-
-
-def _id_ctx(source: tuple[SaId, Mark | None]) -> ErrorContext:
-    return ErrorContext(source[0])
-
-
-class SpiRange(NamedTuple):
-    """What an ALLOCSPI request asks for; in words, what its errors are about."""
-
-    src: Address
-    dst: Address
-    proto: Proto
-    reqid: int
-    mode: Mode
-    spi_min: int
-    spi_max: int
-    mark: Mark | None
-    if_id: int
-    seq: int
-
-    def __str__(self) -> str:
-        return (
-            f"SPI allocation {self.proto.label} src {self.src} dst {self.dst} "
-            f"range {self.spi_min:#x}-{self.spi_max:#x}"
-        )
-
-
-def allocspi_request(
-    src: Address,
-    dst: Address,
-    proto: Proto = Proto.ESP,
-    *,
-    reqid: int = 0,
-    mode: Mode = Mode.TRANSPORT,
-    spi_min: int = 0x100,
-    spi_max: int = 0xFFFFFFFF,
-    mark: Mark | None = None,
-    if_id: int = 0,
-    seq: int = 0,
-) -> Request:
+def allocspi_request(req: SpiRequest) -> Request:
     """ALLOCSPI for a larval inbound SA; the reply (a NEWSA) carries the SPI chosen."""
-    if not 0 < spi_min <= spi_max <= 0xFFFFFFFF:
-        raise ValueError(f"bad SPI range {spi_min:#x}-{spi_max:#x}")
-    spec = SpiRange(src, dst, proto, reqid, mode, spi_min, spi_max, mark, if_id, seq)
-    body = wire.allocspi_body(
-        src,
-        dst,
-        proto,
-        reqid=reqid,
-        mode=mode,
-        spi_min=spi_min,
-        spi_max=spi_max,
-        mark=mark,
-        if_id=if_id,
-        seq=seq,
-    )
-    return Request(
-        Msg.ALLOCSPI,
-        None,
-        NLM_F_REQUEST,
-        body=body,
-        source=spec,
-        build=_allocspi_msg,
-        context=_allocspi_ctx,
-    )
+    body = wire.allocspi_body(req)
+    return Request(Msg.ALLOCSPI, body, NLM_F_REQUEST, source=req, context=_allocspi_ctx)
 
 
-def _allocspi_msg(spec: SpiRange) -> xfrm_userspi_info:
-    """The ALLOCSPI request as a pyroute2 message (the reference for wire.allocspi_body)."""
-    msg = xfrm_userspi_info()
-    msg["id_daddr"] = pack_addr(spec.dst)
-    msg["id_proto"] = int(spec.proto)
-    msg["saddr"] = pack_addr(spec.src)
-    msg["family"] = family_of(spec.dst)
-    msg["reqid"] = spec.reqid
-    msg["mode"] = int(spec.mode)
-    msg["seq"] = spec.seq
-    put_lifetime(msg, Lifetime())
-    msg["min"] = spec.spi_min
-    msg["max"] = spec.spi_max
-    msg["attrs"] = mark_attr(spec.mark) + ([("XFRMA_IF_ID", spec.if_id)] if spec.if_id else [])
-    return msg
-
-
-def _allocspi_ctx(spec: SpiRange) -> ErrorContext:
-    return ErrorContext(spec, _module(spec.proto, family_of(spec.dst)))
+def _allocspi_ctx(req: SpiRequest) -> ErrorContext:
+    return ErrorContext(req, _module(req.proto, req.family))
 
 
 # --- operations ---------------------------------------------------------------------------------
@@ -379,57 +204,27 @@ async def delete_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> 
 
 
 async def get_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> SA:
-    req = Request(Msg.GETSA, sa_id_msg(sa_id, mark), NLM_F_REQUEST, ErrorContext(sa_id))
-    replies = await conn.request(req)
+    replies = await conn.request(get_request(sa_id, mark))
     if not replies:
         raise DecodeError(f"the kernel answered GETSA for {sa_id} with nothing")
     return decode_sa(replies[0])
 
 
 async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
-    msg = xfrm_sa_dump_request()
-    msg["attrs"] = []
-    async for reply in conn.dump(Msg.GETSA, msg, ErrorContext("SA dump")):
+    async for reply in conn.dump(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
         if reply["header"]["type"] == Msg.NEWSA:
             yield decode_sa(reply)
 
 
 async def flush_sas(conn: Connection, proto: Proto | None = None) -> None:
-    msg = xfrm_usersa_flush()
-    msg["proto"] = IPSEC_PROTO_ANY if proto is None else int(proto)
-    msg["attrs"] = []
-    await conn.request(Request(Msg.FLUSHSA, msg, ACKED, ErrorContext("SA flush")))
+    body = wire.flush_sas_body(proto)
+    await conn.request(Request(Msg.FLUSHSA, body, ACKED, ErrorContext("SA flush")))
 
 
-async def allocate_spi(
-    conn: Connection,
-    src: Address,
-    dst: Address,
-    proto: Proto = Proto.ESP,
-    *,
-    reqid: int = 0,
-    mode: Mode = Mode.TRANSPORT,
-    spi_min: int = 0x100,
-    spi_max: int = 0xFFFFFFFF,
-    mark: Mark | None = None,
-    if_id: int = 0,
-    seq: int = 0,
-) -> int:
+async def allocate_spi(conn: Connection, req: SpiRequest) -> int:
     """Reserve a free SPI for an inbound SA (a larval state); UPDSA must follow within
     net.core.xfrm_acq_expires seconds (30 by default) or the kernel drops it."""
-    req = allocspi_request(
-        src,
-        dst,
-        proto,
-        reqid=reqid,
-        mode=mode,
-        spi_min=spi_min,
-        spi_max=spi_max,
-        mark=mark,
-        if_id=if_id,
-        seq=seq,
-    )
-    replies = await conn.request(req)
+    replies = await conn.request(allocspi_request(req))
     if not replies:
         raise DecodeError("the kernel answered ALLOCSPI with nothing")
     spi: int = replies[0]["id_spi"]
@@ -440,24 +235,11 @@ async def get_counters(
     conn: Connection, sa_id: SaId, src: Address, mark: Mark | None = None
 ) -> SaCounters:
     """Byte/packet counters and replay state (GETAE); cheaper than a full GETSA."""
-    msg = _aevent(sa_id, src, AE_RVAL | AE_LVAL, mark)
-    req = Request(Msg.GETAE, msg, NLM_F_REQUEST, ErrorContext(sa_id))
-    replies = await conn.request(req)
+    body = wire.aevent_body(sa_id, src, AE_RVAL | AE_LVAL, mark)
+    replies = await conn.request(Request(Msg.GETAE, body, NLM_F_REQUEST, ErrorContext(sa_id)))
     if not replies:
         raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")
     return decode_counters(replies[0])
-
-
-def _aevent(sa_id: SaId, src: Address, flags: int, mark: Mark | None) -> xfrm_aevent_id:
-    msg = xfrm_aevent_id()
-    msg["daddr"] = pack_addr(sa_id.dst)
-    msg["spi"] = sa_id.spi
-    msg["family"] = family_of(sa_id.dst)
-    msg["proto"] = int(sa_id.proto)
-    msg["saddr"] = pack_addr(src)
-    msg["flags"] = flags
-    msg["attrs"] = mark_attr(mark)
-    return msg
 
 
 async def set_replay_state(
@@ -472,28 +254,9 @@ async def set_replay_state(
     """Set an SA's sequence numbers and replay window (NEWAE), e.g. after migrating it.
 
     For an ESN SA the window (and bitmap length) must match what the SA was installed with."""
-    msg = _aevent(sa_id, src, AE_RVAL, mark)
-    if esn:
-        words = (replay.window + 31) // 32
-        bitmap = replay.bitmap.ljust(4 * words, b"\0")[: 4 * words]
-        value = {
-            "bmp_len": words,
-            "oseq": replay.oseq & 0xFFFFFFFF,
-            "seq": replay.seq & 0xFFFFFFFF,
-            "oseq_hi": replay.oseq >> 32,
-            "seq_hi": replay.seq >> 32,
-            "replay_window": replay.window,
-            "bmp": bitmap,
-        }
-        msg["attrs"].append(("XFRMA_REPLAY_ESN_VAL", value))
-    else:
-        if replay.oseq >> 32 or replay.seq >> 32:
-            raise ValueError(f"{sa_id}: 64-bit sequence numbers need an ESN SA")
-        legacy = int.from_bytes(replay.bitmap[:4].ljust(4, b"\0"), "little")
-        value = {"oseq": replay.oseq, "seq": replay.seq, "bitmap": legacy}
-        msg["attrs"].append(("XFRMA_REPLAY_VAL", value))
+    body = wire.aevent_body(sa_id, src, AE_RVAL, mark, replay, esn=esn)
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE  # the kernel insists on REPLACE
-    await conn.request(Request(Msg.NEWAE, msg, flags, ErrorContext(sa_id)))
+    await conn.request(Request(Msg.NEWAE, body, flags, ErrorContext(sa_id)))
 
 
 def decode_counters(msg: Any) -> SaCounters:

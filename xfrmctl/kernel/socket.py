@@ -1,9 +1,10 @@
-"""The NETLINK_XFRM socket: pyroute2's asyncio core with XFRM message classes and batching.
+"""The NETLINK_XFRM socket: pyroute2's asyncio core, XFRM decoding, batches and dumps.
 
 Requests are sent in batches (many netlink messages in one sendmsg), then each reply or error
 is collected by sequence number, so N objects cost one round-trip instead of N. The kernel keeps
 processing a batch after an error, so each request gets its own result, and callers decide what
-to roll back.
+to roll back. Everything sent is bytes from xfrmctl.kernel.wire; pyroute2 opens the socket and
+decodes what comes back. A Connection serves one batch or dump at a time.
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ from pyroute2.netlink import (
     NLMSG_DONE,
     NLMSG_ERROR,
 )
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nlsocket import AsyncNetlinkSocket, NetlinkRequest
+from pyroute2.netlink.nlsocket import AsyncNetlinkSocket
 
 from xfrmctl.kernel.errors import ErrorContext, KernelError, XfrmError
-from xfrmctl.kernel.marshal import ExtAckError, XfrmMarshal, ext_ack_message
-from xfrmctl.kernel.messages import xfrm_msg
+from xfrmctl.kernel.marshal import ExtAckError, XfrmMarshal, decode_replies, ext_ack_message
 from xfrmctl.kernel.request import Request
 from xfrmctl.kernel.wire import NLMSG_HDR
 
@@ -114,7 +113,7 @@ class Connection:
             self._max_batch = min(MAX_BATCH, max(MIN_BATCH, rcvbuf // ANSWER_TRUESIZE))
             sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             self._max_datagram = min(MAX_DATAGRAM, sndbuf - 64)  # the kernel keeps 32 bytes
-        bodies = [req.body if req.body is not None else self._encode(req.msg) for req in requests]
+        bodies = [req.body for req in requests]
         start, limit = 0, min(FIRST_BATCH, self._max_batch)
         while start < len(requests):
             end, size = start + 1, 16 + len(bodies[start])
@@ -139,7 +138,6 @@ class Connection:
         or its error; the NOOP's ACK comes last, so when it arrives every request without an
         error has succeeded. One answer to read per failure, not one per request.
         """
-        queue = self.sock.msg_queue
         pid = self.sock.epid or os.getpid()
         pending: dict[int, Request] = {}
         parts: list[bytes] = []
@@ -157,25 +155,32 @@ class Connection:
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise XfrmError(f"netlink send failed: {exc.strerror or exc}", code=code) from exc
-        # The kernel handles the whole batch inside send(), so the answers are already queued
-        # on the socket: read them directly instead of one event-loop turn per datagram.
-        raw = self.sock.socket
         while True:
             try:
-                datagram = queue.root.get_nowait()  # what the asyncio reader already took
-                queue.root.task_done()
-            except asyncio.QueueEmpty:
-                try:
-                    datagram = raw.recv(RECV_BYTES, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    datagram = await self._wait(queue, len(pending))
-                except OSError as exc:  # ENOBUFS: the kernel dropped answers
-                    self._fail_all(pending, exc.errno or errno.EIO)
-                    return
-            if not datagram:
-                raise XfrmError("the XFRM netlink socket was closed", code=errno.EBADF)
+                datagram = await self._receive(len(pending))
+            except OSError as exc:  # ENOBUFS: the kernel dropped answers
+                self._fail_all(pending, exc.errno or errno.EIO)
+                return
             if self._dispatch(datagram, pending, barrier):
                 return
+
+    async def _receive(self, waiting: int) -> bytes:
+        """The next datagram of answers to this connection's requests.
+
+        The kernel handles a whole batch inside send(), so the answers are already queued on the
+        socket: read them directly instead of one event-loop turn per datagram."""
+        queue = self.sock.msg_queue
+        try:
+            datagram: bytes = queue.root.get_nowait()  # what the asyncio reader already took
+            queue.root.task_done()
+        except asyncio.QueueEmpty:
+            try:
+                datagram = self.sock.socket.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                datagram = await self._wait(queue, waiting)
+        if not datagram:
+            raise XfrmError("the XFRM netlink socket was closed", code=errno.EBADF)
+        return datagram
 
     @staticmethod
     def _fail_all(pending: dict[int, Request], code: int) -> None:
@@ -183,13 +188,6 @@ class Connection:
         for lost in pending.values():
             lost.error = KernelError.from_netlink(lost.msg_type, code, None, lost.ctx)
         pending.clear()
-
-    @staticmethod
-    def _encode(msg: xfrm_msg) -> bytes:
-        """The bytes after nlmsghdr of a message built with pyroute2's classes."""
-        msg.reset()
-        msg.encode()
-        return bytes(msg.data[16:])
 
     @staticmethod
     async def _wait(queue: Any, waiting: int) -> bytes:
@@ -237,14 +235,50 @@ class Connection:
         return req.replies or []
 
     async def dump(
-        self, msg_type: int, msg: xfrm_msg, ctx: ErrorContext | None = None
+        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[Any]:
-        nl = NetlinkRequest(self.sock, msg, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
-        await nl.send()
+        """Every message of a dump (GETSA, GETPOLICY), decoded; the kernel's error raised."""
+        await self.sock.setup_endpoint()
+        seq = self._next_seq()
+        header = NLMSG_HDR.pack(
+            16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, self.sock.epid or os.getpid()
+        )
+        code: int | None = None
+        text: str | None = None
         try:
-            async for reply in nl.response():
-                yield reply
-        except NetlinkError as exc:
-            raise KernelError.from_netlink(
-                msg_type, exc.code, getattr(exc, "ext_ack", None), ctx
-            ) from exc
+            self.sock.send(header + body)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+        while code is None:
+            try:
+                datagram = await self._receive(1)
+            except OSError as exc:  # ENOBUFS: the kernel dropped part of the dump
+                code = exc.errno or errno.EIO
+                break
+            messages, code, text = self._dump_part(datagram, seq)
+            for message in decode_replies(messages):
+                yield message
+        if code:
+            raise KernelError.from_netlink(msg_type, code, text, ctx)
+
+    @staticmethod
+    def _dump_part(data: bytes, seq: int) -> tuple[list[bytes], int | None, str | None]:
+        """The dump's messages in one datagram, and once it ends (NLMSG_DONE or an error) its
+        errno (0: complete) and the kernel's extended-ack text."""
+        messages: list[bytes] = []
+        offset = 0
+        while offset + 16 <= len(data):
+            length, mtype, _flags, msg_seq = _NLMSG_START.unpack_from(data, offset)
+            if length < 16:
+                break
+            if msg_seq == 0 and mtype == NLMSG_ERROR:
+                # pyroute2 queues a fake error here when the socket fails (e.g. ENOBUFS).
+                return messages, abs(_ERRNO.unpack_from(data, offset + 16)[0]) or errno.EIO, None
+            if msg_seq == seq:
+                if mtype in (NLMSG_DONE, NLMSG_ERROR):
+                    code = -_ERRNO.unpack_from(data, offset + 16)[0] if length >= 20 else 0
+                    text = ext_ack_message(data, offset, length) if code else None
+                    return messages, code, text
+                messages.append(data[offset : offset + length])
+            offset += (length + 3) & ~3
+        return messages, None, None

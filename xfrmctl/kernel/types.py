@@ -293,6 +293,60 @@ class SA:
         return f"SA {self.proto.label} spi {self.spi:#010x} src {self.src} dst {self.dst}"
 
 
+SPI_MIN = 0x100  # the kernel reserves SPIs 0-255 (RFC 4303 §2.1)
+SPI_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SpiRange:
+    """The SPIs ALLOCSPI may choose from, both ends included."""
+
+    lo: int = SPI_MIN
+    hi: int = SPI_MAX
+
+    def __post_init__(self) -> None:
+        if not SPI_MIN <= self.lo <= SPI_MAX:
+            raise ValueError(
+                f"SPI range low end {self.lo:#x} outside {SPI_MIN:#x}-{SPI_MAX:#x} "
+                f"(the kernel reserves SPIs below {SPI_MIN:#x})"
+            )
+        if not SPI_MIN <= self.hi <= SPI_MAX:
+            raise ValueError(f"SPI range high end {self.hi:#x} outside {SPI_MIN:#x}-{SPI_MAX:#x}")
+        if self.lo > self.hi:
+            raise ValueError(f"SPI range low end {self.lo:#x} above its high end {self.hi:#x}")
+
+    def __str__(self) -> str:
+        return f"{self.lo:#x}-{self.hi:#x}"
+
+
+@dataclass(frozen=True)
+class SpiRequest:
+    """What ALLOCSPI asks for: a larval inbound SA from `src` to `dst` with an SPI in `spis`.
+
+    The one declaration of ALLOCSPI's parameters, passed whole through every layer."""
+
+    src: Address
+    dst: Address
+    proto: Proto = Proto.ESP
+    reqid: int = 0
+    mode: Mode = Mode.TRANSPORT
+    spis: SpiRange = SpiRange()
+    mark: Mark | None = None
+    if_id: int = 0
+    seq: int = 0  # the ACQUIRE this answers, if any
+
+    def __post_init__(self) -> None:
+        if self.src.version != self.dst.version:
+            raise ValueError(f"SPI request mixes address families: {self.src} and {self.dst}")
+
+    @property
+    def family(self) -> int:
+        return family_of(self.dst)
+
+    def __str__(self) -> str:
+        return f"SPI allocation {self.proto.label} src {self.src} dst {self.dst} range {self.spis}"
+
+
 @dataclass(frozen=True)
 class Template:
     """One transform a policy requires (xfrm_user_tmpl).

@@ -1,9 +1,11 @@
-"""Request bodies as bytes, packed with precompiled structs, for the messages sent in bulk.
+"""Every request the kernel layer sends, as bytes: the one encoder of the XFRM netlink format.
 
-pyroute2's declarative codec (messages.py) goes through generic attribute lookups for every
-field and NLA, which costs more than the kernel's own work on an SA or policy. The encoders
-here give the same bytes (tests/kernel/test_xfrm_roundtrip.py compares them with the pyroute2
-classes, which stay the reference and do all decoding). A body is what follows nlmsghdr.
+A body is what follows nlmsghdr (`NLMSG_HDR`, packed by the socket). The encoders pack typed
+objects (xfrmctl.kernel.types) with precompiled structs: pyroute2's declarative codec goes through
+generic attribute lookups for every field and NLA, which costs more than the kernel's own work
+on an SA or policy. pyroute2's message classes (messages.py) only decode what the kernel sends;
+they stay the reference for the layout: tests/kernel/test_xfrm_roundtrip.py checks that these
+bytes are what pyroute2 encodes for the same message, and that they decode back to the object.
 """
 
 from __future__ import annotations
@@ -22,16 +24,19 @@ from xfrmctl.kernel.messages import (
 )
 from xfrmctl.kernel.types import (
     SA,
+    Action,
     Address,
+    Dir,
     Lifetime,
     Mark,
-    Mode,
     Policy,
     PolicyId,
     Proto,
+    ReplayState,
     SaDir,
     SaId,
     Selector,
+    SpiRequest,
     family_of,
 )
 
@@ -55,11 +60,19 @@ _REPLAY_ESN = struct.Struct("=6I")
 _ENCAP = struct.Struct("=HHH2x16s")
 _MARK = struct.Struct("=II")
 _OFFLOAD = struct.Struct("=iB3x")
+_AEVENT_ID = struct.Struct("=16sIHBx16sII")
+_REPLAY_STATE = struct.Struct("=III")
 _U32 = struct.Struct("=I")
 _U8 = struct.Struct("=B")
 
 _ZERO_SELECTOR = bytes(_SELECTOR.size)
 _DEFAULT_LIFETIME_BYTES = _LIFETIME_CFG.pack(XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
+IPSEC_PROTO_ANY = 255
+# xfrm_dump_sa parses a GETSA dump request's body as attributes from offset 0: a struct there
+# would be "bytes leftover after parsing attributes" in the kernel log on every dump.
+SA_DUMP_BODY = b""
+POLICY_DUMP_BODY = bytes(_USERPOLICY_ID.size)  # an all-zero xfrm_userpolicy_id (not read)
+FLUSH_POLICIES_BODY = b""
 # The shared default instances of the frozen dataclasses: an identity test skips the packing.
 _SA_LIFETIME: Lifetime = SA.lifetime
 _POLICY_LIFETIME: Lifetime = Policy.lifetime
@@ -143,10 +156,14 @@ def alg_name(name: str) -> bytes:
     return raw
 
 
-def esn_state(window: int) -> bytes:
-    """An xfrm_replay_state_esn with zero sequence numbers and an empty bitmap."""
+def esn_state(window: int, oseq: int = 0, seq: int = 0, bitmap: bytes = b"") -> bytes:
+    """An xfrm_replay_state_esn: 64-bit sequence numbers split in halves, the bitmap cut or
+    zero-padded to the window's whole 32-bit words."""
     words = (window + 31) // 32
-    return _REPLAY_ESN.pack(words, 0, 0, 0, 0, window) + bytes(4 * words)
+    head = _REPLAY_ESN.pack(
+        words, oseq & 0xFFFFFFFF, seq & 0xFFFFFFFF, oseq >> 32, seq >> 32, window
+    )
+    return head + bitmap[: 4 * words].ljust(4 * words, b"\0")
 
 
 def usersa_info(sa: SA, legacy_window: int) -> bytes:
@@ -212,35 +229,60 @@ def sa_id_body(sa_id: SaId, mark: Mark | None = None) -> bytes:
     return raw + mark_attrs(mark)
 
 
-def allocspi_body(
+def flush_sas_body(proto: Proto | None = None) -> bytes:
+    """FLUSHSA: xfrm_usersa_flush (one protocol, or all of them), padded to 4 bytes."""
+    return _U8.pack(IPSEC_PROTO_ANY if proto is None else proto) + bytes(3)
+
+
+def aevent_body(
+    sa_id: SaId,
     src: Address,
-    dst: Address,
-    proto: Proto,
+    flags: int,
+    mark: Mark | None = None,
+    replay: ReplayState | None = None,
     *,
-    reqid: int,
-    mode: Mode,
-    spi_min: int,
-    spi_max: int,
-    mark: Mark | None,
-    if_id: int,
-    seq: int,
+    esn: bool = False,
 ) -> bytes:
+    """GETAE/NEWAE: xfrm_aevent_id, the mark and, to set them, the SA's sequence numbers and
+    replay window (XFRMA_REPLAY_ESN_VAL for an ESN SA, else the 32-bit XFRMA_REPLAY_VAL)."""
+    raw = _AEVENT_ID.pack(
+        pack_addr(sa_id.dst),
+        htonl(sa_id.spi),
+        family_of(sa_id.dst),
+        sa_id.proto,
+        pack_addr(src),
+        flags,
+        0,
+    )
+    raw += mark_attrs(mark)
+    if replay is None:
+        return raw
+    if esn:
+        state = esn_state(replay.window, replay.oseq, replay.seq, replay.bitmap)
+        return raw + nla(Attr.REPLAY_ESN_VAL, state)
+    if replay.oseq >> 32 or replay.seq >> 32:
+        raise ValueError(f"{sa_id}: 64-bit sequence numbers need an ESN SA")
+    legacy = int.from_bytes(replay.bitmap[:4].ljust(4, b"\0"), "little")
+    return raw + nla(Attr.REPLAY_VAL, _REPLAY_STATE.pack(replay.oseq, replay.seq, legacy))
+
+
+def allocspi_body(req: SpiRequest) -> bytes:
     """ALLOCSPI: xfrm_userspi_info (a larval SA's usersa_info and the SPI range)."""
     info = _USERSA_INFO.pack(
         _ZERO_SELECTOR,
-        pack_addr(dst),
+        pack_addr(req.dst),
         0,
-        proto,
-        pack_addr(src),
+        req.proto,
+        pack_addr(req.src),
         _DEFAULT_LIFETIME_BYTES,
-        seq,
-        reqid,
-        family_of(dst),
-        mode,
+        req.seq,
+        req.reqid,
+        req.family,
+        req.mode,
         0,
         0,
     )
-    return info + _USERSPI_TAIL.pack(spi_min, spi_max) + mark_attrs(mark, if_id)
+    return info + _USERSPI_TAIL.pack(req.spis.lo, req.spis.hi) + mark_attrs(req.mark, req.if_id)
 
 
 # --- policies -----------------------------------------------------------------------------------
@@ -284,6 +326,13 @@ def policy_body(policy: Policy) -> bytes:
     )
     tmpl = nla(Attr.TMPL, templates(policy)) if policy.templates else b""
     return info + tmpl + mark_attrs(policy.mark, policy.if_id)
+
+
+def socket_policy(family: int, direction: Dir) -> bytes:
+    """The xfrm_userpolicy_info (no netlink framing) that setsockopt(IP_XFRM_POLICY) takes to
+    let everything through one socket in one direction: a selector of its family alone."""
+    sel = _SELECTOR.pack(ZERO_ADDR, ZERO_ADDR, 0, 0, 0, 0, family, 0, 0, 0, 0, 0)
+    return _USERPOLICY_INFO.pack(sel, _DEFAULT_LIFETIME_BYTES, 0, 0, direction, Action.ALLOW, 0, 0)
 
 
 def policy_id_body(pid: PolicyId, index: int = 0) -> bytes:
