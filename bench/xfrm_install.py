@@ -53,6 +53,8 @@ from xfrmctl.kernel.types import (
     Proto,
     SaId,
     Selector,
+    SpiRange,
+    SpiRequest,
     Template,
 )
 
@@ -78,7 +80,7 @@ def the_policy(i: int) -> Policy:
 
 def allocspi_request(i: int) -> Request:
     spi = 0x1000 + i
-    return sa_ops.allocspi_request(SRC, peer(i), reqid=REQID, spi_min=spi, spi_max=spi)
+    return sa_ops.allocspi_request(SpiRequest(SRC, peer(i), reqid=REQID, spis=SpiRange(spi, spi)))
 
 
 Keys = list[tuple[SaId, PolicyId]]
