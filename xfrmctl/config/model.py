@@ -135,6 +135,35 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 IfId = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
 
 
+def _check_interface_name(name: str) -> str:
+    if not 1 <= len(name) <= 15 or any(c in name for c in "/ :") or name in (".", ".."):
+        raise ValueError(
+            f"{name!r} is not a Linux interface name (1-15 characters, no / : or space)"
+        )
+    return name
+
+
+def _check_prefix(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a prefix: {exc}") from None
+    return text
+
+
+def _check_interface_address(text: str) -> str:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not ADDRESS/PREFIXLEN: {exc}") from None
+    return text
+
+
+InterfaceName = Annotated[str, AfterValidator(_check_interface_name)]
+PrefixText = Annotated[str, AfterValidator(_check_prefix)]
+InterfaceAddressText = Annotated[str, AfterValidator(_check_interface_address)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
@@ -286,6 +315,23 @@ class Child(_Strict):
         return [parse_selector(t) for t in self.remote_ts]
 
 
+class XfrmInterfaceConfig(_Strict):
+    """An XFRM interface for route-based IPsec (connections.<conn>.interface)."""
+
+    name: InterfaceName
+    """Interface name; created if missing and then removed on down and stop (an interface
+    that already exists is used, never removed)."""
+    if_id: IfId
+    """XFRM interface ID; every SA and policy of the connection's children gets it
+    (if_id_in and if_id_out), so only traffic routed into the interface is encrypted."""
+    mtu: Annotated[int, Field(ge=68, le=65535)] | None = None
+    """MTU of an interface xfrmctl creates (default: the kernel's)."""
+    addresses: list[InterfaceAddressText] = []
+    """ADDRESS/PREFIXLEN to put on an interface xfrmctl creates."""
+    routes: list[PrefixText] = []
+    """Prefixes routed into the interface while the connection is up."""
+
+
 class Connection(_Strict):
     """One IKE connection (swanctl connections.<conn>)."""
 
@@ -326,8 +372,27 @@ class Connection(_Strict):
     """NAT-T keepalive interval when we are behind a NAT (0: off)."""
     fragmentation: bool = True
     """Use IKEv2 fragmentation (RFC 7383) when the peer supports it."""
+    interface: XfrmInterfaceConfig | None = None
+    """Route-based IPsec through an XFRM interface (see docs/configuration.md)."""
     children: dict[Name, Child] = {}
     """Child SAs by name."""
+
+    @model_validator(mode="after")
+    def _interface_ids(self) -> Connection:
+        """Children of a connection with an interface carry its if_id in both directions."""
+        if self.interface is None:
+            return self
+        want = self.interface.if_id
+        for name, child in self.children.items():
+            for key in ("if_id_in", "if_id_out"):
+                given = getattr(child, key)
+                if given is not None and given != want:
+                    raise ValueError(
+                        f"children.{name}.{key} is {given}, but interface.if_id is {want}: "
+                        "leave it out, the interface sets it"
+                    )
+                child.__dict__[key] = want
+        return self
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Connection:

@@ -16,6 +16,7 @@ from xfrmctl.ike.spec import (
     ConnectionSpec,
     Encap,
     Identity,
+    InterfaceOptions,
     IPAddress,
     KernelOptions,
     Mode,
@@ -68,8 +69,13 @@ def _selectors(
 
 
 def _child(
-    name: str, conn_name: str, child: Child, local: IPAddress | None, remote: IPAddress | None
+    name: str,
+    conn: tuple[str, Connection],
+    child: Child,
+    local: IPAddress | None,
+    remote: IPAddress | None,
 ) -> ChildSpec:
+    conn_name = conn[0]
     where = f"connection {conn_name!r} child {name!r}"
     return ChildSpec(
         name=name,
@@ -95,8 +101,16 @@ def _child(
             if_id_in=int(child.if_id_in or 0),
             if_id_out=int(child.if_id_out or 0),
             hw_offload=Offload(child.hw_offload),
+            interface=_interface(conn[1]),
         ),
     )
+
+
+def _interface(conn: Connection) -> InterfaceOptions | None:
+    i = conn.interface
+    if i is None:
+        return None
+    return InterfaceOptions(i.name, i.if_id, i.mtu, tuple(i.addresses), tuple(i.routes))
 
 
 def _local_auth(config: LoadedConfig, name: str, conn: Connection) -> Auth:
@@ -152,7 +166,8 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         remote_auth=_remote_auth(config, name, conn),
         ike_proposals=tuple(conn.ike_proposals()),
         children=tuple(
-            _child(cname, name, child, local, remote) for cname, child in conn.children.items()
+            _child(cname, (name, conn), child, local, remote)
+            for cname, child in conn.children.items()
         ),
         remote_port=int(conn.remote_port),
         rekey_time=float(conn.rekey_time),

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from xfrmctl.daemon.interfaces import InterfaceHolders
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.offload import fall_back, offload_device
 from xfrmctl.daemon.transforms import sa_algorithms
@@ -33,6 +34,7 @@ from xfrmctl.kernel import sa as ksa
 from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.links import Device
 from xfrmctl.kernel.messages import STATE_AF_UNSPEC, STATE_ALIGN4
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, ChildSA
@@ -157,6 +159,7 @@ class XfrmGlue(KernelGlue):
         self.offloaded: dict[int, str] = {}  # by spi_in: the offload device, "" in software
         self._netns = netns
         self._stream: kev.EventStream | None = None
+        self.interfaces = InterfaceHolders(netns)
 
     async def _open(self) -> None:
         if not self._opened:
@@ -189,7 +192,10 @@ class XfrmGlue(KernelGlue):
         report = await tx.cleanup_stale(self.conn, DEFAULT_OWNERSHIP, keep)
         for err in report.errors:
             log.warning("stale cleanup: %s", err)
-        return len(report.sas) + len(report.policies) - len(report.errors)
+        links = await self.interfaces.remove_stale()
+        if links:
+            log.info("removed interfaces an earlier instance left: %s", ", ".join(links))
+        return len(report.sas) + len(report.policies) - len(report.errors) + len(links)
 
     async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
         await self._open()
@@ -206,7 +212,12 @@ class XfrmGlue(KernelGlue):
             spec.remote_addrs[0],
             child.kernel,
         )
-        await tx.install_policies(self.conn, policies)
+        await self.interfaces.hold(("trap", kreqid), child.kernel.interface, spec.name)
+        try:
+            await tx.install_policies(self.conn, policies)
+        except XfrmError:
+            await self.interfaces.release(("trap", kreqid))
+            raise
         self.traps[kreqid] = (spec.name, child.name)
         self._trap_policies[kreqid] = policies
         log.info("%s/%s: trap policies installed (%d)", spec.name, child.name, len(policies))
@@ -218,6 +229,7 @@ class XfrmGlue(KernelGlue):
                 continue
             del self.traps[kreqid]
             policies = self._trap_policies.pop(kreqid, [])
+            await self.interfaces.release(("trap", kreqid))
             if self._reqid_in_use(kreqid):
                 continue  # the Child SA's removal takes the policies
             await self._best_effort(f"{name}/{child}: trap removal", tx.remove_policies, policies)
@@ -327,6 +339,19 @@ class XfrmGlue(KernelGlue):
             # pyroute2's blocking IPRoute runs an event loop of its own: not on ours. And only
             # here: a thread hop on every install would tax the common, software case.
             device = await asyncio.to_thread(offload_device, ready, self._netns)
+        holder = ("child", ready.spi_in)
+        await self.interfaces.hold(holder, ready.kernel.interface, ready.conn)
+        try:
+            child = await self._install_pair(ready, outbound, device)
+        except BaseException:
+            await self.interfaces.release(holder)
+            raise
+        self._children[ready.spi_in] = child
+        self.offloaded[ready.spi_in] = device.name if device and child.inbound.offload else ""
+
+    async def _install_pair(
+        self, ready: ChildSaReady, outbound: bool, device: Device | None
+    ) -> ChildSA:
         child = self._child(ready, device.index if device else None)
         try:
             await tx.install_child(self.conn, child, outbound=outbound)
@@ -334,10 +359,9 @@ class XfrmGlue(KernelGlue):
             if device is None:
                 raise
             fall_back(ready, device, exc)  # raises unless hw_offload is auto
-            device, child = None, self._child(ready)
+            child = self._child(ready)
             await tx.install_child(self.conn, child, outbound=outbound)
-        self._children[ready.spi_in] = child
-        self.offloaded[ready.spi_in] = device.name if device else ""
+        return child
 
     async def install_outbound(self, ready: ChildSaReady) -> None:
         await self._open()
@@ -360,6 +384,7 @@ class XfrmGlue(KernelGlue):
             keep_policies=keep,
             keep_inbound=not inbound,
         )
+        await self.interfaces.release(("child", ready.spi_in))
 
     async def remove_inbound(self, ready: ChildSaReady) -> None:
         await self._open()
@@ -407,6 +432,7 @@ class XfrmGlue(KernelGlue):
         self._children.clear()
         self._lingering.clear()
         self.offloaded.clear()
+        await self.interfaces.release_all()
         await self.cleanup_stale()  # with nothing to spare any more: everything of ours
 
     async def open_events(self) -> None:

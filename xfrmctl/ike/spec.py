@@ -147,6 +147,17 @@ class Offload(Enum):
 
 
 @dataclass(frozen=True)
+class InterfaceOptions:
+    """The connection's XFRM interface (route-based IPsec), for the host; the engine ignores it."""
+
+    name: str
+    if_id: int
+    mtu: int | None = None
+    addresses: tuple[str, ...] = ()  # ADDRESS/PREFIXLEN
+    routes: tuple[str, ...] = ()  # prefixes
+
+
+@dataclass(frozen=True)
 class KernelOptions:
     """Per-child XFRM settings the engine carries to the host untouched (swanctl names)."""
 
@@ -154,6 +165,7 @@ class KernelOptions:
     if_id_in: int = 0  # XFRM interface ID of inbound SAs and policies (0: none)
     if_id_out: int = 0
     hw_offload: Offload = Offload.NO
+    interface: InterfaceOptions | None = None  # the connection's, on each of its children
 
 
 @dataclass(frozen=True)
