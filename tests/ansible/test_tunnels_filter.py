@@ -83,6 +83,10 @@ def test_options_and_only_my_tunnels() -> None:
         ({"name": "t", "ends": ["left", "right"], "psk": "x", "mode": "tunel"}, "'mode'"),
         ({"name": "t", "ends": ["left", "right"], "psk": "x", "peer": "y"}, "unknown key(s) peer"),
         ({"ends": ["left", "right"], "psk": "x"}, "'name' is required"),
+        (
+            {"name": "t", "ends": ["left", "right"], "psk": "x", "interface": {"name": "x"}},
+            "'interface' takes name and if_id",
+        ),
         ("left-right", "must be a mapping"),
     ],
 )
@@ -122,3 +126,36 @@ def test_derived_configuration_is_valid_for_xfrmctl(tmp_path: Path) -> None:
         assert loaded is not None, [str(i) for i in issues]
         assert sorted(loaded.connections) == sorted(config["connections"])
         assert loaded.psk_bytes("left-right" if me != "third" else "third-left")
+
+
+ROUTED = {
+    "name": "left-right",
+    "ends": ["left", "right"],
+    "psk": "s3cret-lr",
+    "interface": {"name": "xfrm-lr", "if_id": 42, "mtu": 1400},
+}
+ROUTED_HOSTS = {**HOSTVARS, "right": {**HOSTVARS["right"], "xfrmctl_subnets": ["10.2.0.0/16"]}}
+
+
+def test_a_route_based_tunnel_routes_each_peers_subnets_into_the_interface(
+    tmp_path: Path,
+) -> None:
+    from xfrmctl.config import check_config
+
+    left = tunnel_connections([ROUTED], "left", ROUTED_HOSTS, str(tmp_path))["left-right"]
+    right = tunnel_connections([ROUTED], "right", ROUTED_HOSTS)["left-right"]
+    base = {"name": "xfrm-lr", "if_id": 42, "mtu": 1400}
+    assert left["interface"] == {**base, "routes": ["10.2.0.0/16"]}
+    assert right["interface"] == {**base, "routes": ["10.1.0.0/16"]}
+    for conn in (left, right):
+        child = conn["children"]["net"]
+        assert child["local_ts"] == child["remote_ts"] == ["0.0.0.0/0"]
+    (tmp_path / "secrets").mkdir()
+    psk = tmp_path / "secrets" / "left-right.psk"
+    psk.write_text("s3cret-lr\n")
+    psk.chmod(0o600)
+    path = tmp_path / "xfrmctl.yaml"
+    path.write_text(yaml.safe_dump({"connections": {"left-right": left}}, sort_keys=False))
+    loaded, issues = check_config(path)
+    assert loaded is not None, [str(i) for i in issues]
+    assert loaded.connection("left-right").children["net"].if_id_in == 42

@@ -26,7 +26,9 @@ TUNNEL_KEYS = {
     "child",
     "connection_options",
     "child_options",
+    "interface",
 }
+INTERFACE_KEYS = {"name", "if_id", "mtu"}
 MODES = ("tunnel", "transport")
 DEFAULT_CHILD = "net"
 
@@ -50,6 +52,13 @@ def _check(tunnel: Any) -> None:
         raise _fail(tunnel, "'ends' must list exactly two different inventory hostnames")
     if tunnel.get("mode", "tunnel") not in MODES:
         raise _fail(tunnel, f"'mode' must be one of {', '.join(MODES)}")
+    iface = tunnel.get("interface")
+    if iface is not None and (
+        not isinstance(iface, Mapping)
+        or set(iface) - INTERFACE_KEYS
+        or not {"name", "if_id"} <= set(iface)
+    ):
+        raise _fail(tunnel, "'interface' takes name and if_id (and optionally mtu)")
 
 
 def _end(hostvars: Mapping[str, Any], host: str, tunnel: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,6 +77,12 @@ def _end(hostvars: Mapping[str, Any], host: str, tunnel: Mapping[str, Any]) -> d
         "id": str(hv.get("xfrmctl_id") or host),
         "subnets": [str(s) for s in subnets],
     }
+
+
+def _everything(*ends: Mapping[str, Any]) -> list[str]:
+    """0.0.0.0/0, and ::/0 too when either end has IPv6 subnets."""
+    v6 = any(":" in s for end in ends for s in end["subnets"])
+    return ["0.0.0.0/0", "::/0"] if v6 else ["0.0.0.0/0"]
 
 
 def tunnel_connections(
@@ -99,6 +114,11 @@ def tunnel_connections(
             "remote_ts": remote["subnets"] or ["dynamic"],
             "start_action": "trap" if ends[0] == me else "none",
         }
+        iface = tunnel.get("interface")
+        if iface is not None:
+            # Route-based: the peer's subnets are routed into the interface, and the
+            # selectors cover everything (routing decides what is encrypted).
+            child["local_ts"] = child["remote_ts"] = _everything(local, remote)
         if tunnel.get("esp_proposals"):
             child["esp_proposals"] = list(tunnel["esp_proposals"])
         child.update(tunnel.get("child_options") or {})
@@ -111,6 +131,8 @@ def tunnel_connections(
         }
         if tunnel.get("proposals"):
             conn["proposals"] = list(tunnel["proposals"])
+        if iface is not None:
+            conn["interface"] = {**dict(iface), "routes": remote["subnets"]}
         conn.update(tunnel.get("connection_options") or {})
         conn["children"] = {tunnel.get("child") or DEFAULT_CHILD: child}
         connections[name] = conn
