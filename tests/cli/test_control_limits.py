@@ -82,3 +82,24 @@ def test_connections_beyond_the_limit_get_busy(server: ServerThread) -> None:
     time.sleep(0.2)
     (reply,) = exchange(server.path, request("version"), replies=1)
     assert reply["ok"] is True
+
+
+def test_a_socket_folder_made_by_another_daemon_meanwhile_is_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two daemons (two namespaces) starting at once both find /run/xfrmctl missing; the one
+    that creates it second must not fail with "File exists"."""
+    real_mkdir = Path.mkdir
+
+    def raced(self: Path, *args: object, **kwargs: object) -> None:
+        real_mkdir(self, 0o700)  # the other daemon wins the race
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    server = ControlServer(tmp_path / "run" / "x.sock", FakeHandler())
+
+    async def run() -> None:
+        await server.start()
+        await server.close()
+
+    asyncio.run(run())

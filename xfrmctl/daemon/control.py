@@ -111,9 +111,8 @@ class ControlServer:
         await self.close()
 
     def _prepare_path(self) -> None:
-        parent = self.path.parent
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True)
+        # exist_ok: another daemon (another namespace's) may be making it at this moment.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             info = self.path.lstat()
         except FileNotFoundError:
