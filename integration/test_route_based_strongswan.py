@@ -161,3 +161,81 @@ def test_interfaces_go_with_stop_and_after_kill9(net: Network, lab_out: Path) ->
     assert codes[0] == 0
     assert "xfrm-b" not in links(a) and "xfrm-other" in links(a), links(a)
     assert "proto 157" not in routes(a), routes(a)
+
+
+C_IP = "10.98.0.3"
+C_ID = "c.lab.example"
+
+
+def two_peer_config(workdir: Path) -> Path:
+    """Two tunnels to two peers whose LANs overlap (both 10.98.2.0/24), on two interfaces;
+    no `routes`: which source goes where is the operator's routing policy."""
+    psk = write_psk(workdir, "a", PSK)
+    conns = "".join(
+        f"  {name}:\n    local_addrs: [{A_IP}]\n    remote_addrs: [{peer}]\n"
+        f"    local: {{id: {A_ID}, auth: psk}}\n    remote: {{id: {peer_id}, auth: psk}}\n"
+        f"    psk_file: {psk}\n    interface: {{name: xfrm-{name}, if_id: {if_id}}}\n"
+        "    children:\n      all:\n        local_ts: [0.0.0.0/0]\n"
+        "        remote_ts: [0.0.0.0/0]\n"
+        for name, peer, peer_id, if_id in (("b", B_IP, B_ID, 42), ("c", C_IP, C_ID, 43))
+    )
+    cfg = workdir / "a.yaml"
+    cfg.write_text(f"connections:\n{conns}")
+    return cfg
+
+
+def peer_config(name: str, me: str, my_id: str) -> str:
+    conn = (
+        f"  {name} {{\n    version = 2\n    local_addrs = {me}\n    remote_addrs = {A_IP}\n"
+        "    proposals = aes256gcm16-prfsha384-x25519\n"
+        f"    local {{\n      auth = psk\n      id = {my_id}\n    }}\n"
+        f"    remote {{\n      auth = psk\n      id = {A_ID}\n    }}\n"
+        "    children {\n      all {\n        local_ts = 0.0.0.0/0\n"
+        "        remote_ts = 0.0.0.0/0\n        esp_proposals = aes256gcm16\n"
+        f"        if_id_in = {IF_ID}\n        if_id_out = {IF_ID}\n      }}\n    }}\n  }}\n"
+    )
+    return swanctl_conf([conn], [(A_ID, my_id, PSK)])
+
+
+def packets_in(daemon: Xfrmctl, conn: str) -> int:
+    (ike,) = [s for s in daemon.status()["ike_sas"] if s["name"] == conn]
+    return sum(c["packets_in"] for c in ike["children"])
+
+
+def test_overlapping_subnets_on_two_interfaces_reach_their_own_peer(
+    net: Network, lab_out: Path
+) -> None:
+    workdir = lab_out / "route-based-overlap"
+    workdir.mkdir(parents=True, exist_ok=True)
+    a, b, c = net.host("a"), net.host("b"), net.host("c")
+    net.bridge([(a, f"{A_IP}/24"), (b, f"{B_IP}/24"), (c, f"{C_IP}/24")])
+    # One source address per tunnel on a, and the same LAN address behind both peers.
+    a.run("ip addr add 10.98.1.1/32 dev lo && ip addr add 10.98.1.2/32 dev lo")
+    for peer in (b, c):
+        peer.run(f"ip addr add {B_LAN}/32 dev lo")
+        peer.run(f"ip link add xfrm-a type xfrm if_id {IF_ID} && ip link set xfrm-a up")
+        peer.run("ip route add 10.98.1.0/24 dev xfrm-a")
+    charons = [
+        Charon(b, workdir, peer_config("b", B_IP, B_ID)),
+        Charon(c, workdir, peer_config("c", C_IP, C_ID)),
+    ]
+    da = Xfrmctl(a, workdir, two_peer_config(workdir))
+    try:
+        da.cli("up", "b")
+        da.cli("up", "c")
+        for source, table, dev in (("10.98.1.1", 42, "xfrm-b"), ("10.98.1.2", 43, "xfrm-c")):
+            a.run(f"ip rule add from {source} table {table}")
+            a.run(f"ip route add 10.98.2.0/24 dev {dev} table {table}")
+        for source, conn, other in (("10.98.1.1", "b", "c"), ("10.98.1.2", "c", "b")):
+            before = (packets_in(da, conn), packets_in(da, other))
+            ping = a.run(f"ping -n -c 3 -i 0.3 -W 2 -I {source} {B_LAN}", check=False)
+            assert ping.returncode == 0, (source, ping.stdout)
+            after = (packets_in(da, conn), packets_in(da, other))
+            assert after[0] - before[0] >= 3, (conn, before, after)  # its own peer answered
+            assert after[1] == before[1], (other, before, after)  # the other one did not
+        da.cli("down", "b")
+        assert "xfrm-b" not in links(a) and "xfrm-c" in links(a), links(a)
+    finally:
+        codes = (da.stop(), *(ch.stop() for ch in charons))
+    assert codes[0] == 0
+    assert "xfrm-c" not in links(a), links(a)
