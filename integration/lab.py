@@ -343,6 +343,13 @@ def parallel_args(pytest_args: list[str], cpus: int) -> list[str]:
     return parallel if workers > 1 else ["-p", "no:xdist"]
 
 
+def report_args(pytest_args: list[str]) -> list[str]:
+    """A suite run lists its slowest scenarios, so the CI log shows where the minutes go."""
+    if any(a == "-k" or "::" in a or a.startswith("--durations") for a in pytest_args):
+        return []
+    return ["--durations=15"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--memory", default=os.environ.get("XFRMCTL_LAB_MEMORY", "2G"))
@@ -385,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             "--rootdir",
             str(REPO),
             *parallel_args(pytest_args, args.cpus),
+            *report_args(pytest_args),
             *pytest_args,
         ]
         if not any(Path(a.split("::")[0]).exists() for a in pytest_args):
