@@ -2,12 +2,14 @@
 
 Pluto rekeys on command (`whack --rekey-ipsec`, `--rekey-ike`) with xfrmctl's timers off:
 xfrmctl, the responder, installs its new outbound SA only once the old pair is deleted, and
-nothing is lost. xfrmctl rekeys on its timers: pluto, answering our CREATE_CHILD_SA, sends on
-its new outbound SA at once, while our new inbound SA needs pluto's nonce and goes in only
-when the answer is processed (~0.1 s under software emulation). A reply landing in that
-window is dropped by our kernel as a packet for an SA it does not hold (XfrmInNoStates); the
-test shows every lost reply is such a packet, so none is lost to anything xfrmctl controls.
-strongSwan, as a responder, waits as xfrmctl does (test_rekey_strongswan.py loses nothing).
+nothing is lost. xfrmctl rekeys on its timers: then a packet or two per rekey can be lost at
+the switch-over, each dropped by one kernel or the other for want of the SA its sender used
+(XfrmInNoStates): a reply pluto sends on its new outbound SA before our new inbound SA is in
+(it needs pluto's nonce), or a request on our new outbound SA reaching pluto's kernel before
+pluto has installed the matching inbound SA (pluto answers before it installs). The test
+shows every lost packet is such a drop; closing the second window means switching our
+outbound SA later as the rekey initiator (not done). strongSwan as the peer loses nothing
+(test_rekey_strongswan.py).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def stop(a: Host, daemon: Xfrmctl, pluto: Pluto) -> None:
     assert a.xfrm_state_text().strip() == "", a.xfrm_state_text()
 
 
-def test_xfrmctl_rekeys_against_libreswan_lose_only_what_pluto_sends_early(
+def test_xfrmctl_rekeys_against_libreswan_lose_only_switch_over_packets(
     net: Network, lab_out: Path
 ) -> None:
     workdir = lab_out / "rekey-libreswan-ours"
@@ -91,17 +93,17 @@ def test_xfrmctl_rekeys_against_libreswan_lose_only_what_pluto_sends_early(
     try:
         da.cli("up", "rk")
         before = child_spis(a.xfrm_state_text())
-        drops_before = no_state_drops(a)
+        drops_before = no_state_drops(a) + no_state_drops(pluto.host)
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -q -i 0.05 -c 660 -W 2 {B_IP}", check=False, timeout=120)
         sent, received = ping_stats(out.stdout)
-        drops = no_state_drops(a) - drops_before
+        drops = no_state_drops(a) + no_state_drops(pluto.host) - drops_before
         assert_only_esp(cap.text)
         log = da.log.read_text()
         rekeys = log.count("Child SA ready") - 1
         assert rekeys >= 3 and "rekeyed to" in log, log[-4000:]
         assert sent == 660, out.stdout
-        # Each lost reply reached our kernel on pluto's new SA before we held it.
+        # Each lost packet reached a kernel on an SA that kernel did not hold (yet).
         assert sent - received <= drops <= 2 * rekeys, (out.stdout, drops, rekeys)
         ours = child_spis(a.xfrm_state_text())
         assert ours and not (ours & before), "xfrmctl's rekeys left the first SAs in place"
