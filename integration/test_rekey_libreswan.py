@@ -5,11 +5,11 @@ xfrmctl, the responder, installs its new outbound SA only once the old pair is d
 nothing is lost. xfrmctl rekeys on its timers: then a packet or two per rekey can be lost at
 the switch-over, each dropped by one kernel or the other for want of the SA its sender used
 (XfrmInNoStates): a reply pluto sends on its new outbound SA before our new inbound SA is in
-(it needs pluto's nonce), or a request on our new outbound SA reaching pluto's kernel before
-pluto has installed the matching inbound SA (pluto answers before it installs). The test
-shows every lost packet is such a drop; closing the second window means switching our
-outbound SA later as the rekey initiator (not done). strongSwan as the peer loses nothing
-(test_rekey_strongswan.py).
+(it needs pluto's nonce), or a request still on our old outbound SA after pluto deleted its
+old inbound SA on our DELETE (pluto keeps no grace period; our new outbound SA waits for that
+DELETE's answer). The test shows every lost packet is such a drop. Switching our outbound SA
+as soon as the rekey's answer is in, as the initiator, would close the second window (not
+done). strongSwan as the peer loses nothing (test_rekey_strongswan.py).
 """
 
 from __future__ import annotations
