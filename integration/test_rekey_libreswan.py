@@ -2,14 +2,14 @@
 
 Pluto rekeys on command (`whack --rekey-ipsec`, `--rekey-ike`) with xfrmctl's timers off:
 xfrmctl, the responder, installs its new outbound SA only once the old pair is deleted, and
-nothing is lost. xfrmctl rekeys on its timers: then a packet or two per rekey can be lost at
-the switch-over, each dropped by one kernel or the other for want of the SA its sender used
-(XfrmInNoStates): a reply pluto sends on its new outbound SA before our new inbound SA is in
-(it needs pluto's nonce), or a request still on our old outbound SA after pluto deleted its
-old inbound SA on our DELETE (pluto keeps no grace period; our new outbound SA waits for that
-DELETE's answer). The test shows every lost packet is such a drop. Switching our outbound SA
-as soon as the rekey's answer is in, as the initiator, would close the second window (not
-done). strongSwan as the peer loses nothing (test_rekey_strongswan.py).
+nothing is lost. xfrmctl rekeys on its timers: as the initiator it sends on the new SA as
+soon as pluto's answer is in, so pluto's kernel never drops a request (before, our old
+outbound SA outlived pluto's old inbound one, which pluto deletes at once on our DELETE).
+The one window left is pluto's: it sends on its new outbound SA the moment it answers, while
+our new inbound SA needs pluto's nonce and goes in only once the answer is processed; a
+reply landing in it is dropped by our kernel for want of the SA (XfrmInNoStates), and the
+test shows every lost reply is such a drop. strongSwan, as a responder, waits as xfrmctl
+does, and loses nothing (test_rekey_strongswan.py).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def stop(a: Host, daemon: Xfrmctl, pluto: Pluto) -> None:
     assert a.xfrm_state_text().strip() == "", a.xfrm_state_text()
 
 
-def test_xfrmctl_rekeys_against_libreswan_lose_only_switch_over_packets(
+def test_xfrmctl_rekeys_against_libreswan_lose_only_what_pluto_sends_early(
     net: Network, lab_out: Path
 ) -> None:
     workdir = lab_out / "rekey-libreswan-ours"
@@ -93,17 +93,18 @@ def test_xfrmctl_rekeys_against_libreswan_lose_only_switch_over_packets(
     try:
         da.cli("up", "rk")
         before = child_spis(a.xfrm_state_text())
-        drops_before = no_state_drops(a) + no_state_drops(pluto.host)
+        ours_before, theirs_before = no_state_drops(a), no_state_drops(pluto.host)
         with net.capture(sw, "br0") as cap:
             out = a.run(f"ping -n -q -i 0.05 -c 660 -W 2 {B_IP}", check=False, timeout=120)
         sent, received = ping_stats(out.stdout)
-        drops = no_state_drops(a) + no_state_drops(pluto.host) - drops_before
+        drops = no_state_drops(a) - ours_before
+        assert no_state_drops(pluto.host) == theirs_before, "pluto dropped our ESP at a rekey"
         assert_only_esp(cap.text)
         log = da.log.read_text()
         rekeys = log.count("Child SA ready") - 1
         assert rekeys >= 3 and "rekeyed to" in log, log[-4000:]
         assert sent == 660, out.stdout
-        # Each lost packet reached a kernel on an SA that kernel did not hold (yet).
+        # Each lost reply reached our kernel on pluto's new SA before we held it.
         assert sent - received <= drops <= 2 * rekeys, (out.stdout, drops, rekeys)
         ours = child_spis(a.xfrm_state_text())
         assert ours and not (ours & before), "xfrmctl's rekeys left the first SAs in place"

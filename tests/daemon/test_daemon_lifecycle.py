@@ -103,6 +103,11 @@ def test_child_rekey_is_make_before_break_on_both_kernels(tmp_path: Path) -> Non
             assert len(installs_out) == 4 and len(removes_out) == 3
             for new_out, old_out in zip(installs_out[1:], removes_out, strict=True):
                 assert new_out < old_out
+            # a (the initiator) sent on each new SA as soon as b's answer was in: before b,
+            # deleting the old pair on a's DELETE, stopped sending on the old one.
+            a_out = [i for i, (w, op, _) in enumerate(journal) if w == "a" and op == "install_out"]
+            for a_new, b_old_gone in zip(a_out[1:], removes_out, strict=True):
+                assert a_new < b_old_gone, journal
         finally:
             await da.stop()
             await db.stop()

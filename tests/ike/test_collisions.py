@@ -206,3 +206,25 @@ def test_random_reordering_and_loss(pair: tuple[str, str], seed: int) -> None:
     h.run(400.0)
     expected = min(EXPECTED_CHILDREN[pair[0]], EXPECTED_CHILDREN[pair[1]])
     check_consistent(h, expected)
+
+
+def rekey_readies(h: Harness, side: str) -> list[ChildSaReady]:
+    return [e for e in h.of(side, ChildSaReady) if e.replaces_spi_in is not None]
+
+
+def test_only_an_uncontested_rekey_initiator_sends_on_the_new_sa_at_once() -> None:
+    """RFC 7296 §2.8: the responder installed its inbound SA before answering, so the rekey
+    initiator may switch at once; the responder waits for the old pair to go, and so does
+    everyone in a collision, where the new SA may turn out redundant (§2.8.1)."""
+    h = up((0.0, 0.0))
+    h.a.rekey_child(h.a.child_sas()[0].spi_in, h.now)
+    h.run(10.0)
+    assert [r.outbound_now for r in rekey_readies(h, "a")] == [True]
+    assert [r.outbound_now for r in rekey_readies(h, "b")] == [False]
+    h = up((0.0, 0.0))
+    h.a.rekey_child(h.a.child_sas()[0].spi_in, h.now)
+    h.b.rekey_child(h.b.child_sas()[0].spi_in, h.now)
+    h.run(30.0)
+    check_consistent(h, 1)
+    readies = rekey_readies(h, "a") + rekey_readies(h, "b")
+    assert len(readies) == 4 and not any(r.outbound_now for r in readies)

@@ -1,8 +1,9 @@
 """The Child SAs the kernel holds for us, and the make-before-break handover on a rekey.
 
-A rekey loses no packets: the new inbound SA goes in at once, the new outbound SA only when
-the old pair is deleted (so a rekey responder never sends on an SA the initiator may not have
-yet), and the old inbound SA lingers for `grace` seconds for packets in flight. Every step runs
+A rekey loses no packets: the new inbound SA goes in at once; the rekey initiator's new
+outbound SA too (the responder installed its inbound SA before answering), the responder's
+only when the old pair is deleted (so it never sends on an SA the initiator may not have
+yet); and the old inbound SA lingers for `grace` seconds for packets in flight. Every step runs
 as a job on the daemon's `KernelQueue`, in the order the engine's events asked for them.
 """
 
@@ -59,7 +60,12 @@ class ChildHandover:
     async def install(self, ready: ev.ChildSaReady) -> None:
         """Raises what the kernel said; nothing of this pair is installed then."""
         old = ready.replaces_spi_in
-        defer_out = old is not None and old in self.installed and not self.stopping
+        defer_out = (
+            old is not None
+            and old in self.installed
+            and not ready.outbound_now
+            and not self.stopping
+        )
         await self.kernel.install_child(ready, outbound=not defer_out)
         loop = asyncio.get_running_loop()
         self.installed[ready.spi_in] = Installed(ready, loop.time())

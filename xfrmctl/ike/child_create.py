@@ -61,6 +61,10 @@ class CreateChildTask(Task):
     def replaces(self) -> ChildSa | None:
         return None
 
+    def outbound_now(self) -> bool:
+        """Whether the host may send on the new SA at once (a rekey's concern)."""
+        return False
+
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
         if sa.state != IkeState.ESTABLISHED or sa.spec is None:
             return None
@@ -130,7 +134,17 @@ class CreateChildTask(Task):
                     return
         nr = nonce.data if isinstance(nonce, NoncePayload) else b""
         child = childsa.finish_child(
-            sa, spec, self.spi_in, payloads, self.ni, nr, shared, now, False, self.replaces()
+            sa,
+            spec,
+            self.spi_in,
+            payloads,
+            self.ni,
+            nr,
+            shared,
+            now,
+            False,
+            self.replaces(),
+            self.outbound_now(),
         )
         self.done(sa, child, now)
 

@@ -30,6 +30,11 @@ class ChildRekeyTask(child_create.CreateChildTask):
     def replaces(self) -> ChildSa | None:
         return self.old
 
+    def outbound_now(self) -> bool:
+        """Our rekey's answer is in: the peer holds the new inbound SA. Unless the peer
+        rekeyed the same SA meanwhile: then ours may turn out redundant (§2.8.1)."""
+        return self.collision is None
+
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
         if self.old not in sa.lookup_children() or self.old.state not in (
             ChildState.INSTALLED,

@@ -201,6 +201,7 @@ def install(
     now: float,
     payloads: list[Payload],
     replaces: ChildSa | None = None,
+    outbound_now: bool = False,
 ) -> ChildSa:
     """Derive KEYMAT (RFC 7296 §2.17), record the Child SA and emit ChildSaReady."""
     if sa.crypto is None:
@@ -282,6 +283,7 @@ def install(
             replaces.spi_out if replaces else None,
             format_proposal(chosen),
             spec.kernel,
+            outbound_now,
         )
     )
     return child
@@ -298,6 +300,7 @@ def finish_child(
     now: float,
     ignore_ke: bool,
     replaces: ChildSa | None = None,
+    outbound_now: bool = False,
 ) -> ChildSa | None:
     """Initiator: install the Child SA from a response, or report why the peer refused it."""
     err = error_notify(payloads)
@@ -335,7 +338,20 @@ def finish_child(
         )
         return None
     return install(
-        sa, spec, chosen, spi_in, True, ni, nr, shared, tsi, tsr, now, payloads, replaces
+        sa,
+        spec,
+        chosen,
+        spi_in,
+        True,
+        ni,
+        nr,
+        shared,
+        tsi,
+        tsr,
+        now,
+        payloads,
+        replaces,
+        outbound_now,
     )
 
 

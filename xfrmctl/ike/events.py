@@ -109,6 +109,10 @@ class ChildSaReady(Event):
     replaces_spi_out: int | None = None
     proposal: str = ""
     kernel: KernelOptions = field(default_factory=KernelOptions)
+    # A rekey the host may send on at once: we initiated it, so the peer installed its
+    # inbound SA before answering (RFC 7296 §2.8), and no collision may make it redundant.
+    # Otherwise (we answered the rekey) the new outbound SA waits for the old pair to go.
+    outbound_now: bool = False
 
 
 @dataclass(frozen=True)
