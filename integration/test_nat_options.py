@@ -1,7 +1,7 @@
 """NAT-T options in the real kernel: keepalives keep the NAT's mapping open, and a mapping the
 NAT changes under a live tunnel is followed (issue 9: `keep_alive`, XFRM_MSG_MAPPING).
 
-Host a sits behind a NAT box whose UDP mappings time out after 15 s; b is outside, with no port
+Host a sits behind a NAT box whose UDP mappings time out after 10 s; b is outside, with no port
 forward. Only a's keepalives keep the way in open: the parametrised run with `keep_alive: 0`
 proves that the same idle tunnel then goes deaf from the outside.
 """
@@ -23,8 +23,8 @@ from xfrmctl_host import (
 )
 
 NAT_OUT = "192.0.2.1"
-UDP_TIMEOUT = 15  # seconds the NAT keeps an idle UDP mapping
-IDLE = 2 * UDP_TIMEOUT + 10
+UDP_TIMEOUT = 10  # seconds the NAT keeps an idle UDP mapping
+IDLE = 2 * UDP_TIMEOUT + 5
 
 
 def natted_pair(
