@@ -25,6 +25,7 @@ from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from xfrmctl.kernel.errors import XfrmError
+from xfrmctl.kernel.types import family_of
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -83,11 +84,6 @@ def _link_state(link: object) -> LinkState:
     )
 
 
-def find(name: str, netns: str | None = None) -> LinkState | None:
-    with _ipr(netns) as ipr:
-        return _find(ipr, name)
-
-
 def _find(ipr: IPRoute, name: str) -> LinkState | None:
     found = ipr.link_lookup(ifname=name)
     if not found:
@@ -95,7 +91,7 @@ def _find(ipr: IPRoute, name: str) -> LinkState | None:
     return _link_state(ipr.get_links(found[0])[0])
 
 
-def ensure(iface: XfrmInterface, netns: str | None = None) -> LinkState:
+def ensure(iface: XfrmInterface, netns: str | None = None) -> None:
     """The interface up, with its addresses and our routes; created (and owned) if missing.
 
     InterfaceError when a link of that name exists but is no XFRM interface or has another
@@ -117,7 +113,6 @@ def ensure(iface: XfrmInterface, netns: str | None = None) -> LinkState:
                     f"the configuration wants an xfrm interface with if_id {iface.if_id}"
                 )
             _configure(ipr, link, iface)
-            return _find(ipr, iface.name) or link
     except NetlinkError as exc:
         raise InterfaceError(f"interface {iface.name}: {exc.args[-1]}") from None
 
@@ -130,15 +125,17 @@ def _create(ipr: IPRoute, iface: XfrmInterface) -> LinkState:
 
 
 def _configure(ipr: IPRoute, link: LinkState, iface: XfrmInterface) -> None:
-    if link.ours and iface.mtu is not None:
-        ipr.link("set", index=link.index, mtu=iface.mtu)
-    if link.ours:
+    if link.ours:  # an operator's interface keeps its own MTU and addresses
+        if iface.mtu is not None:
+            ipr.link("set", index=link.index, mtu=iface.mtu)
         for addr in iface.addresses:
-            _ignore_exists(
-                lambda a=addr: ipr.addr(
-                    "add", index=link.index, address=str(a.ip), prefixlen=a.network.prefixlen
+            try:
+                ipr.addr(
+                    "add", index=link.index, address=str(addr.ip), prefixlen=addr.network.prefixlen
                 )
-            )
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # already there from an earlier hold
+                    raise
     if not link.up:
         ipr.link("set", index=link.index, state="up")
     for net in iface.routes:
@@ -146,22 +143,10 @@ def _configure(ipr: IPRoute, link: LinkState, iface: XfrmInterface) -> None:
             "replace",
             dst=str(net.network_address),
             dst_len=net.prefixlen,
-            family=_family(net),
+            family=family_of(net),
             oif=link.index,
             proto=RTPROT_XFRMCTL,
         )
-
-
-def _family(net: Network) -> int:
-    return socket.AF_INET6 if net.version == 6 else socket.AF_INET
-
-
-def _ignore_exists(call: object) -> None:
-    try:
-        call()  # type: ignore[operator]
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
 
 
 def release(name: str, netns: str | None = None) -> None:
