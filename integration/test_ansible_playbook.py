@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from netlab import Network
-from playbook_run import ANSIBLE, BIN, REPO, Recap, ansible_env, run_playbook
+from playbook_run import BIN, FAILED, REPO, Recap, ansible_env, run_playbook, stream_to_log
 
 PSK = "ansible lab secret that must never be printed"
 
@@ -112,12 +111,12 @@ class Lab:
             "--one-line",
             *(["--check"] if check else []),
         ]
-        proc = subprocess.run(
-            cmd, cwd=ANSIBLE, env=self.env(), capture_output=True, text=True, timeout=600
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        self.runs += 1
+        out = stream_to_log(cmd, self.workdir / f"module-{self.runs}.log", self.env())
+        assert not out.startswith(FAILED), out
         # --one-line: "left | CHANGED => {json}"
-        return json.loads(proc.stdout.split("=>", 1)[1])  # type: ignore[no-any-return]
+        (line,) = [x for x in out.splitlines() if x.startswith(f"{host} | ")]
+        return json.loads(line.split("=>", 1)[1])  # type: ignore[no-any-return]
 
     def status(self, host: str) -> dict[str, Any]:
         proc = self.hosts[host].run(
