@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,81 +211,127 @@ def test_trap_then_kill9_and_restart(net: Network, lab_out: Path) -> None:
 # ------------------------------------------------------------------------------ scenario 7
 
 
-@pytest.mark.long
-@pytest.mark.parametrize("action", ["clear", "restart", "trap"])
-def test_dpd_action_when_the_peer_is_killed(net: Network, lab_out: Path, action: str) -> None:
-    workdir = lab_out / f"lifecycle-dpd-{action}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    a, b, sw, da, db = pair(
-        net,
-        workdir,
-        {"conn_extra": "dpd_delay: 3s\ndpd_timeout: 8s", "child_extra": f"dpd_action: {action}"},
-        {},
+DPD_PEERS = {"clear": "10.99.0.2", "restart": "10.99.0.3", "trap": "10.99.0.4"}
+
+
+def dpd_configs(workdir: Path) -> tuple[Path, dict[str, Path]]:
+    """a's configuration with one connection per DPD action, each to its own peer (with its
+    own ID: INITIAL_CONTACT is per identity), and each peer's configuration."""
+    peers: dict[str, Path] = {}
+    conns = ""
+    for (action, ip), peer in zip(DPD_PEERS.items(), "bcd", strict=True):
+        sub = workdir / action
+        sub.mkdir(exist_ok=True)
+        peers[action] = write_config(sub, peer, ip, A_IP, ip, A_IP)
+        extra = {
+            "conn_extra": "dpd_delay: 3s\ndpd_timeout: 8s",
+            "child_extra": f"dpd_action: {action}",
+        }
+        own = write_config(sub, "a", A_IP, ip, A_IP, ip, **extra).read_text()
+        own = own.split("connections:", 1)[1].replace("  tun:", f"  {action}:", 1)
+        conns += own.replace("id: b.lab.example", f"id: {peer}.lab.example")
+    cfg = workdir / "a.yaml"
+    cfg.write_text("connections:" + conns)
+    return cfg, peers
+
+
+def sa_count(host: Host, peer: str) -> int:
+    """SAs of `host` to or from `peer` (a holds the pairs of all three connections)."""
+    pairs = re.findall(r"^src (\S+) dst (\S+)$", host.xfrm_state_text(), re.M)
+    return sum(1 for src, dst in pairs if peer in (src, dst))
+
+
+def declared_dead(d: Daemon, conn: str) -> Callable[[], bool]:
+    return lambda: f"{conn}: peer {DPD_PEERS[conn]} is dead" in d.log.read_text()
+
+
+def established(d: Daemon, conn: str) -> bool:
+    return any(
+        s["name"] == conn and s["state"] == "ESTABLISHED" and s["children"]
+        for s in d.status()["ike_sas"]
     )
+
+
+@pytest.mark.long
+def test_dpd_actions_when_the_peers_are_killed(net: Network, lab_out: Path) -> None:
+    """One daemon, three connections (dpd_action clear, restart and trap) to three peers that
+    are killed with SIGKILL at once: DPD declares each dead within dpd_delay + dpd_timeout, then
+    each action does what it says, while the others' SAs are untouched."""
+    workdir = lab_out / "lifecycle-dpd"
+    workdir.mkdir(parents=True, exist_ok=True)
+    a = net.host("a")
+    peers = {action: net.host(f"p{action}") for action in DPD_PEERS}
+    sw, _ = net.bridge(
+        [(a, f"{A_IP}/24"), *((peers[x], f"{ip}/24") for x, ip in DPD_PEERS.items())]
+    )
+    cfg_a, cfg_peers = dpd_configs(workdir)
+    da = Daemon(a, workdir, cfg_a)
+    dp = {x: Daemon(peers[x], workdir / x, cfg_peers[x]) for x in DPD_PEERS}
     try:
-        start_all(da, db)
-        da.cli("up", "tun")
-        assert a.ping(B_IP, count=3)
-        db.kill9()
+        start_all(da, *dp.values())
+        for action, ip in DPD_PEERS.items():
+            da.cli("up", action)
+            assert a.ping(ip, count=3), f"{action}: no traffic before the kill"
+        for d in dp.values():
+            d.kill9()
         killed = time.monotonic()
-        if action == "restart":
-            db.spawn()  # comes back while a still waits for its DPD answer
-        took = wait_for(lambda: "is dead" in da.log.read_text(), "DPD to declare b dead", 40)
-        # Silence for dpd_delay, then dpd_timeout without answer; polling adds a little.
-        assert took <= 3 + 8 + 4, f"DPD took {took:.1f} s"
-        if action == "clear":
-            wait_for(lambda: state_count(a) == 0, "DPD clear to remove the SAs", 5)
-            assert_clean(a)
-            time.sleep(3)
-            assert da.status()["ike_sas"] == [], "clear must not re-initiate"
-            assert state_count(a) == 0
-            # The killed peer's kernel still holds its half; its next start removes it.
-            assert state_count(b) == 2
-            db.spawn().wait_ready()
-            assert_clean(b)
-        elif action == "trap":
-            wait_for(lambda: state_count(a) == 0, "DPD trap to remove the SAs", 5)
-            assert f"dst {B_IP}/32" in a.xfrm_dir_policies(), "no trap after DPD"
-            db.spawn().wait_ready()  # the peer is back; only traffic starts a negotiation
-            time.sleep(2)
-            assert da.status()["ike_sas"] == [], "trap must wait for traffic"
-            with net.capture(sw, "br0") as cap:
-                a.run(f"ping -n -c 1 -W 1 {B_IP}", check=False)  # the ACQUIRE
-                wait_for(
-                    lambda: any(
-                        s["state"] == "ESTABLISHED" and s["children"]
-                        for s in da.status()["ike_sas"]
-                    ),
-                    "the trap to negotiate on traffic",
-                    60,
-                )
-                assert a.ping(B_IP, count=3), "no traffic after the trap negotiated"
-            assert_only_esp(cap.text)
-            da.cli("down", "tun")
-            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
-        else:
-            db.wait_ready()
-            wait_for(
-                lambda: any(
-                    s["state"] == "ESTABLISHED" and s["children"] for s in da.status()["ike_sas"]
-                ),
-                "re-initiation after DPD",
-                120,
-            )
-            with net.capture(sw, "br0") as cap:
-                assert a.ping(B_IP, count=5), "no traffic after the DPD restart"
-            assert_only_esp(cap.text)
-            (ike,) = da.status()["ike_sas"]
-            assert_child(ike, "transport", f"{A_IP}/32", f"{B_IP}/32")
-            wait_for(lambda: state_count(b) == 2, "b holds exactly the new pair", 20)
-            da.cli("down", "tun")
-            wait_for(lambda: state_count(a) == 0 and state_count(b) == 0, "SAs removed", 10)
-            assert_clean(a, b)
-        print(
-            f"DPD {action}: detected {took:.1f} s after kill -9 ({time.monotonic() - killed:.0f} s)"
-        )
+        dp["restart"].spawn()  # comes back while a still waits for its DPD answer
+        for action in DPD_PEERS:
+            wait_for(declared_dead(da, action), f"DPD to declare the {action} peer dead", 40)
+            took = time.monotonic() - killed
+            # Silence for dpd_delay, then dpd_timeout without answer; polling adds a little.
+            assert took <= 3 + 8 + 6, f"{action}: DPD took {took:.1f} s"
+            print(f"DPD {action}: detected {took:.1f} s after kill -9")
+        dpd_clear(da, dp["clear"])
+        dpd_trap(net, sw, da, dp["trap"])
+        dpd_restart(net, sw, da, dp["restart"])
     finally:
-        stop_all(da, db)
+        stop_all(da, *dp.values())
+
+
+def dpd_clear(da: Daemon, db: Daemon) -> None:
+    ip = DPD_PEERS["clear"]
+    wait_for(lambda: sa_count(da.host, ip) == 0, "DPD clear to remove the SAs", 5)
+    assert f"dst {ip}/32" not in da.host.xfrm_dir_policies(), "clear left a policy"
+    time.sleep(3)
+    assert not any(s["name"] == "clear" for s in da.status()["ike_sas"]), "clear re-initiated"
+    assert sa_count(da.host, ip) == 0
+    # The killed peer's kernel still holds its half; its next start removes it.
+    assert state_count(db.host) == 2
+    db.spawn().wait_ready()
+    assert_clean(db.host)
+
+
+def dpd_trap(net: Network, sw: Host, da: Daemon, db: Daemon) -> None:
+    ip = DPD_PEERS["trap"]
+    wait_for(lambda: sa_count(da.host, ip) == 0, "DPD trap to remove the SAs", 5)
+    assert f"dst {ip}/32" in da.host.xfrm_dir_policies(), "no trap after DPD"
+    db.spawn().wait_ready()  # the peer is back; only traffic starts a negotiation
+    time.sleep(2)
+    assert not any(s["name"] == "trap" for s in da.status()["ike_sas"]), "trap must wait"
+    with net.capture(sw, "br0") as cap:
+        da.host.run(f"ping -n -c 1 -W 1 {ip}", check=False)  # the ACQUIRE
+        wait_for(lambda: established(da, "trap"), "the trap to negotiate on traffic", 60)
+        assert da.host.ping(ip, count=3), "no traffic after the trap negotiated"
+    assert_only_esp(cap.text)
+    da.cli("down", "trap")
+    wait_for(lambda: sa_count(da.host, ip) == 0, "trap SAs removed", 10)
+    wait_for(lambda: state_count(db.host) == 0, "the trap peer's SAs removed", 10)
+
+
+def dpd_restart(net: Network, sw: Host, da: Daemon, db: Daemon) -> None:
+    ip = DPD_PEERS["restart"]
+    db.wait_ready()
+    wait_for(lambda: established(da, "restart"), "re-initiation after DPD", 120)
+    with net.capture(sw, "br0") as cap:
+        assert da.host.ping(ip, count=5), "no traffic after the DPD restart"
+    assert_only_esp(cap.text)
+    (ike,) = [s for s in da.status()["ike_sas"] if s["name"] == "restart"]
+    assert_child(ike, "transport", f"{A_IP}/32", f"{ip}/32")
+    wait_for(lambda: state_count(db.host) == 2, "the peer holds exactly the new pair", 20)
+    da.cli("down", "restart")
+    wait_for(lambda: sa_count(da.host, ip) == 0 and state_count(db.host) == 0, "removed", 10)
+    assert_clean(db.host)
 
 
 # ------------------------------------------------------------------------------ scenario 8

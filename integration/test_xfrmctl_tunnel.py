@@ -6,109 +6,121 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-from netlab import Network
+from netlab import Host, Network
 from xfrmctl_host import Xfrmctl, write_psk
 
+VARIANTS = [("transport", "esp"), ("tunnel", "esp"), ("transport", "ah"), ("tunnel", "ah")]
 
-def config(
-    workdir: Path,
-    name: str,
-    me: str,
-    peer: str,
-    mode: str,
-    protocol: str,
-    local_ts: str,
-    remote_ts: str,
-) -> Path:
-    psk = write_psk(workdir, name)
-    proposals = "esp_proposals: [aes256gcm16]" if protocol == "esp" else "ah_proposals: [sha256]"
-    cfg = workdir / f"{name}.yaml"
-    cfg.write_text(f"""
-connections:
-  tun:
+
+def connection(name: str, me: str, peer: str, psk: Path, **child: str) -> str:
+    """One connection's YAML; IDs carry the connection's name, so that a responder holding
+    several connections to the same peer address picks the one the initiator means."""
+    other = "b" if name.startswith("a") else "a"
+    suffix = name[1:]
+    proposals = (
+        "esp_proposals: [aes256gcm16]" if child["protocol"] == "esp" else "ah_proposals: [sha256]"
+    )
+    return f"""
+  tun{suffix}:
     local_addrs: [{me}]
     remote_addrs: [{peer}]
     proposals: [aes256gcm16-prfsha384-x25519]
     local: {{id: {name}.lab.example, auth: psk}}
-    remote: {{id: {"b" if name == "a" else "a"}.lab.example, auth: psk}}
+    remote: {{id: {other}{suffix}.lab.example, auth: psk}}
     psk_file: {psk}
     children:
       net:
-        mode: {mode}
-        protocol: {protocol}
-        local_ts: [{local_ts}]
-        remote_ts: [{remote_ts}]
+        mode: {child["mode"]}
+        protocol: {child["protocol"]}
+        local_ts: [{child["local_ts"]}]
+        remote_ts: [{child["remote_ts"]}]
         {proposals}
-""")
+"""
+
+
+def config(workdir: Path, name: str, me: str, peer: str, conns: dict[str, dict[str, str]]) -> Path:
+    psk = write_psk(workdir, name)
+    cfg = workdir / f"{name}.yaml"
+    body = "".join(connection(name + sfx, me, peer, psk, **c) for sfx, c in conns.items())
+    cfg.write_text("connections:" + body)
     return cfg
 
 
-@pytest.mark.parametrize(
-    ("mode", "protocol"),
-    [("transport", "esp"), ("tunnel", "esp"), ("transport", "ah"), ("tunnel", "ah")],
-    ids=["esp-transport", "esp-tunnel", "ah-transport", "ah-tunnel"],
-)
-def test_up_traffic_status_down(net: Network, lab_out: Path, mode: str, protocol: str) -> None:
-    workdir = lab_out / f"xfrmctl-{mode}-{protocol}"
+def host_to_host(me: str, peer: str) -> dict[str, dict[str, str]]:
+    return {
+        f"-{mode}-{protocol}": {
+            "mode": mode,
+            "protocol": protocol,
+            "local_ts": f"{me}/32",
+            "remote_ts": f"{peer}/32",
+        }
+        for mode, protocol in VARIANTS
+    }
+
+
+def test_up_traffic_status_down(net: Network, lab_out: Path) -> None:
+    """ESP and AH, each in transport and tunnel mode, one after the other between one pair of
+    daemons: each variant is brought up, carries traffic (protected on the wire), shows in
+    status, and leaves nothing in either kernel after `down`."""
+    workdir = lab_out / "xfrmctl-host-to-host"
     workdir.mkdir(parents=True, exist_ok=True)
     a, b = net.host("a"), net.host("b")
     sw, _ = net.bridge([(a, "10.99.0.1/24"), (b, "10.99.0.2/24")])
-    da = Xfrmctl(
-        a,
-        workdir,
-        config(
-            workdir, "a", "10.99.0.1", "10.99.0.2", mode, protocol, "10.99.0.1/32", "10.99.0.2/32"
-        ),
-        wait=False,
-    )
-    db = Xfrmctl(
-        b,
-        workdir,
-        config(
-            workdir, "b", "10.99.0.2", "10.99.0.1", mode, protocol, "10.99.0.2/32", "10.99.0.1/32"
-        ),
-    )
+    cfg_a = config(workdir, "a", "10.99.0.1", "10.99.0.2", host_to_host("10.99.0.1", "10.99.0.2"))
+    cfg_b = config(workdir, "b", "10.99.0.2", "10.99.0.1", host_to_host("10.99.0.2", "10.99.0.1"))
+    da = Xfrmctl(a, workdir, cfg_a, wait=False)
+    db = Xfrmctl(b, workdir, cfg_b)
     da.wait_ready()
     try:
-        up = da.cli("up", "tun")
-        assert "tun" in up.stdout
-
-        with net.capture(sw, "br0") as cap:
-            assert a.ping("10.99.0.2", count=5), "no traffic through the negotiated SAs"
-        text = cap.text
-        if protocol == "esp":
-            assert "ESP(" in text and "ICMP echo" not in text, text
-        else:
-            blocks = text.split("\n")
-            assert "AH(" in text, text
-            assert all("AH(" in ln for ln in blocks if "proto ICMP" in ln), text
-
-        status = json.loads(da.cli("status", "--json").stdout)
-        (ike,) = status["ike_sas"]
-        assert ike["name"] == "tun" and ike["state"] == "ESTABLISHED"
-        assert ike["local_addr"] == "10.99.0.1" and ike["remote_addr"] == "10.99.0.2"
-        assert ike["proposal"].startswith("aes256gcm16")
-        (child,) = ike["children"]
-        assert child["state"] == "INSTALLED"
-        assert child["mode"] == mode and child["protocol"].lower() == protocol
-        assert child["local_ts"] == ["10.99.0.1/32"] and child["remote_ts"] == ["10.99.0.2/32"]
-        assert child["packets_out"] >= 5 and child["bytes_in"] > 0, child
-        spi_in = int(child["spi_in"], 16)
-        assert any(sa.spi == spi_in and sa.packets >= 5 for sa in a.xfrm_sa_counters())
-
-        da.cli("down", "tun")
-        time.sleep(0.5)
-        for host in (a, b):
-            assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
-            # Only the daemon's own per-socket bypass policies ("socket in/out") may remain.
-            assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
+        for mode, protocol in VARIANTS:
+            up_traffic_status_down(net, sw, da, b, mode, protocol)
     finally:
         codes = (da.stop(), db.stop())
     assert codes == (0, 0), (da.log.read_text(), db.log.read_text())
     for host in (a, b):
         assert host.xfrm_state_text().strip() == ""
         assert host.xfrm_policy_text().strip() == "", host.xfrm_policy_text()
+
+
+def up_traffic_status_down(
+    net: Network, sw: Host, da: Xfrmctl, b: Host, mode: str, protocol: str
+) -> None:
+    name, a = f"tun-{mode}-{protocol}", da.host
+    up = da.cli("up", name)
+    assert name in up.stdout
+
+    with net.capture(sw, "br0") as cap:
+        assert a.ping("10.99.0.2", count=5), f"{name}: no traffic through the negotiated SAs"
+    text = cap.text
+    if protocol == "esp":
+        assert "ESP(" in text and "ICMP echo" not in text, f"{name}:\n{text}"
+    else:
+        assert "AH(" in text, f"{name}:\n{text}"
+        assert all("AH(" in ln for ln in text.split("\n") if "proto ICMP" in ln), text
+
+    status = json.loads(da.cli("status", "--json").stdout)
+    (ike,) = status["ike_sas"]
+    assert ike["name"] == name and ike["state"] == "ESTABLISHED", ike
+    assert ike["local_addr"] == "10.99.0.1" and ike["remote_addr"] == "10.99.0.2"
+    assert ike["proposal"].startswith("aes256gcm16")
+    (child,) = ike["children"]
+    assert child["state"] == "INSTALLED"
+    assert child["mode"] == mode and child["protocol"].lower() == protocol, child
+    assert child["local_ts"] == ["10.99.0.1/32"] and child["remote_ts"] == ["10.99.0.2/32"]
+    assert child["packets_out"] >= 5 and child["bytes_in"] > 0, child
+    spi_in = int(child["spi_in"], 16)
+    assert any(sa.spi == spi_in and sa.packets >= 5 for sa in a.xfrm_sa_counters())
+
+    da.cli("down", name)
+    time.sleep(0.5)
+    for host in (a, b):
+        assert host.xfrm_state_text().strip() == "", f"{name}: {host.xfrm_state_text()}"
+        # Only the daemon's own per-socket bypass policies ("socket in/out") may remain.
+        assert host.xfrm_dir_policies() == "", f"{name}: {host.xfrm_policy_text()}"
+
+
+def net_to_net(local: str, remote: str) -> dict[str, dict[str, str]]:
+    return {"": {"mode": "tunnel", "protocol": "esp", "local_ts": local, "remote_ts": remote}}
 
 
 def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
@@ -119,17 +131,13 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
     da = Xfrmctl(
         gwa,
         workdir,
-        config(
-            workdir, "a", "192.0.2.1", "192.0.2.2", "tunnel", "esp", "10.1.0.0/16", "10.2.0.0/16"
-        ),
+        config(workdir, "a", "192.0.2.1", "192.0.2.2", net_to_net("10.1.0.0/16", "10.2.0.0/16")),
         wait=False,
     )
     db = Xfrmctl(
         gwb,
         workdir,
-        config(
-            workdir, "b", "192.0.2.2", "192.0.2.1", "tunnel", "esp", "10.2.0.0/16", "10.1.0.0/16"
-        ),
+        config(workdir, "b", "192.0.2.2", "192.0.2.1", net_to_net("10.2.0.0/16", "10.1.0.0/16")),
     )
     da.wait_ready()
     try:
