@@ -146,6 +146,7 @@ class Offer:
     identity: str = ""  # this side's own identity (IDi/IDr, our local.id)
     auth_method: str = ""  # "psk" or "pubkey" (swanctl's words), "" when unknown
     peer_id: str = ""  # the identity this side wants of the other (our remote.id; "%any")
+    peer_auth: str = ""  # how this side wants the other to authenticate (our remote.auth)
     nat: bool | None = None  # this side is behind a NAT (NAT-D, RFC 7296 §2.23); None: unknown
     ike_proposal: str = ""  # the IKE SA's agreed proposal, when the failure came after it
     ke_group: str = ""  # the key exchange an INVALID_KE_PAYLOAD asked for (strongSwan keyword)

@@ -184,14 +184,13 @@ def _pick_spec(
     return None
 
 
-def _unmatched(sa: IkeSa, idi: IdPayload, reason: str) -> authentication.AuthProblem:
+def _unmatched(
+    sa: IkeSa, idi: IdPayload, idr: IdPayload | None, reason: str
+) -> authentication.AuthProblem:
     """No connection fits: "identity" unless one would with another auth method."""
     known = sa.candidates or ([sa.spec] if sa.spec else [])
-    wanted = (idi.id_type, idi.data)
-    same_id = any(
-        s.remote_id is None or (s.remote_id.type, s.remote_id.data) == wanted for s in known
-    )
-    return authentication.AuthProblem(reason, "auth_method" if same_id else "identity")
+    ids_fit = any(_pick_spec(sa, idi, idr, m) for m in (AuthMethod.PSK, AuthMethod.RSA_SIG))
+    return authentication.AuthProblem(reason, "auth_method" if ids_fit and known else "identity")
 
 
 def _responder_failure(
@@ -205,6 +204,9 @@ def _responder_failure(
     """The initiator's IDi/IDr and auth method next to what our connection(s) expect."""
     known = sa.candidates or ([sa.spec] if sa.spec else [])
     ours = offers.our_ike(spec or (known[0] if known else None), sa)
+    if spec is None and known:  # every connection we could have picked
+        ids = dict.fromkeys(str(s.remote_id) if s.remote_id else "%any" for s in known)
+        ours = replace(ours, peer_id=", ".join(ids))
     peer = authentication.id_text(idi)
     theirs = Offer(
         identity=peer,
@@ -242,7 +244,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
     spec = _pick_spec(sa, idi, idr, auth_p.method)
     if spec is None:
         reason = f"no connection accepts identity {peer} with {name_of(AuthMethod, auth_p.method)}"
-        why: authentication.AuthProblem | None = _unmatched(sa, idi, reason)
+        why: authentication.AuthProblem | None = _unmatched(sa, idi, idr, reason)
     else:
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, idi.encode_body()

@@ -51,6 +51,7 @@ def our_ike(spec: ConnectionSpec | None, sa: IkeSa | None = None) -> Offer:
         identity=str(spec.local_id),
         auth_method=auth_word(spec.auth),
         peer_id=str(spec.remote_id) if spec.remote_id is not None else "%any",
+        peer_auth=auth_word(spec.peer_auth),
         nat=_nat(sa, True),
         ike_proposal=agreed_ike(sa),
     )
@@ -69,6 +70,7 @@ def our_child(spec: ConnectionSpec | None, child: ChildSpec | None, sa: IkeSa | 
         identity=base.identity,
         auth_method=base.auth_method,
         peer_id=base.peer_id,
+        peer_auth=base.peer_auth,
         nat=base.nat,
         ike_proposal=base.ike_proposal,
     )
