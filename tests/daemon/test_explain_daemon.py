@@ -99,3 +99,20 @@ def test_one_record_per_connection_newest_wins() -> None:
     log.record(_failed("other", "NO_PROPOSAL_CHOSEN"), known)
     log.forget_except({"tun"})  # a reload removed it
     assert log.get("other") is None and len(log) == 0
+
+
+def test_a_diagnosis_bug_still_records_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xfrmctl.daemon.failures as failures
+
+    def broken(event: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(failures, "diagnose", broken)
+    log = FailureLog()
+    diagnosis = log.record(_failed("tun", "TS_UNACCEPTABLE", "net"), {"tun"})
+    assert (diagnosis.code, diagnosis.child, diagnosis.summary) == (
+        "TS_UNACCEPTABLE",
+        "net",
+        "TS_UNACCEPTABLE",
+    )
+    assert log.get("tun") is not None

@@ -8,6 +8,7 @@ key material.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,14 @@ from typing import Any
 
 from xfrmctl.ike import events as ev
 from xfrmctl.ike.diagnosis import Diagnosis, diagnose
+
+log = logging.getLogger("xfrmctl.daemon")
+
+
+def _plain(event: ev.NegotiationFailed | ev.AuthenticationFailed) -> Diagnosis:
+    code = event.reason if isinstance(event, ev.NegotiationFailed) else "AUTHENTICATION_FAILED"
+    child = event.child if isinstance(event, ev.NegotiationFailed) else None
+    return Diagnosis(event.conn, child, code, event.reason, "", event.reason, (), (), ())
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,11 @@ class FailureLog:
         self, event: ev.NegotiationFailed | ev.AuthenticationFailed, known: Container[str]
     ) -> Diagnosis:
         """Diagnose `event`; keep it if it names a configured connection."""
-        diagnosis = diagnose(event)
+        try:
+            diagnosis = diagnose(event)
+        except Exception:  # a diagnosis bug must not cost the `up` waiter its answer
+            log.exception("%s: cannot diagnose %s", event.conn, type(event).__name__)
+            diagnosis = _plain(event)
         if event.conn in known:
             self._last[event.conn] = Failure(diagnosis, datetime.now(UTC))
         return diagnosis
