@@ -142,10 +142,10 @@ def charon_conn(c: Case) -> str:
     }.get(c.name, (B_ID, A_ID))
     local = f"auth = psk\n      id = {local_id}"
     if c.name == "ca-init":
-        local = f"auth = pubkey\n      id = {B_ID}\n      certs = b.pem\n      send_cert = always"
+        local = f"auth = pubkey\n      id = {B_ID}\n      certs = b.pem"
     return (
         f"  {c.name} {{\n    version = 2\n    local_addrs = {c.b}\n    remote_addrs = {c.a}\n"
-        f"    proposals = {ike}\n"
+        f"    proposals = {ike}\n    send_cert = always\n"
         f"    local {{\n      {local}\n    }}\n"
         f"    remote {{\n      auth = psk\n      id = {remote_id}\n    }}\n"
         f"    children {{\n      net {{\n        local_ts = {c.b}/32\n"
