@@ -291,3 +291,20 @@ def test_unsupported_peer_proposal_asks_the_peer_to_change() -> None:
     text = "\n".join(diagnose(event).lines())
     assert "xfrmctl supports none of the peer's ESP proposals" in text, text
     assert "include `aes256gcm16`" in text, text
+
+
+def test_esn_difference_is_named() -> None:
+    ours = parse_proposals(["aes256gcm16-esn"], ProtocolId.ESP)
+    theirs = parse_proposals(["aes256gcm16-noesn"], ProtocolId.ESP)
+    event = NegotiationFailed(
+        "c",
+        1,
+        "net",
+        "NO_PROPOSAL_CHOSEN",
+        Offer(tuple(ours), ("aes256gcm16-esn",)),
+        Offer(tuple(theirs), ("aes256gcm16",)),
+        initiator=False,
+    )
+    d = diagnose(event)
+    assert "ESN: we offer esn, the peer noesn" in d.summary, d.summary
+    assert "add `aes256gcm16` to `connections.c.children.net.esp_proposals`" in d.suggestions

@@ -106,9 +106,14 @@ def _by_type(proposals: Sequence[Proposal]) -> dict[TransformType, list[Transfor
     return out
 
 
+def _keyword(t: Transform) -> str:
+    if t.type == TransformType.ESN:  # format_proposal leaves the default noesn out
+        return "esn" if t.id else "noesn"
+    return format_proposal(Proposal(ProtocolId.IKE, (t,)))
+
+
 def _keywords(transforms: Sequence[Transform]) -> str:
-    texts = [format_proposal(Proposal(ProtocolId.IKE, (t,))) for t in transforms]
-    return ", ".join(texts) or "none"
+    return ", ".join(_keyword(t) for t in transforms) or "none"
 
 
 def _differences(
