@@ -113,14 +113,24 @@ def _call(command: str, args: dict[str, Any] | None = None, verbose: bool = Fals
         if args and args.get("child"):
             what += f"/{args['child']}"
         typer.echo(f"xfrmctl: {what} failed: {exc.code}: {exc.message}", err=True)
-        for key, value in exc.details.items():
-            shown = value if isinstance(value, str) else json.dumps(value)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                shown = "\n    ".join(["", *value]) if len(value) > 1 else ", ".join(value)
-            typer.echo(f"  {key}: {shown}", err=True)
+        _print_details(exc.details)
         raise typer.Exit(EXIT_FAILED) from None
     except ClientError as exc:
         _fail(exc.message, exc.exit_code)
+
+
+def _print_details(details: dict[str, Any]) -> None:
+    """The daemon's details; with a diagnosis, that instead of the raw offers it explains."""
+    diagnosis = details.get("diagnosis")
+    if isinstance(diagnosis, list) and diagnosis:
+        for line in diagnosis:
+            typer.echo(str(line), err=True)
+        return
+    for key, value in details.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            shown = "\n    ".join(["", *value]) if len(value) > 1 else ", ".join(value)
+        typer.echo(f"  {key}: {shown}", err=True)
 
 
 def _ago(seconds: float | None) -> str:
@@ -277,6 +287,29 @@ def status(
         typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(render_status(report))
+
+
+@app.command(
+    epilog=_epilog(
+        "  xfrmctl explain site-b\n  xfrmctl explain site-b --json | jq '.failure.suggestions'"
+    )
+)
+def explain(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Connection")],
+    json_out: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """Why the last negotiation of a connection failed, and the change that would fix it.
+
+    Shows both sides' offers side by side (proposals, traffic selectors, identities, auth
+    methods, NAT), marks the mismatch with '!', says what the protocol did not reveal, and
+    suggests configuration changes. The daemon keeps one failure per connection, cleared
+    when the connection comes up.
+    """
+    result = _call("explain", {"name": name})
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo("\n".join(str(line) for line in result.get("text") or []))
 
 
 @app.command(epilog=_epilog("  xfrmctl check && xfrmctl reload"))

@@ -14,7 +14,7 @@ from xfrmctl.cli import app
 runner = CliRunner()
 
 
-COMMANDS = {"up", "down", "status", "reload", "check", "config", "daemon", "version"}
+COMMANDS = {"up", "down", "status", "explain", "reload", "check", "config", "daemon", "version"}
 
 
 def test_help_lists_every_command_in_its_commands_section() -> None:

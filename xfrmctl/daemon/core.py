@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.kernel_queue import KernelQueue
@@ -57,6 +58,7 @@ class Daemon:
         self.queue = KernelQueue()
         self.handover = ChildHandover(kernel, self.queue, self._delete_child)
         self.waiters = Waiters()
+        self.failures = FailureLog()  # the last failed negotiation per connection (explain)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -257,6 +259,7 @@ class Daemon:
             event.proposal,
         )
         self.restarts.succeeded(event.conn)
+        self.failures.succeeded(event.conn)
         self.waiters.progress(
             event.conn,
             {
@@ -295,16 +298,25 @@ class Daemon:
         log.warning(
             "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
         )
+        diagnosis = self.failures.record(event, self.engine.specs)
         self.waiters.fail(
             event.conn,
             event.ike_sa_id,
             "AUTHENTICATION_FAILED",
             f"authentication failed: {event.reason}",
-            {"local_id": event.local_id, "remote_id": event.remote_id},
+            {
+                "local_id": event.local_id,
+                "remote_id": event.remote_id,
+                "diagnosis": diagnosis.lines()[1:],
+            },
         )
 
     def _on_negotiation_failed(self, event: ev.NegotiationFailed) -> None:
-        details = {"ours": offer_details(event.ours), "theirs": offer_details(event.theirs)}
+        details: dict[str, Any] = {
+            "ours": offer_details(event.ours),
+            "theirs": offer_details(event.theirs),
+            "diagnosis": self.failures.record(event, self.engine.specs).lines()[1:],
+        }
         log.warning(
             "%s: negotiation failed: %s (ours %s, theirs %s)",
             event.conn,
@@ -434,6 +446,7 @@ class Daemon:
                 "child": ready.child,
             },
         )
+        self.failures.succeeded(ready.conn, ready.child)
         self.waiters.child_installed(ready)
 
     async def _remove(self, gone: ev.ChildSaDeleted) -> None:

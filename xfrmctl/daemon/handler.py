@@ -203,6 +203,18 @@ class DaemonHandler:
             offload=self.daemon.kernel.offload_of(c.spi_in),
         )
 
+    async def explain(self, name: str) -> dict[str, Any]:
+        """The last failed negotiation of `name`, diagnosed, or `failure: null`."""
+        self._spec(name)
+        failures = self.daemon.failures
+        failures.forget_except(self.daemon.engine.specs)
+        last = failures.get(name)
+        if last is None:
+            text = [f"{name}: no failed negotiation on record (none since start or last success)"]
+            return {"connection": name, "failure": None, "text": text}
+        failure = last.to_json()
+        return {"connection": name, "failure": failure, "text": failure["text"]}
+
     async def reload(self) -> dict[str, Any]:
         try:
             specs = self._reload_specs()

@@ -8,11 +8,13 @@ CAs by the SHA-1 of their public keys (§3.7).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from xfrmctl.ike.crypto.auth import psk_auth_data, psk_verify, verify_signature
-from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate
+from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate, load_der_certificate
 from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.iana import AuthMethod, CertEncoding, HashAlgorithm, IdType, name_of
@@ -70,10 +72,40 @@ def make_auth(sa: IkeSa, auth: Auth, octets: bytes) -> list[Payload]:
     return [*certs, AuthPayload(method, data)]
 
 
+@dataclass(frozen=True)
+class AuthProblem:
+    """Why the peer's AUTH failed: `reason` for logs, `kind` for AuthenticationFailed.kind."""
+
+    reason: str
+    kind: str = "certificate"
+    issuer: str = ""  # an untrusted certificate's issuer (RFC 4514)
+    ca_files: tuple[str, ...] = ()  # the files our trusted CAs came from
+
+
+def _untrusted(exc: CryptoError, leaf_der: bytes, auth: PeerAuth) -> AuthProblem:
+    """A certificate error; "ca" when its chain ends at no CA we trust."""
+    if "not trusted" not in str(exc):
+        return AuthProblem(str(exc))
+    try:
+        issuer = load_der_certificate(leaf_der).issuer.rfc4514_string()
+    except (CryptoError, *MALFORMED):
+        issuer = ""
+    store = None if isinstance(auth, PskAuth) else auth.trust_store
+    files = store.origins if store is not None else ()
+    return AuthProblem(str(exc), "ca", issuer, files)
+
+
 def verify_auth(
     sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
-) -> str | None:
+) -> AuthProblem | None:
     """None when the peer's AUTH checks out, else why not (for AuthenticationFailed)."""
+    why = _verify(sa, auth, payloads, id_p, octets)
+    return AuthProblem(why, "certificate") if isinstance(why, str) else why
+
+
+def _verify(
+    sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
+) -> AuthProblem | str | None:
     if sa.crypto is None:
         return "no keys"
     auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
@@ -81,12 +113,14 @@ def verify_auth(
         return "no AUTH payload"
     if isinstance(auth, PskAuth):
         if auth_p.method != AuthMethod.PSK:
-            return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect PSK"
+            used = name_of(AuthMethod, auth_p.method)
+            return AuthProblem(f"peer used {used}, we expect PSK", "auth_method")
         if not psk_verify(sa.crypto.prf, auth.psk, octets, auth_p.data):
-            return "pre-shared key mismatch"
+            return AuthProblem("pre-shared key mismatch", "psk")
         return None
     if auth_p.method not in SIGNATURE_METHODS:
-        return f"peer used {name_of(AuthMethod, auth_p.method)}, we expect a signature"
+        used = name_of(AuthMethod, auth_p.method)
+        return AuthProblem(f"peer used {used}, we expect a signature", "auth_method")
     certs = [
         p.data
         for p in payloads
@@ -103,7 +137,7 @@ def verify_auth(
     except MalformedCertificate as exc:
         return f"bad certificate: {exc}"
     except CryptoError as exc:  # says which certificate, which CAs and why
-        return str(exc)
+        return _untrusted(exc, certs[0], auth)
     except MALFORMED as exc:
         return f"bad certificate: {exc}"
     try:

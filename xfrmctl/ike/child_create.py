@@ -159,6 +159,7 @@ class CreateChildTask(Task):
                 childsa.child_offer(spec.proposals if spec else ()),
                 Offer(),
                 sa.remote,
+                initiator=True,
             )
         )
         self.done(sa, None, now)

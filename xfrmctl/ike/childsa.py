@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 
+from xfrmctl.ike import offers
 from xfrmctl.ike.crypto.algorithms import encr_for, integ_for
 from xfrmctl.ike.crypto.keys import derive_child_keys
 from xfrmctl.ike.errors import RemoteProtocolError
@@ -126,24 +127,16 @@ def select(
             raise RemoteProtocolError(f"Child SA proposal with a {len(chosen.spi)}-byte SPI")
         return spec, chosen, n_tsi, n_tsr
     first = specs[0] if specs else None
-    ours_offer = (
-        child_offer(
-            first.proposals,
-            tuple(t.to_selector() for t in first.local_ts),
-            tuple(t.to_selector() for t in first.remote_ts),
-        )
-        if first
-        else Offer()
-    )
     sa.emit(
         NegotiationFailed(
             sa.conn_name,
             sa.id,
             first.name if first else None,
             name_of(NotifyType, reason),
-            ours_offer,
-            child_offer(sa_p.proposals, tsr, tsi),
+            offers.our_child(sa.spec, first, sa),
+            offers.peer_seen(sa, sa_p.proposals, tsr, tsi),
             sa.remote,
+            initiator=False,
         )
     )
     raise RemoteProtocolError(f"no matching child: {reason.name}", reason)
@@ -312,13 +305,10 @@ def finish_child(
                 sa.id,
                 spec.name,
                 reason,
-                child_offer(
-                    spec.proposals,
-                    tuple(t.to_selector() for t in spec.local_ts),
-                    tuple(t.to_selector() for t in spec.remote_ts),
-                ),
-                Offer(),
+                offers.our_child(sa.spec, spec, sa),
+                offers.peer_seen(sa, hidden=offers.hidden_by(reason)),
                 sa.remote,
+                initiator=True,
             )
         )
         return None
@@ -331,9 +321,10 @@ def finish_child(
                 sa.id,
                 spec.name,
                 str(exc),
-                child_offer(spec.proposals),
-                Offer(),
+                offers.our_child(sa.spec, spec, sa),
+                offers.peer_seen(sa),
                 sa.remote,
+                initiator=True,
             )
         )
         return None

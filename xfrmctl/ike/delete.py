@@ -8,6 +8,7 @@ SA it is already deleting, so both end up removing it exactly once.
 
 from __future__ import annotations
 
+from xfrmctl.ike import offers
 from xfrmctl.ike.childsa import spi_bytes
 from xfrmctl.ike.events import DELETED_BY_PEER, AuthenticationFailed
 from xfrmctl.ike.iana import ExchangeType, NotifyType, ProtocolId, name_of
@@ -87,7 +88,15 @@ def handle_informational(
             # The initiator rejected our AUTH after we had answered IKE_AUTH (§2.21.2).
             sa.emit(
                 AuthenticationFailed(
-                    sa.conn_name, sa.id, sa.remote, "peer rejected our authentication"
+                    sa.conn_name,
+                    sa.id,
+                    sa.remote,
+                    "peer rejected our authentication",
+                    remote_id=sa.peer_id,
+                    kind="peer_rejected",
+                    initiator=sa.initiator,
+                    ours=offers.our_ike(sa.spec, sa),
+                    theirs=offers.peer_seen(sa),
                 )
             )
             sa.close_after_response = "peer reported AUTHENTICATION_FAILED"

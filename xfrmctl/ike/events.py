@@ -130,25 +130,49 @@ class ChildSaDeleted(Event):
 
 
 @dataclass(frozen=True)
+class Offer:
+    """One side's view in a failed negotiation, for an at-a-glance mismatch report.
+
+    Both sides are told from our point of view: `local_ts` is the traffic on our side (our
+    local_ts, or the peer's TSr when it initiated), `remote_ts` the traffic on the peer's.
+    `hidden` names what the protocol did not show us of this side (RFC 7296 §2.7, §2.9:
+    an error notify carries no counter-offer), so a report can say so instead of guessing.
+    """
+
+    proposals: tuple[Proposal, ...] = ()
+    proposal_text: tuple[str, ...] = ()
+    local_ts: tuple[TrafficSelector, ...] = ()
+    remote_ts: tuple[TrafficSelector, ...] = ()
+    identity: str = ""  # this side's own identity (IDi/IDr, our local.id)
+    auth_method: str = ""  # "psk" or "pubkey" (swanctl's words), "" when unknown
+    peer_id: str = ""  # the identity this side wants of the other (our remote.id; "%any")
+    peer_auth: str = ""  # how this side wants the other to authenticate (our remote.auth)
+    nat: bool | None = None  # this side is behind a NAT (NAT-D, RFC 7296 §2.23); None: unknown
+    ike_proposal: str = ""  # the IKE SA's agreed proposal, when the failure came after it
+    ke_group: str = ""  # the key exchange an INVALID_KE_PAYLOAD asked for (strongSwan keyword)
+    hidden: tuple[str, ...] = ()  # "proposals", "traffic selectors", "identity", "reason"
+
+
+@dataclass(frozen=True)
 class AuthenticationFailed(Event):
+    """`kind` sorts the failure for a diagnosis: "psk" (the keys differ), "identity" (IDi/IDr
+    not the configured one), "auth_method", "ca" (no trusted issuer: `issuer`, `ca_files`),
+    "certificate" (expired, wrong identity, bad signature) or "peer_rejected" (the peer sent
+    AUTHENTICATION_FAILED, which says nothing of why, RFC 7296 §2.21.2)."""
+
     conn: str
     ike_sa_id: int
     remote: Address
     reason: str
     local_id: str = ""
     remote_id: str = ""
-
-
-@dataclass(frozen=True)
-class Offer:
-    """One side's view in a failed negotiation, for an at-a-glance mismatch report."""
-
-    proposals: tuple[Proposal, ...] = ()
-    proposal_text: tuple[str, ...] = ()
-    local_ts: tuple[TrafficSelector, ...] = ()
-    remote_ts: tuple[TrafficSelector, ...] = ()
-    identity: str = ""
-    auth_method: str = ""
+    kind: str = ""
+    initiator: bool | None = None
+    ours: Offer = field(default_factory=Offer)
+    theirs: Offer = field(default_factory=Offer)
+    issuer: str = ""
+    ca_files: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()  # as responder: the remote ids our connections accept
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,7 @@ class NegotiationFailed(Event):
     ours: Offer
     theirs: Offer
     remote: Address | None = None
+    initiator: bool | None = None  # our role in the failed exchange; None: unknown
 
 
 @dataclass(frozen=True)

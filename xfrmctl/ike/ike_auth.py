@@ -7,16 +7,18 @@ checking AUTH payloads is `authentication`'s; negotiating the Child SA is `child
 
 from __future__ import annotations
 
-from xfrmctl.ike import authentication, childsa, initial_contact, lifetimes
+from dataclasses import replace
+
+from xfrmctl.ike import authentication, childsa, initial_contact, lifetimes, offers
 from xfrmctl.ike.child_create import CreateChildTask
 from xfrmctl.ike.crypto.auth import signed_octets
 from xfrmctl.ike.delete import NotifyThenCloseTask
 from xfrmctl.ike.errors import RemoteProtocolError
-from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed
+from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed, Offer
 from xfrmctl.ike.exchanges import IkeState, Transition
 from xfrmctl.ike.iana import AuthMethod, ExchangeType, NotifyType, name_of
 from xfrmctl.ike.message import Message
-from xfrmctl.ike.negotiation import error_notify, ike_offer
+from xfrmctl.ike.negotiation import error_notify
 from xfrmctl.ike.payloads import (
     AuthPayload,
     IdPayload,
@@ -91,12 +93,29 @@ class AuthTask(Task):
             payloads += childsa.request_payloads(self.child, self.spi_in, False, acquired)
         return payloads
 
-    def _auth_failed(self, sa: IkeSa, now: float, reason: str, remote_id: str = "") -> None:
-        sa.emit(
-            AuthenticationFailed(
-                self.spec.name, sa.id, sa.remote, reason, str(self.spec.local_id), remote_id
-            )
+    def _failure(
+        self, sa: IkeSa, problem: authentication.AuthProblem, remote_id: str
+    ) -> AuthenticationFailed:
+        theirs = replace(offers.peer_seen(sa), identity=remote_id)
+        return AuthenticationFailed(
+            self.spec.name,
+            sa.id,
+            sa.remote,
+            problem.reason,
+            str(self.spec.local_id),
+            remote_id,
+            problem.kind,
+            True,
+            offers.our_ike(self.spec, sa),
+            theirs,
+            problem.issuer,
+            problem.ca_files,
         )
+
+    def _auth_failed(
+        self, sa: IkeSa, now: float, reason: str, kind: str, remote_id: str = ""
+    ) -> None:
+        sa.emit(self._failure(sa, authentication.AuthProblem(reason, kind), remote_id))
         sa.delete(now, f"authentication failed: {reason}", notify_peer=False)
 
     def on_response(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
@@ -113,19 +132,20 @@ class AuthTask(Task):
                         sa.id,
                         self.child.name if self.child else None,
                         reason,
-                        ike_offer(self.spec.ike_proposals),
-                        ike_offer(()),
+                        offers.our_child(self.spec, self.child, sa),
+                        offers.peer_seen(sa, hidden=offers.hidden_by(reason)),
                         sa.remote,
+                        initiator=True,
                     )
                 )
                 sa.delete(now, f"IKE_AUTH failed: {reason}", notify_peer=False)
                 return
-            self._auth_failed(sa, now, f"peer answered {reason}")
+            self._auth_failed(sa, now, f"peer answered {reason}", "peer_rejected")
             return
         peer = authentication.id_text(idr)
         want = self.spec.remote_id
         if want is not None and (idr.id_type, idr.data) != (want.type, want.data):
-            self._auth_failed(sa, now, f"peer identity {peer} is not {want}", peer)
+            self._auth_failed(sa, now, f"peer identity {peer} is not {want}", "identity", peer)
             return
         octets = signed_octets(
             sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, idr.encode_body()
@@ -133,13 +153,9 @@ class AuthTask(Task):
         why = authentication.verify_auth(sa, self.spec.peer_auth, payloads, idr, octets)
         if why is not None:
             # RFC 7296 §2.21.2: tell the responder, which already considers the SA up.
-            sa.emit(
-                AuthenticationFailed(
-                    self.spec.name, sa.id, sa.remote, why, str(self.spec.local_id), peer
-                )
-            )
+            sa.emit(self._failure(sa, why, peer))
             sa.transition(Transition.CLOSING)
-            sa.queue(NotifyThenCloseTask(NotifyType.AUTHENTICATION_FAILED, why), now)
+            sa.queue(NotifyThenCloseTask(NotifyType.AUTHENTICATION_FAILED, why.reason), now)
             return
         _established(sa, self.spec, idr, now)
         if self.child is not None:
@@ -168,6 +184,53 @@ def _pick_spec(
     return None
 
 
+def _unmatched(
+    sa: IkeSa, idi: IdPayload, idr: IdPayload | None, reason: str
+) -> authentication.AuthProblem:
+    """No connection fits: "identity" unless one would with another auth method."""
+    known = sa.candidates or ([sa.spec] if sa.spec else [])
+    ids_fit = any(_pick_spec(sa, idi, idr, m) for m in (AuthMethod.PSK, AuthMethod.RSA_SIG))
+    return authentication.AuthProblem(reason, "auth_method" if ids_fit and known else "identity")
+
+
+def _responder_failure(
+    sa: IkeSa,
+    spec: ConnectionSpec | None,
+    why: authentication.AuthProblem,
+    idi: IdPayload,
+    idr: IdPayload | None,
+    method: int,
+) -> AuthenticationFailed:
+    """The initiator's IDi/IDr and auth method next to what our connection(s) expect."""
+    known = sa.candidates or ([sa.spec] if sa.spec else [])
+    ours = offers.our_ike(spec or (known[0] if known else None), sa)
+    if spec is None and known:  # every connection we could have picked
+        ids = dict.fromkeys(str(s.remote_id) if s.remote_id else "%any" for s in known)
+        ours = replace(ours, peer_id=", ".join(ids))
+    peer = authentication.id_text(idi)
+    theirs = Offer(
+        identity=peer,
+        auth_method="psk" if method == AuthMethod.PSK else "pubkey",
+        peer_id=authentication.id_text(idr) if idr is not None else "%any",
+        nat=sa.nat_remote,
+    )
+    return AuthenticationFailed(
+        spec.name if spec else sa.conn_name,
+        sa.id,
+        sa.remote,
+        why.reason,
+        ours.identity,
+        peer,
+        why.kind,
+        False,
+        ours,
+        theirs,
+        why.issuer,
+        why.ca_files,
+        tuple(str(s.remote_id) if s.remote_id else "%any" for s in known),
+    )
+
+
 def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> list[Payload]:
     """Responder: authenticate the initiator, answer with our AUTH and the first Child SA."""
     if sa.crypto is None:
@@ -179,19 +242,18 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         raise RemoteProtocolError("IKE_AUTH request without IDi and AUTH")
     peer = authentication.id_text(idi)
     spec = _pick_spec(sa, idi, idr, auth_p.method)
-    conn = sa.conn_name
     if spec is None:
         reason = f"no connection accepts identity {peer} with {name_of(AuthMethod, auth_p.method)}"
+        why: authentication.AuthProblem | None = _unmatched(sa, idi, idr, reason)
     else:
-        conn = spec.name
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, idi.encode_body()
         )
         why = authentication.verify_auth(sa, spec.peer_auth, payloads, idi, octets)
-        reason = why or ""
-    if spec is None or reason:
-        sa.emit(AuthenticationFailed(conn, sa.id, sa.remote, reason, "", peer))
-        raise RemoteProtocolError(reason, NotifyType.AUTHENTICATION_FAILED)
+    if why is not None or spec is None:
+        why = why or authentication.AuthProblem("no connection", "identity")
+        sa.emit(_responder_failure(sa, spec, why, idi, idr, auth_p.method))
+        raise RemoteProtocolError(why.reason, NotifyType.AUTHENTICATION_FAILED)
     sa.spec = spec
     _established(sa, spec, idi, now)
     if any(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xfrmctl.ike import authentication
 from xfrmctl.ike.crypto.auth import our_hash_algorithms
@@ -31,6 +31,7 @@ from xfrmctl.ike.negotiation import (
     respond_ke,
     retry_group,
 )
+from xfrmctl.ike.offers import hidden_by, ke_keyword, our_ike
 from xfrmctl.ike.payloads import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from xfrmctl.ike.proposals import proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import Address, Host, IkeCrypto, IkeSa, Task
@@ -123,9 +124,10 @@ class InitTask(Task):
                 sa.id,
                 None,
                 reason,
-                ike_offer(self.spec.ike_proposals),
+                our_ike(self.spec, sa),
                 theirs,
                 sa.remote,
+                initiator=True,
             )
         )
         sa.delete(now, f"IKE_SA_INIT failed: {reason}", notify_peer=False)
@@ -146,16 +148,16 @@ class InitTask(Task):
             self.ke_rounds += 1
             group = retry_group(payloads, self.spec.ike_proposals, self.group)
             if group is None or self.ke_rounds > MAX_KE_ROUNDS:
-                self._fail(
-                    sa, now, "INVALID_KE_PAYLOAD", Offer(proposal_text=(name_of(KeId, wanted),))
-                )
+                asked = Offer(ke_group=ke_keyword(wanted), hidden=("proposals",))
+                self._fail(sa, now, "INVALID_KE_PAYLOAD", asked)
                 return
             self.group = group
             self._restart(sa, now)
             return
         err = error_notify(payloads)
         if err is not None:
-            self._fail(sa, now, name_of(NotifyType, err.notify_type), Offer())
+            reason = name_of(NotifyType, err.notify_type)
+            self._fail(sa, now, reason, Offer(hidden=hidden_by(reason)))
             return
         sa_p = first(payloads, SaPayload)
         ke_p = first(payloads, KePayload)
@@ -307,11 +309,13 @@ def _select(
         if chosen is not None:
             break
     else:
-        ours = ike_offer(specs[0].ike_proposals) if specs else Offer()
+        ours = our_ike(specs[0]) if specs else Offer()
         name = specs[0].name if specs else ""
-        theirs = ike_offer(sa_p.proposals)
+        nat = detect(req.payloads, req.msg.spi_i, bytes(8), req.local, req.remote)
+        theirs = replace(ike_offer(sa_p.proposals), nat=nat[1] if nat else None)
+        ours = replace(ours, nat=nat[0] if nat else None)
         req.ep.emit(
-            NegotiationFailed(name, 0, None, "NO_PROPOSAL_CHOSEN", ours, theirs, req.remote)
+            NegotiationFailed(name, 0, None, "NO_PROPOSAL_CHOSEN", ours, theirs, req.remote, False)
         )
         req.answer([NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
         return None
