@@ -2,8 +2,8 @@
 NAT changes under a live tunnel is followed (issue 9: `keep_alive`, XFRM_MSG_MAPPING).
 
 Host a sits behind a NAT box whose UDP mappings time out after 10 s; b is outside, with no port
-forward. Only a's keepalives keep the way in open: the parametrised run with `keep_alive: 0`
-proves that the same idle tunnel then goes deaf from the outside.
+forward. Only a's keepalives keep the way in open: a2, behind the same NAT with `keep_alive: 0`
+and idle for the same time, proves that such a tunnel then goes deaf from the outside.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from xfrmctl_host import (
 )
 
 NAT_OUT = "192.0.2.1"
+NAT_IN, NAT_IN2 = "10.1.0.1", "10.3.0.1"  # the NAT's inside addresses, towards a and a2
 UDP_TIMEOUT = 10  # seconds the NAT keeps an idle UDP mapping
 IDLE = 2 * UDP_TIMEOUT + 5
 
@@ -54,38 +55,80 @@ def ping(src: Host, frm: str, dst: str, count: int = 5) -> int:
     return ping_stats(out.stdout)[1]
 
 
+def device_towards(host: Host, address: str) -> str:
+    """The device `host` sends to `address` through (`ip route get`)."""
+    words = host.run(f"ip -o route get {address}").stdout.split()
+    return words[words.index("dev") + 1]
+
+
+def second_initiator(net: Network, nat: Host, b: Host, workdir: Path) -> tuple[Host, Daemon, str]:
+    """Host a2 behind the same NAT as a, with keepalives off, its own ID and inner subnet
+    10.10.3.0/24; returns it, its daemon, and b's connection to it (YAML)."""
+    a2 = net.host("a2")
+    net.link(a2, "10.3.0.2/24", nat, f"{NAT_IN2}/24")
+    net.route(a2, "default", NAT_IN2)
+    a2.run("ip addr add 10.10.3.1/32 dev lo")
+    net.route(b, "10.10.3.0/24", NAT_OUT)
+    sub = workdir / "a2"
+    sub.mkdir(exist_ok=True)
+    own = write_config(
+        sub,
+        "a2",
+        "10.3.0.2",
+        "192.0.2.2",
+        "10.10.3.0/24",
+        "10.10.2.0/24",
+        "tunnel",
+        "keep_alive: 0",
+    )
+    own.write_text(own.read_text().replace("id: a.lab.example", "id: b.lab.example"))
+    theirs = write_config(
+        sub, "b", "192.0.2.2", "%any", "10.10.2.0/24", "10.10.3.0/24", "tunnel"
+    ).read_text()
+    theirs = theirs.replace("id: a.lab.example", "id: a2.lab.example")
+    return a2, Daemon(a2, sub, own), theirs.split("connections:", 1)[1].replace("  tun:", "  tun2:")
+
+
 @pytest.mark.long
-@pytest.mark.parametrize("keep_alive", ["5s", "0"])
-def test_keepalives_keep_the_way_in_open(net: Network, lab_out: Path, keep_alive: str) -> None:
-    workdir = lab_out / f"nat-keepalive-{keep_alive}"
+def test_keepalives_keep_the_way_in_open(net: Network, lab_out: Path) -> None:
+    """a (keep_alive: 5s) and a2 (keep_alive: 0) behind one NAT, idle side by side for twice
+    the NAT's UDP timeout: only a's keepalives cross, and only a stays reachable from b."""
+    workdir = lab_out / "nat-keepalive"
     workdir.mkdir(parents=True, exist_ok=True)
-    a, nat, b, nat_out, da, db = natted_pair(net, workdir, f"keep_alive: {keep_alive}")
+    a, nat, b, _nat_out, da, db = natted_pair(net, workdir, "keep_alive: 5s")
+    a2, da2, b_to_a2 = second_initiator(net, nat, b, workdir)
+    db.cfg.write_text(db.cfg.read_text() + b_to_a2)
     try:
-        start_all(da, db)
+        start_all(da, da2, db)
         da.cli("up", "tun")
+        da2.cli("up", "tun")
         assert ping(a, "10.10.1.1", "10.10.2.1") > 0, da.log.read_text()[-3000:]
-        (ike_a,) = da.status()["ike_sas"]
-        assert ike_a["nat_local"] is True, ike_a
-        with net.capture(nat, nat_out, "udp and dst port 4500 and udp[8] = 0xff") as cap:
+        assert ping(a2, "10.10.3.1", "10.10.2.1") > 0, da2.log.read_text()[-3000:]
+        for d in (da, da2):
+            (ike,) = d.status()["ike_sas"]
+            assert ike["nat_local"] is True, ike
+        keepalive = "udp and dst port 4500 and udp[8] = 0xff"
+        with (
+            net.capture(a, device_towards(a, NAT_IN), keepalive) as cap,
+            net.capture(a2, device_towards(a2, NAT_IN2), keepalive) as cap2,
+        ):
             time.sleep(IDLE)  # idle: nothing but keepalives may cross
-        keepalives = cap.text.count("isakmp-nat-keep-alive")
-        # From outside, with no port forward: only the NAT's mapping leads to a.
-        received = ping(b, "10.10.2.1", "10.10.1.1")
-        if keep_alive == "5s":
-            assert keepalives >= IDLE // 5 - 2, cap.text[-2000:]
-            assert received > 0, (
-                f"outside peer lost a after {IDLE} s idle\n" + da.log.read_text()[-3000:]
-            )
-        else:
-            assert keepalives == 0, cap.text[-2000:]
-            assert received == 0, (
-                "the NAT kept the mapping without keepalives: the test proves nothing"
-            )
-        da.cli("down", "tun")
-        wait_for(lambda: not a.xfrm_state_text().strip(), "SAs removed", 20)
+        # From outside, with no port forward: only the NAT's mapping leads in.
+        received, received2 = ping(b, "10.10.2.1", "10.10.1.1"), ping(b, "10.10.2.1", "10.10.3.1")
+        assert cap.text.count("isakmp-nat-keep-alive") >= IDLE // 5 - 2, cap.text[-2000:]
+        assert received > 0, (
+            f"outside peer lost a after {IDLE} s idle\n" + da.log.read_text()[-3000:]
+        )
+        assert cap2.text.count("isakmp-nat-keep-alive") == 0, cap2.text[-2000:]
+        assert received2 == 0, (
+            "the NAT kept a2's mapping without keepalives: the test proves nothing"
+        )
+        for d in (da, da2):
+            d.cli("down", "tun")
+        wait_for(lambda: not (a.xfrm_state_text() + a2.xfrm_state_text()).strip(), "SAs gone", 20)
     finally:
-        stop_all(da, db)
-    assert_clean(a, b)
+        stop_all(da, da2, db)
+    assert_clean(a, a2, b)
 
 
 def test_a_changed_nat_mapping_is_followed(net: Network, lab_out: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from netlab import Host, Network
 from xfrmctl_host import Xfrmctl, write_psk
 
@@ -58,6 +59,7 @@ def host_to_host(me: str, peer: str) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.mark.long
 def test_up_traffic_status_down(net: Network, lab_out: Path) -> None:
     """ESP and AH, each in transport and tunnel mode, one after the other between one pair of
     daemons: each variant is brought up, carries traffic (protected on the wire), shows in
