@@ -189,6 +189,7 @@ class ChildSpec:
     dpd_action: CloseAction = CloseAction.NONE
     close_action: CloseAction = CloseAction.NONE
     kernel: KernelOptions = KernelOptions()
+    ipcomp: bool = False  # offer/accept IPComp (DEFLATE) with each Child SA (RFC 3173)
 
 
 @dataclass(frozen=True)
