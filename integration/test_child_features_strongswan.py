@@ -167,6 +167,14 @@ def ipcomp_phase(net: Network, a: Host, sw: Host, charon: Charon, da: Xfrmctl) -
             assert ping(a, i, BIG), f"big ping on child {i}"
         assert ping(a, 1), "small (uncompressed IP-in-IP) ping on zip"
     lengths = esp_lengths(cap.text)
+    evidence = Path(charon.log).parent / "esp-lengths.txt"  # the wire, for a reader of lab-out
+    evidence.write_text(
+        "".join(
+            f"{c['name']} {key} {c[key]}: {lengths.get(int(c[key], 16), [])}\n"
+            for c in (zip_, zipr, plain)
+            for key in ("spi_out", "spi_in")
+        )
+    )
     for child in (zip_, zipr):
         for key in ("spi_out", "spi_in"):
             got = lengths.get(int(child[key], 16), [])
