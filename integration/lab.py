@@ -241,7 +241,7 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
         "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis",
         # The root filesystem is the host's, read-only: load the modules tests rely on up front.
         "for m in xfrm_user esp4 esp6 ah4 ah6 xfrm4_tunnel xfrm6_tunnel tunnel4 "
-        "xfrm_interface veth; do modprobe -q $m 2>/dev/null; done",
+        "xfrm_interface veth ipcomp ipcomp6; do modprobe -q $m 2>/dev/null; done",
         "sysctl -qw net.ipv4.ip_forward=0",
     ]
     lines.append("exec /bin/sh -i" if interactive else "exec " + shlex.join(command))

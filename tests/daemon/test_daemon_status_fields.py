@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon_helpers import BASE_PORT, loopback_pair, make_daemon, no_progress
+from daemon_helpers import BASE_PORT, RecordingKernel, loopback_pair, make_daemon, no_progress
 
 
 def test_ike_and_child_times_are_reported(tmp_path: Path) -> None:
@@ -31,6 +31,51 @@ def test_ike_and_child_times_are_reported(tmp_path: Path) -> None:
             assert child.rekey_in is not None and 3600 - 60 - 30 <= child.rekey_in <= 3600
             assert child.expires_in is not None and 4200 - 30 <= child.expires_in <= 4200
             assert child.offload == ""  # the recording kernel offloads nothing
+        finally:
+            await da.stop()
+            await db.stop()
+
+    asyncio.run(scenario())
+
+
+class _OffloadingKernel(RecordingKernel):
+    def offload_of(self, spi_in: int) -> str:
+        return "eth9" if spi_in in self.sas else ""
+
+
+def test_interface_offload_ipcomp_and_marks_are_reported(tmp_path: Path) -> None:
+    a, b = loopback_pair(
+        tmp_path,
+        BASE_PORT + 720,
+        a_conn="interface: {name: xfrm-t, if_id: 42}",
+        a_child="ipcomp: yes\nmark_in: 0x2a/0xff\nmark_out: 43\nhw_offload: packet",
+        b_child="ipcomp: yes",
+    )
+
+    async def scenario() -> None:
+        da, ha, _ = await make_daemon(a, _OffloadingKernel())
+        db, hb, _ = await make_daemon(b)
+        try:
+            await asyncio.wait_for(ha.up("tun", None, no_progress), 20)
+            (ike,) = (await ha.status(None)).ike_sas
+            (child,) = ike.children
+            assert child.interface is not None
+            assert (child.interface.name, child.interface.if_id) == ("xfrm-t", 42)
+            assert (child.offload, child.offload_mode) == ("eth9", "packet")
+            assert (child.mark_in, child.mark_out) == ("0x2a/0xff", "0x2b/0xffffffff")
+            (peer,) = (await hb.status(None)).ike_sas
+            (other,) = peer.children
+            assert child.ipcomp is not None and other.ipcomp is not None
+            assert child.ipcomp.transform == "deflate" and len(child.ipcomp.cpi_in) == 4
+            assert (child.ipcomp.cpi_in, child.ipcomp.cpi_out) == (
+                other.ipcomp.cpi_out,
+                other.ipcomp.cpi_in,
+            )
+            # b: software, no interface, no marks.
+            assert (other.offload, other.offload_mode, other.interface) == ("", "none", None)
+            assert (other.mark_in, other.mark_out) == ("", "")
+            text = other.model_dump_json()
+            assert '"ipcomp":{"transform":"deflate"' in text
         finally:
             await da.stop()
             await db.stop()

@@ -23,6 +23,7 @@ from xfrmctl.ike.spec import (
     ConnectionSpec,
     Encap,
     Identity,
+    MarkSpec,
     Mode,
     Offload,
     PskAuth,
@@ -148,6 +149,9 @@ CHILD_CASES: list[tuple[str, Any, Getter, Any]] = [
     ("if_id_in", 7, lambda s: s.children[0].kernel.if_id_in, 7),
     ("if_id_out", 8, lambda s: s.children[0].kernel.if_id_out, 8),
     ("hw_offload", "auto", lambda s: s.children[0].kernel.hw_offload, Offload.AUTO),
+    ("ipcomp", True, lambda s: s.children[0].ipcomp, True),
+    ("mark_in", "0x2a/0xff", lambda s: s.children[0].kernel.mark_in, MarkSpec(42, 0xFF)),
+    ("mark_out", 7, lambda s: s.children[0].kernel.mark_out, MarkSpec(7, 0xFFFFFFFF)),
 ]
 
 

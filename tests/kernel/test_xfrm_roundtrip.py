@@ -392,7 +392,7 @@ def test_wire_aevent_body_is_pyroute2s_bytes(
     ref = aevent_msg(sa_id, ends[0], flags, mark, replay, esn=esn)
     assert body == pyroute2_body(ref, Msg.NEWAE)
     counters = decode_counters(framed(Msg.NEWAE, body))
-    assert counters.id == sa_id
+    assert counters.id == SaId(sa_id.dst, sa_id.spi, sa_id.proto, mark)
     if replay is not None:
         assert counters.replay is not None
         assert (counters.replay.oseq, counters.replay.seq) == (replay.oseq, replay.seq)

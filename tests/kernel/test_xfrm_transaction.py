@@ -22,7 +22,9 @@ from xfrmctl.kernel.socket import Request
 from xfrmctl.kernel.types import (
     SA,
     Aead,
+    Comp,
     Dir,
+    Mark,
     Mode,
     Policy,
     PolicyId,
@@ -50,17 +52,25 @@ def _reply(mtype: int, body: bytes) -> Any:
 
 
 def _sa_id(parsed: Any) -> SaId:
-    from xfrmctl.kernel.fields import unpack_addr
+    from xfrmctl.kernel.fields import get_mark, unpack_addr
 
     return SaId(
-        unpack_addr(parsed["daddr"], parsed["family"]), parsed["spi"], Proto(parsed["proto"])
+        unpack_addr(parsed["daddr"], parsed["family"]),
+        parsed["spi"],
+        Proto(parsed["proto"]),
+        get_mark(parsed),  # the kernel finds a marked SA only by its mark too
     )
 
 
 def _policy_id(parsed: Any) -> PolicyId:
-    from xfrmctl.kernel.fields import get_selector
+    from xfrmctl.kernel.fields import get_mark, get_selector
 
-    return PolicyId(get_selector(parsed), Dir(parsed["dir"]))
+    return PolicyId(
+        get_selector(parsed),
+        Dir(parsed["dir"]),
+        get_mark(parsed),
+        parsed.get_attr("XFRMA_IF_ID") or 0,
+    )
 
 
 class FakeKernel:
@@ -327,3 +337,76 @@ def test_removal_error_other_than_gone_is_raised() -> None:
     k.batch = broken  # type: ignore[method-assign]
     with pytest.raises(tx.TransactionError, match="inbound SA removal incomplete"):
         run(tx.remove_inbound(k, c))  # type: ignore[arg-type]
+
+
+def comp_child(n: int = 1, mark: Mark | None = None) -> tx.ChildSA:
+    """A pair with IPComp: comp SAs (CPI as SPI, tunnel mode) under ESP in transport mode,
+    and templates comp then esp; marks on the outbound SA, as swanctl's mark_out."""
+    c = child(n)
+    rid = c.inbound.reqid
+    comp = Comp("deflate")
+    esp_in = dataclasses.replace(c.inbound, mode=Mode.TRANSPORT)
+    esp_out = dataclasses.replace(c.outbound, mode=Mode.TRANSPORT, mark=mark)
+    comp_in = SA(B, A, 0x300 + n, Proto.COMP, Mode.TUNNEL, rid, comp=comp)
+    comp_out = SA(A, B, 0x400 + n, Proto.COMP, Mode.TUNNEL, rid, comp=comp, mark=mark)
+    policies = tuple(
+        dataclasses.replace(
+            p,
+            templates=(
+                Template(Proto.COMP, Mode.TUNNEL, rid, *(p.templates[0].src, p.templates[0].dst)),
+                Template(Proto.ESP, Mode.TRANSPORT, rid),
+            ),
+            mark=mark if p.dir == Dir.OUT else None,
+        )
+        for p in c.policies
+    )
+    return tx.ChildSA(
+        esp_in, esp_out, policies, inbound_larval=False, comp_in=comp_in, comp_out=comp_out
+    )
+
+
+def test_ipcomp_sas_go_in_before_their_esp_sa_and_out_after_it() -> None:
+    k = FakeKernel()
+    c = comp_child(mark=Mark(0x2A, 0xFF))
+    run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert k.batches[0][:4] == [
+        ("NEWSA", "0x301"),
+        ("NEWSA", "0x1001"),
+        ("NEWSA", "0x401"),
+        ("NEWSA", "0x2001"),
+    ]
+    assert c.comp_out is not None and c.comp_in is not None
+    assert set(k.sas) == {c.comp_in.id, c.inbound.id, c.comp_out.id, c.outbound.id}
+    # The marked outbound SAs are deleted by their id alone: it carries the mark.
+    run(tx.remove_child(k, c))  # type: ignore[arg-type]
+    assert k.batches[-1][-4:] == [
+        ("DELSA", "0x2001"),
+        ("DELSA", "0x401"),
+        ("DELSA", "0x1001"),
+        ("DELSA", "0x301"),
+    ]
+    assert k.sas == {} and k.policies == {}
+
+
+def test_rekey_split_moves_the_ipcomp_sas_with_their_direction() -> None:
+    k = FakeKernel()
+    c = comp_child()
+    assert c.comp_out is not None and c.comp_in is not None
+    run(tx.install_child(k, c, outbound=False))  # type: ignore[arg-type]
+    assert set(k.sas) == {c.comp_in.id, c.inbound.id}
+    run(tx.install_outbound(k, c))  # type: ignore[arg-type]
+    assert k.batches[-1] == [("NEWSA", "0x401"), ("NEWSA", "0x2001")]
+    run(tx.remove_child(k, c, keep_inbound=True))  # type: ignore[arg-type]
+    assert set(k.sas) == {c.comp_in.id, c.inbound.id}
+    run(tx.remove_inbound(k, c))  # type: ignore[arg-type]
+    assert k.sas == {}
+
+
+def test_failed_outbound_sa_takes_its_ipcomp_sa_back() -> None:
+    k = FakeKernel()
+    c = comp_child()
+    k.reject.add(c.outbound.id)
+    with pytest.raises(tx.TransactionError, match="outbound SA install failed"):
+        run(tx.install_outbound(k, c))  # type: ignore[arg-type]
+    assert k.sas == {}
+    assert k.batches[-1] == [("DELSA", "0x401")]

@@ -159,6 +159,44 @@ def _check_interface_address(text: str) -> str:
     return text
 
 
+def parse_mark(text: str | int) -> tuple[int, int]:
+    """swanctl's `mark_in`/`mark_out`: VALUE[/MASK], each hex (0x..) or decimal; the mask
+    defaults to 0xffffffff. `%unique` and friends are not supported (a clear error)."""
+    raw = str(text).strip()
+    if raw.startswith("%"):
+        raise ValueError(
+            f"{raw!r}: xfrmctl does not allocate marks (%unique, %unique-dir, %same); "
+            "give VALUE[/MASK]"
+        )
+    value_text, slash, mask_text = raw.partition("/")
+    try:
+        value = int(value_text, 0)
+        mask = int(mask_text, 0) if slash else 0xFFFFFFFF
+    except ValueError:
+        raise ValueError(f"{raw!r} is not VALUE[/MASK] (hex 0x.. or decimal numbers)") from None
+    for what, number in (("value", value), ("mask", mask)):
+        if not 0 <= number <= 0xFFFFFFFF:
+            raise ValueError(f"{raw!r}: mark {what} {number:#x} does not fit 32 bits")
+    if value & ~mask:
+        raise ValueError(f"{raw!r}: mark value {value:#x} has bits outside mask {mask:#x}")
+    return value, mask
+
+
+def _check_mark(value: str | int) -> str:
+    parse_mark(value)
+    return str(value)
+
+
+MarkText = Annotated[
+    str,
+    BeforeValidator(_check_mark),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+            "description": "VALUE[/MASK], hex (0x..) or decimal",
+        }
+    ),
+]
 InterfaceName = Annotated[str, AfterValidator(_check_interface_name)]
 PrefixText = Annotated[str, AfterValidator(_check_prefix)]
 InterfaceAddressText = Annotated[str, AfterValidator(_check_interface_address)]
@@ -277,6 +315,12 @@ class Child(_Strict):
     ] = "no"
     """NIC offload (swanctl): no; yes (crypto offload, fail if the device cannot); auto
     (crypto offload where the device can, software otherwise); packet (full packet offload)."""
+    ipcomp: bool = False
+    """Offer and accept IPComp (RFC 3173, DEFLATE) with this Child SA (swanctl `ipcomp`)."""
+    mark_in: MarkText | None = None
+    """Mark (VALUE[/MASK]) on the inbound and forward policies, as swanctl's `mark_in`."""
+    mark_out: MarkText | None = None
+    """Mark (VALUE[/MASK]) on the outbound SA and policy, as swanctl's `mark_out`."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Child:

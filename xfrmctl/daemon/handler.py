@@ -17,6 +17,7 @@ from xfrmctl.daemon.status import (
     ConnectionStatus,
     IkeSaStatus,
     StatusReport,
+    child_kernel_fields,
 )
 from xfrmctl.daemon.waiters import UpFailed, Waiter
 from xfrmctl.ike.errors import LocalProtocolError
@@ -200,7 +201,9 @@ class DaemonHandler:
             installed_at=clock.wall(entry.installed_at) if entry else None,
             rekey_in=clock.seconds_until(entry.rekey_at()) if entry else None,
             expires_in=clock.seconds_until(entry.expire_at()) if entry else None,
-            offload=self.daemon.kernel.offload_of(c.spi_in),
+            **child_kernel_fields(
+                entry.ready if entry else None, self.daemon.kernel.offload_of(c.spi_in)
+            ),
         )
 
     async def explain(self, name: str) -> dict[str, Any]:

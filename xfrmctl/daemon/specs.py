@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfrmctl.config.model import parse_mark
 from xfrmctl.ike.engine import EndpointConfig
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.spec import (
@@ -19,6 +20,7 @@ from xfrmctl.ike.spec import (
     InterfaceOptions,
     IPAddress,
     KernelOptions,
+    MarkSpec,
     Mode,
     Offload,
     PeerAuth,
@@ -102,8 +104,15 @@ def _child(
             if_id_out=int(child.if_id_out or 0),
             hw_offload=Offload(child.hw_offload),
             interface=_interface(conn[1]),
+            mark_in=_mark(child.mark_in),
+            mark_out=_mark(child.mark_out),
         ),
+        ipcomp=bool(child.ipcomp),
     )
+
+
+def _mark(text: str | None) -> MarkSpec | None:
+    return None if text is None else MarkSpec(*parse_mark(text))
 
 
 def _interface(conn: Connection) -> InterfaceOptions | None:

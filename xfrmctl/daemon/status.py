@@ -11,6 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.spec import Offload
+
 SCHEMA_VERSION = 1
 
 
@@ -30,6 +33,26 @@ SpiHex = Annotated[str, BeforeValidator(_spi_hex)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class InterfaceStatus(_Model):
+    """The XFRM interface a route-based Child SA's traffic is routed into."""
+
+    name: str
+    """Interface name (connections.<conn>.interface.name)."""
+    if_id: int
+    """XFRM interface ID on the pair's SAs and policies."""
+
+
+class IpcompStatus(_Model):
+    """IPComp (RFC 3173) negotiated for a Child SA."""
+
+    transform: str = "deflate"
+    """Compression algorithm."""
+    cpi_in: str
+    """Our CPI (the peer compresses with it), 4 hex digits."""
+    cpi_out: str
+    """The peer's CPI (we compress with it), 4 hex digits."""
 
 
 class ChildSaStatus(_Model):
@@ -69,6 +92,16 @@ class ChildSaStatus(_Model):
     """Seconds until the hard lifetime ends; null when it has none."""
     offload: str = ""
     """The network device doing this pair's crypto (hw_offload); empty in software."""
+    offload_mode: str = "none"
+    """none (software), crypto (the device encrypts) or packet (full packet offload)."""
+    interface: InterfaceStatus | None = None
+    """The XFRM interface of a route-based connection; null otherwise."""
+    ipcomp: IpcompStatus | None = None
+    """IPComp CPIs when both sides agreed to compress; null otherwise."""
+    mark_in: str = ""
+    """mark_in as VALUE/MASK in hex (on the in and fwd policies); empty when unset."""
+    mark_out: str = ""
+    """mark_out as VALUE/MASK in hex (on the outbound SA and policy); empty when unset."""
 
 
 class IkeSaStatus(_Model):
@@ -151,3 +184,24 @@ class ReloadResult(_Model):
     removed: list[str] = []
     changed: list[str] = []
     unchanged: list[str] = []
+
+
+def child_kernel_fields(ready: ChildSaReady | None, device: str) -> dict[str, Any]:
+    """A Child SA's kernel-side fields from what the engine agreed (`ready`, None while not
+    installed) and the offload device the kernel glue used ("" in software)."""
+    fields: dict[str, Any] = {"offload": device}
+    if ready is None:
+        return fields
+    opts = ready.kernel
+    if device:
+        fields["offload_mode"] = "packet" if opts.hw_offload == Offload.PACKET else "crypto"
+    if opts.interface is not None:
+        fields["interface"] = InterfaceStatus(name=opts.interface.name, if_id=opts.interface.if_id)
+    if ready.cpi_in and ready.cpi_out:
+        fields["ipcomp"] = IpcompStatus(
+            cpi_in=f"{ready.cpi_in:04x}", cpi_out=f"{ready.cpi_out:04x}"
+        )
+    for key, mark in (("mark_in", opts.mark_in), ("mark_out", opts.mark_out)):
+        if mark is not None:
+            fields[key] = f"{mark.value:#x}/{mark.mask:#x}"
+    return fields

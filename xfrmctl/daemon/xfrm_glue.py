@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+from xfrmctl.daemon import ipcomp
 from xfrmctl.daemon.interfaces import InterfaceHolders
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.offload import fall_back, offload_device
@@ -46,7 +47,6 @@ from xfrmctl.kernel.types import (
     Offload,
     Policy,
     Proto,
-    SaId,
     Selector,
     Template,
 )
@@ -120,31 +120,35 @@ def _policies(
     local: IPAddress,
     remote: IPAddress,
     options: KernelOptions,
+    compress: bool = False,
 ) -> list[Policy]:
-    """in (and fwd in tunnel mode) with `if_id_in`, out with `if_id_out` (swanctl)."""
+    """in (and fwd in tunnel mode) with `if_id_in` and `mark_in`, out with `if_id_out` and
+    `mark_out` (swanctl); `compress` puts an IPComp template before the ESP/AH one."""
     out: list[Policy] = []
     if_in, if_out = options.if_id_in, options.if_id_out
+    mark_in, mark_out = ipcomp.mark(options.mark_in), ipcomp.mark(options.mark_out)
     tunnel = mode == KMode.TUNNEL
+
+    def tmpl(direction: Dir) -> tuple[Template, ...]:
+        ends = (local, remote) if direction == Dir.OUT else (remote, local)
+        return ipcomp.templates(proto, mode, reqid, ends if tunnel else None, direction, compress)
+
     for sel in selectors:
         reverse = Selector(sel.dst, sel.src, sel.proto, sel.dport, sel.sport)
-        t_out = Template(
-            proto=proto,
-            mode=mode,
-            reqid=reqid,
-            src=local if tunnel else None,
-            dst=remote if tunnel else None,
+        for direction in (Dir.IN, Dir.FWD) if tunnel else (Dir.IN,):
+            out.append(
+                Policy(
+                    reverse,
+                    direction,
+                    tmpl(direction),
+                    priority=PRIORITY,
+                    mark=mark_in,
+                    if_id=if_in,
+                )
+            )
+        out.append(
+            Policy(sel, Dir.OUT, tmpl(Dir.OUT), priority=PRIORITY, mark=mark_out, if_id=if_out)
         )
-        t_in = Template(
-            proto=proto,
-            mode=mode,
-            reqid=reqid,
-            src=remote if tunnel else None,
-            dst=local if tunnel else None,
-        )
-        out.append(Policy(reverse, Dir.IN, (t_in,), priority=PRIORITY, if_id=if_in))
-        if tunnel:
-            out.append(Policy(reverse, Dir.FWD, (t_in,), priority=PRIORITY, if_id=if_in))
-        out.append(Policy(sel, Dir.OUT, (t_out,), priority=PRIORITY, if_id=if_out))
     return out
 
 
@@ -182,7 +186,7 @@ class XfrmGlue(KernelGlue):
         keep_sa = set()
         for c in self._children.values():
             keep_pol |= {(p.selector, p.dir) for p in c.policies}
-            keep_sa |= {c.inbound.id, c.outbound.id}
+            keep_sa |= {s.id for s in (c.inbound, c.outbound, c.comp_in, c.comp_out) if s}
 
         def keep(obj: SA | Policy) -> bool:
             if isinstance(obj, Policy):
@@ -254,6 +258,7 @@ class XfrmGlue(KernelGlue):
         """The kernel objects of one Child SA; `offload` is the ifindex to offload to."""
         reqid = self._reqid(ready.reqid)
         sa_in, sa_out = self._sas(ready, reqid, offload)
+        comp_in, comp_out = ipcomp.comp_sas(ready, _mode(ready.mode), reqid)
         selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
         policies = _policies(
             selectors,
@@ -263,11 +268,15 @@ class XfrmGlue(KernelGlue):
             ready.local,
             ready.remote,
             ready.kernel,
+            ipcomp.uses_ipcomp(ready),
         )
-        return ChildSA(sa_in, sa_out, tuple(policies), inbound_larval=False)
+        return ChildSA(sa_in, sa_out, tuple(policies), False, comp_in=comp_in, comp_out=comp_out)
 
     def _sas(self, r: ChildSaReady, reqid: int, offload: int | None) -> tuple[SA, SA]:
+        """The ESP/AH pair; under IPComp in transport mode (the IPComp SA does the tunnel)."""
         mode, proto = _mode(r.mode), _proto(r.protocol)
+        if ipcomp.uses_ipcomp(r):
+            mode = KMode.TRANSPORT
         lt = r.lifetimes
 
         def limit(v: int) -> int | None:
@@ -287,6 +296,7 @@ class XfrmGlue(KernelGlue):
         opts = r.kernel
         packet = opts.hw_offload == OffloadMode.PACKET
         sas = []
+        marks = {True: None, False: ipcomp.mark(opts.mark_out)}  # swanctl: no mark_in on SAs
         for src, dst, spi, ekey, ikey, encap, if_id, inbound in (
             (
                 r.remote,
@@ -326,6 +336,7 @@ class XfrmGlue(KernelGlue):
                     esn=r.esn,
                     encap=encap,
                     if_id=if_id,
+                    mark=marks[inbound],
                     offload=None if offload is None else Offload(offload, inbound, packet),
                     flags=_state_flags(mode, proto, src),
                 )
@@ -414,14 +425,11 @@ class XfrmGlue(KernelGlue):
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         await self._open()
-        proto = _proto(ready.protocol)
+        child = self._children.get(ready.spi_in) or self._child(ready)
         try:
-            cin = await ksa.get_counters(
-                self.conn, SaId(ready.local, ready.spi_in, proto), ready.remote
-            )
-            cout = await ksa.get_counters(
-                self.conn, SaId(ready.remote, ready.spi_out, proto), ready.local
-            )
+            # The SAs' own ids: a marked SA is only found with its mark.
+            cin = await ksa.get_counters(self.conn, child.inbound.id, ready.remote)
+            cout = await ksa.get_counters(self.conn, child.outbound.id, ready.local)
         except XfrmError:
             return ChildCounters()
         return ChildCounters(cin.bytes, cin.packets, cout.bytes, cout.packets)

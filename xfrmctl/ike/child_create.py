@@ -6,7 +6,7 @@ responder, reached through `create_child_sa`, which tells the three uses of the 
 
 from __future__ import annotations
 
-from xfrmctl.ike import childsa
+from xfrmctl.ike import childsa, ipcomp
 from xfrmctl.ike.crypto.errors import CryptoError
 from xfrmctl.ike.crypto.keyexchange import KeyExchange, new_key_exchange
 from xfrmctl.ike.errors import LocalProtocolError, RemoteProtocolError
@@ -50,6 +50,7 @@ class CreateChildTask(Task):
         self.acquired = acquired
         self.spec: ChildSpec | None = None
         self.spi_in = 0
+        self.cpi_in = 0  # the IPComp CPI we offered, if any
         self.ni = b""
         self.group: int | None = None
         self.ke: KeyExchange | None = None
@@ -73,9 +74,10 @@ class CreateChildTask(Task):
         if self.group is None:
             self.group = childsa.pfs_group(spec)
         self.spi_in = sa.ep.allocate_spi(spec.protocol)
+        self.cpi_in = ipcomp.allocate_cpi(sa) if ipcomp.usable(sa, spec) else 0
         self.ni = sa.ep.random(NONCE_SIZE)
         payloads = self.prefix(sa)
-        req = childsa.request_payloads(spec, self.spi_in, True, self.acquired)
+        req = childsa.request_payloads(spec, self.spi_in, True, self.acquired, self.cpi_in)
         sa_idx = next(i for i, p in enumerate(req) if isinstance(p, SaPayload))
         extra: list[Payload] = [NoncePayload(self.ni)]
         self.ke = None
@@ -145,6 +147,7 @@ class CreateChildTask(Task):
             False,
             self.replaces(),
             self.outbound_now(),
+            self.cpi_in,
         )
         self.done(sa, child, now)
 
@@ -200,9 +203,23 @@ def respond_child(
         extra.append(KePayload(group, ke.public_value()))
     nr = sa.ep.random(NONCE_SIZE)
     spi_in = sa.ep.allocate_spi(spec.protocol)
+    cpis = ipcomp.respond(sa, spec, payloads)
     child = childsa.install(
-        sa, spec, chosen, spi_in, False, nonce.data, nr, shared, tsr, tsi, now, payloads, replaces
+        sa,
+        spec,
+        chosen,
+        spi_in,
+        False,
+        nonce.data,
+        nr,
+        shared,
+        tsr,
+        tsi,
+        now,
+        payloads,
+        replaces,
+        cpis=cpis,
     )
-    resp = childsa.response_payloads(chosen, spi_in, tsi, tsr, spec.mode)
+    resp = childsa.response_payloads(chosen, spi_in, tsi, tsr, spec.mode, cpis[0])
     idx = next(i for i, p in enumerate(resp) if isinstance(p, SaPayload))
     return [*resp[: idx + 1], NoncePayload(nr), *extra, *resp[idx + 1 :]], child

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import struct
 
-from xfrmctl.ike import offers
+from xfrmctl.ike import ipcomp, offers
 from xfrmctl.ike.crypto.algorithms import encr_for, integ_for
 from xfrmctl.ike.crypto.keys import derive_child_keys
 from xfrmctl.ike.errors import RemoteProtocolError
@@ -48,8 +48,10 @@ def request_payloads(
     spi_in: int,
     with_ke: bool,
     acquired: tuple[TrafficSelector, ...] | None = None,
+    cpi: int = 0,
 ) -> list[Payload]:
-    """SA, TSi, TSr and mode notifies for a Child SA we propose."""
+    """SA, TSi, TSr and mode notifies for a Child SA we propose; IPCOMP_SUPPORTED with a
+    non-zero `cpi`."""
     props = spec.proposals if with_ke else tuple(strip_ke(p) for p in spec.proposals)
     numbered = tuple(
         Proposal(p.protocol, p.transforms, i + 1, spi_bytes(spi_in)) for i, p in enumerate(props)
@@ -63,6 +65,8 @@ def request_payloads(
     out: list[Payload] = []
     if spec.mode == Mode.TRANSPORT:
         out.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
+    if cpi:
+        out.append(ipcomp.notify(cpi))
     out += [SaPayload(numbered), TsPayload(tsi), TsPayload(tsr, responder=True)]
     return out
 
@@ -148,11 +152,14 @@ def response_payloads(
     tsi: tuple[TrafficSelector, ...],
     tsr: tuple[TrafficSelector, ...],
     mode: Mode,
+    cpi: int = 0,
 ) -> list[Payload]:
     answer = Proposal(chosen.protocol, chosen.transforms, chosen.num, spi_bytes(spi_in))
     out: list[Payload] = []
     if mode == Mode.TRANSPORT:
         out.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
+    if cpi:
+        out.append(ipcomp.notify(cpi))
     out += [SaPayload((answer,)), TsPayload(tsi), TsPayload(tsr, responder=True)]
     return out
 
@@ -195,8 +202,10 @@ def install(
     payloads: list[Payload],
     replaces: ChildSa | None = None,
     outbound_now: bool = False,
+    cpis: tuple[int, int] = (0, 0),
 ) -> ChildSa:
-    """Derive KEYMAT (RFC 7296 §2.17), record the Child SA and emit ChildSaReady."""
+    """Derive KEYMAT (RFC 7296 §2.17), record the Child SA and emit ChildSaReady; `cpis` are
+    the agreed IPComp CPIs (ours, the peer's), zero without IPComp."""
     if sa.crypto is None:
         raise RemoteProtocolError("no IKE keys for a Child SA", None)
     spi_out = int.from_bytes(chosen.spi, "big")
@@ -235,6 +244,8 @@ def install(
         now + hard,
         tfc_padding=not _has(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED),
         rekey_nonces=(ni, nr),
+        cpi_in=cpis[0],
+        cpi_out=cpis[1],
     )
     owner = sa  # an IKE rekey may have completed while this exchange was in flight
     while owner.replaced_by is not None and owner.state != IkeState.ESTABLISHED:
@@ -277,6 +288,8 @@ def install(
             format_proposal(chosen),
             spec.kernel,
             outbound_now,
+            cpis[0],
+            cpis[1],
         )
     )
     return child
@@ -294,8 +307,10 @@ def finish_child(
     ignore_ke: bool,
     replaces: ChildSa | None = None,
     outbound_now: bool = False,
+    cpi_in: int = 0,
 ) -> ChildSa | None:
-    """Initiator: install the Child SA from a response, or report why the peer refused it."""
+    """Initiator: install the Child SA from a response, or report why the peer refused it;
+    `cpi_in` is the IPComp CPI we offered (0: none)."""
     err = error_notify(payloads)
     if err is not None or not any(isinstance(p, SaPayload) for p in payloads):
         reason = name_of(NotifyType, err.notify_type) if err else "no SA payload in response"
@@ -343,6 +358,7 @@ def finish_child(
         payloads,
         replaces,
         outbound_now,
+        ipcomp.agreed(cpi_in, payloads),
     )
 
 

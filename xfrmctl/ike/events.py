@@ -113,6 +113,9 @@ class ChildSaReady(Event):
     # inbound SA before answering (RFC 7296 §2.8), and no collision may make it redundant.
     # Otherwise (we answered the rekey) the new outbound SA waits for the old pair to go.
     outbound_now: bool = False
+    # IPComp (RFC 3173): the CPI the peer sends to us, and ours towards it; 0 for none.
+    cpi_in: int = 0
+    cpi_out: int = 0
 
 
 @dataclass(frozen=True)

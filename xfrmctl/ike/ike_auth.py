@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from xfrmctl.ike import authentication, childsa, initial_contact, lifetimes, offers
+from xfrmctl.ike import authentication, childsa, initial_contact, ipcomp, lifetimes, offers
 from xfrmctl.ike.child_create import CreateChildTask
 from xfrmctl.ike.crypto.auth import signed_octets
 from xfrmctl.ike.delete import NotifyThenCloseTask
@@ -62,6 +62,7 @@ class AuthTask(Task):
         self.spec = spec
         self.child: ChildSpec | None = None
         self.spi_in = 0
+        self.cpi_in = 0  # the IPComp CPI we offered with the first Child SA, if any
         self.idi: IdPayload | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
@@ -90,7 +91,10 @@ class AuthTask(Task):
             name, acquired = sa.pending_children.pop(0)
             self.child = spec.child(name)
             self.spi_in = sa.ep.allocate_spi(self.child.protocol)
-            payloads += childsa.request_payloads(self.child, self.spi_in, False, acquired)
+            self.cpi_in = ipcomp.allocate_cpi(sa) if ipcomp.usable(sa, self.child) else 0
+            payloads += childsa.request_payloads(
+                self.child, self.spi_in, False, acquired, self.cpi_in
+            )
         return payloads
 
     def _failure(
@@ -160,7 +164,16 @@ class AuthTask(Task):
         _established(sa, self.spec, idr, now)
         if self.child is not None:
             childsa.finish_child(
-                sa, self.child, self.spi_in, payloads, sa.ni, sa.nr, None, now, True
+                sa,
+                self.child,
+                self.spi_in,
+                payloads,
+                sa.ni,
+                sa.nr,
+                None,
+                now,
+                True,
+                cpi_in=self.cpi_in,
             )
         # The other children go next, ahead of anything queued for after the setup.
         sa.tasks.extendleft(CreateChildTask(n, ts) for n, ts in reversed(sa.pending_children))
@@ -275,8 +288,21 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
             response.append(NotifyPayload(exc.notify, exc.notify_data))
             return response
         spi_in = sa.ep.allocate_spi(child.protocol)
+        cpis = ipcomp.respond(sa, child, payloads)
         childsa.install(
-            sa, child, chosen, spi_in, False, sa.ni, sa.nr, None, tsr, tsi, now, payloads
+            sa,
+            child,
+            chosen,
+            spi_in,
+            False,
+            sa.ni,
+            sa.nr,
+            None,
+            tsr,
+            tsi,
+            now,
+            payloads,
+            cpis=cpis,
         )
-        response += childsa.response_payloads(chosen, spi_in, tsi, tsr, child.mode)
+        response += childsa.response_payloads(chosen, spi_in, tsi, tsr, child.mode, cpis[0])
     return response

@@ -147,6 +147,8 @@ class ChildSa:
     tfc_padding: bool = True
     rekey_nonces: tuple[bytes, bytes] | None = field(default=None, repr=False)
     replaced_by: ChildSa | None = None
+    cpi_in: int = 0  # IPComp CPIs (RFC 3173); 0: no IPComp
+    cpi_out: int = 0
 
 
 @dataclass

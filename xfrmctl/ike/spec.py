@@ -158,6 +158,14 @@ class InterfaceOptions:
 
 
 @dataclass(frozen=True)
+class MarkSpec:
+    """A netfilter mark and mask an SA or policy matches (swanctl `mark_in`/`mark_out`)."""
+
+    value: int
+    mask: int = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
 class KernelOptions:
     """Per-child XFRM settings the engine carries to the host untouched (swanctl names)."""
 
@@ -166,6 +174,8 @@ class KernelOptions:
     if_id_out: int = 0
     hw_offload: Offload = Offload.NO
     interface: InterfaceOptions | None = None  # the connection's, on each of its children
+    mark_in: MarkSpec | None = None  # on the in and fwd policies (swanctl: not the SA)
+    mark_out: MarkSpec | None = None  # on the out policy and the outbound SA
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,7 @@ class ChildSpec:
     dpd_action: CloseAction = CloseAction.NONE
     close_action: CloseAction = CloseAction.NONE
     kernel: KernelOptions = KernelOptions()
+    ipcomp: bool = False  # offer/accept IPComp (DEFLATE) with each Child SA (RFC 3173)
 
 
 @dataclass(frozen=True)

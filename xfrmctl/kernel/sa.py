@@ -173,7 +173,8 @@ def get_request(sa_id: SaId, mark: Mark | None = None) -> Request:
 
 
 def _id_request(msg_type: int, sa_id: SaId, mark: Mark | None, flags: int) -> Request:
-    body = wire.sa_id_body(sa_id, mark)
+    """`mark` overrides the one `sa_id` carries (kept for callers that pass it apart)."""
+    body = wire.sa_id_body(sa_id, mark if mark is not None else sa_id.mark)
     return Request(msg_type, body, flags, source=sa_id, context=ErrorContext)
 
 
@@ -235,7 +236,7 @@ async def get_counters(
     conn: Connection, sa_id: SaId, src: Address, mark: Mark | None = None
 ) -> SaCounters:
     """Byte/packet counters and replay state (GETAE); cheaper than a full GETSA."""
-    body = wire.aevent_body(sa_id, src, AE_RVAL | AE_LVAL, mark)
+    body = wire.aevent_body(sa_id, src, AE_RVAL | AE_LVAL, mark or sa_id.mark)
     replies = await conn.request(Request(Msg.GETAE, body, NLM_F_REQUEST, ErrorContext(sa_id)))
     if not replies:
         raise DecodeError(f"the kernel answered GETAE for {sa_id} with nothing")
@@ -254,14 +255,14 @@ async def set_replay_state(
     """Set an SA's sequence numbers and replay window (NEWAE), e.g. after migrating it.
 
     For an ESN SA the window (and bitmap length) must match what the SA was installed with."""
-    body = wire.aevent_body(sa_id, src, AE_RVAL, mark, replay, esn=esn)
+    body = wire.aevent_body(sa_id, src, AE_RVAL, mark or sa_id.mark, replay, esn=esn)
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE  # the kernel insists on REPLACE
     await conn.request(Request(Msg.NEWAE, body, flags, ErrorContext(sa_id)))
 
 
 def decode_counters(msg: Any) -> SaCounters:
     family = msg["family"]
-    sa_id = SaId(unpack_addr(msg["daddr"], family), msg["spi"], Proto(msg["proto"]))
+    sa_id = SaId(unpack_addr(msg["daddr"], family), msg["spi"], Proto(msg["proto"]), get_mark(msg))
     cur = msg.get_attr("XFRMA_LTIME_VAL")
     replay = None
     if (esn := msg.get_attr("XFRMA_REPLAY_ESN_VAL")) is not None:

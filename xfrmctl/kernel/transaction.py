@@ -6,6 +6,9 @@ is dropped for lack of an SA; the outbound policy comes last because it switches
 The kernel does not stop a batch at the first error, so policies go in a second batch only
 when every SA went in, and anything that did go in is undone if a later step fails.
 
+IPComp (RFC 3173) adds an SA per direction: each goes in just before the ESP/AH SA of its
+direction and out just after it, so the templates (comp, then esp) never miss one.
+
 A rekey splits the pair (make-before-break): `install_children(outbound=False)` puts in the new
 inbound SA and the policies while the old outbound SA keeps carrying traffic (same reqid, so
 the policies find it); `install_outbound` switches to the new one once the peer is known to
@@ -58,13 +61,16 @@ class ChildSA:
     """The kernel side of one IKE Child SA.
 
     `inbound_larval`: the inbound SPI came from ALLOCSPI, so the inbound SA replaces that larval
-    state (UPDSA) instead of being added.
+    state (UPDSA) instead of being added. `comp_in`/`comp_out`: the IPComp SAs, when the pair
+    compresses (their CPI is their SPI).
     """
 
     inbound: SA
     outbound: SA
     policies: tuple[Policy, ...] = ()
     inbound_larval: bool = True
+    comp_in: SA | None = None
+    comp_out: SA | None = None
 
     def ordered_policies(self) -> list[Policy]:
         rank = {Dir.IN: 0, Dir.FWD: 1, Dir.OUT: 2}
@@ -101,6 +107,8 @@ async def install_children(
     Without `outbound` the outbound SAs are left for `install_outbound` (rekeys)."""
     sa_reqs: list[tuple[SA, Request]] = []
     for child in children:
+        if child.comp_in is not None:
+            sa_reqs.append((child.comp_in, sa_ops.add_request(child.comp_in)))
         inbound = (
             sa_ops.update_request(child.inbound)
             if child.inbound_larval
@@ -108,14 +116,14 @@ async def install_children(
         )
         sa_reqs.append((child.inbound, inbound))
         if outbound:
-            sa_reqs.append((child.outbound, sa_ops.add_request(child.outbound)))
+            sa_reqs += _outbound_requests(child)
     policies = [p for child in children for p in child.ordered_policies()]
     lookups = [policy_ops.get_request(p.id) for p in policies] if replace_policies else []
     await conn.batch([r for _, r in sa_reqs] + lookups)
 
     def undo_sas() -> list[Request]:
         # Larval inbound states are gone once updated; deleting the SA frees the SPI too.
-        return [sa_ops.delete_request(sa.id, sa.mark) for sa, r in reversed(sa_reqs) if r.ok]
+        return [sa_ops.delete_request(sa.id) for sa, r in reversed(sa_reqs) if r.ok]
 
     if failed := _failures([r for _, r in sa_reqs]):
         leftovers = await _undo(conn, undo_sas())
@@ -150,12 +158,23 @@ async def install_child(
 
 
 async def install_outbound(conn: Connection, child: ChildSA) -> None:
-    """The outbound SA that `install_children(outbound=False)` left out; from now on the
-    outbound policy's traffic may use it."""
-    req = sa_ops.add_request(child.outbound)
-    await conn.batch([req])
-    if req.error is not None:
-        raise TransactionError(f"outbound SA install failed: {req.error}", req.error, [])
+    """The outbound SA that `install_children(outbound=False)` left out (and its IPComp SA);
+    from now on the outbound policy's traffic may use it."""
+    reqs = _outbound_requests(child)
+    await conn.batch([r for _, r in reqs])
+    if failed := _failures([r for _, r in reqs]):
+        undo = [sa_ops.delete_request(sa.id) for sa, r in reversed(reqs) if r.ok]
+        leftovers = await _undo(conn, undo)
+        raise TransactionError(f"outbound SA install failed: {failed[0]}", failed[0], leftovers)
+
+
+def _outbound_requests(child: ChildSA) -> list[tuple[SA, Request]]:
+    out = [] if child.comp_out is None else [(child.comp_out, sa_ops.add_request(child.comp_out))]
+    return [*out, (child.outbound, sa_ops.add_request(child.outbound))]
+
+
+def _deletes(*sas: SA | None) -> list[Request]:
+    return [sa_ops.delete_request(sa.id) for sa in sas if sa is not None]
 
 
 async def remove_children(
@@ -177,9 +196,9 @@ async def remove_children(
                 policy_ops.delete_request(p.id) for p in reversed(child.ordered_policies())
             ]
     for child in children:
-        requests.append(sa_ops.delete_request(child.outbound.id, child.outbound.mark))
+        requests += _deletes(child.outbound, child.comp_out)
         if not keep_inbound:
-            requests.append(sa_ops.delete_request(child.inbound.id, child.inbound.mark))
+            requests += _deletes(child.inbound, child.comp_in)
     await _remove(conn, requests, "Child SA removal")
 
 
@@ -191,9 +210,7 @@ async def remove_child(
 
 async def remove_inbound(conn: Connection, child: ChildSA) -> None:
     """The inbound SA `remove_children(keep_inbound=True)` left behind; gone is not an error."""
-    await _remove(
-        conn, [sa_ops.delete_request(child.inbound.id, child.inbound.mark)], "inbound SA removal"
-    )
+    await _remove(conn, _deletes(child.inbound, child.comp_in), "inbound SA removal")
 
 
 async def remove_policies(conn: Connection, policies: Sequence[Policy]) -> None:
@@ -247,7 +264,7 @@ async def cleanup_stale(
     ]
     report.sas = [s async for s in sa_ops.dump_sas(conn) if ownership.owns_sa(s) and not keep(s)]
     requests = [policy_ops.delete_request(p.id) for p in report.policies]
-    requests += [sa_ops.delete_request(s.id, s.mark) for s in report.sas]
+    requests += [sa_ops.delete_request(s.id) for s in report.sas]
     await conn.batch(requests)
     report.errors = [e for e in _failures(requests) if not isinstance(e, NotFoundError)]
     return report

@@ -213,14 +213,17 @@ class ReplayState:
 
 @dataclass(frozen=True)
 class SaId:
-    """What identifies an SA in the kernel: destination, SPI, protocol."""
+    """What identifies an SA in the kernel: destination, SPI, protocol, and its mark (two
+    SAs may differ by mark alone, so GETSA/DELSA/GETAE of a marked SA must name it)."""
 
     dst: Address
     spi: int
     proto: Proto = Proto.ESP
+    mark: Mark | None = None
 
     def __str__(self) -> str:
-        return f"{self.proto.label} spi {self.spi:#010x} dst {self.dst}"
+        mark = f" mark {self.mark.value:#x}/{self.mark.mask:#x}" if self.mark else ""
+        return f"{self.proto.label} spi {self.spi:#010x} dst {self.dst}{mark}"
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,7 @@ class SA:
 
     @property
     def id(self) -> SaId:
-        return SaId(self.dst, self.spi, self.proto)
+        return SaId(self.dst, self.spi, self.proto, self.mark)
 
     @property
     def family(self) -> int:
