@@ -282,14 +282,18 @@ def test_dpd_actions_when_the_peers_are_killed(net: Network, lab_out: Path) -> N
             # Silence for dpd_delay, then dpd_timeout without answer; polling adds a little.
             assert took <= 3 + 8 + 6, f"{action}: DPD took {took:.1f} s"
             print(f"DPD {action}: detected {took:.1f} s after kill -9")
-        dpd_clear(da, dp["clear"])
-        dpd_trap(net, sw, da, dp["trap"])
+        dpd_clear_gone(da, dp["clear"])
+        dpd_trap_set(da)
+        # Both killed peers come back side by side (each start is seconds of Python).
+        start_all(dp["clear"], dp["trap"])
+        assert_clean(dp["clear"].host)  # the clear peer's start removed its stale half
+        dpd_trap_on_traffic(net, sw, da, dp["trap"])
         dpd_restart(net, sw, da, dp["restart"])
     finally:
         stop_all(da, *dp.values())
 
 
-def dpd_clear(da: Daemon, db: Daemon) -> None:
+def dpd_clear_gone(da: Daemon, db: Daemon) -> None:
     ip = DPD_PEERS["clear"]
     wait_for(lambda: sa_count(da.host, ip) == 0, "DPD clear to remove the SAs", 5)
     assert f"dst {ip}/32" not in da.host.xfrm_dir_policies(), "clear left a policy"
@@ -298,16 +302,17 @@ def dpd_clear(da: Daemon, db: Daemon) -> None:
     assert sa_count(da.host, ip) == 0
     # The killed peer's kernel still holds its half; its next start removes it.
     assert state_count(db.host) == 2
-    db.spawn().wait_ready()
-    assert_clean(db.host)
 
 
-def dpd_trap(net: Network, sw: Host, da: Daemon, db: Daemon) -> None:
+def dpd_trap_set(da: Daemon) -> None:
     ip = DPD_PEERS["trap"]
     wait_for(lambda: sa_count(da.host, ip) == 0, "DPD trap to remove the SAs", 5)
     assert f"dst {ip}/32" in da.host.xfrm_dir_policies(), "no trap after DPD"
-    db.spawn().wait_ready()  # the peer is back; only traffic starts a negotiation
-    time.sleep(2)
+
+
+def dpd_trap_on_traffic(net: Network, sw: Host, da: Daemon, db: Daemon) -> None:
+    """The trap peer is back; only traffic starts a negotiation."""
+    ip = DPD_PEERS["trap"]
     assert not any(s["name"] == "trap" for s in da.status()["ike_sas"]), "trap must wait"
     with net.capture(sw, "br0") as cap:
         da.host.run(f"ping -n -c 1 -W 1 {ip}", check=False)  # the ACQUIRE
