@@ -31,9 +31,9 @@ from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
 from xfrmctl.ike.events import ChildSaReady
-from xfrmctl.ike.settings import EndpointConfig
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.proposals import parse_proposals
+from xfrmctl.ike.settings import EndpointConfig
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Identity, PskAuth, TsSpec
 
 A = ipaddress.ip_address("127.0.0.1")
