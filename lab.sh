@@ -2,7 +2,8 @@
 # xfrmctl's two entry points on a fresh Debian 12 machine (as root):
 #   ./lab.sh demo   install everything, then a real IPsec tunnel between two hosts in the lab
 #   ./lab.sh test   install everything, then lint, unit tests and the real-kernel lab suite
-# Also: ./lab.sh shell (root shell in the lab guest), ./lab.sh unit, ./lab.sh lint, ./lab.sh lab.
+# Also: ./lab.sh shell (root shell in the lab guest), ./lab.sh unit, ./lab.sh lint, ./lab.sh lab,
+#   ./lab.sh bench [--n N]   xfrmctl side by side with strongSwan in the guest (bench/tunnels.py)
 set -eu
 cd "$(dirname "$0")"
 action=${1:-help}
@@ -55,6 +56,7 @@ case "$action" in
     unit) scripts/setup.sh; unit "$@" ;;
     lint) scripts/setup.sh; lint ;;
     lab) scripts/setup.sh; lab "$@" ;;
+    bench) scripts/setup.sh; exec .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/tunnels.py "$@" ;;
     shell) scripts/setup.sh; exec .venv/bin/python integration/lab.py shell ;;
-    *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; [ "$action" = help ] ;;
+    *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; [ "$action" = help ] ;;
 esac

@@ -63,10 +63,7 @@ class DaemonHandler:
         loop = asyncio.get_running_loop()
         waiter = Waiter(name, "up", set(), set(names), loop.create_future(), progress)
         try:
-            if any(
-                s.conn == name and s.state.upper() == "ESTABLISHED"
-                for s in self.daemon.engine.ike_sas()
-            ):
+            if any(s.state.upper() == "ESTABLISHED" for s in self.daemon.engine.ike_sas(name)):
                 ids = {
                     self.daemon.call(self.daemon.engine.initiate_child, name, n)
                     for n in names
@@ -102,9 +99,12 @@ class DaemonHandler:
         return await self._up_result(name)
 
     async def _up_result(self, name: str) -> dict[str, Any]:
-        report = await self.status(name)
-        sas = [s for s in report.ike_sas if s.name == name]
-        return {"ike_sa": sas[0].model_dump(mode="json")} if sas else {}
+        """The connection's first IKE SA as `status` shows it (built for that one only)."""
+        clock = _Clock(self.daemon.now(), time.time())
+        ike = next(iter(self.daemon.engine.ike_sas(name)), None)
+        if ike is None:
+            return {}
+        return {"ike_sa": (await self._ike_status(ike, clock)).model_dump(mode="json")}
 
     async def down(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
         self._check_child(self._spec(name), child)
@@ -143,11 +143,7 @@ class DaemonHandler:
 
     async def status(self, name: str | None) -> StatusReport:
         clock = _Clock(self.daemon.now(), time.time())
-        ike_list = [
-            await self._ike_status(ike, clock)
-            for ike in self.daemon.engine.ike_sas()
-            if name is None or ike.conn == name
-        ]
+        ike_list = [await self._ike_status(ike, clock) for ike in self.daemon.engine.ike_sas(name)]
         active = {s.name for s in ike_list}
         conns = [
             _connection_status(spec, spec.name in active)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,6 +30,8 @@ from xfrmctl.ike.events import (
     DELETED_BY_PEER,
     ChildSaDeleted,
     Event,
+    IkeSaReauthenticated,
+    IkeSaRekeyed,
     MessageTrace,
     ProtocolViolation,
 )
@@ -92,6 +94,11 @@ class IkeEndpoint:
         self.update_specs(specs)
         self.sas: dict[bytes, IkeSa] = {}
         self.half_open: HalfOpen[IkeSa] = HalfOpen()
+        # Deadlines by SA; `_touched` SAs (and all after a `_rescan`) are re-filed before the
+        # next timer question, as only they can have moved a deadline earlier.
+        self._timers = timers.TimerIndex()
+        self._touched: dict[int, IkeSa] = {}
+        self._rescan = False
         self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
@@ -149,6 +156,8 @@ class IkeEndpoint:
                 self.emit(ProtocolViolation(remote, f"internal error {type(exc).__name__}: {exc}"))
             return
         sa = self.sas.get(our_spi)
+        if sa is not None:
+            self._touch(sa)
         if sa is None or (sa.spi_i != msg.spi_i and sa.state != IkeState.INIT_SENT):
             self.emit(ProtocolViolation(remote, f"no IKE SA for {msg.describe()}"))
             if isinstance(last, SkPayload | SkfPayload):
@@ -184,17 +193,20 @@ class IkeEndpoint:
         return out
 
     def next_timer(self) -> float | None:
-        times = [t for sa in self.sas.values() if (t := timers.next_deadline(sa)) is not None]
-        return min(times) if times else None
+        self._reindex()
+        return self._timers.earliest()
 
     def handle_timer(self, now: float) -> None:
-        for sa in list(self.sas.values()):
-            deadline = timers.next_deadline(sa)
-            if deadline is not None and deadline <= now:
-                try:
-                    timers.fire(sa, now)
-                except ProtocolError as exc:
-                    sa.violation(str(exc))
+        self._reindex()
+        due = self._timers.pop_due(now)
+        self._touched.update((sa.id, sa) for sa in due)  # re-filed even if one raises
+        for sa in due:
+            if sa.state == IkeState.DEAD:
+                continue
+            try:
+                timers.fire(sa, now)
+            except ProtocolError as exc:
+                sa.violation(str(exc))
 
     def initiate(
         self,
@@ -247,6 +259,7 @@ class IkeEndpoint:
                     IkeState.AUTH_SENT,
                 )
             ):
+                self._touch(sa)
                 if sa.state == IkeState.ESTABLISHED:
                     sa.queue(child_create.CreateChildTask(child_name, traffic_selectors), now)
                 else:
@@ -282,11 +295,14 @@ class IkeEndpoint:
         self._sa(ike_sa_id).delete(now, "deleted by request", notify_peer=True)
 
     def terminate_all(self, now: float) -> None:
+        self._rescan = True
         for sa in list(self.sas.values()):
             sa.delete(now, "terminating", notify_peer=True)
 
-    def ike_sas(self) -> list[IkeSaStatus]:
-        return [ike_status(sa) for sa in self.sas.values()]
+    def ike_sas(self, conn: str | None = None) -> list[IkeSaStatus]:
+        """Snapshots of every IKE SA, or only of connection `conn`'s: a snapshot formats
+        proposals and selectors, so one connection's must not cost every SA's."""
+        return [ike_status(sa) for sa in self.sas.values() if conn is None or sa.conn_name == conn]
 
     def child_sas(self) -> list[ChildSaStatus]:
         return [child_status(sa, c) for sa in self.sas.values() for c in sa.children]
@@ -301,6 +317,8 @@ class IkeEndpoint:
         return self._reqids.setdefault((conn, child), len(self._reqids) + 1)
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):
+            self._rescan = True  # children and tasks moved between IKE SAs: file all again
         self._events.append(event)
 
     def count(self, what: str) -> None:
@@ -350,11 +368,16 @@ class IkeEndpoint:
 
     def register(self, sa: IkeSa) -> None:
         self.sas[sa.our_spi] = sa
+        self._touch(sa)
 
     def forget(self, sa: IkeSa) -> None:
         if self.sas.get(sa.our_spi) is sa:
             del self.sas[sa.our_spi]
         self.half_open.remove(sa)
+        self._timers.remove(sa)
+        # Dropping an IKE SA hands its tasks to a successor or re-arms the reauthenticated
+        # one (sa.delete): links we can no longer see from here, so every SA is re-filed.
+        self._rescan = True
 
     def half_open_count(self) -> int:
         return len(self.half_open)
@@ -399,6 +422,40 @@ class IkeEndpoint:
                 )
             )
 
+    # -------------------------------------------------------------------------------- timers
+
+    def _touch(self, sa: IkeSa) -> None:
+        """`sa`, or one it is linked with, may get an earlier deadline in this call."""
+        for s in _linked(sa):
+            self._touched[s.id] = s
+
+    def _reindex(self) -> None:
+        """File the touched SAs' deadlines (every SA's after a rescan)."""
+        touched, self._touched = self._touched, {}
+        if self._rescan:
+            self._rescan = False
+            self._timers.rebuild(self.sas.values())
+        else:
+            for sa in touched.values():
+                for s in _linked(sa):  # links made during the call
+                    if self.sas.get(s.our_spi) is s:
+                        self._timers.update(s)
+                    else:
+                        self._timers.remove(s)
+        if self.config.strict:
+            self._check_timer_index()
+
+    def _check_timer_index(self) -> None:
+        """Tests run strict: a deadline the index missed fails them instead of a late timer."""
+        for sa in self.sas.values():
+            actual = timers.next_deadline(sa) if sa.state != IkeState.DEAD else None
+            recorded = self._timers.recorded(sa)
+            if actual is not None and (recorded is None or recorded > actual):
+                raise AssertionError(
+                    f"timer index: IKE SA #{sa.id} ({sa.state.value}) due at {actual}, "
+                    f"filed at {recorded}"
+                )
+
     # -------------------------------------------------------------------------------- lookups
 
     def _spec(self, name: str) -> ConnectionSpec:
@@ -410,6 +467,7 @@ class IkeEndpoint:
     def _sa(self, ike_sa_id: int) -> IkeSa:
         for sa in self.sas.values():
             if sa.id == ike_sa_id:
+                self._touch(sa)
                 return sa
         raise LocalProtocolError(f"no IKE SA with id {ike_sa_id}")
 
@@ -417,5 +475,19 @@ class IkeEndpoint:
         for sa in self.sas.values():
             for c in sa.children:
                 if c.spi_in == spi_in:
+                    self._touch(sa)
                     return sa, c
         raise LocalProtocolError(f"no Child SA with inbound SPI {spi_in:#010x}")
+
+
+def _linked(sa: IkeSa) -> Iterator[IkeSa]:
+    """`sa` and the IKE SAs its exchanges may change: its successors after rekeys, and the
+    other side of a reauthentication."""
+    yield sa
+    heir = sa.replaced_by
+    while heir is not None:
+        yield heir
+        heir = heir.replaced_by
+    for other in (sa.reauth_of, sa.reauth_by):
+        if other is not None:
+            yield other

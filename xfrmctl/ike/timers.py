@@ -5,11 +5,18 @@ lifetime (over_time), reauthentication (§2.8.3), IKE and Child SA rekeying (§2
 detection (§2.4), NAT-T keepalives (RFC 3948 §4) and Child SA hard expiry. The endpoint asks
 `next_deadline` for its own timer and calls `fire` when it is reached; the rows run in table
 order and stop as soon as one drops the IKE SA, as the rows below it no longer apply.
+
+`TimerIndex` keeps every IKE SA's next deadline in a heap, so that the endpoint's next timer
+costs O(log N) instead of asking all N SAs after each event. Its contract: the endpoint calls
+`update` for every SA whose deadline may have moved EARLIER (or appeared); a deadline that
+moved later, or vanished, is found lazily when its stale entry reaches the top.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth
@@ -126,3 +133,71 @@ def fire(sa: IkeSa, now: float) -> None:
         due = timer.due(sa)
         if due is not None and now >= due:
             timer.fire(sa, now)
+
+
+class TimerIndex:
+    """Next deadline of each IKE SA in a heap of (deadline, seq, sa), lazily invalidated:
+    an entry counts only while it equals the deadline last recorded for its SA."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, IkeSa]] = []
+        self._due: dict[int, float] = {}  # by IkeSa.id: the deadline recorded last
+        self._seq = itertools.count()  # ties never compare two IkeSa objects
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def update(self, sa: IkeSa) -> None:
+        """Record `sa`'s deadline as it is now (dead SAs have none)."""
+        deadline = _live_deadline(sa)
+        if deadline is None:
+            self._due.pop(sa.id, None)
+        elif self._due.get(sa.id) != deadline:
+            self._due[sa.id] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), sa))
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._compact()
+
+    def remove(self, sa: IkeSa) -> None:
+        self._due.pop(sa.id, None)
+
+    def rebuild(self, sas: Iterable[IkeSa]) -> None:
+        """Every SA again: after changes the endpoint cannot attribute to a few SAs."""
+        self._heap, self._due = [], {}
+        for sa in sas:
+            self.update(sa)
+
+    def earliest(self) -> float | None:
+        """The first recorded deadline, checked against its SA (O(log N) amortised)."""
+        while self._heap:
+            deadline, _, sa = self._heap[0]
+            if self._due.get(sa.id) != deadline:
+                heapq.heappop(self._heap)  # superseded or removed
+            elif _live_deadline(sa) == deadline:
+                return deadline
+            else:  # moved later or vanished since recorded: file it where it is now
+                heapq.heappop(self._heap)
+                del self._due[sa.id]
+                self.update(sa)
+        return None
+
+    def pop_due(self, now: float) -> list[IkeSa]:
+        """The SAs whose recorded deadline has come, in deadline order, taken out of the
+        index (the caller fires them, then calls `update` for each)."""
+        out: list[IkeSa] = []
+        while (first := self.earliest()) is not None and first <= now:
+            sa = heapq.heappop(self._heap)[2]
+            del self._due[sa.id]
+            out.append(sa)
+        return out
+
+    def recorded(self, sa: IkeSa) -> float | None:
+        return self._due.get(sa.id)
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if self._due.get(e[2].id) == e[0]]
+        heapq.heapify(self._heap)
+
+
+def _live_deadline(sa: IkeSa) -> float | None:
+    return None if sa.state == IkeState.DEAD else next_deadline(sa)

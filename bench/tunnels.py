@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""xfrmctl side by side with strongSwan's charon in one lab guest (issue 15): setup rate, CPU
+and memory per setup, `up` latency and ESP throughput, same suite, same kernel, same run.
+
+Each stack gets two network namespaces on a veth (initiator 192.168.77.1, responder .2), both
+daemons of the same kind: IKE aes256gcm16-prfsha256-x25519, ESP aes256gcm16, PSK, tunnel
+mode. The initiator has N connections with one /32<->/32 child each (10.1.x.y <-> 10.2.x.y);
+the responder one connection whose /16s narrow to each pair, with the half-open DoS limits
+lifted on both stacks (one initiator address runs N half-open SAs). Setup is driven the way an
+operator adds sites at scale: the N connections are loaded into the running initiator with
+`start_action: start` (`swanctl --load-conns`, xfrmctl's `reload` request), and the interval
+runs until both kernels hold 2N SAs. Must run as root in the lab guest:
+
+  ./lab.sh bench --n 200
+  .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/tunnels.py --n 200
+
+Last line (machine-readable), ratios xfrmctl/strongSwan:
+  ratio_setups_per_s=R ratio_cpu_ms_per_setup=R ratio_kib_per_ike_sa=R ratio_up_latency=R n=N
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "integration")]
+
+from netlab import Host, Network  # noqa: E402
+
+from xfrmctl.client import ControlClient  # noqa: E402
+
+CHARON = "/usr/sbin/charon-systemd"
+SWANCTL = "/usr/sbin/swanctl"
+XFRMCTL = str(REPO / ".venv" / "bin" / "xfrmctl")
+PSK = "bench secret, not for production"
+INI, RESP = "192.168.77.1", "192.168.77.2"
+IKE, ESP = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+# iperf3 runs through a connection of its own, with its own responder connection (the
+# initiator's ID picks it): one responder connection narrowed to many /32 pairs would leave
+# several Child SAs of one reqid on xfrmctl's side (see bench/README.md).
+TPUT = ("10.5.0.1", "10.6.0.1", "tput.bench")
+LATENCY_CONNS = 5  # extra connections for `up` latency, initiated one by one afterwards
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# ------------------------------------------------------------------------ pure parts
+
+
+def cpu_seconds(stat: str, clk_tck: int = CLK_TCK) -> float:
+    """utime + stime of a /proc/PID/stat line (the command may hold spaces and parentheses)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / clk_tck  # fields 14 and 15 of stat(5)
+
+
+def rss_kib(status: str) -> int:
+    """VmRSS of a /proc/PID/status text, in KiB."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ValueError("no VmRSS line")
+
+
+def sad_count(text: str) -> int:
+    """`ip xfrm state count`: '\\t SAD count 42'."""
+    return int(text.split()[-1])
+
+
+def ratio_line(xfrmctl: dict[str, float], swan: dict[str, float], n: int) -> str:
+    """Setup rate as xfrmctl/strongSwan (above 1: xfrmctl faster); the rest xfrmctl/strongSwan
+    (below 1: xfrmctl cheaper or quicker)."""
+
+    def r(key: str) -> str:
+        return f"{xfrmctl[key] / swan[key]:.3f}" if swan.get(key) else "nan"
+
+    return (
+        f"ratio_setups_per_s={r('setups_per_s')} ratio_cpu_ms_per_setup={r('cpu_ms_per_setup')} "
+        f"ratio_kib_per_ike_sa={r('kib_per_ike_sa')} ratio_up_latency={r('up_latency_s')} n={n}"
+    )
+
+
+def host_ip(i: int, side: int) -> str:
+    """The i-th site's address (side 1: behind the initiator, 2: behind the responder)."""
+    return f"10.{side}.{(i + 1) // 256}.{(i + 1) % 256}"
+
+
+# ------------------------------------------------------------------------ measuring a daemon
+
+
+@dataclass
+class Sample:
+    cpu_s: float
+    rss_kib: int
+
+
+def sample(pid: int) -> Sample:
+    proc = Path(f"/proc/{pid}")
+    return Sample(cpu_seconds((proc / "stat").read_text()), rss_kib((proc / "status").read_text()))
+
+
+@dataclass
+class StackResult:
+    name: str
+    n: int
+    setup_s: float = 0.0
+    cpu_ms_per_setup: dict[str, float] = field(default_factory=dict)
+    kib_per_ike_sa: dict[str, float] = field(default_factory=dict)
+    idle_rss_kib: dict[str, int] = field(default_factory=dict)
+    sas: dict[str, int] = field(default_factory=dict)
+    up_latencies_s: list[float] = field(default_factory=list)
+    iperf_mbit_s: float = 0.0
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "setups_per_s": self.n / self.setup_s,
+            "cpu_ms_per_setup": sum(self.cpu_ms_per_setup.values()),
+            "kib_per_ike_sa": sum(self.kib_per_ike_sa.values()) / 2,
+            "up_latency_s": statistics.median(self.up_latencies_s),
+        }
+
+
+def wait_for_sas(hosts: list[Host], want: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = [sad_count(h.run("ip xfrm state count").stdout) for h in hosts]
+        if all(c >= want for c in counts):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {counts} SAs of {want} after {timeout:.0f} s")
+        time.sleep(0.25)
+
+
+def measure_setup(
+    res: StackResult, ini: Host, resp: Host, pids: dict[str, int], load: Callable[[], None]
+) -> None:
+    """Load the N connections into the running initiator and time them into both kernels."""
+    before = {side: sample(pid) for side, pid in pids.items()}
+    res.idle_rss_kib = {side: s.rss_kib for side, s in before.items()}
+    t0 = time.monotonic()
+    load()
+    wait_for_sas([ini, resp], 2 * res.n, timeout=60 + res.n * 2.0)
+    res.setup_s = time.monotonic() - t0
+    time.sleep(1.0)  # let the last installs' bookkeeping finish before reading memory
+    for side, pid in pids.items():
+        after = sample(pid)
+        res.cpu_ms_per_setup[side] = (after.cpu_s - before[side].cpu_s) * 1000 / res.n
+        res.kib_per_ike_sa[side] = (after.rss_kib - before[side].rss_kib) / res.n
+    res.sas = {h.name: sad_count(h.run("ip xfrm state count").stdout) for h in (ini, resp)}
+
+
+def timed(cmd: Callable[[], object]) -> float:
+    t0 = time.monotonic()
+    cmd()
+    return time.monotonic() - t0
+
+
+def iperf(ini: Host, resp: Host, src: str, dst: str, seconds: int) -> float:
+    server = resp.popen(["iperf3", "-s", "-1", "-B", dst], stdout=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        proc = ini.run(
+            ["iperf3", "-c", dst, "-B", src, "-t", str(seconds), "-J"],
+            check=False,
+            timeout=seconds + 60,
+        )
+    finally:
+        server.kill()
+    if proc.returncode != 0:
+        print(f"iperf3 {src} -> {dst} failed: {proc.stdout[-500:]}{proc.stderr[-500:]}")
+        for host in (ini, resp):
+            print(f"--- {host.name}:\n{host.run('ip xfrm policy; ip route').stdout[-3000:]}")
+        return 0.0
+    return float(json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+
+
+# ------------------------------------------------------------------------ the two stacks
+
+
+def topology(net: Network, n: int) -> tuple[Host, Host]:
+    ini, resp = net.host("ini"), net.host("resp")
+    net.link(ini, f"{INI}/24", resp, f"{RESP}/24")
+    for host, side, peer in ((ini, 1, RESP), (resp, 2, INI)):
+        host.run(f"ip addr add {host_ip(0, side)}/32 dev lo")
+        host.run(f"ip route add 10.{3 - side}.0.0/16 via {peer}")
+        host.run(f"ip addr add {TPUT[side - 1]}/32 dev lo")
+        host.run(f"ip route add {TPUT[2 - side]}/32 via {peer}")
+    return ini, resp
+
+
+def charon_conf(workdir: Path, name: str, vici: str) -> Path:
+    conf = workdir / f"{name}-strongswan.conf"
+    conf.write_text(
+        "charon {\n"
+        "  install_routes = no\n"
+        "  cookie_threshold = 100000\n  block_threshold = 100000\n"
+        "  init_limit_half_open = 100000\n"
+        f"  plugins {{\n    vici {{\n      socket = unix://{vici}\n    }}\n  }}\n"
+        f"  filelog {{\n    bench {{\n      path = {workdir / name}-charon.log\n"
+        "      default = 1\n    }\n  }\n"
+        "}\n"
+        f"swanctl {{\n  socket = unix://{vici}\n}}\n"
+    )
+    return conf
+
+
+def swan_conn(
+    name: str, local: str, remote: str, lts: str, rts: str, start: bool, ini_id: str = "ini.bench"
+) -> str:
+    ids = (ini_id, "resp.bench") if local == INI else ("resp.bench", ini_id)
+    return (
+        f"  {name} {{\n    local_addrs = {local}\n    remote_addrs = {remote}\n"
+        f"    proposals = {IKE}\n    unique = never\n"
+        f"    local {{\n      auth = psk\n      id = {ids[0]}\n    }}\n"
+        f"    remote {{\n      auth = psk\n      id = {ids[1]}\n    }}\n"
+        f"    children {{\n      net {{\n        local_ts = {lts}\n        remote_ts = {rts}\n"
+        f"        esp_proposals = {ESP}\n        start_action = {'start' if start else 'none'}\n"
+        "      }\n    }\n  }\n"
+    )
+
+
+def swan_file(conns: list[str]) -> str:
+    return (
+        "connections {\n" + "".join(conns) + "}\nsecrets {\n  ike-bench {\n"
+        f"    id-1 = ini.bench\n    id-2 = resp.bench\n    id-3 = {TPUT[2]}\n"
+        f'    secret = "{PSK}"\n  }}\n}}\n'
+    )
+
+
+class Charon:
+    def __init__(self, host: Host, workdir: Path, conns: list[str]) -> None:
+        self.host = host
+        vici = f"/run/bench-charon-{host.ns}.vici"
+        self.dir = workdir / f"{host.name}-swanctl"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "swanctl.conf").write_text(swan_file(conns))
+        conf = charon_conf(workdir, host.name, vici)
+        self.env = [f"STRONGSWAN_CONF={conf}", f"SWANCTL_DIR={self.dir}"]
+        self.proc = host.popen(["env", *self.env, CHARON], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not Path(vici).exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"charon did not start in {host.name}")
+            time.sleep(0.2)
+        self.swanctl("--load-all")
+
+    def swanctl(self, *args: str) -> None:
+        proc = self.host.run(["env", *self.env, SWANCTL, *args], check=False, timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"swanctl {' '.join(args)}: {proc.stdout}{proc.stderr}")
+
+    def load(self, conns: list[str]) -> None:
+        (self.dir / "swanctl.conf").write_text(swan_file(conns))
+        self.swanctl("--load-conns")
+
+
+def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
+    res = StackResult("strongswan", n)
+    net = Network(workdir, "bsw")
+    try:
+        ini, resp = topology(net, n)
+        lat = [
+            swan_conn(
+                f"lat{j}", INI, RESP, host_ip(200 * 256 + j, 1), host_ip(200 * 256 + j, 2), False
+            )
+            for j in range(LATENCY_CONNS)
+        ]
+        sites = [
+            swan_conn(f"c{i}", INI, RESP, host_ip(i, 1), host_ip(i, 2), True) for i in range(n)
+        ]
+        lat.append(swan_conn("tput", INI, RESP, f"{TPUT[0]}/32", f"{TPUT[1]}/32", False, TPUT[2]))
+        responder = Charon(
+            resp,
+            workdir,
+            [
+                swan_conn("any", RESP, INI, "10.2.0.0/16", "10.1.0.0/16", False),
+                swan_conn("tput", RESP, INI, f"{TPUT[1]}/32", f"{TPUT[0]}/32", False, TPUT[2]),
+            ],
+        )
+        initiator = Charon(ini, workdir, lat)
+        pids = {"initiator": initiator.proc.pid, "responder": responder.proc.pid}
+        measure_setup(res, ini, resp, pids, lambda: initiator.load(lat + sites))
+        for j in range(LATENCY_CONNS):
+            cmd = [
+                "env",
+                *initiator.env,
+                SWANCTL,
+                "--initiate",
+                "--child",
+                "net",
+                "--ike",
+                f"lat{j}",
+            ]
+            res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
+        initiator.swanctl("--initiate", "--child", "net", "--ike", "tput")
+        res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
+    finally:
+        net.close()
+    return res
+
+
+def xfrmctl_yaml(workdir: Path, name: str, conns: list[str]) -> Path:
+    cfg = workdir / f"{name}.yaml"
+    cfg.write_text(
+        "settings:\n  cookie_threshold: 100000\n  cookie_threshold_ip: 100000\n"
+        "  block_threshold: 100000\n  init_limit_half_open: 100000\n"
+        "connections:\n" + "".join(conns)
+    )
+    return cfg
+
+
+def x_conn(
+    name: str,
+    local: str,
+    remote: str,
+    lts: str,
+    rts: str,
+    start: bool,
+    psk: Path,
+    ini_id: str = "ini.bench",
+) -> str:
+    ids = (ini_id, "resp.bench") if local == INI else ("resp.bench", ini_id)
+    return (
+        f"  {name}:\n    local_addrs: [{local}]\n    remote_addrs: [{remote}]\n"
+        f"    proposals: [{IKE}]\n    local: {{id: {ids[0]}, auth: psk}}\n"
+        f"    remote: {{id: {ids[1]}, auth: psk}}\n    psk_file: {psk}\n"
+        f"    children:\n      net:\n        mode: tunnel\n        local_ts: [{lts}]\n"
+        f"        remote_ts: [{rts}]\n        esp_proposals: [{ESP}]\n"
+        f"        start_action: {'start' if start else 'none'}\n"
+    )
+
+
+def start_xfrmctl(host: Host, workdir: Path, cfg: Path) -> tuple[subprocess.Popen[str], Path]:
+    sock = Path("/run/xfrmctl-bench") / f"{host.ns}.sock"
+    log = workdir / f"{host.name}-xfrmctl.log"
+    proc = host.popen(
+        [XFRMCTL, "daemon", "--config", str(cfg), "--socket", str(sock)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 400
+    while "xfrmctl daemon ready" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"xfrmctl did not start in {host.name}:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return proc, sock
+
+
+def run_xfrmctl(workdir: Path, n: int, iperf_s: int) -> StackResult:
+    res = StackResult("xfrmctl", n)
+    net = Network(workdir, "bxf")
+    try:
+        ini, resp = topology(net, n)
+        psk = workdir / "bench.psk"
+        psk.write_text(PSK + "\n")
+        psk.chmod(0o600)
+        lat = [
+            x_conn(
+                f"lat{j}",
+                INI,
+                RESP,
+                host_ip(200 * 256 + j, 1),
+                host_ip(200 * 256 + j, 2),
+                False,
+                psk,
+            )
+            for j in range(LATENCY_CONNS)
+        ]
+        sites = [
+            x_conn(f"c{i}", INI, RESP, host_ip(i, 1), host_ip(i, 2), True, psk) for i in range(n)
+        ]
+        lat.append(x_conn("tput", INI, RESP, f"{TPUT[0]}/32", f"{TPUT[1]}/32", False, psk, TPUT[2]))
+        r_cfg = xfrmctl_yaml(
+            workdir,
+            "resp",
+            [
+                x_conn("any", RESP, INI, "10.2.0.0/16", "10.1.0.0/16", False, psk),
+                x_conn("tput", RESP, INI, f"{TPUT[1]}/32", f"{TPUT[0]}/32", False, psk, TPUT[2]),
+            ],
+        )
+        i_cfg = xfrmctl_yaml(workdir, "ini", lat)
+        r_proc, _ = start_xfrmctl(resp, workdir, r_cfg)
+        i_proc, i_sock = start_xfrmctl(ini, workdir, i_cfg)
+        pids = {"initiator": i_proc.pid, "responder": r_proc.pid}
+
+        def load() -> None:
+            xfrmctl_yaml(workdir, "ini", lat + sites)
+            ControlClient(i_sock, timeout=600).call("reload", {})
+
+        measure_setup(res, ini, resp, pids, load)
+        for j in range(LATENCY_CONNS):
+            cmd = [XFRMCTL, "--socket", str(i_sock), "up", f"lat{j}"]
+            res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
+        ini.run([XFRMCTL, "--socket", str(i_sock), "up", "tput"], timeout=200)
+        res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
+    finally:
+        net.close()
+    return res
+
+
+def report(res: StackResult) -> None:
+    f = res.figures()
+    print(
+        f"{res.name:10s} N={res.n}: {f['setups_per_s']:7.2f} setups/s ({res.setup_s:.1f} s), "
+        f"CPU ms/setup initiator {res.cpu_ms_per_setup['initiator']:.1f} responder "
+        f"{res.cpu_ms_per_setup['responder']:.1f}, KiB/IKE SA initiator "
+        f"{res.kib_per_ike_sa['initiator']:.1f} responder {res.kib_per_ike_sa['responder']:.1f} "
+        f"(idle RSS {res.idle_rss_kib['initiator']}/{res.idle_rss_kib['responder']} KiB), "
+        f"SAs {res.sas}, up median {f['up_latency_s']:.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in res.up_latencies_s)}), "
+        f"iperf3 {res.iperf_mbit_s:.0f} Mbit/s",
+        flush=True,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="IKE SAs (one Child SA each)")
+    ap.add_argument("--iperf-seconds", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("XFRMCTL_LAB_OUT", "lab-out")))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run in the lab guest: ./lab.sh bench (needs root and ESP)")
+    workdir = args.out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}"
+    workdir.mkdir(parents=True)
+    Path("/run/xfrmctl-bench").mkdir(exist_ok=True)
+    xf = run_xfrmctl(workdir, args.n, args.iperf_seconds)
+    report(xf)
+    swan = run_strongswan(workdir, args.n, args.iperf_seconds)
+    report(swan)
+    for res in (swan, xf):
+        if any(count < 2 * args.n for count in res.sas.values()):
+            raise SystemExit(f"{res.name}: expected {2 * args.n} SAs in each kernel: {res.sas}")
+    if swan.iperf_mbit_s:
+        print(f"iperf3 ratio {xf.iperf_mbit_s / swan.iperf_mbit_s:.3f} (same kernel: expect ~1)")
+    print(ratio_line(xf.figures(), swan.figures(), args.n), flush=True)
+
+
+if __name__ == "__main__":
+    main()
