@@ -19,6 +19,7 @@ from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.kernel_queue import KernelQueue
+from xfrmctl.daemon.metrics import Stats
 from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
@@ -59,6 +60,7 @@ class Daemon:
         self.handover = ChildHandover(kernel, self.queue, self._delete_child)
         self.waiters = Waiters()
         self.failures = FailureLog()  # the last failed negotiation per connection (explain)
+        self.stats = Stats()  # event counters for the metrics endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,6 +187,7 @@ class Daemon:
             self._pump()
 
     def _on_datagram(self, data: bytes, local: Address, remote: Address) -> None:
+        self.stats.messages["in"] += 1
         self.engine.receive_datagram(data, local, remote, self.now())
         self._pump()
 
@@ -217,6 +220,7 @@ class Daemon:
 
     def _on_event(self, event: ev.Event) -> None:
         """What each engine event does here: one method each, as aioquic's frame handlers."""
+        self.stats.on_event(event)
         handler = self._EVENT_HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
@@ -235,7 +239,7 @@ class Daemon:
             event.mode.value,
             event.proposal,
         )
-        self._enqueue(functools.partial(self._install, event))
+        self._enqueue(functools.partial(self._install, event, self.now()))
 
     def _on_child_deleted(self, event: ev.ChildSaDeleted) -> None:
         log.info(
@@ -415,6 +419,7 @@ class Daemon:
             if dgram.keepalive:
                 self.sockets.send_keepalive(dgram.local, dgram.remote)
             else:
+                self.stats.messages["out"] += 1
                 self.sockets.send(dgram.data, dgram.local, dgram.remote)
 
     async def _send(self, dgrams: list[Datagram]) -> None:
@@ -428,15 +433,18 @@ class Daemon:
     def _delete_child(self, spi_in: int) -> None:
         self.call(self.engine.delete_child, spi_in)
 
-    async def _install(self, ready: ev.ChildSaReady) -> None:
+    async def _install(self, ready: ev.ChildSaReady, agreed_at: float | None = None) -> None:
         try:
             await self.handover.install(ready)
         except Exception as exc:
             log.error("%s/%s: installing the Child SA failed: %s", ready.conn, ready.child, exc)
+            self.stats.failed(ready.conn, ready.child, "KERNEL_ERROR")
             self.waiters.fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
             with contextlib.suppress(Exception):
                 self._delete_child(ready.spi_in)
             return
+        if agreed_at is not None:
+            self.stats.installed(ready, self.now() - agreed_at)
         self.waiters.progress(
             ready.conn,
             {
