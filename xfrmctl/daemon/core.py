@@ -220,7 +220,6 @@ class Daemon:
 
     def _on_event(self, event: ev.Event) -> None:
         """What each engine event does here: one method each, as aioquic's frame handlers."""
-        self.stats.on_event(event)
         handler = self._EVENT_HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
@@ -262,6 +261,7 @@ class Daemon:
             event.remote_id,
             event.proposal,
         )
+        self.stats.on_event(event)
         self.restarts.succeeded(event.conn)
         self.failures.succeeded(event.conn)
         self.waiters.progress(
@@ -283,6 +283,7 @@ class Daemon:
             event.new_ike_sa_id,
             event.proposal,
         )
+        self.stats.on_event(event)
         self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
 
     def _on_ike_reauthenticated(self, event: ev.IkeSaReauthenticated) -> None:
@@ -302,6 +303,7 @@ class Daemon:
         log.warning(
             "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
         )
+        self.stats.on_event(event)
         diagnosis = self.failures.record(event, self.engine.specs)
         self.waiters.fail(
             event.conn,
@@ -316,6 +318,7 @@ class Daemon:
         )
 
     def _on_negotiation_failed(self, event: ev.NegotiationFailed) -> None:
+        self.stats.on_event(event)
         details: dict[str, Any] = {
             "ours": offer_details(event.ours),
             "theirs": offer_details(event.theirs),
@@ -332,6 +335,7 @@ class Daemon:
 
     def _on_peer_dead(self, event: ev.PeerDead) -> None:
         log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
+        self.stats.on_event(event)
         self.waiters.fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
         self._dpd_action(event.conn)
 
