@@ -72,7 +72,9 @@ def test_setup_traffic_and_rekeys_move_the_numbers(tmp_path: Path) -> None:
         server = await serving(da)
         try:
             quiet = await scrape()
+            assert ("xfrmctl_ike_sas_up", (("connection", "tun"),)) in quiet  # 0, not absent
             assert value(quiet, "xfrmctl_ike_sas_up", connection="tun") == 0
+            assert ("xfrmctl_child_sas_up", (("child", "host"), ("connection", "tun"))) in quiet
             assert value(quiet, "xfrmctl_kernel_install_seconds_count") == 0
             result = await asyncio.wait_for(ha.up("tun", None, no_progress), 20)
             up = await scrape()

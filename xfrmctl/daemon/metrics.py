@@ -108,6 +108,7 @@ class Snapshot:
     half_open: int
     cookie_threshold: int
     engine_counters: dict[str, int]
+    configured: list[tuple[str, str]]  # (connection, child) of every configured child
 
 
 async def take_snapshot(daemon: Daemon) -> Snapshot:
@@ -138,6 +139,7 @@ async def take_snapshot(daemon: Daemon) -> Snapshot:
         half_open=engine.half_open_count(),
         cookie_threshold=engine.config.cookie_threshold,
         engine_counters=dict(engine.counters),
+        configured=[(n, c.name) for n, spec in engine.specs.items() for c in spec.children],
     )
 
 
@@ -174,7 +176,7 @@ class SnapshotCollector(Collector):
                 left = _until(ike.rekey_at, self.snap.now)
                 if left is not None:
                     soonest[ike.conn] = min(left, soonest.get(ike.conn, left))
-        for conn in sorted(set(ups) | set(s.ike_setups)):
+        for conn in sorted({c for c, _ in self.snap.configured} | set(ups)):
             up.add_metric([conn], ups[conn])
         for conn, left in sorted(soonest.items()):
             rekey.add_metric([conn], left)
@@ -211,8 +213,8 @@ class SnapshotCollector(Collector):
                     mine = soon.setdefault(key, {})
                     mine[name] = min(left, mine.get(name, left))
         up = GaugeMetricFamily("xfrmctl_child_sas_up", "Installed Child SA pairs.", labels=labels)
-        for key, total in sorted(sums.items()):
-            up.add_metric(list(key), total["up"])
+        for key in sorted(set(self.snap.configured) | set(sums)):
+            up.add_metric(list(key), sums.get(key, Counter())["up"])
         yield up
         for field_name, name, text in _KERNEL_COUNTERS:
             family = CounterMetricFamily(f"xfrmctl_child_sa_{name}", text, labels=labels)
