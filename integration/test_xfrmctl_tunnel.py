@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from netlab import Host, Network
+from prometheus_client.parser import text_string_to_metric_families
 from xfrmctl_host import Xfrmctl, write_psk
 
 VARIANTS = [("transport", "esp"), ("tunnel", "esp"), ("transport", "ah"), ("tunnel", "ah")]
@@ -125,17 +126,38 @@ def net_to_net(local: str, remote: str) -> dict[str, dict[str, str]]:
     return {"": {"mode": "tunnel", "protocol": "esp", "local_ts": local, "remote_ts": remote}}
 
 
+METRICS = "127.0.0.1:9468"
+# A raw HTTP GET: a bare `python3 -S` starts in a fraction of urllib's time in the slow guest.
+SCRAPE = (
+    "import socket,sys; s=socket.create_connection(('127.0.0.1',9468),5); "
+    "s.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n'); b=b''\n"
+    "while (c:=s.recv(65536)): b+=c\n"
+    "sys.stdout.write(b.decode())"
+)
+
+
+def scrape(host: Host) -> dict[tuple[str, str], float]:
+    """xfrmctl_* samples from gw-a's metrics endpoint, by (name, child label or "")."""
+    reply = host.run(["python3", "-S", "-c", SCRAPE], timeout=20).stdout
+    head, _, body = reply.replace("\r\n", "\n").partition("\n\n")
+    assert head.startswith("HTTP/1.0 200"), reply
+    return {
+        (s.name, s.labels.get("child", "")): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.labels.get("connection", "tun") == "tun"
+    }
+
+
 def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
-    """Scenario 2: left — gw-a ==ESP== gw-b — right; xfrmctl on the gateways protects subnets."""
+    """Scenario 2: left — gw-a ==ESP== gw-b — right; xfrmctl on the gateways protects subnets.
+    gw-a serves Prometheus metrics: the IKE SA gauge and the kernel's counters follow."""
     workdir = lab_out / "xfrmctl-net-to-net"
     workdir.mkdir(parents=True, exist_ok=True)
     left, gwa, gwb, _right, sw = net.gateways()
-    da = Xfrmctl(
-        gwa,
-        workdir,
-        config(workdir, "a", "192.0.2.1", "192.0.2.2", net_to_net("10.1.0.0/16", "10.2.0.0/16")),
-        wait=False,
-    )
+    cfg_a = config(workdir, "a", "192.0.2.1", "192.0.2.2", net_to_net("10.1.0.0/16", "10.2.0.0/16"))
+    cfg_a.write_text(f"settings:\n  metrics: {{listen: {METRICS}}}\n" + cfg_a.read_text())
+    da = Xfrmctl(gwa, workdir, cfg_a, wait=False)
     db = Xfrmctl(
         gwb,
         workdir,
@@ -152,6 +174,14 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
         assert child["mode"] == "tunnel"
         assert child["local_ts"] == ["10.1.0.0/16"] and child["remote_ts"] == ["10.2.0.0/16"]
         assert child["packets_out"] >= 5 and child["packets_in"] >= 5, child
+        up = scrape(gwa)
+        assert up[("xfrmctl_ike_sas_up", "")] == 1, up
+        assert up[("xfrmctl_child_sa_out_packets_total", "net")] >= 5, up
+        assert up[("xfrmctl_child_sa_in_packets_total", "net")] >= 5, up
+        assert up[("xfrmctl_child_sa_in_bytes_total", "net")] >= 5 * 84, up  # ICMP echo replies
+        assert up[("xfrmctl_child_sa_out_bytes_total", "net")] >= 5 * 84, up
+        assert up[("xfrmctl_child_sa_integrity_failures_total", "net")] == 0, up
+        assert up[("xfrmctl_kernel_install_seconds_count", "")] == 1, up
         # The gateways' own traffic is outside the selectors: it is neither protected nor held.
         assert gwa.ping("192.0.2.2", count=1)
         da.cli("down", "tun")
@@ -159,6 +189,9 @@ def test_net_to_net_between_gateways(net: Network, lab_out: Path) -> None:
         for host in (gwa, gwb):
             assert host.xfrm_state_text().strip() == "", host.xfrm_state_text()
             assert host.xfrm_dir_policies() == "", host.xfrm_policy_text()
+        down = scrape(gwa)
+        assert down[("xfrmctl_ike_sas_up", "")] == 0, down
+        assert down[("xfrmctl_ike_sa_setups_total", "")] == 1, down
     finally:
         codes = (da.stop(), db.stop())
     assert codes == (0, 0), (da.log.read_text(), db.log.read_text())

@@ -206,6 +206,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT or [IPV6]:PORT with a literal address, as Prometheus exporters write it."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} must be ADDRESS:PORT, e.g. 127.0.0.1:9468 or [::1]:9468")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError(f"{text!r}: only an IPv6 address goes in brackets")
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9468")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: port {port!r} must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _check_listen(text: str) -> str:
+    parse_listen(text)
+    return text
+
+
+class Metrics(_Strict):
+    """The Prometheus endpoint (docs/metrics.md); off unless `settings.metrics` is present."""
+
+    listen: Annotated[str, AfterValidator(_check_listen)]
+    """ADDRESS:PORT to serve /metrics on: 127.0.0.1:9468, [::1]:9468."""
+
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+
 class Settings(_Strict):
     """Daemon-wide settings; only allowed in the main file."""
 
@@ -227,6 +262,8 @@ class Settings(_Strict):
     """Half-open IKE SAs from one IP address beyond which that address must return a cookie."""
     block_threshold: Annotated[int, Field(ge=1)] = 5
     """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
+    metrics: Metrics | None = None
+    """Prometheus metrics endpoint; none (off) by default."""
 
 
 class LocalAuth(_Strict):

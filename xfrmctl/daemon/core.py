@@ -19,6 +19,7 @@ from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.kernel_queue import KernelQueue
+from xfrmctl.daemon.metrics import Stats
 from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.sockets import Address, IkeSockets
@@ -59,6 +60,7 @@ class Daemon:
         self.handover = ChildHandover(kernel, self.queue, self._delete_child)
         self.waiters = Waiters()
         self.failures = FailureLog()  # the last failed negotiation per connection (explain)
+        self.stats = Stats()  # event counters for the metrics endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,6 +187,7 @@ class Daemon:
             self._pump()
 
     def _on_datagram(self, data: bytes, local: Address, remote: Address) -> None:
+        self.stats.messages["in"] += 1
         self.engine.receive_datagram(data, local, remote, self.now())
         self._pump()
 
@@ -235,7 +238,7 @@ class Daemon:
             event.mode.value,
             event.proposal,
         )
-        self._enqueue(functools.partial(self._install, event))
+        self._enqueue(functools.partial(self._install, event, self.now()))
 
     def _on_child_deleted(self, event: ev.ChildSaDeleted) -> None:
         log.info(
@@ -258,6 +261,7 @@ class Daemon:
             event.remote_id,
             event.proposal,
         )
+        self.stats.on_event(event)
         self.restarts.succeeded(event.conn)
         self.failures.succeeded(event.conn)
         self.waiters.progress(
@@ -279,6 +283,7 @@ class Daemon:
             event.new_ike_sa_id,
             event.proposal,
         )
+        self.stats.on_event(event)
         self.waiters.ike_rekeyed(event.old_ike_sa_id, event.new_ike_sa_id)
 
     def _on_ike_reauthenticated(self, event: ev.IkeSaReauthenticated) -> None:
@@ -298,6 +303,7 @@ class Daemon:
         log.warning(
             "%s: authentication failed with %s: %s", event.conn, event.remote[0], event.reason
         )
+        self.stats.on_event(event)
         diagnosis = self.failures.record(event, self.engine.specs)
         self.waiters.fail(
             event.conn,
@@ -312,6 +318,7 @@ class Daemon:
         )
 
     def _on_negotiation_failed(self, event: ev.NegotiationFailed) -> None:
+        self.stats.on_event(event)
         details: dict[str, Any] = {
             "ours": offer_details(event.ours),
             "theirs": offer_details(event.theirs),
@@ -328,6 +335,7 @@ class Daemon:
 
     def _on_peer_dead(self, event: ev.PeerDead) -> None:
         log.warning("%s: peer %s is dead: %s", event.conn, event.remote[0], event.reason)
+        self.stats.on_event(event)
         self.waiters.fail(event.conn, event.ike_sa_id, "PEER_DEAD", event.reason, {})
         self._dpd_action(event.conn)
 
@@ -415,6 +423,7 @@ class Daemon:
             if dgram.keepalive:
                 self.sockets.send_keepalive(dgram.local, dgram.remote)
             else:
+                self.stats.messages["out"] += 1
                 self.sockets.send(dgram.data, dgram.local, dgram.remote)
 
     async def _send(self, dgrams: list[Datagram]) -> None:
@@ -428,15 +437,18 @@ class Daemon:
     def _delete_child(self, spi_in: int) -> None:
         self.call(self.engine.delete_child, spi_in)
 
-    async def _install(self, ready: ev.ChildSaReady) -> None:
+    async def _install(self, ready: ev.ChildSaReady, agreed_at: float | None = None) -> None:
         try:
             await self.handover.install(ready)
         except Exception as exc:
             log.error("%s/%s: installing the Child SA failed: %s", ready.conn, ready.child, exc)
+            self.stats.failed(ready.conn, ready.child, "KERNEL_ERROR")
             self.waiters.fail(ready.conn, ready.ike_sa_id, "KERNEL_ERROR", str(exc), {})
             with contextlib.suppress(Exception):
                 self._delete_child(ready.spi_in)
             return
+        if agreed_at is not None:
+            self.stats.installed(ready, self.now() - agreed_at)
         self.waiters.progress(
             ready.conn,
             {

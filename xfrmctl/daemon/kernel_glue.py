@@ -42,6 +42,8 @@ class ChildCounters:
     packets_in: int = 0
     bytes_out: int = 0
     packets_out: int = 0
+    replay_errors: int = 0  # inbound SA's xfrm_stats
+    integrity_failures: int = 0
 
 
 class KernelGlue:
@@ -88,6 +90,10 @@ class KernelGlue:
 
     async def counters(self, ready: ChildSaReady) -> ChildCounters:
         raise NotImplementedError
+
+    async def counters_all(self, readies: list[ChildSaReady]) -> dict[int, ChildCounters]:
+        """Every pair's counters by spi_in (metrics); a real kernel answers with one dump."""
+        return {r.spi_in: await self.counters(r) for r in readies}
 
     def offload_of(self, spi_in: int) -> str:
         """The device a Child SA's crypto was offloaded to; "" in software."""

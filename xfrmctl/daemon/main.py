@@ -12,6 +12,7 @@ from xfrmctl.daemon.control import ControlServer, ControlSocketError
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import KernelGlue
+from xfrmctl.daemon.metrics import MetricsServer
 from xfrmctl.daemon.sdnotify import notify
 from xfrmctl.daemon.specs import SpecError, build_specs, endpoint_config
 from xfrmctl.ike.spec import ConnectionSpec
@@ -37,6 +38,11 @@ def _load(config_path: Path) -> tuple[list[ConnectionSpec], object]:
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
     return build_specs(loaded), loaded
+
+
+def _metrics_address(loaded: object) -> tuple[str, int] | None:
+    block = loaded.settings.metrics  # type: ignore[attr-defined]
+    return None if block is None else block.address()
 
 
 def default_kernel() -> KernelGlue:
@@ -70,8 +76,12 @@ async def run_daemon(
         limits=endpoint_config(settings),
     )
 
+    metrics = MetricsServer(daemon)
+
     def reload_specs() -> list[ConnectionSpec]:
-        return _load(config_path)[0]
+        specs, loaded = _load(config_path)
+        metrics.bind(_metrics_address(loaded))  # OSError: the reload is refused, saying why
+        return specs
 
     handler = DaemonHandler(daemon, reload_specs)
     server = ControlServer(Path(socket_path), handler)
@@ -91,9 +101,11 @@ async def run_daemon(
     try:
         # IKE sockets first: a client that sees the control socket can use `up` at once.
         await daemon.start()
+        metrics.bind(_metrics_address(loaded))
         await server.start()
     except (ControlSocketError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        await metrics.close()
         await daemon.stop()
         await server.close()
         return 1
@@ -106,6 +118,7 @@ async def run_daemon(
         await server.close()
     except OSError as exc:
         log.error("closing the control socket failed: %s", exc)
+    await metrics.close()
     await daemon.stop()  # bounded, and logs what fails
     log.info("stopped")
     return 0

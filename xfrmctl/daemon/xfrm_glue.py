@@ -434,6 +434,33 @@ class XfrmGlue(KernelGlue):
             return ChildCounters()
         return ChildCounters(cin.bytes, cin.packets, cout.bytes, cout.packets)
 
+    async def counters_all(self, readies: list[ChildSaReady]) -> dict[int, ChildCounters]:
+        """One SA dump for all pairs (a metrics scrape), not two GETAE requests per pair."""
+        await self._open()
+        try:
+            dumped = {
+                (sa.dst, sa.spi, sa.proto): sa.counters async for sa in ksa.dump_sas(self.conn)
+            }
+        except XfrmError:
+            return {}
+        found: dict[int, ChildCounters] = {}
+        for ready in readies:
+            child = self._children.get(ready.spi_in)
+            if child is None:
+                continue
+            i, o = child.inbound, child.outbound
+            cin, cout = dumped.get((i.dst, i.spi, i.proto)), dumped.get((o.dst, o.spi, o.proto))
+            if cin is not None and cout is not None:
+                found[ready.spi_in] = ChildCounters(
+                    cin.bytes,
+                    cin.packets,
+                    cout.bytes,
+                    cout.packets,
+                    cin.replay_errors,
+                    cin.integrity_failures,
+                )
+        return found
+
     async def remove_all(self) -> None:
         self.traps.clear()
         self._trap_policies.clear()

@@ -509,6 +509,7 @@ class IkeSa:
             o.task.on_give_up(self, now)
             return False
         o.tries += 1
+        self.ep.count("retransmission_sent")
         o.next_at = now + cfg.retransmit_timeout * cfg.retransmit_base**o.tries
         self.ep.trace_note(
             self.remote,
