@@ -227,6 +227,8 @@ class Settings(_Strict):
     """Half-open IKE SAs from one IP address beyond which that address must return a cookie."""
     block_threshold: Annotated[int, Field(ge=1)] = 5
     """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
+    key_export: bool = False
+    """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
 
 
 class LocalAuth(_Strict):

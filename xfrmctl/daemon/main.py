@@ -71,9 +71,11 @@ async def run_daemon(
     )
 
     def reload_specs() -> list[ConnectionSpec]:
-        return _load(config_path)[0]
+        specs, reloaded = _load(config_path)
+        handler.key_export = reloaded.settings.key_export  # type: ignore[attr-defined]
+        return specs
 
-    handler = DaemonHandler(daemon, reload_specs)
+    handler = DaemonHandler(daemon, reload_specs, key_export=settings.key_export)
     server = ControlServer(Path(socket_path), handler)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
