@@ -44,6 +44,7 @@ DEBIAN_PACKAGES = {
     "ping": "iputils-ping",
     "nft": "nftables",
     "conntrack": "conntrack",  # NAT mapping changes under a live tunnel (test_nat_options.py)
+    "tshark": "tshark",  # decrypts a capture with `xfrmctl keys` (test_xfrmctl_tunnel.py)
     # strongSwan as an interop peer (integration/strongswan.py)
     "charon-systemd": "charon-systemd",
     "swanctl": "strongswan-swanctl",
