@@ -45,6 +45,7 @@ DEBIAN_PACKAGES = {
     "nft": "nftables",
     "conntrack": "conntrack",  # NAT mapping changes under a live tunnel (test_nat_options.py)
     "iperf3": "iperf3",  # ESP throughput of both stacks (bench/tunnels.py)
+    "tshark": "tshark",  # decrypts a capture with `xfrmctl keys` (test_xfrmctl_tunnel.py)
     # strongSwan as an interop peer (integration/strongswan.py)
     "charon-systemd": "charon-systemd",
     "swanctl": "strongswan-swanctl",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,6 +74,7 @@ def test_up_traffic_status_down(net: Network, lab_out: Path) -> None:
     a, b = net.host("a"), net.host("b")
     sw, _ = net.bridge([(a, "10.99.0.1/24"), (b, "10.99.0.2/24")])
     cfg_a = config(workdir, "a", "10.99.0.1", "10.99.0.2", host_to_host("10.99.0.1", "10.99.0.2"))
+    cfg_a.write_text("settings:\n  key_export: true\n" + cfg_a.read_text())  # xfrmctl keys
     cfg_b = config(workdir, "b", "10.99.0.2", "10.99.0.1", host_to_host("10.99.0.2", "10.99.0.1"))
     da = Xfrmctl(a, workdir, cfg_a, wait=False)
     db = Xfrmctl(b, workdir, cfg_b)
@@ -89,12 +94,13 @@ def up_traffic_status_down(
     net: Network, sw: Host, da: Xfrmctl, b: Host, mode: str, protocol: str
 ) -> None:
     name, a = f"tun-{mode}-{protocol}", da.host
-    up = da.cli("up", name)
-    assert name in up.stdout
-
     with net.capture(sw, "br0") as cap:
+        up = da.cli("up", name)
+        assert name in up.stdout
         assert a.ping("10.99.0.2", count=5), f"{name}: no traffic through the negotiated SAs"
     text = cap.text
+    if (mode, protocol) == ("tunnel", "esp"):
+        decrypt_with_exported_keys(da, cap.pcap, name)
     if protocol == "esp":
         assert "ESP(" in text and "ICMP echo" not in text, f"{name}:\n{text}"
     else:
@@ -120,6 +126,40 @@ def up_traffic_status_down(
         assert host.xfrm_state_text().strip() == "", f"{name}: {host.xfrm_state_text()}"
         # Only the daemon's own per-socket bypass policies ("socket in/out") may remain.
         assert host.xfrm_dir_policies() == "", f"{name}: {host.xfrm_policy_text()}"
+
+
+def decrypt_with_exported_keys(da: Xfrmctl, pcap: Path, name: str) -> None:
+    """`xfrmctl keys --wireshark` while the SAs live, then tshark with those tables: the
+    capture's IKE_AUTH shows its identities and AUTH, and its ESP the inner ICMP echoes."""
+    # 0700 and off the 9p share (like the control sockets), gone once read.
+    keys = Path(tempfile.mkdtemp(prefix="xfrmctl-keys-", dir="/run"))
+    began = time.monotonic()
+    try:
+        out = da.cli("keys", "--wireshark", str(keys), "--i-know-this-writes-secrets")
+        assert "(2 ESP SAs)" in out.stdout and "(1 IKE SAs)" in out.stdout, out.stdout
+        assert out.stderr == "", out.stderr  # nothing left out
+        env = dict(os.environ, WIRESHARK_CONFIG_DIR=str(keys))
+        shark = subprocess.run(
+            ["tshark", "-r", str(pcap), "-o", "esp.enable_encryption_decode:TRUE", "-V"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(keys, ignore_errors=True)
+    took = f"# keys and tshark took {time.monotonic() - began:.1f} s\n"
+    (da.workdir / f"{name}-tshark.txt").write_text(took + shark.stdout + shark.stderr)
+    assert shark.returncode == 0 and "Error loading table" not in shark.stderr, shark.stderr
+    decrypted = shark.stdout
+    for shown in (  # only in IKE_AUTH's decrypted payloads
+        "ID_FQDN: a-tunnel-esp.lab.example",
+        "ID_FQDN: b-tunnel-esp.lab.example",
+        "Authentication Method: Shared Key Message Integrity Code",
+    ):
+        assert shown in decrypted, f"{name}: IKE_AUTH not decrypted, no {shown!r}"
+    assert "Echo (ping) request" in decrypted and "Echo (ping) reply" in decrypted, name
+    assert decrypted.count("Echo (ping) request") >= 5, f"{name}: not every ESP packet decrypted"
 
 
 def net_to_net(local: str, remote: str) -> dict[str, dict[str, str]]:

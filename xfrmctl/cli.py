@@ -312,6 +312,77 @@ def explain(
         typer.echo("\n".join(str(line) for line in result.get("text") or []))
 
 
+SECRETS_FLAG = "--i-know-this-writes-secrets"
+
+
+@app.command(
+    epilog=_epilog(
+        f"  xfrmctl keys --wireshark /root/ipsec-keys {SECRETS_FLAG}\n"
+        "  WIRESHARK_CONFIG_DIR=/root/ipsec-keys tshark -r capture.pcap \\\n"
+        "      -o esp.enable_encryption_decode:TRUE -V"
+    )
+)
+def keys(
+    wireshark: Annotated[
+        Path,
+        typer.Option(
+            "--wireshark",
+            metavar="DIR",
+            help="Existing directory, not world-writable, to write esp_sa and "
+            "ikev2_decryption_table into (mode 0600; earlier ones are replaced).",
+        ),
+    ],
+    secrets_ok: Annotated[
+        bool,
+        typer.Option(
+            SECRETS_FLAG,
+            help="Required: confirms that whoever reads the files can decrypt the traffic.",
+        ),
+    ] = False,
+) -> None:
+    """Write the live SAs' keys as Wireshark key tables, to decrypt a capture (root only).
+
+    Off unless the daemon's configuration has settings.key_export: true, and refused without
+    --i-know-this-writes-secrets. One esp_sa line per ESP SA and direction, one
+    ikev2_decryption_table line per IKE SA; an SA whose algorithm Wireshark cannot decrypt
+    is left out and named. Only live SAs are exported: run it while the tunnel is up.
+    """
+    if not secrets_ok:
+        _fail(
+            f"refusing to write secret keys without {SECRETS_FLAG}: whoever reads the files "
+            "can decrypt this host's IPsec traffic",
+            EXIT_USAGE,
+        )
+    if os.geteuid() != 0:
+        _fail("keys: only root may export keys", EXIT_USAGE)
+    from xfrmctl.daemon import keys as keyfiles
+
+    try:
+        os.close(keyfiles.open_directory(wireshark))  # refuse before fetching any key
+    except keyfiles.KeyFileError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    result = _call("keys")
+    for line in result.get("skipped") or []:
+        typer.echo(f"xfrmctl: left out {line}", err=True)
+    try:
+        tables = keyfiles.check_tables(result.get("tables"))
+        paths = keyfiles.write_tables(wireshark, tables, _key_header())
+    except keyfiles.KeyFileError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    esp, ike = (len(tables[p.name]) for p in paths)
+    typer.echo(
+        f"wrote {paths[0]} ({esp} ESP SAs) and {paths[1]} ({ike} IKE SAs), mode 0600: "
+        "they hold secret keys, delete them after use"
+    )
+
+
+def _key_header() -> str:
+    from datetime import UTC, datetime
+
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"xfrmctl keys {when}: secret keys of the live SAs; delete this file after use"
+
+
 @app.command(epilog=_epilog("  xfrmctl check && xfrmctl reload"))
 def reload() -> None:
     """Reload the configuration without disturbing unchanged connections.

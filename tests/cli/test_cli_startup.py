@@ -14,7 +14,18 @@ from xfrmctl.cli import app
 runner = CliRunner()
 
 
-COMMANDS = {"up", "down", "status", "explain", "reload", "check", "config", "daemon", "version"}
+COMMANDS = {
+    "up",
+    "down",
+    "status",
+    "explain",
+    "keys",
+    "reload",
+    "check",
+    "config",
+    "daemon",
+    "version",
+}
 
 
 def test_help_lists_every_command_in_its_commands_section() -> None:
@@ -69,13 +80,17 @@ def _imported_modules(*args: str, env: dict[str, str]) -> tuple[int, set[str]]:
         (["status", "--json"], ("pyroute2", "cryptography")),
         (["up", "x"], ("pyroute2", "cryptography")),
         (["down", "x/y"], ("pyroute2", "cryptography")),
+        (
+            ["keys", "--wireshark", "{tmp}", "--i-know-this-writes-secrets"],
+            ("pyroute2", "cryptography"),
+        ),
     ],
 )
 def test_client_commands_do_not_import_netlink_or_crypto(
     tmp_path: Path, args: list[str], forbidden: tuple[str, ...]
 ) -> None:
     env = dict(os.environ, XFRMCTL_SOCKET=str(tmp_path / "none.sock"))
-    code, modules = _imported_modules(*args, env=env)
+    code, modules = _imported_modules(*(a.format(tmp=tmp_path) for a in args), env=env)
     assert code in (0, 3)  # 3: no daemon at the temporary socket, as intended here
     assert "xfrmctl.client" in modules  # the CLI (run as __main__) really loaded
     heavy = {m for m in modules if m.split(".")[0] in forbidden}

@@ -264,6 +264,8 @@ class Settings(_Strict):
     """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
     metrics: Metrics | None = None
     """Prometheus metrics endpoint; none (off) by default."""
+    key_export: bool = False
+    """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
 
 
 class LocalAuth(_Strict):

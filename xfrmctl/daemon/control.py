@@ -27,7 +27,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 60.0  # seconds a connection may wait with no request in flight
 MAX_CONNECTIONS = 64  # concurrent control connections; more are refused with BUSY
-COMMANDS = ("up", "down", "status", "reload", "version", "explain")
+COMMANDS = ("up", "down", "status", "reload", "version", "explain", "keys")
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class ControlHandler(Protocol):
     async def reload(self) -> dict[str, Any]: ...
 
     async def explain(self, name: str) -> dict[str, Any]: ...
+
+    async def keys(self) -> dict[str, Any]: ...
 
 
 class ControlSocketError(OSError):
@@ -313,6 +315,8 @@ class ControlServer:
             return await self.handler.reload()
         if command == "explain":
             return await self.handler.explain(_name_arg(args))
+        if command == "keys":
+            return await self.handler.keys()
         if command == "version":
             return {"version": __version__, "protocol": PROTOCOL_VERSION}
         raise _bad("UNKNOWN_COMMAND", f"unknown command {command!r}", commands=list(COMMANDS))

@@ -1,8 +1,10 @@
-"""The control socket's commands (up, down, status, reload) on top of the running daemon."""
+"""The control socket's commands (up, down, status, reload, explain, keys) on top of the
+running daemon."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 
 from xfrmctl.daemon.control import ControlError, Progress
 from xfrmctl.daemon.core import Daemon
+from xfrmctl.daemon.keys import export_tables
 from xfrmctl.daemon.status import (
     ChildConfigStatus,
     ChildSaStatus,
@@ -28,11 +31,31 @@ from xfrmctl.ike.status import IkeSaStatus as EngineIkeSa
 UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
 DOWN_TIMEOUT = 30.0
 
+log = logging.getLogger("xfrmctl.daemon")
+
 
 class DaemonHandler:
-    def __init__(self, daemon: Daemon, reload: Callable[[], list[ConnectionSpec]]) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        reload: Callable[[], list[ConnectionSpec]],
+        key_export: bool = False,
+    ) -> None:
         self.daemon = daemon
         self._reload_specs = reload
+        self._key_export = False
+        self.key_export = key_export
+
+    @property
+    def key_export(self) -> bool:
+        """settings.key_export: whether `keys` may hand out the SAs' secret keys."""
+        return self._key_export
+
+    @key_export.setter
+    def key_export(self, allowed: bool) -> None:
+        if allowed and not self._key_export:
+            log.warning("settings.key_export is on: root may export the SAs' keys (xfrmctl keys)")
+        self._key_export = allowed
 
     def _spec(self, name: str) -> ConnectionSpec:
         spec = self.daemon.engine.specs.get(name)
@@ -213,6 +236,23 @@ class DaemonHandler:
             return {"connection": name, "failure": None, "text": text}
         failure = last.to_json()
         return {"connection": name, "failure": failure, "text": failure["text"]}
+
+    async def keys(self) -> dict[str, Any]:
+        """Every live SA's keys as Wireshark table lines, if settings.key_export allows."""
+        if not self.key_export:
+            raise ControlError(
+                "KEY_EXPORT_DISABLED",
+                "key export is disabled in the daemon's configuration; to allow it, set "
+                "settings.key_export: true and run `xfrmctl reload`",
+            )
+        children = [entry.ready for entry in self.daemon.installed.values()]
+        tables = export_tables(list(self.daemon.engine.sas.values()), children)
+        log.warning(
+            "exported the keys of %d IKE SA(s) and %d ESP SA(s) to a control client",
+            len(tables.ikev2),
+            len(tables.esp_sa),
+        )
+        return tables.to_json()
 
     async def reload(self) -> dict[str, Any]:
         try:

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xfrmctl.daemon.control import ControlServer, ControlSocketError
 from xfrmctl.daemon.core import Daemon
@@ -16,6 +17,9 @@ from xfrmctl.daemon.metrics import MetricsServer
 from xfrmctl.daemon.sdnotify import notify
 from xfrmctl.daemon.specs import SpecError, build_specs, endpoint_config
 from xfrmctl.ike.spec import ConnectionSpec
+
+if TYPE_CHECKING:
+    from xfrmctl.config.loader import LoadedConfig
 
 log = logging.getLogger("xfrmctl.daemon")
 
@@ -30,7 +34,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pyroute2").setLevel(max(logging.WARNING, logging.root.level))
 
 
-def _load(config_path: Path) -> tuple[list[ConnectionSpec], object]:
+def _load(config_path: Path) -> tuple[list[ConnectionSpec], LoadedConfig]:
     from xfrmctl.config import ConfigError, load_config
 
     try:
@@ -40,8 +44,8 @@ def _load(config_path: Path) -> tuple[list[ConnectionSpec], object]:
     return build_specs(loaded), loaded
 
 
-def _metrics_address(loaded: object) -> tuple[str, int] | None:
-    block = loaded.settings.metrics  # type: ignore[attr-defined]
+def _metrics_address(loaded: LoadedConfig) -> tuple[str, int] | None:
+    block = loaded.settings.metrics
     return None if block is None else block.address()
 
 
@@ -64,9 +68,9 @@ async def run_daemon(
     except (SpecError, OSError) as exc:
         print(f"xfrmctl daemon: {exc}", file=sys.stderr)
         return 2
-    settings = loaded.settings  # type: ignore[attr-defined]
+    settings = loaded.settings
     _setup_logging(log_level or settings.log_level)
-    for warning in loaded.warnings:  # type: ignore[attr-defined]
+    for warning in loaded.warnings:
         log.warning("%s", warning)
     socket_path = socket_path or settings.socket
     daemon = Daemon(
@@ -81,9 +85,10 @@ async def run_daemon(
     def reload_specs() -> list[ConnectionSpec]:
         specs, loaded = _load(config_path)
         metrics.bind(_metrics_address(loaded))  # OSError: the reload is refused, saying why
+        handler.key_export = loaded.settings.key_export
         return specs
 
-    handler = DaemonHandler(daemon, reload_specs)
+    handler = DaemonHandler(daemon, reload_specs, key_export=settings.key_export)
     server = ControlServer(Path(socket_path), handler)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
