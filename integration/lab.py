@@ -68,6 +68,9 @@ LIBRESWAN_PACKAGE = "libreswan"
 LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/opt/xfrmctl-lab/libreswan"))
 # One guest at a time on this machine, whichever checkout boots it: two TCG guests on two cores
 # make both crawl until the tests' start-up limits fire.
+# netdevsim (IPsec crypto offload emulation, issue 10): Debian's kernel does not build it, so
+# install_netdevsim() builds it once per guest kernel release into NETDEVSIM_ROOT/<release>/.
+NETDEVSIM_ROOT = Path(os.environ.get("XFRMCTL_NETDEVSIM_ROOT", "/opt/xfrmctl-lab/netdevsim"))
 GUEST_LOCK = Path(os.environ.get("XFRMCTL_LAB_LOCK", "/run/lock/xfrmctl-lab.lock"))
 
 
@@ -131,6 +134,7 @@ def install() -> None:
             if ours:
                 policy.unlink(missing_ok=True)
     install_libreswan()
+    install_netdevsim()
     if vng_binary() is None:
         pip = VENV / "bin" / "pip"
         if not pip.exists():
@@ -163,6 +167,77 @@ def install_libreswan() -> None:
         (staging / "root").rename(LIBRESWAN_ROOT)  # atomic: a half-unpacked tree never counts
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_netdevsim() -> None:
+    """Build netdevsim out of tree for the guest kernel once (CONFIG_NETDEVSIM is not set in
+    Debian's config): its folder from Debian's matching linux-source, against the matching
+    headers. The guest loads the unsigned module (signatures are not enforced)."""
+    kernel = distro_kernel()
+    if kernel is None:
+        return
+    release = kernel.name.removeprefix("vmlinuz-")
+    ko = NETDEVSIM_ROOT / release / "netdevsim.ko"
+    if ko.exists():
+        return
+    if os.geteuid() != 0:
+        fail(f"netdevsim is not built in {ko.parent}; run as root to build it")
+    source = _netdevsim_packages(release)
+    log(f"building netdevsim for {release} into {ko.parent}")
+    NETDEVSIM_ROOT.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="netdevsim-", dir=NETDEVSIM_ROOT))
+    try:
+        top = source.name.removesuffix(".tar.xz")
+        subprocess.run(
+            ["tar", "-xJf", str(source), "-C", str(staging), "--wildcards",
+             f"{top}/drivers/net/netdevsim/*"],
+            check=True,
+        )  # fmt: skip
+        folder = staging / top / "drivers" / "net" / "netdevsim"
+        build = subprocess.run(
+            ["make", "-C", f"/lib/modules/{release}/build", f"M={folder}",
+             "CONFIG_NETDEVSIM=m", "modules"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if build.returncode != 0:
+            fail(f"building netdevsim for {release} failed:\n{build.stdout}{build.stderr}")
+        (folder / "netdevsim.ko").rename(staging / "netdevsim.ko")
+        shutil.rmtree(staging / top)
+        staging.chmod(0o755)
+        shutil.rmtree(ko.parent, ignore_errors=True)
+        staging.rename(ko.parent)  # atomic: a half-built folder never counts
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _netdevsim_packages(release: str) -> Path:
+    """Install the headers and source of exactly the guest kernel's package version; the
+    source tarball's path. Fails naming the packages when the registry lacks that version."""
+    image = f"linux-image-{release}"
+    query = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", image], capture_output=True, text=True
+    )
+    if query.returncode != 0 or not query.stdout:
+        fail(f"cannot build netdevsim: {image} is not installed ({query.stderr.strip()})")
+    version = query.stdout.strip()
+    series = ".".join(release.split(".")[:2])  # 6.1.0-57-amd64 -> 6.1
+    source = Path(f"/usr/src/linux-source-{series}.tar.xz")
+    wanted = [f"linux-headers-{release}={version}", f"linux-source-{series}={version}", "make"]
+    if Path(f"/lib/modules/{release}/build/Makefile").exists() and source.exists():
+        return source
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:  # stale lists on a fresh machine: update once and retry
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not source.exists():
+        fail(
+            f"cannot build netdevsim for {release}: the registry has no "
+            f"{' / '.join(wanted[:2])}:\n{proc.stderr.strip()}"
+        )
+    return source
 
 
 def host_has_esp() -> bool:
@@ -243,7 +318,8 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
         "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis",
         # The root filesystem is the host's, read-only: load the modules tests rely on up front.
         "for m in xfrm_user esp4 esp6 ah4 ah6 xfrm4_tunnel xfrm6_tunnel tunnel4 "
-        "xfrm_interface veth ipcomp ipcomp6; do modprobe -q $m 2>/dev/null; done",
+        "xfrm_interface veth ipcomp ipcomp6 psample; do modprobe -q $m 2>/dev/null; done",
+        f"insmod {shlex.quote(str(NETDEVSIM_ROOT))}/$(uname -r)/netdevsim.ko 2>/dev/null",
         "sysctl -qw net.ipv4.ip_forward=0",
     ]
     lines.append("exec /bin/sh -i" if interactive else "exec " + shlex.join(command))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shlex
@@ -20,6 +21,8 @@ from pathlib import Path
 
 Command = str | Sequence[str]
 _counter = itertools.count()
+NSIM_BUS = Path("/sys/bus/netdevsim")
+DEBUGFS = Path("/sys/kernel/debug")
 
 
 def esp_unavailable() -> str | None:
@@ -128,6 +131,41 @@ def parse_xfrm_state_stats(text: str) -> list[SaCounters]:
     return out
 
 
+@dataclass(frozen=True)
+class NetdevSim:
+    """A netdevsim device (one port) in a host: a netdev that advertises ESP crypto offload
+    and lists in debugfs the SAs the kernel offloaded to it. lab.py builds and loads the
+    module; the device is created from inside the host, so it starts in the host's namespace."""
+
+    id: int
+    dev: str
+
+    def offloaded(self) -> list[tuple[str, int]]:
+        """(rx|tx, spi) of each SA the device holds. Only these fields are read: the debugfs
+        file also shows the keys, which must not reach logs or assertion messages."""
+        path = DEBUGFS / "netdevsim" / f"netdevsim{self.id}" / "ports" / "0" / "ipsec"
+        text = path.read_text()
+        dirs = dict(re.findall(r"^sa\[(\d+)\] ([rt]x) ipaddr=", text, re.M))
+        spis = re.findall(r"^sa\[(\d+)\]\s+spi=(0x[0-9a-f]+)", text, re.M)
+        return sorted((dirs.get(i, "?"), int(spi, 16)) for i, spi in spis)
+
+
+def _netdevsim(host: Host, dev_id: int) -> NetdevSim:
+    if not NSIM_BUS.is_dir():
+        raise AssertionError(
+            "netdevsim is not loaded: lab.py install builds it, the guest loads it"
+        )
+    if not os.path.ismount(DEBUGFS):
+        subprocess.run(["mount", "-t", "debugfs", "none", str(DEBUGFS)], check=True)
+    host.run(f"echo '{dev_id} 1' > {NSIM_BUS}/new_device")
+    links = json.loads(host.run("ip -j -d link show").stdout)
+    names = [x["ifname"] for x in links if x.get("parentdev") == f"netdevsim{dev_id}"]
+    if len(names) != 1:
+        raise AssertionError(f"no netdevsim{dev_id} netdev in {host.name}: {links}")
+    host.run(f"ip link set {names[0]} up")
+    return NetdevSim(dev_id, names[0])
+
+
 @dataclass
 class Capture:
     """A tcpdump running on one link of one host, read back as text after stop()."""
@@ -189,6 +227,7 @@ class Network:
         self.prefix = prefix or f"xl{os.getpid() % 10000}n{next(_counter)}"
         self.hosts: dict[str, Host] = {}
         self._links = 0
+        self._netdevsims: list[int] = []
 
     def host(self, name: str, forward: bool = False) -> Host:
         ns = f"{self.prefix}-{name}"
@@ -289,6 +328,13 @@ class Network:
         self.route(gwb, "10.1.0.0/16", "192.0.2.1")
         return left, gwa, gwb, right, switch
 
+    def netdevsim(self, host: Host) -> NetdevSim:
+        """A netdevsim device in `host`, deleted by close() (a namespace's deletion would only
+        move it back to the root namespace)."""
+        dev_id = 1000 + (os.getpid() * 16 + len(self._netdevsims)) % 60000
+        self._netdevsims.append(dev_id)
+        return _netdevsim(host, dev_id)
+
     def route(self, host: Host, dst: str, via: str) -> None:
         host.run(f"ip route add {dst} via {via}")
 
@@ -320,6 +366,10 @@ class Network:
                         os.killpg(proc.pid, signal.SIGKILL)
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=5)
+        for dev_id in self._netdevsims:
+            with contextlib.suppress(OSError):
+                (NSIM_BUS / "del_device").write_text(str(dev_id))
+        self._netdevsims.clear()
         for host in self.hosts.values():
             subprocess.run(["ip", "netns", "del", host.ns], capture_output=True)
         self.hosts.clear()
