@@ -58,5 +58,5 @@ case "$action" in
     lab) scripts/setup.sh; lab "$@" ;;
     bench) scripts/setup.sh; exec .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/tunnels.py "$@" ;;
     shell) scripts/setup.sh; exec .venv/bin/python integration/lab.py shell ;;
-    *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; [ "$action" = help ] ;;
+    *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; [ "$action" = help ] ;;
 esac
