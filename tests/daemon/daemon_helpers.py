@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from typer.testing import CliRunner
+
+from xfrmctl.cli import app
+from xfrmctl.daemon.control import ControlServer
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
@@ -21,6 +29,7 @@ from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 BASE_PORT = 20000 + 1000 * (_WORKER % 8 + 8 * (os.getpid() % 5))
 GRACE = 0.3  # the old inbound SA's grace after a rekey, shortened for tests
+T = TypeVar("T")
 
 
 class RecordingKernel(KernelGlue):
@@ -219,3 +228,56 @@ async def until(check: Callable[[], bool], timeout: float = 10, what: str = "") 
 
 async def no_progress(message: dict[str, Any]) -> None:
     pass
+
+
+@dataclasses.dataclass
+class Served:
+    """One daemon of `served_pair`, with its control socket."""
+
+    daemon: Daemon
+    handler: DaemonHandler
+    kernel: RecordingKernel
+    sock: Path
+
+
+@contextmanager
+def served_pair(a_cfg: Path, b_cfg: Path) -> Iterator[tuple[Served, Served]]:
+    """Both daemons, each with its control socket, in a background loop: for tests that drive
+    the CLI (synchronous) against real daemons. Sockets live in a short /tmp path (AF_UNIX's
+    108-byte limit)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    short = Path(tempfile.mkdtemp(prefix="xs", dir="/tmp"))
+
+    def run(coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    sides: list[Served] = []
+    servers: list[ControlServer] = []
+    try:
+        for name, cfg in (("a", a_cfg), ("b", b_cfg)):
+            daemon, handler, kernel = run(make_daemon(cfg))
+            server = ControlServer(short / f"{name}.sock", handler)
+            run(server.start())
+            servers.append(server)
+            sides.append(Served(daemon, handler, kernel, short / f"{name}.sock"))
+        yield sides[0], sides[1]
+    finally:
+        for server in servers:
+            run(server.close())
+        for side in sides:
+            run(side.daemon.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+_runner = CliRunner()
+
+
+def cli(sock: Path, *args: str) -> tuple[int, str, str]:
+    """`xfrmctl --socket SOCK ARGS...` in this process: exit code, stdout, stderr."""
+    result = _runner.invoke(app, ["--socket", str(sock), *args])
+    return result.exit_code, result.stdout, result.stderr

@@ -7,76 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import stat
-import tempfile
-import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from daemon_helpers import BASE_PORT, RecordingKernel, make_daemon, write_config
-from typer.testing import CliRunner
+from daemon_helpers import BASE_PORT, RecordingKernel, cli, served_pair, write_config
 
-from xfrmctl.cli import app
 from xfrmctl.client import ControlClient, RemoteError
-from xfrmctl.daemon.control import ControlServer
-from xfrmctl.daemon.core import Daemon
-from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.main import run_daemon
 
 PORT = BASE_PORT + 960
 FLAG = "--i-know-this-writes-secrets"
-T = TypeVar("T")
-runner = CliRunner()
-
-
-@dataclass
-class Side:
-    daemon: Daemon
-    handler: DaemonHandler
-    kernel: RecordingKernel
-    sock: Path
-
-
-@contextmanager
-def pair(a_cfg: Path, b_cfg: Path) -> Iterator[tuple[Side, Side]]:
-    """Both daemons, each with its control socket, in a background loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    short = Path(tempfile.mkdtemp(prefix="xk", dir="/tmp"))
-
-    def run(coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
-
-    sides, servers = [], []
-    try:
-        for name, cfg in (("a", a_cfg), ("b", b_cfg)):
-            daemon, handler, kernel = run(make_daemon(cfg))
-            server = ControlServer(short / f"{name}.sock", handler)
-            run(server.start())
-            servers.append(server)
-            sides.append(Side(daemon, handler, kernel, short / f"{name}.sock"))
-        yield sides[0], sides[1]
-    finally:
-        for server in servers:
-            run(server.close())
-        for side in sides:
-            run(side.daemon.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-        shutil.rmtree(short, ignore_errors=True)
-
-
-def cli(sock: Path, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["--socket", str(sock), *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def records(path: Path) -> list[str]:
@@ -100,7 +42,7 @@ def test_both_ends_export_the_keys_their_sas_use(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with pair(*configs(tmp_path)) as (a, b):
+    with served_pair(*configs(tmp_path)) as (a, b):
         code, _, err = cli(a.sock, "up", "tun")
         assert code == 0, err
         dir_a = keydir(tmp_path, "keys-a")
@@ -148,7 +90,7 @@ def test_both_ends_export_the_keys_their_sas_use(
 
 def test_an_sa_wireshark_cannot_decrypt_is_named_and_left_out(tmp_path: Path) -> None:
     a_cfg, b_cfg = configs(tmp_path, esp="chacha20poly1305")
-    with pair(a_cfg, b_cfg) as (a, _):
+    with served_pair(a_cfg, b_cfg) as (a, _):
         assert cli(a.sock, "up", "tun")[0] == 0
         a.handler.key_export = True
         out_dir = keydir(tmp_path, "keys")

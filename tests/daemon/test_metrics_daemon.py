@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from daemon_helpers import BASE_PORT, RecordingKernel
@@ -107,3 +109,11 @@ def test_reload_moves_closes_and_refuses(tmp_path: Path) -> None:
 
     metrics = f"  metrics: {{listen: 127.0.0.1:{first}}}\n"
     assert asyncio.run(run(tmp_path, metrics, look)) == 0
+
+
+def test_a_daemon_without_metrics_does_not_import_prometheus_client() -> None:
+    """prometheus_client is imported at the first scrape: every daemon start would pay for it
+    (seconds under emulation) though metrics are off by default."""
+    code = "import sys, xfrmctl.daemon.main; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out

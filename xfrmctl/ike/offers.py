@@ -8,6 +8,8 @@ TS_UNACCEPTABLE never sees the responder's configuration (RFC 7296 §2.7, §2.9)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from xfrmctl.ike.events import Offer
 from xfrmctl.ike.iana import ProtocolId, TransformType
 from xfrmctl.ike.payloads import TrafficSelector
@@ -62,17 +64,12 @@ def our_child(spec: ConnectionSpec | None, child: ChildSpec | None, sa: IkeSa | 
     base = our_ike(spec, sa)
     if child is None:
         return base
-    return Offer(
+    return replace(
+        base,
         proposals=child.proposals,
         proposal_text=_texts(child.proposals),
         local_ts=tuple(t.to_selector() for t in child.local_ts),
         remote_ts=tuple(t.to_selector() for t in child.remote_ts),
-        identity=base.identity,
-        auth_method=base.auth_method,
-        peer_id=base.peer_id,
-        peer_auth=base.peer_auth,
-        nat=base.nat,
-        ike_proposal=base.ike_proposal,
     )
 
 
