@@ -67,19 +67,27 @@ def test_an_idle_connection_is_closed_but_not_one_waiting_for_its_request(
     assert reply == {"id": 1, "ok": True, "result": {"done": "site-b"}}
 
 
+def connections_become(server: ServerThread, n: int, within: float = 10) -> None:
+    """Wait for the server's own count (a fixed sleep was too short on a loaded machine)."""
+    deadline = time.monotonic() + within
+    while server.server._connections != n:
+        assert time.monotonic() < deadline, f"{server.server._connections} connections, not {n}"
+        time.sleep(0.01)
+
+
 def test_connections_beyond_the_limit_get_busy(server: ServerThread) -> None:
     server.server.max_connections = 2
     held = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
     try:
         for s in held:
             s.connect(str(server.path))
-        time.sleep(0.2)  # both accepted and counted
+        connections_become(server, 2)  # both accepted and counted
         (reply,) = exchange(server.path, request("version"), replies=1)
         assert reply["ok"] is False and reply["error"]["code"] == "BUSY"
     finally:
         for s in held:
             s.close()
-    time.sleep(0.2)
+    connections_become(server, 0)
     (reply,) = exchange(server.path, request("version"), replies=1)
     assert reply["ok"] is True
 
