@@ -105,3 +105,11 @@ def test_examples_pass_check_once_secrets_exist(tmp_path: Path) -> None:
     assert sorted(loaded.connections) == ["host-c", "site-b"]
     assert loaded.psk_bytes("site-b") == bytes(range(32))
     assert loaded.private_key_bytes("host-c") == pem
+
+
+def test_schema_fields_carry_their_attribute_docstrings() -> None:
+    schema = json_schema()
+    connection = schema["$defs"]["Connection"]["properties"]
+    undocumented = [key for key, node in connection.items() if "description" not in node]
+    assert not undocumented, f"Connection keys without a description: {undocumented}"
+    assert "Daemon-wide settings" in schema["properties"]["settings"]["description"]

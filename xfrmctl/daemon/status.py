@@ -32,7 +32,7 @@ SpiHex = Annotated[str, BeforeValidator(_spi_hex)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class InterfaceStatus(_Model):
