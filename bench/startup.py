@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Start-up cost of the commands users and scripts run most: median wall time over `--runs`
+fresh processes of a bare interpreter, `xfrmctl --help`, a client command (`status`, against a
+socket that does not exist, so only the CLI's own start is measured) and the daemon's imports.
+
+Every lab scenario starts dozens of these, and under the lab's emulation each costs about 15
+times what it costs here: this is the figure that moves the CI time. Run it on the host, or in
+the guest with `integration/lab.py exec -- .venv/bin/python bench/startup.py`.
+
+Last line (machine-readable): `python_ms=M help_ms=M client_ms=M daemon_import_ms=M`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CASES = {
+    "python": [sys.executable, "-c", "pass"],
+    "help": [str(BIN / "xfrmctl"), "--help"],
+    "client": [str(BIN / "xfrmctl"), "--socket", "/nonexistent/xfrmctl.sock", "status"],
+    "daemon_import": [sys.executable, "-c", "import xfrmctl.daemon.main"],
+}
+
+
+def median_ms(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    figures = {name: median_ms(argv, args.runs) for name, argv in CASES.items()}
+    for name, ms in figures.items():
+        print(f"{name:>14}: {ms:7.0f} ms (median of {args.runs})")
+    print(" ".join(f"{name}_ms={ms:.0f}" for name, ms in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
