@@ -47,7 +47,7 @@ async def peer_closes_child(tmp: Path, offset: int, action: str, by: str = "down
         else:
             await asyncio.sleep(1.0)
             assert not spis(ka) and not da.engine.child_sas(), "closed must stay closed"
-        reqid = da.engine.reqid("tun", "host")
+        reqid = da.engine.trap_reqid("tun", "host")
         trapped = ka.trap_for_reqid(reqid) is not None
         assert trapped == (action == "trap" and by == "down")
     finally:

@@ -10,7 +10,7 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
-from test_xfrm_glue_rekey import FakeKernel, glue_on, ready
+from glue_helpers import FakeKernel, glue_on, ready
 
 from xfrmctl.daemon import interfaces
 from xfrmctl.ike.events import ChildSaReady

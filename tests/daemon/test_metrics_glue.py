@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_xfrm_glue_rekey import FakeKernel, glue_on, ready
+from glue_helpers import FakeKernel, glue_on, ready
 
 from xfrmctl.daemon.kernel_glue import ChildCounters
 

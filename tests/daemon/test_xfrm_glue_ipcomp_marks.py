@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
-import sys
-from pathlib import Path
 from typing import Any
+
+from glue_helpers import A, B, FakeKernel, glue_on, ready
 
 from xfrmctl.daemon.xfrm_glue import REQID_BASE
 from xfrmctl.ike.events import ChildSaReady
@@ -16,9 +15,6 @@ from xfrmctl.ike.spec import KernelOptions, MarkSpec
 from xfrmctl.kernel.messages import STATE_AF_UNSPEC
 from xfrmctl.kernel.types import Comp, Dir, Mark, Mode, Proto
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-rekey: Any = importlib.import_module("test_xfrm_glue_rekey")
-A, B, FakeKernel, glue_on, ready = rekey.A, rekey.B, rekey.FakeKernel, rekey.glue_on, rekey.ready
 REQID = REQID_BASE + 5
 
 

@@ -9,7 +9,7 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
-from test_xfrm_glue_rekey import FakeKernel, glue_on, ready
+from glue_helpers import FakeKernel, glue_on, ready
 from test_xfrm_transaction import _parse as parse
 
 from xfrmctl.daemon import offload

@@ -46,6 +46,7 @@ from xfrmctl.kernel.types import (
     Lifetime,
     Offload,
     Policy,
+    PolicyId,
     Proto,
     Selector,
     Template,
@@ -57,6 +58,15 @@ log = logging.getLogger("xfrmctl.kernel")
 REQID_BASE = DEFAULT_OWNERSHIP.base  # the kernel layer's one definition of "ours"
 REQID_SPAN = DEFAULT_OWNERSHIP.size
 PRIORITY = 0x3000  # below what admins use for bypass rules (lower = preferred)
+
+
+def policy_priority(sel: Selector) -> int:
+    """Narrower selectors first, so a Child SA narrowed inside a wider one (a /32 child under
+    a /24 trap, or two configs nesting) takes its own traffic whatever the install order:
+    the kernel takes the first match among equal priorities. Then ports, then a protocol."""
+    bits = sel.src.max_prefixlen + sel.dst.max_prefixlen
+    width = bits - sel.src.prefixlen - sel.dst.prefixlen  # 0 .. 256
+    return PRIORITY + (width << 2) + (0 if sel.sport or sel.dport else 2) + (0 if sel.proto else 1)
 
 
 def ours(reqid: int) -> bool:
@@ -141,13 +151,20 @@ def _policies(
                     reverse,
                     direction,
                     tmpl(direction),
-                    priority=PRIORITY,
+                    priority=policy_priority(reverse),
                     mark=mark_in,
                     if_id=if_in,
                 )
             )
         out.append(
-            Policy(sel, Dir.OUT, tmpl(Dir.OUT), priority=PRIORITY, mark=mark_out, if_id=if_out)
+            Policy(
+                sel,
+                Dir.OUT,
+                tmpl(Dir.OUT),
+                priority=policy_priority(sel),
+                mark=mark_out,
+                if_id=if_out,
+            )
         )
     return out
 
@@ -236,11 +253,22 @@ class XfrmGlue(KernelGlue):
             await self.interfaces.release(("trap", kreqid))
             if self._reqid_in_use(kreqid):
                 continue  # the Child SA's removal takes the policies
+            held = self._held_policies()
+            policies = [p for p in policies if p.id not in held]  # a live child's now
             await self._best_effort(f"{name}/{child}: trap removal", tx.remove_policies, policies)
             log.info("%s/%s: trap policies removed", name, child)
 
     def _reqid_in_use(self, kreqid: int) -> bool:
         return any(c.inbound.reqid == kreqid for c in self._children.values())
+
+    def _held_policies(self) -> dict[PolicyId, Policy]:
+        """Policies the traps and the live Child SAs stand on, by kernel identity (a live
+        child's over a trap's). A Child SA's policy may have replaced one of these (same
+        selector, another reqid): removing the child must put it back, not leave the
+        selector without a policy, where its packets would go out in the clear."""
+        held = {p.id: p for pols in self._trap_policies.values() for p in pols}
+        held.update({p.id: p for c in self._children.values() for p in c.policies})
+        return held
 
     def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
         return self.traps.get(reqid)
@@ -388,6 +416,8 @@ class XfrmGlue(KernelGlue):
             self._lingering[ready.spi_in] = child
         # Policies shared with a trap or with the Child SA that replaced this one stay.
         keep = reqid in self.traps or self._reqid_in_use(reqid)
+        if not keep:
+            child = await self._restore_held(ready, child)
         await self._best_effort(
             f"{ready.conn}/{ready.child}: removing the Child SA",
             tx.remove_child,
@@ -396,6 +426,19 @@ class XfrmGlue(KernelGlue):
             keep_inbound=not inbound,
         )
         await self.interfaces.release(("child", ready.spi_in))
+
+    async def _restore_held(self, ready: ChildSaReady, child: ChildSA) -> ChildSA:
+        """Put back the trap's or other child's policies this child's replaced (before its SAs
+        go, so the selector is never without one); returns the child without them."""
+        held = self._held_policies()
+        restore = [held[p.id] for p in child.policies if p.id in held]
+        if restore:
+            await self._best_effort(
+                f"{ready.conn}/{ready.child}: restoring shared policies",
+                tx.install_policies,
+                restore,
+            )
+        return replace(child, policies=tuple(p for p in child.policies if p.id not in held))
 
     async def remove_inbound(self, ready: ChildSaReady) -> None:
         await self._open()

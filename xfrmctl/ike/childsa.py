@@ -225,7 +225,9 @@ def install(
     esn = any(t.id == EsnId.ESN for t in chosen.of_type(TransformType.ESN))
     soft = spec.rekey_time - sa.ep.jitter(spec.rand_time) if spec.rekey_time > 0 else 0.0
     hard = spec.life_time if spec.life_time > 0 else math.inf
-    reqid = replaces.reqid if replaces else sa.ep.reqid(sa.conn_name, spec.name)
+    reqid = (
+        replaces.reqid if replaces else sa.ep.reqid(sa.conn_name, spec.name, local_ts, remote_ts)
+    )
     child = ChildSa(
         spec,
         sa.ep.next_id(),

@@ -59,6 +59,9 @@ REQUEST_HANDLERS: dict[ExchangeType, RequestHandler] = {
 NATT_KEEPALIVE = b"\xff"
 
 
+ReqidKey = tuple[str, str, frozenset[TrafficSelector], frozenset[TrafficSelector]]
+
+
 @dataclass(frozen=True)
 class Datagram:
     data: bytes
@@ -103,7 +106,7 @@ class IkeEndpoint:
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._ids = 0
-        self._reqids: dict[tuple[str, str], int] = {}
+        self._reqids: dict[ReqidKey, int] = {}
         # Dropped and answered-without-state messages, by kind, for the host's statistics.
         self.counters: Counter[str] = Counter()
         cfg = self.config
@@ -313,8 +316,30 @@ class IkeEndpoint:
         self._ids += 1
         return self._ids
 
-    def reqid(self, conn: str, child: str) -> int:
-        return self._reqids.setdefault((conn, child), len(self._reqids) + 1)
+    def reqid(
+        self,
+        conn: str,
+        child: str,
+        local_ts: Sequence[TrafficSelector],
+        remote_ts: Sequence[TrafficSelector],
+    ) -> int:
+        """One reqid per child config and selector set, kept across rekeys (as strongSwan).
+
+        The kernel picks an outbound SA by its policy template's reqid, and checks that an
+        inbound packet came through an SA of the reqid its policy names. Two Child SAs of one
+        config narrowed to different selectors (a peer's /32 children under our /24) must not
+        share one, or each direction may take the other's SA and the peer drops the packet.
+        A child agreed on exactly its configured selectors gets its trap's reqid.
+        """
+        key = (conn, child, frozenset(local_ts), frozenset(remote_ts))
+        return self._reqids.setdefault(key, len(self._reqids) + 1)
+
+    def trap_reqid(self, conn: str, child: str) -> int:
+        """The reqid of `child`'s configured selectors: its trap policies' and ACQUIREs'."""
+        spec = self.specs[conn]
+        cfg = next(c for c in spec.children if c.name == child)
+        local = [ts.to_selector() for ts in cfg.local_ts]
+        return self.reqid(conn, child, local, [ts.to_selector() for ts in cfg.remote_ts])
 
     def emit(self, event: Event) -> None:
         if isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):
