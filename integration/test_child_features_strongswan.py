@@ -10,6 +10,10 @@ child has its own inner address pair:
 - `mk` (mark_in 0x2a/0xff, mark_out 0x2a): only packets carrying the mark (`ping -m`) are
   encrypted, the rest crosses in the clear; an nftables rule marks arriving ESP, as a VTI
   would, so replies match the marked inbound policy; a rekey deletes the old marked SAs;
+- `wide` (10.98.x.8/29 on our side): charon starts two children inside it, `n1` and `n2`, each
+  one /32 pair; each gets its own reqid, so each pair's ping takes its own SA (with one reqid
+  the kernel sent both pairs through one SA and charon dropped the other's), and closing `n1`
+  leaves `n2` working;
 and `down` leaves no SA (IPComp, IP-in-IP or ESP) and no policy behind.
 """
 
@@ -35,6 +39,7 @@ CHILDREN = {  # name: (inner index, xfrmctl child options)
     "plain": (3, "ipcomp: no"),
     "mk": (4, f"mark_in: '{MARK:#x}/0xff'\nmark_out: {MARK:#x}"),
 }
+NARROW = {"n1": 9, "n2": 10}  # charon's children inside xfrmctl's `wide`
 BIG = "-s 1000 -p 00"  # deflate turns its 1028 inner bytes into a few dozen
 
 
@@ -51,6 +56,10 @@ def xfrmctl_config(workdir: Path) -> Path:
             f"      {name}:\n        local_ts: [{inner('a', i)}/32]\n"
             f"        remote_ts: [{inner('b', i)}/32]{opts}\n"
         )
+    children += (
+        f"      wide:\n        local_ts: [{inner('a', 8)}/29]\n"
+        f"        remote_ts: [{inner('b', 8)}/29]\n        ipcomp: no\n"
+    )
     cfg = workdir / "a.yaml"
     cfg.write_text(
         "connections:\n  peer:\n"
@@ -67,6 +76,11 @@ def charon_config() -> str:
         f"        remote_ts = {inner('a', i)}/32\n        esp_proposals = aes256gcm16\n"
         "        ipcomp = yes\n      }\n"
         for name, (i, _) in CHILDREN.items()
+    )
+    children += "".join(
+        f"      {name} {{\n        local_ts = {inner('b', i)}/32\n"
+        f"        remote_ts = {inner('a', i)}/32\n        esp_proposals = aes256gcm16\n      }}\n"
+        for name, i in NARROW.items()
     )
     conn = (
         "  peer {\n    version = 2\n"
@@ -132,7 +146,7 @@ def test_ipcomp_and_marks(net: Network, lab_out: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     a, b = net.host("a"), net.host("b")
     sw, _ = net.bridge([(a, f"{A_IP}/24"), (b, f"{B_IP}/24")])
-    for i, _ in CHILDREN.values():
+    for i in [i for i, _ in CHILDREN.values()] + list(NARROW.values()):
         a.run(f"ip addr add {inner('a', i)}/32 dev lo")
         b.run(f"ip addr add {inner('b', i)}/32 dev lo")
     a.run(f"ip route add 10.98.2.0/24 via {B_IP}")
@@ -142,6 +156,7 @@ def test_ipcomp_and_marks(net: Network, lab_out: Path) -> None:
     try:
         ipcomp_phase(net, a, sw, charon, da)
         marks_phase(net, a, sw, charon, da)
+        narrowed_phase(a, charon, da)
         da.cli("down", "peer")
         wait_for(lambda: states(a).strip() == "", "no SA left after down", timeout=30)
         assert non_socket_policies(a) == "", non_socket_policies(a)
@@ -240,3 +255,29 @@ def marks_phase(net: Network, a: Host, sw: Host, charon: Charon, da: Xfrmctl) ->
         timeout=30,
     )
     assert ping(a, 4, f"-m {MARK}"), "marked ping after the rekey"
+
+
+def narrowed_phase(a: Host, charon: Charon, da: Xfrmctl) -> None:
+    for name in NARROW:
+        charon.initiate("peer", name)  # CREATE_CHILD_SA, each narrowing our `wide`
+    wait_for(lambda: len(wide_children(da)) == 2, "two Child SAs of `wide`", timeout=60)
+    reqids = {
+        spi: re.search(rf"spi 0x{spi} reqid (\d+)", states(a))
+        for spi in (c["spi_in"] for c in wide_children(da))
+    }
+    assert all(reqids.values()), shown(a)
+    assert len({m.group(1) for m in reqids.values() if m}) == 2, shown(a)
+    for name, i in NARROW.items():
+        assert ping(a, i), f"ping through {name}, inside `wide`"
+    charon.swanctl("--terminate", "--child", "n1")
+    wait_for(lambda: len(wide_children(da)) == 1, "n1 closed", timeout=30)
+    assert ping(a, NARROW["n2"]), "n2 works once n1 is gone"
+
+
+def wide_children(da: Xfrmctl) -> list[dict[str, Any]]:
+    return [
+        child
+        for ike in da.status()["ike_sas"]
+        for child in ike["children"]
+        if child["name"] == "wide" and child["state"] == "INSTALLED"
+    ]
