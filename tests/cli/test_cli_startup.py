@@ -17,6 +17,7 @@ runner = CliRunner()
 COMMANDS = {
     "up",
     "down",
+    "rekey",
     "status",
     "explain",
     "keys",

@@ -27,7 +27,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 60.0  # seconds a connection may wait with no request in flight
 MAX_CONNECTIONS = 64  # concurrent control connections; more are refused with BUSY
-COMMANDS = ("up", "down", "status", "reload", "version", "explain", "keys")
+COMMANDS = ("up", "down", "rekey", "status", "reload", "version", "explain", "keys")
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class ControlHandler(Protocol):
     async def reload(self) -> dict[str, Any]: ...
 
     async def explain(self, name: str) -> dict[str, Any]: ...
+
+    async def rekey(self, name: str, child: str | None, ike: bool) -> dict[str, Any]: ...
 
     async def keys(self) -> dict[str, Any]: ...
 
@@ -309,6 +311,12 @@ class ControlServer:
             child = _optional_arg(args, "child", "a child name")
             action = self.handler.up if command == "up" else self.handler.down
             return await action(name, child, progress)
+        if command == "rekey":
+            ike = args.get("ike", False)
+            if not isinstance(ike, bool):
+                raise _bad("BAD_REQUEST", "ike must be true or false")
+            child = _optional_arg(args, "child", "a child name")
+            return await self.handler.rekey(_name_arg(args), child, ike)
         if command == "status":
             return await self.handler.status(_optional_arg(args, "name", "a connection name"))
         if command == "reload":

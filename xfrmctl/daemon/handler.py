@@ -24,6 +24,8 @@ from xfrmctl.daemon.status import (
 )
 from xfrmctl.daemon.waiters import UpFailed, Waiter
 from xfrmctl.ike.errors import LocalProtocolError
+from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.sa import ChildState
 from xfrmctl.ike.spec import ConnectionSpec
 from xfrmctl.ike.status import ChildSaStatus as EngineChildSa
 from xfrmctl.ike.status import IkeSaStatus as EngineIkeSa
@@ -236,6 +238,36 @@ class DaemonHandler:
             return {"connection": name, "failure": None, "text": text}
         failure = last.to_json()
         return {"connection": name, "failure": failure, "text": failure["text"]}
+
+    async def rekey(self, name: str, child: str | None, ike: bool) -> dict[str, Any]:
+        """Start rekeying `name`'s installed Child SAs (or one child's), or with `ike` its IKE
+        SAs. Like `swanctl --rekey`, it returns once the exchanges are started: `status`
+        shows the new SPIs, and a failure is logged and kept for `explain`."""
+        self._check_child(self._spec(name), child)
+        engine = self.daemon.engine
+        if ike:
+            ids = [
+                s.ike_sa_id for s in engine.ike_sas(name) if s.state == IkeState.ESTABLISHED.value
+            ]
+            spis: list[int] = []
+        else:
+            ids = []
+            spis = [
+                c.spi_in
+                for c in engine.child_sas()
+                if c.conn == name
+                and c.state == ChildState.INSTALLED.value
+                and child in (None, c.name)
+            ]
+        if not ids and not spis:
+            what = "IKE SA" if ike else "installed Child SA"
+            target = f"{name}/{child}" if child else name
+            raise ControlError("NOT_UP", f"{target}: no established {what} to rekey")
+        for ike_id in ids:
+            self.daemon.call(engine.rekey_ike, ike_id)
+        for spi in spis:
+            self.daemon.call(engine.rekey_child, spi)
+        return {"rekeyed_ike_sas": len(ids), "rekeyed_child_sas": len(spis)}
 
     async def keys(self) -> dict[str, Any]:
         """Every live SA's keys as Wireshark table lines, if settings.key_export allows."""
