@@ -15,7 +15,9 @@ runs until both kernels hold 2N SAs. Must run as root in the lab guest:
   .venv/bin/python integration/lab.py exec -- .venv/bin/python bench/tunnels.py --n 200
 
 Last line (machine-readable), ratios xfrmctl/strongSwan:
-  ratio_setups_per_s=R ratio_cpu_ms_per_setup=R ratio_kib_per_ike_sa=R ratio_up_latency=R n=N
+  ratio_setups_per_s=R ratio_cpu_ms_per_setup=R ratio_kib_per_ike_sa=R ratio_up_latency=R
+  ratio_first_packet=R ratio_rekey_storm=R n=N
+The first-packet and rekey-storm phases are described in bench/tunnel_phases.py.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "integration")]
+sys.path[:0] = [str(REPO), str(REPO / "integration"), str(REPO / "bench")]
 
 from netlab import Host, Network  # noqa: E402
+from tunnel_phases import StormResult, first_packet, rekey_storm  # noqa: E402
 
 from xfrmctl.client import ControlClient  # noqa: E402
 
@@ -50,6 +53,7 @@ IKE, ESP = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 # several Child SAs of one reqid on xfrmctl's side (see bench/README.md).
 TPUT = ("10.5.0.1", "10.6.0.1", "tput.bench")
 LATENCY_CONNS = 5  # extra connections for `up` latency, initiated one by one afterwards
+FIRST = 210 * 256  # the first-packet connections' sites: host_ip(FIRST + j, side)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -84,8 +88,14 @@ def ratio_line(xfrmctl: dict[str, float], swan: dict[str, float], n: int) -> str
 
     return (
         f"ratio_setups_per_s={r('setups_per_s')} ratio_cpu_ms_per_setup={r('cpu_ms_per_setup')} "
-        f"ratio_kib_per_ike_sa={r('kib_per_ike_sa')} ratio_up_latency={r('up_latency_s')} n={n}"
+        f"ratio_kib_per_ike_sa={r('kib_per_ike_sa')} ratio_up_latency={r('up_latency_s')} "
+        f"ratio_first_packet={r('first_packet_s')} ratio_rekey_storm={r('rekey_storm_s')} n={n}"
     )
+
+
+def site_pair(i: int) -> tuple[str, str]:
+    """The i-th site's addresses behind the initiator and behind the responder."""
+    return host_ip(i, 1), host_ip(i, 2)
 
 
 def host_ip(i: int, side: int) -> str:
@@ -117,6 +127,8 @@ class StackResult:
     idle_rss_kib: dict[str, int] = field(default_factory=dict)
     sas: dict[str, int] = field(default_factory=dict)
     up_latencies_s: list[float] = field(default_factory=list)
+    first_packet_s: list[float] = field(default_factory=list)
+    storm: StormResult = field(default_factory=StormResult)
     iperf_mbit_s: float = 0.0
 
     def figures(self) -> dict[str, float]:
@@ -125,6 +137,8 @@ class StackResult:
             "cpu_ms_per_setup": sum(self.cpu_ms_per_setup.values()),
             "kib_per_ike_sa": sum(self.kib_per_ike_sa.values()) / 2,
             "up_latency_s": statistics.median(self.up_latencies_s),
+            "first_packet_s": statistics.median(self.first_packet_s),
+            "rekey_storm_s": self.storm.seconds,
         }
 
 
@@ -189,7 +203,8 @@ def topology(net: Network, n: int) -> tuple[Host, Host]:
     ini, resp = net.host("ini"), net.host("resp")
     net.link(ini, f"{INI}/24", resp, f"{RESP}/24")
     for host, side, peer in ((ini, 1, RESP), (resp, 2, INI)):
-        host.run(f"ip addr add {host_ip(0, side)}/32 dev lo")
+        for site in [0] + [FIRST + j for j in range(LATENCY_CONNS)]:
+            host.run(f"ip addr add {host_ip(site, side)}/32 dev lo")
         host.run(f"ip route add 10.{3 - side}.0.0/16 via {peer}")
         host.run(f"ip addr add {TPUT[side - 1]}/32 dev lo")
         host.run(f"ip route add {TPUT[2 - side]}/32 via {peer}")
@@ -276,6 +291,10 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
         sites = [
             swan_conn(f"c{i}", INI, RESP, host_ip(i, 1), host_ip(i, 2), True) for i in range(n)
         ]
+        lat += [
+            swan_conn(f"first{j}", INI, RESP, host_ip(FIRST + j, 1), host_ip(FIRST + j, 2), False)
+            for j in range(LATENCY_CONNS)
+        ]
         lat.append(swan_conn("tput", INI, RESP, f"{TPUT[0]}/32", f"{TPUT[1]}/32", False, TPUT[2]))
         responder = Charon(
             resp,
@@ -300,7 +319,22 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
                 f"lat{j}",
             ]
             res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
+        for j in range(LATENCY_CONNS):
+            cmd = [
+                "env",
+                *initiator.env,
+                SWANCTL,
+                "--initiate",
+                "--child",
+                "net",
+                "--ike",
+                f"first{j}",
+            ]
+            up = functools.partial(ini.run, cmd, timeout=200)
+            res.first_packet_s.append(first_packet(ini, up, *site_pair(FIRST + j)))
         initiator.swanctl("--initiate", "--child", "net", "--ike", "tput")
+        storm = functools.partial(initiator.swanctl, "--rekey", "--child", "net")
+        res.storm = rekey_storm(ini, INI, storm, site_pair(0), timeout=60 + n * 1.0)
         res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
     finally:
         net.close()
@@ -377,6 +411,10 @@ def run_xfrmctl(workdir: Path, n: int, iperf_s: int) -> StackResult:
         sites = [
             x_conn(f"c{i}", INI, RESP, host_ip(i, 1), host_ip(i, 2), True, psk) for i in range(n)
         ]
+        lat += [
+            x_conn(f"first{j}", INI, RESP, host_ip(FIRST + j, 1), host_ip(FIRST + j, 2), False, psk)
+            for j in range(LATENCY_CONNS)
+        ]
         lat.append(x_conn("tput", INI, RESP, f"{TPUT[0]}/32", f"{TPUT[1]}/32", False, psk, TPUT[2]))
         r_cfg = xfrmctl_yaml(
             workdir,
@@ -399,7 +437,20 @@ def run_xfrmctl(workdir: Path, n: int, iperf_s: int) -> StackResult:
         for j in range(LATENCY_CONNS):
             cmd = [XFRMCTL, "--socket", str(i_sock), "up", f"lat{j}"]
             res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
+        for j in range(LATENCY_CONNS):
+            cmd = [XFRMCTL, "--socket", str(i_sock), "up", f"first{j}"]
+            up = functools.partial(ini.run, cmd, timeout=200)
+            res.first_packet_s.append(first_packet(ini, up, *site_pair(FIRST + j)))
         ini.run([XFRMCTL, "--socket", str(i_sock), "up", "tput"], timeout=200)
+        names = [f"c{i}" for i in range(n)] + [f"lat{j}" for j in range(LATENCY_CONNS)]
+        names += [f"first{j}" for j in range(LATENCY_CONNS)] + ["tput"]
+
+        def storm() -> None:
+            client = ControlClient(i_sock, timeout=600)
+            for name in names:
+                client.call("rekey", {"name": name, "child": None, "ike": False})
+
+        res.storm = rekey_storm(ini, INI, storm, site_pair(0), timeout=60 + n * 1.0)
         res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
     finally:
         net.close()
@@ -416,6 +467,9 @@ def report(res: StackResult) -> None:
         f"(idle RSS {res.idle_rss_kib['initiator']}/{res.idle_rss_kib['responder']} KiB), "
         f"SAs {res.sas}, up median {f['up_latency_s']:.2f} s "
         f"({', '.join(f'{t:.2f}' for t in res.up_latencies_s)}), "
+        f"first packet median {f['first_packet_s']:.2f} s, "
+        f"rekey storm {res.storm.completed}/{res.storm.children} in {res.storm.seconds:.1f} s "
+        f"({res.storm.failed} failed, {res.storm.lost} of {res.storm.pings_sent} pings lost), "
         f"iperf3 {res.iperf_mbit_s:.0f} Mbit/s",
         flush=True,
     )

@@ -43,9 +43,11 @@ def test_sad_count(tunnels: ModuleType) -> None:
 def test_ratio_line_is_xfrmctl_over_strongswan(tunnels: ModuleType) -> None:
     xf = {"setups_per_s": 30.0, "cpu_ms_per_setup": 10.0, "kib_per_ike_sa": 5.0, "up_latency_s": 2}
     sw = {"setups_per_s": 20.0, "cpu_ms_per_setup": 20.0, "kib_per_ike_sa": 10.0, "up_latency_s": 4}
+    xf |= {"first_packet_s": 1.0, "rekey_storm_s": 5.0}
+    sw |= {"first_packet_s": 2.0, "rekey_storm_s": 10.0}
     assert tunnels.ratio_line(xf, sw, 200) == (
         "ratio_setups_per_s=1.500 ratio_cpu_ms_per_setup=0.500 ratio_kib_per_ike_sa=0.500 "
-        "ratio_up_latency=0.500 n=200"
+        "ratio_up_latency=0.500 ratio_first_packet=0.500 ratio_rekey_storm=0.500 n=200"
     )
     assert "ratio_setups_per_s=nan" in tunnels.ratio_line(xf, {**sw, "setups_per_s": 0.0}, 1)
 
@@ -54,3 +56,30 @@ def test_site_addresses_are_distinct_and_skip_the_network_address(tunnels: Modul
     ips = [tunnels.host_ip(i, 1) for i in range(1000)]
     assert len(set(ips)) == 1000
     assert ips[0] == "10.1.0.1" and ips[255] == "10.1.1.0" and "10.1.0.0" not in ips
+
+
+def test_outbound_spis_and_ping_counts() -> None:
+    phases = _phases()
+    text = (
+        "src 192.168.77.1 dst 192.168.77.2\n\tproto esp spi 0xc0000001 reqid 1 mode tunnel\n"
+        "\treplay-window 0 flag af-unspec\n"
+        "src 192.168.77.2 dst 192.168.77.1\n\tproto esp spi 0xc0000002 reqid 1 mode tunnel\n"
+        "src 192.168.77.1 dst 192.168.77.2\n\tproto esp spi 0x0000ab03 reqid 2 mode tunnel\n"
+    )
+    assert phases.outbound_spis(text, "192.168.77.1") == {0xC0000001, 0xAB03}
+    assert phases.outbound_spis(text, "192.168.77.2") == {0xC0000002}
+    summary = "--- 10.2.0.1 ping statistics ---\n412 packets transmitted, 409 received, 0.7% loss"
+    assert phases.ping_counts(summary) == (412, 409)
+    assert phases.ping_counts("ping: interrupted") == (0, 0)
+    storm = phases.StormResult(children=10, completed=8, pings_sent=100, pings_received=97)
+    assert (storm.failed, storm.lost) == (2, 3)
+
+
+def _phases() -> ModuleType:
+    path = BENCH.parent / "tunnel_phases.py"
+    spec = importlib.util.spec_from_file_location("tunnel_phases", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tunnel_phases"] = module
+    spec.loader.exec_module(module)
+    return module
