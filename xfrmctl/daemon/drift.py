@@ -117,10 +117,14 @@ class DriftWatch:
             self.daemon.queue.put(self.reconcile)
 
     async def run(self) -> None:
-        """The periodic reconcile (the task the daemon cancels on stop)."""
+        """The periodic reconcile (the task the daemon cancels on stop); wakes at least once a
+        second, so a reload's new interval applies at once."""
+        last = self.daemon.now()
         while True:
-            await asyncio.sleep(self.interval if self.interval > 0 else MIN_WINDOW)
-            if self.interval > 0 and not self.daemon._stopping:
+            await asyncio.sleep(min(self.interval, 1.0) if self.interval > 0 else 1.0)
+            now = self.daemon.now()
+            if 0 < self.interval <= now - last and not self.daemon._stopping:
+                last = now
                 self._enqueue()
 
     # ------------------------------------------------------------------------ reconcile
