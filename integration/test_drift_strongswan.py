@@ -135,6 +135,7 @@ def test_drift_repair_and_reload_against_strongswan(net: Network, lab_out: Path)
             a.run("ip xfrm state flush", check=False)
             ping.finish()
         seqs = ping.seqs()
+        measured = [f"state flush: longest gap {longest_gap(seqs)} packets (50 ms each)"]
         assert cleartext_echoes(cap) == 0, "cleartext after a state flush:\n" + cap.text[-3000:]
         assert "ESP(" in cap.text
         assert longest_gap(seqs) <= 60, f"traffic back only after {longest_gap(seqs)} packets"
@@ -150,6 +151,8 @@ def test_drift_repair_and_reload_against_strongswan(net: Network, lab_out: Path)
             a.run("ip xfrm policy deleteall", check=False)
             ping.finish()
         leaked = cleartext_echoes(cap)
+        measured.append(f"policy deleteall: {leaked} cleartext, gap {longest_gap(ping.seqs())}")
+        (workdir / "measured.txt").write_text("\n".join(measured) + "\n")
         assert leaked <= LEAK_BOUND, f"{leaked} cleartext echo requests:\n" + cap.text[-3000:]
         seqs = ping.seqs()
         assert seqs and seqs[-1] == 100 and longest_gap(seqs) <= 20, ping.out[-2000:]
