@@ -224,3 +224,18 @@ def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
             await db.stop()
 
     asyncio.run(scenario())
+
+
+def test_reconcile_interval_is_a_setting_with_bounds(tmp_path: Path) -> None:
+    from xfrmctl.config import load_config
+    from xfrmctl.config.errors import ConfigError
+
+    a, _ = loopback_pair(tmp_path, BASE_PORT + 936)
+    assert load_config(a).settings.reconcile_interval == drift_mod.DEFAULT_INTERVAL
+    text = a.read_text()
+    a.write_text(text.replace("settings:\n", "settings:\n  reconcile_interval: 0\n"))
+    assert load_config(a).settings.reconcile_interval == 0
+    a.write_text(text.replace("settings:\n", "settings:\n  reconcile_interval: -2\n"))
+    with pytest.raises(ConfigError) as info:
+        load_config(a)
+    assert "reconcile_interval" in str(info.value), str(info.value)
