@@ -26,7 +26,8 @@ from xfrmctl_host import Xfrmctl, write_psk
 PSK = "drift lab secret, not for production"
 A_IP, B_IP = "10.94.0.1", "10.94.0.2"
 CONNS = {"keep": 1, "gone": 2, "chg": 3, "new": 4}  # inner addresses 10.94.0.<n>1 / <n>2
-LEAK_BOUND = 6  # cleartext echo requests allowed while `ip xfrm policy deleteall` ran (0.3 s)
+LEAK_BOUND = 6  # cleartext echo requests (0.3 s at 20/s) after `ip xfrm policy deleteall`;
+# 2 measured: the policies go back from the first DELPOLICY notification
 
 
 def inner(name: str, side: int) -> str:
@@ -35,7 +36,7 @@ def inner(name: str, side: int) -> str:
 
 def xfrmctl_config(workdir: Path, names: list[str], chg_esp: str) -> str:
     psk = write_psk(workdir, "a", PSK)
-    text = "settings:\n  reconcile_interval: 3\nconnections:\n"
+    text = "settings:\n  reconcile_interval: 30\nconnections:\n"
     for name in names:
         esp = chg_esp if name == "chg" else "aes256gcm16"
         text += (
@@ -138,7 +139,8 @@ def test_drift_repair_and_reload_against_strongswan(net: Network, lab_out: Path)
         measured = [f"state flush: longest gap {longest_gap(seqs)} packets (50 ms each)"]
         assert cleartext_echoes(cap) == 0, "cleartext after a state flush:\n" + cap.text[-3000:]
         assert "ESP(" in cap.text
-        assert longest_gap(seqs) <= 60, f"traffic back only after {longest_gap(seqs)} packets"
+        # 2 s: the notification's work, not the periodic reconcile (30 s here).
+        assert longest_gap(seqs) <= 40, f"traffic back only after {longest_gap(seqs)} packets"
         assert seqs and seqs[-1] == 120, "the tunnel did not come back:\n" + ping.out[-2000:]
         after = da.status()
         assert after["drift"]["found"].get("sa_missing") == 3, after["drift"]

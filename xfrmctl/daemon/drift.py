@@ -37,7 +37,7 @@ log = logging.getLogger("xfrmctl.daemon")
 
 DEFAULT_INTERVAL = 10.0
 MIN_WINDOW = 5.0
-BURST = 6  # notification-driven reconciles per window
+BURST = 10  # notification-driven reconciles per window
 GIVE_UP = 120.0  # a repair rekey not done by then is forgotten (the engine reports why)
 KINDS = ("sa_missing", "policy_missing", "policy_altered", "policy_shadowed")
 
