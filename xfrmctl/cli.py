@@ -208,6 +208,14 @@ def render_status(report: dict[str, Any]) -> str:
             lines.append(f"  {conn.get('name')}: to {peers}; children: {children or 'none'}")
     if not lines:
         lines.append("No IKE SAs and no connections configured.")
+    if report.get("drift_found"):
+        kinds = ", ".join(
+            f"{k} {n}" for k, n in (report.get("drift") or {}).get("found", {}).items()
+        )
+        lines.append(
+            f"Kernel drift: {report['drift_found']} found ({kinds}), "
+            f"{report.get('drift_repaired', 0)} repaired"
+        )
     return "\n".join(lines)
 
 

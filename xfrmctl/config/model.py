@@ -270,6 +270,9 @@ class Settings(_Strict):
     """Prometheus metrics endpoint; none (off) by default."""
     key_export: bool = False
     """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
+    reconcile_interval: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    """Seconds between checks that our SAs/policies are still in the kernel; 0: only on
+    kernel notifications."""
 
 
 class LocalAuth(_Strict):

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from xfrmctl.daemon.drift import DriftWatch
 from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
@@ -67,6 +68,7 @@ class Daemon:
         self.stop_timeout = STOP_TIMEOUT
         self.restarts = RestartBackoff()
         self._stopping = False
+        self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
 
     @property
     def installed(self) -> dict[int, Installed]:
@@ -107,6 +109,7 @@ class Daemon:
         self.sockets.open(self.loop)
         self._tasks.append(asyncio.create_task(self.queue.run(), name="kernel-worker"))
         self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
+        self._tasks.append(asyncio.create_task(self.drift.run(), name="drift-reconcile"))
         self.initiate_starts(specs)
 
     async def install_traps(self, specs: list[ConnectionSpec]) -> None:
@@ -488,6 +491,8 @@ class Daemon:
             await asyncio.sleep(1.0)
 
     def _on_kernel_event(self, kev: KernelEvent) -> None:
+        if self.drift.on_kernel_event(kev):
+            return
         if kev.kind == "acquire":
             target = self.kernel.trap_for_reqid(kev.reqid)
             if target is None:

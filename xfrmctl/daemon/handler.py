@@ -18,6 +18,7 @@ from xfrmctl.daemon.status import (
     ChildConfigStatus,
     ChildSaStatus,
     ConnectionStatus,
+    DriftStatus,
     IkeSaStatus,
     StatusReport,
     child_kernel_fields,
@@ -175,7 +176,14 @@ class DaemonHandler:
             for spec in self.daemon.engine.specs.values()
             if name is None or spec.name == name
         ]
-        return StatusReport(ike_sas=ike_list, connections=conns)
+        drift = DriftStatus(**self.daemon.drift.counts())
+        return StatusReport(
+            ike_sas=ike_list,
+            connections=conns,
+            drift_found=sum(drift.found.values()),
+            drift_repaired=sum(drift.repaired.values()),
+            drift=drift,
+        )
 
     async def _ike_status(self, ike: EngineIkeSa, clock: _Clock) -> IkeSaStatus:
         return IkeSaStatus(

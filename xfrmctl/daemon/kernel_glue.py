@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from xfrmctl.ike.events import Address, ChildSaReady
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
+from xfrmctl.kernel.types import Policy
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,31 @@ class NatMapping:
 class KernelEvent:
     """A kernel upcall the daemon acts on."""
 
-    kind: str  # "acquire" | "soft" | "hard" | "mapping"
+    kind: str  # "acquire" | "soft" | "hard" | "mapping" | "drift" (ours changed by others)
     reqid: int = 0
     spi: int = 0
     traffic_selectors: tuple[TrafficSelector, ...] | None = None
     detail: str = ""
     mapping: NatMapping | None = None
+
+
+@dataclass(frozen=True)
+class MissingPair:
+    """An installed Child SA pair some of whose SAs the kernel no longer holds."""
+
+    spi_in: int
+    reqid: int  # the kernel reqid (as in ACQUIREs)
+    missing: tuple[str, ...]  # e.g. "inbound esp spi 0xc1a0...": never keys
+
+
+@dataclass(frozen=True)
+class KernelDrift:
+    """What `reconcile` found changed under us; policies are ours, as they should be."""
+
+    pairs: tuple[MissingPair, ...] = ()
+    missing_policies: tuple[Policy, ...] = ()
+    altered_policies: tuple[Policy, ...] = ()
+    shadowed: tuple[str, ...] = ()  # "ours ... shadowed by foreign ..."
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,13 @@ class KernelGlue:
     def offload_of(self, spi_in: int) -> str:
         """The device a Child SA's crypto was offloaded to; "" in software."""
         return ""
+
+    async def reconcile(self) -> KernelDrift | None:
+        """Compare what we installed with the kernel (one dump each); None: not supported."""
+        return None
+
+    async def repair_policies(self, policies: tuple[Policy, ...]) -> None:
+        """Put back our policies (from `reconcile`) as they should be."""
 
     async def remove_all(self) -> None:
         """Shutdown: remove every SA and policy this instance installed, traps included."""

@@ -80,12 +80,14 @@ async def run_daemon(
         limits=endpoint_config(settings),
     )
 
+    daemon.drift.interval = settings.reconcile_interval
     metrics = MetricsServer(daemon)
 
     def reload_specs() -> list[ConnectionSpec]:
         specs, loaded = _load(config_path)
         metrics.bind(_metrics_address(loaded))  # OSError: the reload is refused, saying why
         handler.key_export = loaded.settings.key_export
+        daemon.drift.interval = loaded.settings.reconcile_interval
         return specs
 
     handler = DaemonHandler(daemon, reload_specs, key_export=settings.key_export)

@@ -156,12 +156,27 @@ class ConnectionStatus(_Model):
     children: list[ChildConfigStatus] = []
 
 
+class DriftStatus(_Model):
+    """Kernel drift by kind: sa_missing, policy_missing, policy_altered, policy_shadowed."""
+
+    found: dict[str, int] = {}
+    """Changes to our SAs/policies made by others, by kind (kinds with none left out)."""
+    repaired: dict[str, int] = {}
+    """Of those, repaired: policies reinstalled, Child SAs rekeyed (shadowing is never)."""
+
+
 class StatusReport(_Model):
     """Reply to `status`: SAs that exist plus every configured connection."""
 
     schema_version: int = SCHEMA_VERSION
     ike_sas: list[IkeSaStatus] = []
     connections: list[ConnectionStatus] = []
+    drift_found: int = 0
+    """Since the daemon started: our SAs/policies others removed or altered (daemon-wide)."""
+    drift_repaired: int = 0
+    """Since the daemon started: drift the daemon repaired (daemon-wide)."""
+    drift: DriftStatus = DriftStatus()
+    """drift_found and drift_repaired by kind."""
 
 
 class UpResult(_Model):

@@ -22,7 +22,14 @@ from typing import Any
 
 from xfrmctl.daemon import ipcomp
 from xfrmctl.daemon.interfaces import InterfaceHolders
-from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue, NatMapping
+from xfrmctl.daemon.kernel_glue import (
+    ChildCounters,
+    KernelDrift,
+    KernelEvent,
+    KernelGlue,
+    MissingPair,
+    NatMapping,
+)
 from xfrmctl.daemon.offload import fall_back, offload_device
 from xfrmctl.daemon.transforms import sa_algorithms
 from xfrmctl.ike.events import ChildSaReady
@@ -31,6 +38,7 @@ from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, KernelOptions, Mode, TsSpec
 from xfrmctl.ike.spec import Offload as OffloadMode
 from xfrmctl.kernel import events as kev
+from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel import sa as ksa
 from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.bypass import bypass_socket
@@ -177,6 +185,7 @@ class XfrmGlue(KernelGlue):
         self._trap_policies: dict[int, list[Policy]] = {}
         self._children: dict[int, ChildSA] = {}  # by spi_in
         self._lingering: dict[int, ChildSA] = {}  # rekeyed inbound SAs in their grace time
+        self._no_outbound: set[int] = set()  # spi_in of pairs whose outbound SA waits (rekey)
         self.offloaded: dict[int, str] = {}  # by spi_in: the offload device, "" in software
         self._netns = netns
         self._stream: kev.EventStream | None = None
@@ -386,6 +395,8 @@ class XfrmGlue(KernelGlue):
             await self.interfaces.release(holder)
             raise
         self._children[ready.spi_in] = child
+        if not outbound:
+            self._no_outbound.add(ready.spi_in)
         self.offloaded[ready.spi_in] = device.name if device and child.inbound.offload else ""
 
     async def _install_pair(
@@ -406,11 +417,13 @@ class XfrmGlue(KernelGlue):
         await self._open()
         child = self._children.get(ready.spi_in) or self._child(ready)
         await tx.install_outbound(self.conn, child)
+        self._no_outbound.discard(ready.spi_in)
 
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
         child = self._children.pop(ready.spi_in, None) or self._child(ready)
         self.offloaded.pop(ready.spi_in, None)
+        self._no_outbound.discard(ready.spi_in)
         reqid = child.inbound.reqid
         if not inbound:
             self._lingering[ready.spi_in] = child
@@ -509,13 +522,14 @@ class XfrmGlue(KernelGlue):
         self._trap_policies.clear()
         self._children.clear()
         self._lingering.clear()
+        self._no_outbound.clear()
         self.offloaded.clear()
         await self.interfaces.release_all()
         await self.cleanup_stale()  # with nothing to spare any more: everything of ours
 
     async def open_events(self) -> None:
         if self._stream is None:
-            stream = kev.EventStream(self._netns)
+            stream = kev.EventStream(self._netns, kev.ALL_GROUPS)  # SA/policy: drift
             await stream.open()
             self._stream = stream
 
@@ -542,6 +556,8 @@ class XfrmGlue(KernelGlue):
                         yield KernelEvent(
                             "hard" if event.hard else "soft", spi=event.sa.spi, reqid=event.sa.reqid
                         )
+                elif (detail := self._drift_detail(event)) is not None:
+                    yield KernelEvent("drift", detail=detail)
                 elif isinstance(event, kev.Mapping) and ours(event.reqid):
                     yield KernelEvent(
                         "mapping",
@@ -554,6 +570,79 @@ class XfrmGlue(KernelGlue):
                     )
         finally:
             stream.close()
+
+    # ------------------------------------------------------------------------ drift
+
+    def _owned(self) -> tuple[dict[drift.SaKey, tuple[int, SA]], dict[object, Policy]]:
+        """The SAs (key -> spi_in, SA) and policies (by id) we installed and still own."""
+        sas: dict[drift.SaKey, tuple[int, SA]] = {}
+        for spi_in, c in self._children.items():
+            outs = () if spi_in in self._no_outbound else (c.outbound, c.comp_out)
+            for sa in (c.inbound, c.comp_in, *outs):
+                if sa is not None:
+                    sas[drift.sa_key(sa)] = (spi_in, sa)
+        policies: dict[object, Policy] = {
+            p.id: p for pols in self._trap_policies.values() for p in pols
+        }
+        for c in self._children.values():
+            policies.update((p.id, p) for p in c.policies)
+        return sas, policies
+
+    def _drift_detail(self, event: kev.Event) -> str | None:
+        """What a notification changed of ours, or None: our own removals are not drift (we
+        forget an object before deleting it), nor our own installs (they match what we own)."""
+        if isinstance(event, kev.SasFlushed | kev.PoliciesFlushed | kev.Overrun):
+            return type(event).__name__
+        if isinstance(event, kev.SaDeleted) and ours(event.sa.reqid):
+            if drift.sa_key(event.sa) in self._owned()[0]:
+                return f"{event.sa.id} deleted"
+        elif isinstance(event, kev.PolicyDeleted | kev.PolicyAdded):
+            if isinstance(event, kev.PolicyDeleted) != DEFAULT_OWNERSHIP.owns_policy(event.policy):
+                return None  # an add of ours, or a delete of someone else's
+            mine = self._owned()[1].get(event.policy.id)
+            if mine is None:
+                return None
+            if isinstance(event, kev.PolicyDeleted) and drift.same_policy(mine, event.policy):
+                return f"{event.policy} deleted"
+            if isinstance(event, kev.PolicyAdded):
+                return f"foreign {event.policy} over ours"
+        return None
+
+    async def reconcile(self) -> KernelDrift:
+        """One dump each; what is missing both before and after it is drift (a trap installed
+        or removed while the dump ran is not)."""
+        await self._open()
+        before_sas, before_pols = self._owned()
+        found = await drift.reconcile(
+            self.conn, [sa for _, sa in before_sas.values()], before_pols.values()
+        )
+        after_sas, after_pols = self._owned()
+        pairs: dict[int, list[str]] = {}
+        for sa in found.missing_sas:
+            key = drift.sa_key(sa)
+            if key in after_sas:
+                spi_in = after_sas[key][0]
+                child = self._children[spi_in]
+                inbound = key in {drift.sa_key(x) for x in (child.inbound, child.comp_in) if x}
+                way = "inbound" if inbound else "outbound"
+                pairs.setdefault(spi_in, []).append(f"{way} {sa.proto.label} spi {sa.spi:#010x}")
+
+        def still(pols: list[Policy]) -> tuple[Policy, ...]:
+            return tuple(after_pols[p.id] for p in pols if after_pols.get(p.id) == p)
+
+        return KernelDrift(
+            pairs=tuple(
+                MissingPair(spi, self._children[spi].inbound.reqid, tuple(what))
+                for spi, what in pairs.items()
+            ),
+            missing_policies=still(found.missing_policies),
+            altered_policies=still(found.altered_policies),
+            shadowed=tuple(f"{s.ours} shadowed by foreign {s.theirs}" for s in found.shadows),
+        )
+
+    async def repair_policies(self, policies: tuple[Policy, ...]) -> None:
+        await self._open()
+        await tx.install_policies(self.conn, policies)
 
 
 def replace_ports(encap: Encap | None, sport: int, dport: int) -> Encap:

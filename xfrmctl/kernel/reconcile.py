@@ -1,0 +1,98 @@
+"""Compare what an owner installed with what the kernel holds: one SA dump, one policy dump.
+
+Contract: `reconcile` reads the SAD and SPD once each and reports, for the objects the caller
+says it installed, which SAs are missing, which policies are missing or altered (other
+templates, action or priority under the same selector), and which foreign policies with the
+same selector and direction sit at a better (lower) priority and so shadow ours. It changes
+nothing. `compare` is the pure part, for tests. Only the fields that decide what the kernel
+does with a packet are compared (RFC 4301 §4.4.1: selector, action, the SA templates), not
+counters, lifetimes or the kernel-assigned index. SAs are matched by (dst, SPI, protocol),
+how the kernel itself finds them (RFC 4301 §4.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from xfrmctl.kernel import policy as policy_ops
+from xfrmctl.kernel import sa as sa_ops
+from xfrmctl.kernel.socket import Connection
+from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, Ownership
+from xfrmctl.kernel.types import SA, Address, Policy, PolicyId, Proto
+
+SaKey = tuple[Address, int, Proto]
+
+
+def sa_key(sa: SA) -> SaKey:
+    return (sa.dst, sa.spi, sa.proto)
+
+
+def _templates(policy: Policy) -> tuple[tuple[object, ...], ...]:
+    return tuple((t.proto, t.mode, t.reqid, t.src, t.dst) for t in policy.templates)
+
+
+def same_policy(a: Policy, b: Policy) -> bool:
+    """Whether the kernel treats packets of `a` and `b` the same (ids assumed equal)."""
+    return (a.action, a.priority, _templates(a)) == (b.action, b.priority, _templates(b))
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """`theirs` (not ours) matches the same traffic as `ours` and wins on priority."""
+
+    ours: Policy
+    theirs: Policy
+
+
+@dataclass
+class Drift:
+    missing_sas: list[SA] = field(default_factory=list)
+    missing_policies: list[Policy] = field(default_factory=list)
+    altered_policies: list[Policy] = field(default_factory=list)  # ours, as they should be
+    shadows: list[Shadow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.missing_sas or self.missing_policies or self.altered_policies or self.shadows
+        )
+
+
+def compare(
+    expected_sas: Iterable[SA],
+    expected_policies: Iterable[Policy],
+    sas: Iterable[SA],
+    policies: Iterable[Policy],
+    ownership: Ownership = DEFAULT_OWNERSHIP,
+) -> Drift:
+    drift = Drift()
+    present = {sa_key(sa) for sa in sas}
+    drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
+    by_slot: dict[tuple[PolicyId, int], Policy] = {}
+    foreign: dict[PolicyId, list[Policy]] = {}
+    for p in policies:
+        by_slot[(p.id, p.priority)] = p
+        if not ownership.owns_policy(p):
+            foreign.setdefault(p.id, []).append(p)
+    for ours in expected_policies:
+        found = by_slot.get((ours.id, ours.priority))
+        if found is None:
+            drift.missing_policies.append(ours)
+        elif not same_policy(found, ours):
+            drift.altered_policies.append(ours)
+        drift.shadows += [
+            Shadow(ours, p) for p in foreign.get(ours.id, []) if p.priority < ours.priority
+        ]
+    return drift
+
+
+async def reconcile(
+    conn: Connection,
+    expected_sas: Iterable[SA],
+    expected_policies: Iterable[Policy],
+    ownership: Ownership = DEFAULT_OWNERSHIP,
+) -> Drift:
+    """Dump the SAD and the SPD once each and compare them with what we installed."""
+    sas = [sa async for sa in sa_ops.dump_sas(conn)]
+    policies = [p async for p in policy_ops.dump_policies(conn)]
+    return compare(expected_sas, expected_policies, sas, policies, ownership)
