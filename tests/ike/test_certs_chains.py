@@ -339,3 +339,31 @@ def test_engines_authenticate_with_ed25519_cas_both_ways() -> None:
     h = _run({"auth": a}, {"auth": b})
     (fail,) = h.of("b", AuthenticationFailed)
     assert "no issuer for CN=a.example: its issuer 'CN=ed25519 Intermediate'" in fail.reason
+
+
+@pytest.mark.parametrize(
+    ("trusted", "sent"), [(ROOT_B, [A_LEAF, INTER_B]), (ROOT_A, [A_LEAF, INTER_A])]
+)
+def test_a_responder_honours_the_certreq_of_the_initiators_ike_auth(
+    trusted: Issued, sent: list[Issued]
+) -> None:
+    # A (initiator) asks in its IKE_AUTH; B answers with the path to that CA. B knows both
+    # roots only as the CAs it trusts for A (remote.cacerts), as a daemon config gives it.
+    a_store = RecordingStore([trusted[0]])
+    a_store.received = []
+    a_auth = CertAuth(LocalSigner.from_key(B_LEAF[1]), tuple(ders(B_LEAF)), None)
+    b_auth = CertAuth(LocalSigner.from_key(A_LEAF[1]), tuple(ders(A_LEAF, INTER_A, INTER_B)), None)
+    b_peer = PeerCertAuth(TrustStore([ROOT_A[0], ROOT_B[0]]))
+    h = _run(
+        {
+            "auth": a_auth,
+            "remote_auth": PeerCertAuth(a_store),
+            "local_id": "b.example",
+            "remote_id": "a.example",
+        },
+        {"auth": b_auth, "remote_auth": b_peer, "local_id": "a.example", "remote_id": "b.example"},
+    )
+    assert h.of("a", IkeSaEstablished) and h.of("b", IkeSaEstablished), h.of(
+        "a", AuthenticationFailed
+    )
+    assert a_store.received == [ders(*sent)]

@@ -53,7 +53,10 @@ def chain_to_send(sa: IkeSa, auth: CertAuth) -> list[bytes]:
     if len(auth.cert_chain) < 2 or not sa.peer_certreq:
         return list(auth.cert_chain)
     ours = [load_der_certificate(d) for d in auth.cert_chain]
-    known = auth.trust_store.cas if auth.trust_store is not None else ()
+    # The CAs a request can name that we know: ours (remote.cacerts), often the peer's too.
+    peer = sa.spec.peer_auth if sa.spec is not None else None
+    stores = [a.trust_store for a in (auth, peer) if isinstance(a, CertAuth | PeerCertAuth)]
+    known = [ca for store in stores if store is not None for ca in store.cas]
     chosen = chain_for_request(ours, sa.peer_certreq, known)
     return [c.public_bytes(serialization.Encoding.DER) for c in chosen]
 
