@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness import Harness, make_pair
 
-from xfrmctl.ike.crypto.certs import MAX_CHAIN_DEPTH, TrustStore
+from xfrmctl.ike.crypto.certs import MAX_CHAIN_DEPTH, TrustStore, load_certificate_chain
 from xfrmctl.ike.crypto.chains import chain_for_request, key_hash
 from xfrmctl.ike.crypto.errors import CertificateError
 from xfrmctl.ike.crypto.signatures import LocalSigner
@@ -367,3 +368,16 @@ def test_a_responder_honours_the_certreq_of_the_initiators_ike_auth(
         "a", AuthenticationFailed
     )
     assert a_store.received == [ders(*sent)]
+
+
+def test_a_chain_file_in_pem_or_a_der_certificate_loads_in_order(tmp_path: Path) -> None:
+    pem = b"".join(c.public_bytes(Encoding.PEM) for c, _ in (LEAF, SUB, INTER))
+    assert load_certificate_chain(pem) == [LEAF[0], SUB[0], INTER[0]]
+    assert load_certificate_chain(LEAF[0].public_bytes(DER)) == [LEAF[0]]
+    with pytest.raises(CertificateError, match="cannot parse"):
+        load_certificate_chain(b"\x30\x03abc")
+    (tmp_path / "root.der").write_bytes(ROOT[0].public_bytes(DER))
+    (tmp_path / "inter.pem").write_bytes(INTER[0].public_bytes(Encoding.PEM))
+    store = TrustStore.from_pem_files([tmp_path / "root.der", tmp_path / "inter.pem"])
+    assert store.anchors == [ROOT[0]] and store.intermediates == [INTER[0]]
+    assert store.verify_chain(*ders(LEAF), ders(SUB), NOW) == LEAF[0]

@@ -76,8 +76,11 @@ def _ca_policy() -> ExtensionPolicy:
 
 
 def load_certificate_chain(pem: bytes) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle, in file order (our own leaf first, then intermediates)."""
+    """All certificates of a PEM bundle, in file order (our own leaf first, then intermediates);
+    or the one certificate of a DER file."""
     try:
+        if b"-----BEGIN" not in pem and pem[:1] == b"\x30":
+            return [x509.load_der_x509_certificate(pem)]
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError as e:
         raise CertificateError(f"cannot parse PEM certificates: {e}") from None
