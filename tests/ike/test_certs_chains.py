@@ -381,3 +381,13 @@ def test_a_chain_file_in_pem_or_a_der_certificate_loads_in_order(tmp_path: Path)
     store = TrustStore.from_pem_files([tmp_path / "root.der", tmp_path / "inter.pem"])
     assert store.anchors == [ROOT[0]] and store.intermediates == [INTER[0]]
     assert store.verify_chain(*ders(LEAF), ders(SUB), NOW) == LEAF[0]
+
+
+def test_an_ed25519_anchor_beside_does_not_change_how_ecdsa_chains_verify() -> None:
+    ed_root, _, _ = ed_pki("ed25519")
+    store = TrustStore([ROOT[0], ed_root[0]])
+    assert store.verify_chain(*ders(LEAF), ders(SUB, INTER), NOW) == LEAF[0]
+    # still WebPKI: its own wording for a same-name CA with another key
+    twin = issue("Root CA")
+    with pytest.raises(CertificateError, match="signature does not match"):
+        TrustStore([twin[0], ed_root[0]]).verify_chain(*ders(LEAF), ders(SUB, INTER), NOW)

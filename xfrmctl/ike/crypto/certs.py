@@ -6,11 +6,12 @@ OCSP). Self-signed certificates in remote.cacerts are trust anchors; the others 
 intermediates that only help build a path (as strongSwan's x509 folder), unless no
 self-signed one is configured, then they are the anchors. Chains with Ed25519/Ed448 keys or
 signatures (RFC 8420), which `cryptography`'s WebPKI verifier forbids, are checked link by
-link in `chains.verify_direct`. Pinned peer certificates (remote.certs) are accepted by
-equality, with or without CAs. `cryptography`'s WebPKI end-entity policy insists on
-serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, and on a
-subjectAltName, which DN-identified IKE peers may not have; both checks are relaxed to what
-IKE implementations accept.
+link in `chains.verify_direct`. A chain of RSA-4096 certificates makes IKE_AUTH bigger than
+one datagram: RFC 7383 fragmentation (sk.py) carries it where IP fragments are dropped.
+Pinned peer certificates (remote.certs) are accepted by equality, with or without CAs.
+`cryptography`'s WebPKI end-entity policy insists on serverAuth/clientAuth EKUs, which IKE
+certificates often lack or replace by ipsecIKE, and on a subjectAltName, which DN-identified
+IKE peers may not have; both checks are relaxed to what IKE implementations accept.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class TrustStore:
         if self._store is None:
             return leaf
         pool = [*intermediates, *self.intermediates]
-        if uses_eddsa([leaf, *pool, *self.anchors]):
+        issuers = {c.issuer for c in [leaf, *pool]}
+        if uses_eddsa([leaf, *pool, *(a for a in self.anchors if a.subject in issuers)]):
             self._verify_eddsa(leaf, pool, when)
             return leaf
         verifier = (
