@@ -283,7 +283,7 @@ class LocalAuth(_Strict):
     auth: Literal["psk", "pubkey"] = "pubkey"
     """psk (needs psk_file) or pubkey (needs certs and key)."""
     certs: list[Path] = []
-    """Our certificate first, then intermediates (PEM or DER)."""
+    """Our certificate first, then intermediates (PEM or DER; one file may hold the chain)."""
     key: Path | None = None
     """Private key file for pubkey; must not be readable by other users."""
 
@@ -300,7 +300,8 @@ class RemoteAuth(_Strict):
     auth: Literal["psk", "pubkey"] = "pubkey"
     """psk (needs psk_file) or pubkey (needs cacerts or certs)."""
     cacerts: list[Path] = []
-    """CA certificates the peer's certificate must chain to."""
+    """CA certificates the peer's certificate must chain to: self-signed ones are the trust
+    anchors, others intermediates (anchors themselves when none is self-signed)."""
     certs: list[Path] = []
     """Pinned peer certificates accepted as they are."""
 

@@ -3,7 +3,8 @@
 Each direction has its own method: `local.auth` is how we prove ourselves, the peer's method
 is what it must prove. Certificates come only from the peer's CERT payloads and our trust
 store: nothing is fetched for an unauthenticated peer (no hash-and-URL). CERTREQ names our
-CAs by the SHA-1 of their public keys (§3.7).
+CAs by the SHA-1 of their public keys (§3.7); the peer's CERTREQs pick which of our
+configured chains' certificates we send in CERT payloads (§3.6, leaf first).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from xfrmctl.ike.crypto.auth import psk_auth_data, psk_verify, verify_signature
 from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate, load_der_certificate
+from xfrmctl.ike.crypto.chains import chain_for_request, key_hash
 from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.iana import AuthMethod, CertEncoding, HashAlgorithm, IdType, name_of
@@ -33,17 +35,30 @@ SIGNATURE_METHODS = {
 
 def certreq_payload(auth: CertAuth | PeerCertAuth) -> CertReqPayload:
     """CERTREQ listing SHA-1 hashes of our CAs' public keys (RFC 7296 §3.7)."""
-    data = b""
     cas: list[x509.Certificate] = list(auth.trust_store.cas) if auth.trust_store else []
-    for ca in cas:
-        h = hashes.Hash(hashes.SHA1())
-        h.update(
-            ca.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        data += h.finalize()
-    return CertReqPayload(CertEncoding.X509_SIG, data)
+    return CertReqPayload(CertEncoding.X509_SIG, b"".join(key_hash(ca) for ca in cas))
+
+
+def note_certreqs(sa: IkeSa, payloads: list[Payload]) -> None:
+    """Remember the CA key hashes the peer's CERTREQs list (RFC 7296 §3.7)."""
+    for p in payloads:
+        if isinstance(p, CertReqPayload) and p.encoding == CertEncoding.X509_SIG:
+            n = len(p.data) // 20
+            sa.peer_certreq |= {p.data[20 * i : 20 * (i + 1)] for i in range(n)}
+
+
+def chain_to_send(sa: IkeSa, auth: CertAuth) -> list[bytes]:
+    """Our leaf and the intermediates leading to a CA the peer requested, as strongSwan
+    does; the whole configured chain without CERTREQ or when none matches."""
+    if len(auth.cert_chain) < 2 or not sa.peer_certreq:
+        return list(auth.cert_chain)
+    ours = [load_der_certificate(d) for d in auth.cert_chain]
+    # The CAs a request can name that we know: ours (remote.cacerts), often the peer's too.
+    peer = sa.spec.peer_auth if sa.spec is not None else None
+    stores = [a.trust_store for a in (auth, peer) if isinstance(a, CertAuth | PeerCertAuth)]
+    known = [ca for store in stores if store is not None for ca in store.cas]
+    chosen = chain_for_request(ours, sa.peer_certreq, known)
+    return [c.public_bytes(serialization.Encoding.DER) for c in chosen]
 
 
 def id_payload(identity: Identity, responder: bool) -> IdPayload:
@@ -68,7 +83,9 @@ def make_auth(sa: IkeSa, auth: Auth, octets: bytes) -> list[Payload]:
         else None
     )
     method, data = auth.signer.sign(octets, algos)
-    certs: list[Payload] = [CertPayload(CertEncoding.X509_SIG, der) for der in auth.cert_chain]
+    certs: list[Payload] = [
+        CertPayload(CertEncoding.X509_SIG, der) for der in chain_to_send(sa, auth)
+    ]
     return [*certs, AuthPayload(method, data)]
 
 

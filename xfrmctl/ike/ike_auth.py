@@ -274,6 +274,7 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         for p in payloads
     ):
         initial_contact.on_received(sa, now)
+    authentication.note_certreqs(sa, payloads)  # RFC 7296 §3.7: may come in IKE_AUTH too
     our_id = authentication.id_payload(spec.local_id, True)
     octets = signed_octets(
         sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, our_id.encode_body()

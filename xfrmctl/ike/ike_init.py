@@ -50,6 +50,7 @@ def hash_algorithms_payload() -> NotifyPayload:
 def _capabilities(sa: IkeSa, spec: ConnectionSpec, payloads: list[Payload]) -> None:
     ns = notifies(payloads)
     sa.peer_fragmentation = spec.fragmentation and NotifyType.IKEV2_FRAGMENTATION_SUPPORTED in ns
+    authentication.note_certreqs(sa, payloads)
     sig = ns.get(NotifyType.SIGNATURE_HASH_ALGORITHMS)
     if sig is not None:
         data = sig.data[: len(sig.data) // 2 * 2]

@@ -232,6 +232,7 @@ class IkeSa:
         self.nat_remote = False
         self.peer_fragmentation = False
         self.peer_hash_algorithms: list[int] | None = None
+        self.peer_certreq: frozenset[bytes] = frozenset()  # CA key hashes (RFC 7296 §3.7)
         self.rekey_at: float | None = None
         self.reauth_at: float | None = None
         self.hard_at: float | None = None  # over_time past the first rekey/reauth: delete

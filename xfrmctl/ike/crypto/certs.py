@@ -1,11 +1,17 @@
 """X.509 for IKE: verify a peer's chain against configured CAs and match its ID to the leaf.
 
-Chains are built only from the configured CAs and the certificates the peer sent; nothing is
-ever fetched (no AIA, CRL or OCSP). Pinned peer certificates (remote.certs) are accepted by
-equality, with or without CAs. `cryptography`'s WebPKI end-entity policy insists on
-serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, and on a
-subjectAltName, which DN-identified IKE peers may not have; both checks are relaxed to what
-IKE implementations accept.
+Chains (RFC 7296 §3.6: the peer's leaf first, then intermediates) are built only from the
+configured CAs and the certificates the peer sent; nothing is ever fetched (no AIA, CRL or
+OCSP). Self-signed certificates in remote.cacerts are trust anchors; the others are
+intermediates that only help build a path (as strongSwan's x509 folder), unless no
+self-signed one is configured, then they are the anchors. Chains with Ed25519/Ed448 keys or
+signatures (RFC 8420), which `cryptography`'s WebPKI verifier forbids, are checked link by
+link in `chains.verify_direct`. A chain of RSA-4096 certificates makes IKE_AUTH bigger than
+one datagram: RFC 7383 fragmentation (sk.py) carries it where IP fragments are dropped.
+Pinned peer certificates (remote.certs) are accepted by equality, with or without CAs.
+`cryptography`'s WebPKI end-entity policy insists on serverAuth/clientAuth EKUs, which IKE
+certificates often lack or replace by ipsecIKE, and on a subjectAltName, which DN-identified
+IKE peers may not have; both checks are relaxed to what IKE implementations accept.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from xfrmctl.ike.crypto.chains import is_self_signed, missing_link, uses_eddsa, verify_direct
 from xfrmctl.ike.crypto.errors import CertificateError, MalformedCertificate
 from xfrmctl.ike.iana import IdType
 
@@ -44,6 +51,10 @@ MAX_CHAIN_DEPTH = 8
 
 def _check_eku(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
     """RFC 4945 §5.1.3.12: no EKU is fine; otherwise one usable for IKE must be present."""
+    _check_ike_eku(eku)
+
+
+def _check_ike_eku(eku: x509.ExtendedKeyUsage | None) -> None:
     if eku is not None and not _ACCEPTED_EKUS.intersection(eku):
         names = ", ".join(o.dotted_string for o in eku)
         raise ValueError(f"certificate EKU ({names}) allows neither IKE nor TLS authentication")
@@ -66,8 +77,11 @@ def _ca_policy() -> ExtensionPolicy:
 
 
 def load_certificate_chain(pem: bytes) -> list[x509.Certificate]:
-    """All certificates of a PEM bundle, in file order (our own leaf first, then intermediates)."""
+    """All certificates of a PEM bundle, in file order (our own leaf first, then intermediates);
+    or the one certificate of a DER file."""
     try:
+        if b"-----BEGIN" not in pem and pem[:1] == b"\x30":
+            return [x509.load_der_x509_certificate(pem)]
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError as e:
         raise CertificateError(f"cannot parse PEM certificates: {e}") from None
@@ -101,10 +115,13 @@ class TrustStore:
     ) -> None:
         if not cas and not pinned:
             raise CertificateError("no CA certificates or pinned peer certificates configured")
-        self.cas = list(cas)
+        self.cas = list(cas)  # all configured, named in our CERTREQ
+        roots = [c for c in self.cas if is_self_signed(c)]
+        self.anchors = roots or self.cas
+        self.intermediates = [c for c in self.cas if c not in self.anchors]
         self.pinned = list(pinned)
         self.origins = tuple(origins)  # the files they came from, for error messages
-        self._store = Store(self.cas) if self.cas else None
+        self._store = Store(self.anchors) if self.anchors else None
 
     def __repr__(self) -> str:
         names = "; ".join(c.subject.rfc4514_string() for c in [*self.cas, *self.pinned])
@@ -138,6 +155,11 @@ class TrustStore:
             )
         if self._store is None:
             return leaf
+        pool = [*intermediates, *self.intermediates]
+        issuers = {c.issuer for c in [leaf, *pool]}
+        if uses_eddsa([leaf, *pool, *(a for a in self.anchors if a.subject in issuers)]):
+            self._verify_eddsa(leaf, pool, when)
+            return leaf
         verifier = (
             PolicyBuilder()
             .store(self._store)
@@ -147,10 +169,20 @@ class TrustStore:
             .build_client_verifier()
         )
         try:
-            verifier.verify(leaf, intermediates)
+            verifier.verify(leaf, pool)
         except VerificationError as e:
-            raise CertificateError(self._untrusted(leaf, intermediates, e)) from None
+            raise CertificateError(self._untrusted(leaf, pool, e)) from None
         return leaf
+
+    def _verify_eddsa(
+        self, leaf: x509.Certificate, pool: list[x509.Certificate], when: datetime
+    ) -> None:
+        """What the WebPKI policies would check, for the chains they refuse (RFC 8420)."""
+        try:
+            _check_leaf_usage(leaf)
+            verify_direct(leaf, pool, self.anchors, when, MAX_CHAIN_DEPTH)
+        except (CertificateError, ValueError) as e:
+            raise CertificateError(self._untrusted(leaf, pool, e)) from None
 
     def _from(self) -> str:
         return f" from {', '.join(self.origins)}" if self.origins else ""
@@ -159,17 +191,29 @@ class TrustStore:
         self, leaf: x509.Certificate, intermediates: list[x509.Certificate], e: Exception
     ) -> str:
         """Why `leaf` does not chain, in the operator's terms (not the verifier's)."""
-        trusted = f"trusted CAs: {_names(self.cas)}{self._from()}"
-        issuers = {c.subject for c in [*self.cas, *intermediates]}
-        if leaf.issuer not in issuers:
-            return (
-                f"certificate {_name(leaf)} is not trusted: its issuer "
-                f"{leaf.issuer.rfc4514_string()!r} is none of the {trusted}"
-            )
+        trusted = f"trusted CAs: {_names(self.anchors)}{self._from()}"
+        missing = missing_link(leaf, intermediates, self.anchors, MAX_CHAIN_DEPTH)
+        if missing is not None:
+            return f"certificate {_name(leaf)} is not trusted: {missing} ({trusted})"
         detail = str(e).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
         if "all candidates exhausted with no interior errors" in detail:
             detail = "no signature by a trusted CA checks out (a CA of the same name, another key?)"
         return f"certificate {_name(leaf)} is not trusted: {detail} ({trusted})"
+
+
+def _check_leaf_usage(leaf: x509.Certificate) -> None:
+    """EKU as the relaxed EE policy; keyUsage, when present, must allow signing (RFC 4945)."""
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    _check_ike_eku(eku)
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not (ku.digital_signature or ku.content_commitment):
+        raise ValueError(f"certificate {_name(leaf)} keyUsage allows no signature")
 
 
 def _load_files(paths: Sequence[Path], what: str) -> list[x509.Certificate]:
