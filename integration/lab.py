@@ -378,6 +378,9 @@ def compile_bytecode() -> None:
 def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool = False) -> int:
     install()
     compile_bytecode()
+    import lab_keys  # needs the venv's cryptography, which `install` may be setting up
+
+    lab_keys.prepare(Path(os.environ.get("XFRMCTL_LAB_OUT", REPO / "lab-out")).resolve())
     with one_guest_at_a_time():
         return _boot(command, memory, cpus, interactive)
 

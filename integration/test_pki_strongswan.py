@@ -27,9 +27,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
+from lab_keys import rsa_key
 from netlab import Host, Network
 from strongswan import Charon, swanctl_conf
 from xfrmctl_host import Xfrmctl
@@ -105,7 +106,7 @@ def _key_pem(key: Key) -> bytes:
 
 def write_pki(xdir: Path, sdir: Path) -> None:
     """xfrmctl's files in `xdir`, charon's in its swanctl folder `sdir`."""
-    rsa4k = [rsa.generate_private_key(65537, 4096) for _ in range(3)]
+    rsa4k = [rsa_key(4096, i) for i in range(3)]  # made on the host: see lab_keys
     root = (_issue("PKI Root A", rsa4k[0], None, True), rsa4k[0])
     inter = (_issue("PKI Intermediate", rsa4k[1], root, True), rsa4k[1])
     a = _issue(A_ID, rsa4k[2], inter, False)
@@ -114,10 +115,7 @@ def write_pki(xdir: Path, sdir: Path) -> None:
     cross = _issue("PKI Intermediate", rsa4k[1], root_b, True)  # same name and key
     # charon's own intermediate: one it sends, and names in its CERTREQs (as it does with
     # every CA certificate it holds), but on none of xfrmctl's paths
-    inter_c_key, b_key = (
-        rsa.generate_private_key(65537, 2048),
-        rsa.generate_private_key(65537, 2048),
-    )
+    inter_c_key, b_key = rsa_key(2048, 0), rsa_key(2048, 1)
     inter_c = (_issue("PKI Intermediate C", inter_c_key, root, True), inter_c_key)
     b = _issue(B_ID, b_key, inter_c, False)
     inter2_key, b2_key = (
