@@ -228,8 +228,9 @@ def lab() -> Iterator[Lab]:
         write_pki(xdir, workdir / f"{b.name}-swanctl")  # Charon's folder, filled before it starts
         cfg = workdir / "a.yaml"
         cfg.write_text("connections:\n" + "".join(xfrmctl_conn(c, xdir) for c in CASES))
+        xfrmctl = Xfrmctl(a, workdir, cfg, wait=False)  # its Python start beside charon's
         charon = Charon(b, workdir, swanctl_conf([charon_conn(c) for c in CASES], []))
-        xfrmctl = Xfrmctl(a, workdir, cfg)
+        xfrmctl.wait_ready()
         yield Lab(net, a, b, xfrmctl, charon)
         assert xfrmctl.stop() == 0, xfrmctl.log.read_text()
         charon.stop()
