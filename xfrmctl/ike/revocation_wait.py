@@ -5,8 +5,9 @@ is parked here (`park`): a `RevocationFetchNeeded` event asks the host to fetch,
 else of the engine waits. `fetched` puts the host's answers into the cache and resumes the
 parked IKE_AUTH, which then decides with what it has (the fetches that failed are not asked
 again). A parked IKE SA holds only its requests, the failures so far and how to resume; it
-is timed out by the IKE SA's own timer table (`deadline`/`timed_out`) after the half-open
-timeout, as if every fetch had failed, so the policy still decides.
+is timed out by the IKE SA's own timer table (`deadline`/`timed_out`) after twice the fetch
+timeout, as if every fetch had failed, so the policy still decides (a responder's half-open
+timeout still bounds the whole).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from xfrmctl.ike.events import RevocationFetchNeeded
 
 if TYPE_CHECKING:
     from xfrmctl.ike.sa import IkeSa
+
+
+GRACE = 2.0  # the host has this many fetch timeouts to answer before the fetches count as failed
 
 
 class RevocationPending(ProtocolError):
@@ -64,7 +68,7 @@ def park(
 ) -> None:
     waits = sa.ep.revocations.waits
     old = waits.get(sa.id)
-    deadline = old.deadline if old else now + sa.ep.config.half_open_timeout
+    deadline = old.deadline if old else now + GRACE * timeout
     known = old.failures if old else {}
     waits[sa.id] = Wait(dict(need.requests), resume, deadline, known)
     sa.ep.trace_note(
