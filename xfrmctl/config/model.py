@@ -202,6 +202,15 @@ PrefixText = Annotated[str, AfterValidator(_check_prefix)]
 InterfaceAddressText = Annotated[str, AfterValidator(_check_interface_address)]
 
 
+def _check_http_uri(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} must be an http:// or https:// URL with a host")
+    return text
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
@@ -266,6 +275,8 @@ class Settings(_Strict):
     """Prometheus metrics endpoint; none (off) by default."""
     key_export: bool = False
     """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
+    revocation_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds one CRL or OCSP fetch may take before it counts as failed."""
 
 
 class LocalAuth(_Strict):
@@ -296,6 +307,14 @@ class RemoteAuth(_Strict):
     """CA certificates the peer's certificate must chain to."""
     certs: list[Path] = []
     """Pinned peer certificates accepted as they are."""
+    revocation: Literal["strict", "ifuri", "relaxed"] = "relaxed"
+    """Certificate status policy (swanctl remote.revocation): relaxed refuses only a certificate
+    known revoked; ifuri also one with a CRL/OCSP URI that gave no status; strict any without
+    a good status."""
+    crls: list[Path] = []
+    """CRL files (PEM or DER), used before anything is fetched."""
+    ocsp_uris: list[Annotated[str, AfterValidator(_check_http_uri)]] = []
+    """OCSP responders asked before the certificate's own AIA OCSP URL (http:// or https://)."""
 
     def identity(self) -> Identity | None:
         """Typed identity; None means %any."""

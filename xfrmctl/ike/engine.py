@@ -43,6 +43,7 @@ from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.ratelimit import RateLimiter
+from xfrmctl.ike.revocation_state import Revocations
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
 from xfrmctl.ike.spec import ConnectionSpec
@@ -102,7 +103,7 @@ class IkeEndpoint:
         self._touched: dict[int, IkeSa] = {}
         self._rescan = False
         self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
-        self.revocations = revocation_wait.Revocations()
+        self.revocations = Revocations()
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._ids = 0

@@ -13,12 +13,12 @@ timeout still bounds the whole).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfrmctl.ike.crypto import revocation as rv
 from xfrmctl.ike.errors import ProtocolError
 from xfrmctl.ike.events import RevocationFetchNeeded
+from xfrmctl.ike.revocation_state import Wait
 
 if TYPE_CHECKING:
     from xfrmctl.ike.sa import IkeSa
@@ -29,23 +29,6 @@ GRACE = 2.0  # the host has this many fetch timeouts to answer before the fetche
 
 class RevocationPending(ProtocolError):
     """Raised out of an IKE_AUTH request handler that parked: answer nothing yet."""
-
-
-@dataclass
-class Wait:
-    requests: dict[rv.FetchRequest, tuple[rv.Link, ...]]
-    resume: Callable[[float], None]
-    deadline: float
-    failures: dict[tuple[str, str], str] = field(default_factory=dict)
-    asked: bool = True  # a fetch is out; False once its answers are in
-
-
-class Revocations:
-    """The endpoint's revocation state: the status cache and the parked IKE SAs by id."""
-
-    def __init__(self) -> None:
-        self.cache = rv.RevocationCache()
-        self.waits: dict[int, Wait] = {}
 
 
 def failures(sa: IkeSa) -> dict[tuple[str, str], str]:

@@ -49,7 +49,7 @@ from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
 
 if TYPE_CHECKING:
-    from xfrmctl.ike.revocation_wait import Revocations
+    from xfrmctl.ike.revocation_state import Revocations
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]

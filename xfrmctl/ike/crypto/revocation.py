@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -157,8 +158,25 @@ def load_crl(data: bytes, source: str) -> x509.CertificateRevocationList:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
-    except ValueError as e:
-        raise CertificateError(f"{source}: not a PEM or DER CRL ({e})") from None
+    except ValueError:
+        raise CertificateError(f"{source}: not a PEM or DER CRL") from None
+
+
+def load_crl_file(path: Path) -> LoadedCrl:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CertificateError(f"cannot read CRL file {path}: {e.strerror}") from None
+    return LoadedCrl(str(path), load_crl(data, f"CRL file {path}"))
+
+
+def crl_file_problem(path: Path) -> str:
+    """Why `path` is no usable CRL file, for the configuration check; "" when it is."""
+    try:
+        load_crl_file(path)
+    except CertificateError as e:
+        return str(e)
+    return ""
 
 
 def chain_links(
