@@ -12,6 +12,7 @@ from harness import Harness, make_pair, seeded_endpoint
 from revocation_fixture import CRL_URI, OCSP_URI, Pki
 
 from xfrmctl.ike.crypto import revocation as rv
+from xfrmctl.ike.diagnosis_auth import diagnose_auth
 from xfrmctl.ike.engine import IkeEndpoint
 from xfrmctl.ike.events import (
     AuthenticationFailed,
@@ -128,3 +129,26 @@ def _pair_specs_two() -> tuple[list[Any], Any]:
     one, b = pair_specs(a={"auth": A_AUTH, "name": "one"}, b={"auth": b_ifuri})
     two = dataclasses.replace(one, name="two", auth=PLAIN_A)
     return [one, two], b
+
+
+def test_explain_says_revoked_or_no_status_and_what_to_do() -> None:
+    pki = Pki.new()
+    a_auth, _ = pki.auth("a.example", crl=None, ocsp_uri=None)
+    b_auth, b_leaf = pki.auth("b.example", ocsp_uri=None)
+    pki.revoke(b_leaf, x509.ReasonFlags.cessation_of_operation)
+    for crl, kind in ((pki.crl(), "revoked"), (None, "revocation")):
+        h = harness({"auth": policy(a_auth, rv.Policy.STRICT)}, {"auth": b_auth})
+        h.a.initiate("a-to-b", now=h.now)
+        h.run(1.0)
+        answer(h, "a", {CRL_URI: crl})
+        h.run(2.0)
+        (fa,) = h.of("a", AuthenticationFailed)
+        assert fa.kind == kind
+        text = "\n".join(diagnose_auth(fa).lines())
+        if kind == "revoked":
+            assert "includes a revoked certificate" in text and "cessation_of_operation" in text
+            assert "needs a new certificate" in text
+        else:
+            assert "no revocation status could be obtained" in text and CRL_URI in text
+            assert "connections.a-to-b.remote.crls" in text
+            assert "connections.a-to-b.remote.revocation: relaxed`" in text
