@@ -281,12 +281,14 @@ def _crl_problem(
 def cert_status(
     link: Link, config: RevocationConfig, cache: RevocationCache, now: datetime
 ) -> Status | None:
-    """What is known about one certificate: a revoked status wins over a good one."""
-    found = [cache.ocsp_status(link, now), cache.crl_status(link, now)]
+    """What is known about one certificate: a revoked status wins over a good one, and the
+    configured CRL files speak first."""
+    found: list[Status | None] = []
     for loaded in config.crls:
         if not _crl_problem(loaded.crl, link.issuer, now):
             until = loaded.crl.next_update_utc or now + NO_NEXT_UPDATE
             found.append(_lookup(loaded.crl, link.cert, f"CRL file {loaded.source}", until))
+    found += [cache.ocsp_status(link, now), cache.crl_status(link, now)]
     known = [s for s in found if s is not None]
     return next((s for s in known if s.revoked), known[0] if known else None)
 
