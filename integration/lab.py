@@ -46,6 +46,7 @@ DEBIAN_PACKAGES = {
     "conntrack": "conntrack",  # NAT mapping changes under a live tunnel (test_nat_options.py)
     "iperf3": "iperf3",  # ESP throughput of both stacks (bench/tunnels.py)
     "tshark": "tshark",  # decrypts a capture with `xfrmctl keys` (test_xfrmctl_tunnel.py)
+    "openssl": "openssl",  # the OCSP responder of test_revocation_strongswan.py
     # strongSwan as an interop peer (integration/strongswan.py)
     "charon-systemd": "charon-systemd",
     "swanctl": "strongswan-swanctl",

@@ -18,6 +18,7 @@ from xfrmctl.config.model import Connection, Settings, XfrmctlConfig
 from xfrmctl.config.rules import find_problems
 from xfrmctl.config.secretfiles import SecretError, decode_psk, read_private_file, read_psk
 from xfrmctl.config.yamlnodes import Loc, Position, SourceMap, YamlError, load_yaml
+from xfrmctl.ike.crypto.revocation import crl_file_problem
 
 # Path-valued keys inside a connection, resolved relative to the file that wrote them.
 _PATH_KEYS: tuple[tuple[str, ...], ...] = (
@@ -26,6 +27,7 @@ _PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("local", "certs"),
     ("remote", "cacerts"),
     ("remote", "certs"),
+    ("remote", "crls"),
 )
 
 
@@ -214,6 +216,9 @@ def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
             for index, cert in enumerate(getattr(getattr(conn, side), key)):
                 if not cert.is_file():
                     out.add((*loc, side, key, index), f"certificate file {cert} does not exist")
+        for index, crl in enumerate(conn.remote.crls):
+            if problem := crl_file_problem(crl):
+                out.add((*loc, "remote", "crls", index), problem)
 
 
 def check_config(path: Path) -> tuple[LoadedConfig | None, list[ConfigIssue]]:

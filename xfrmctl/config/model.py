@@ -203,6 +203,15 @@ PrefixText = Annotated[str, AfterValidator(_check_prefix)]
 InterfaceAddressText = Annotated[str, AfterValidator(_check_interface_address)]
 
 
+def _check_http_uri(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} must be an http:// or https:// URL with a host")
+    return text
+
+
 class _Strict(BaseModel):
     # Attribute docstrings reach the editor schema through json_schema(), not pydantic's
     # use_attribute_docstrings: that parses every model's source at each import, which cost
@@ -273,6 +282,8 @@ class Settings(_Strict):
     reconcile_interval: Annotated[float, Field(ge=0, le=3600)] = 10.0
     """Seconds between checks that our SAs/policies are still in the kernel; 0: only on
     kernel notifications."""
+    revocation_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds one CRL or OCSP fetch may take before it counts as failed."""
 
 
 class LocalAuth(_Strict):
@@ -304,6 +315,14 @@ class RemoteAuth(_Strict):
     anchors, others intermediates (anchors themselves when none is self-signed)."""
     certs: list[Path] = []
     """Pinned peer certificates accepted as they are."""
+    revocation: Literal["strict", "ifuri", "relaxed"] = "relaxed"
+    """Certificate status policy (swanctl remote.revocation): relaxed refuses only a certificate
+    known revoked; ifuri also one with a CRL/OCSP URI that gave no status; strict any without
+    a good status."""
+    crls: list[Path] = []
+    """CRL files (PEM or DER), used before anything is fetched."""
+    ocsp_uris: list[Annotated[str, AfterValidator(_check_http_uri)]] = []
+    """OCSP responders asked before the certificate's own AIA OCSP URL (http:// or https://)."""
 
     def identity(self) -> Identity | None:
         """Typed identity; None means %any."""

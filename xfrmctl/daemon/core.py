@@ -23,6 +23,7 @@ from xfrmctl.daemon.kernel_queue import KernelQueue
 from xfrmctl.daemon.metrics import Stats
 from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.daemon.restart import RestartBackoff
+from xfrmctl.daemon.revocation import RevocationFetcher
 from xfrmctl.daemon.sockets import Address, IkeSockets
 from xfrmctl.daemon.tracing import MessageLog, tracing_wanted
 from xfrmctl.daemon.waiters import Waiter, Waiters, failure_text, offer_details
@@ -67,6 +68,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.stop_timeout = STOP_TIMEOUT
         self.restarts = RestartBackoff()
+        self.fetcher = RevocationFetcher()  # CRL/OCSP fetches the engine asked for
         self._stopping = False
         self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
 
@@ -159,6 +161,7 @@ class Daemon:
                 self.stop_timeout,
             )
         self.restarts.cancel_all()
+        self.fetcher.cancel_all()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -345,6 +348,11 @@ class Daemon:
     def _on_violation(self, event: ev.ProtocolViolation) -> None:
         log.debug("dropped a message from %s: %s", event.remote[0], event.reason)
 
+    def _on_revocation_fetch(self, event: ev.RevocationFetchNeeded) -> None:
+        self.fetcher.start(
+            event, lambda sa_id, results: self.call(self.engine.revocation_fetched, sa_id, results)
+        )
+
     _EVENT_HANDLERS: ClassVar[dict[type[ev.Event], Callable[[Daemon, Any], None]]] = {
         ev.MessageTrace: _on_trace,
         ev.ChildSaReady: _on_child_ready,
@@ -357,6 +365,7 @@ class Daemon:
         ev.NegotiationFailed: _on_negotiation_failed,
         ev.PeerDead: _on_peer_dead,
         ev.ProtocolViolation: _on_violation,
+        ev.RevocationFetchNeeded: _on_revocation_fetch,
     }
 
     def _dpd_action(self, conn: str) -> None:

@@ -143,11 +143,18 @@ def _remote_auth(config: LoadedConfig, name: str, conn: Connection) -> PeerAuth:
     """How the peer must prove itself (remote.auth): its own method, whatever ours is."""
     if conn.remote.auth == "psk":
         return PskAuth(config.psk_bytes(name))
+    from xfrmctl.ike.crypto import revocation as rv
     from xfrmctl.ike.crypto.certs import TrustStore
 
     cacerts = [Path(p) for p in conn.remote.cacerts]
     pinned = [Path(p) for p in conn.remote.certs]
-    return PeerCertAuth(TrustStore.from_pem_files(cacerts, pinned))
+    revocation = rv.RevocationConfig(
+        rv.Policy(conn.remote.revocation),
+        tuple(rv.load_crl_file(Path(p)) for p in conn.remote.crls),
+        tuple(conn.remote.ocsp_uris),
+        float(config.settings.revocation_timeout),
+    )
+    return PeerCertAuth(TrustStore.from_pem_files(cacerts, pinned), revocation=revocation)
 
 
 def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionSpec:

@@ -2,7 +2,9 @@
 
 Each direction has its own method: `local.auth` is how we prove ourselves, the peer's method
 is what it must prove. Certificates come only from the peer's CERT payloads and our trust
-store: nothing is fetched for an unauthenticated peer (no hash-and-URL). CERTREQ names our
+store: nothing is fetched for an unauthenticated peer (no hash-and-URL). Revocation (RFC 4945
+§5.1.3) is checked last, once the chain and the signature hold, so only a CA-certified peer
+that proved its key makes us fetch a CRL or OCSP answer (`crypto.revocation`). CERTREQ names our
 CAs by the SHA-1 of their public keys (§3.7); the peer's CERTREQs pick which of our
 configured chains' certificates we send in CERT payloads (§3.6, leaf first).
 """
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from xfrmctl.ike import revocation_wait
+from xfrmctl.ike.crypto import revocation as rv
 from xfrmctl.ike.crypto.auth import psk_auth_data, psk_verify, verify_signature
 from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate, load_der_certificate
 from xfrmctl.ike.crypto.chains import chain_for_request, key_hash
@@ -114,15 +118,45 @@ def _untrusted(exc: CryptoError, leaf_der: bytes, auth: PeerAuth) -> AuthProblem
 
 def verify_auth(
     sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
-) -> AuthProblem | None:
-    """None when the peer's AUTH checks out, else why not (for AuthenticationFailed)."""
+) -> AuthProblem | rv.NeedFetch | None:
+    """None when the peer's AUTH checks out, else why not (for AuthenticationFailed), or the
+    revocation fetches to make before it can be decided."""
     why = _verify(sa, auth, payloads, id_p, octets)
     return AuthProblem(why, "certificate") if isinstance(why, str) else why
 
 
+def revocation_config(auth: PeerAuth) -> rv.RevocationConfig:
+    config = None if isinstance(auth, PskAuth) else auth.revocation
+    return config or rv.RevocationConfig()
+
+
+def _revocation(
+    sa: IkeSa, auth: CertAuth | PeerCertAuth, cert: x509.Certificate, chain: list[bytes]
+) -> AuthProblem | rv.NeedFetch | None:
+    """The revocation status of every certificate of the chain that has its issuer in it."""
+    if auth.trust_store is None:
+        return None
+    try:
+        intermediates = [load_der_certificate(d) for d in chain]
+    except MalformedCertificate:
+        intermediates = []
+    links = rv.chain_links(cert, intermediates, auth.trust_store.cas)
+    config = revocation_config(auth)
+    verdict = rv.check_chain(
+        links,
+        config,
+        sa.ep.revocations.cache,
+        sa.ep.wall_clock(),
+        revocation_wait.failures(sa),
+    )
+    if isinstance(verdict, rv.Refusal):
+        return AuthProblem(verdict.reason, verdict.kind)
+    return verdict
+
+
 def _verify(
     sa: IkeSa, auth: PeerAuth, payloads: list[Payload], id_p: IdPayload, octets: bytes
-) -> AuthProblem | str | None:
+) -> AuthProblem | rv.NeedFetch | str | None:
     if sa.crypto is None:
         return "no keys"
     auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
@@ -163,4 +197,6 @@ def _verify(
         ok = verify_signature(cert.public_key(), AuthMethod(auth_p.method), auth_p.data, octets)
     except (CryptoError, *MALFORMED) as exc:
         return f"signature check failed: {exc}"
-    return None if ok else "signature does not verify"
+    if not ok:
+        return "signature does not verify"
+    return _revocation(sa, auth, cert, certs[1:])

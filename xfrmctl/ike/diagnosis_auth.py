@@ -1,4 +1,5 @@
-"""Diagnoses of AuthenticationFailed (RFC 7296 §2.15, §2.21.2): keys, identities, CAs.
+"""Diagnoses of AuthenticationFailed (RFC 7296 §2.15, §2.21.2): keys, identities, CAs,
+revoked certificates and missing revocation status (RFC 4945 §5.1.3, RFC 5280 §6.3).
 
 Contract: pure; one function per `AuthenticationFailed.kind`. It never sees a key: a PSK
 mismatch is stated as "the pre-shared keys differ" and the fix names the file to edit.
@@ -148,6 +149,36 @@ def _certificate(e: AuthenticationFailed) -> Parts:
     )
 
 
+def _revoked(e: AuthenticationFailed) -> Parts:
+    """A CRL or OCSP answer says so (RFC 5280 §6.3, RFC 6960): nothing to fix on our side."""
+    return (
+        f"the peer's certificate chain includes a revoked certificate: {e.reason}",
+        [],
+        [],
+        [
+            "the peer needs a new certificate from its CA (its old one was revoked); "
+            "if the revocation is a mistake, only the CA can undo it in its CRL/OCSP answers"
+        ],
+    )
+
+
+def _revocation(e: AuthenticationFailed) -> Parts:
+    """No status was obtained, and remote.revocation (strict, ifuri) wants one."""
+    return (
+        f"no revocation status could be obtained for the peer's certificate: {e.reason}",
+        [],
+        [],
+        [
+            "check that this host reaches the CRL/OCSP URLs named above (a firewall, a "
+            "responder down, a proxy?)",
+            f"or give the CA's CRL as a file in `{_key(e, 'remote.crls')}`, or a reachable "
+            f"responder in `{_key(e, 'remote.ocsp_uris')}`",
+            f"or accept peers without a status: `{_key(e, 'remote.revocation')}: relaxed` "
+            "(a certificate known revoked is still refused)",
+        ],
+    )
+
+
 def _generic(e: AuthenticationFailed) -> Parts:
     return f"authentication failed: {e.reason}", [], [], []
 
@@ -159,4 +190,6 @@ _CASES: dict[str, Callable[[AuthenticationFailed], Parts]] = {
     "auth_method": _auth_method,
     "ca": _ca,
     "certificate": _certificate,
+    "revoked": _revoked,
+    "revocation": _revocation,
 }

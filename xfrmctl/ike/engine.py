@@ -22,9 +22,11 @@ from xfrmctl.ike import (
     ike_init,
     ike_rekey,
     invalid_spi,
+    revocation_wait,
     timers,
 )
 from xfrmctl.ike.cookies import CookieJar
+from xfrmctl.ike.crypto.revocation import FetchResult
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
 from xfrmctl.ike.events import (
     DELETED_BY_PEER,
@@ -41,6 +43,7 @@ from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.ratelimit import RateLimiter
+from xfrmctl.ike.revocation_state import Revocations
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
 from xfrmctl.ike.spec import ConnectionSpec
@@ -103,6 +106,7 @@ class IkeEndpoint:
         self._touched: dict[int, IkeSa] = {}
         self._rescan = False
         self.cookies = CookieJar(self.random, self.config.cookie_secret_period)
+        self.revocations = Revocations()
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._ids = 0
@@ -175,6 +179,8 @@ class IkeEndpoint:
             sa.spi_r = msg.spi_r  # learnt from the response (zero for COOKIE/INVALID_KE)
         try:
             sa.receive(msg, data, local, remote, now)
+        except revocation_wait.RevocationPending:
+            pass  # IKE_AUTH parked until the host hands in the revocation fetches
         except ProtocolError as exc:
             sa.violation(str(exc))
         except Exception as exc:  # a bug must cost one SA, never the process
@@ -210,6 +216,20 @@ class IkeEndpoint:
                 timers.fire(sa, now)
             except ProtocolError as exc:
                 sa.violation(str(exc))
+
+    def revocation_fetched(
+        self, ike_sa_id: int, results: Sequence[FetchResult], now: float
+    ) -> None:
+        """The answers to a RevocationFetchNeeded (data or error per URI): IKE_AUTH resumes.
+        An IKE SA gone meanwhile is ignored."""
+        sa = next((s for s in self.sas.values() if s.id == ike_sa_id), None)
+        if sa is None or sa.state == IkeState.DEAD:
+            return
+        self._touch(sa)
+        try:
+            revocation_wait.fetched(sa, results, now)
+        except ProtocolError as exc:
+            sa.violation(str(exc))
 
     def initiate(
         self,
@@ -400,6 +420,7 @@ class IkeEndpoint:
             del self.sas[sa.our_spi]
         self.half_open.remove(sa)
         self._timers.remove(sa)
+        revocation_wait.forget(sa)
         # Dropping an IKE SA hands its tasks to a successor or re-arms the reauthenticated
         # one (sa.delete): links we can no longer see from here, so every SA is re-filed.
         self._rescan = True

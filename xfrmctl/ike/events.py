@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import KernelOptions, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.crypto.revocation import FetchRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
@@ -160,7 +164,8 @@ class Offer:
 class AuthenticationFailed(Event):
     """`kind` sorts the failure for a diagnosis: "psk" (the keys differ), "identity" (IDi/IDr
     not the configured one), "auth_method", "ca" (no trusted issuer: `issuer`, `ca_files`),
-    "certificate" (expired, wrong identity, bad signature) or "peer_rejected" (the peer sent
+    "certificate" (expired, wrong identity, bad signature), "revoked" (a CRL or OCSP says so),
+    "revocation" (no status where the policy needs one) or "peer_rejected" (the peer sent
     AUTHENTICATION_FAILED, which says nothing of why, RFC 7296 §2.21.2)."""
 
     conn: str
@@ -176,6 +181,17 @@ class AuthenticationFailed(Event):
     issuer: str = ""
     ca_files: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()  # as responder: the remote ids our connections accept
+
+
+@dataclass(frozen=True)
+class RevocationFetchNeeded(Event):
+    """IKE_AUTH of `ike_sa_id` waits for these CRL/OCSP fetches (RFC 5280 §6.3, RFC 6960):
+    fetch each within `timeout` seconds and hand the answers to `revocation_fetched`."""
+
+    conn: str
+    ike_sa_id: int
+    requests: tuple[FetchRequest, ...]
+    timeout: float
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,27 @@
 
 `AuthTask` is the initiator, queued behind IKE_SA_INIT by `connect`; `handle_request` the
 responder, which picks the connection by the peer's identity and auth method. Making and
-checking AUTH payloads is `authentication`'s; negotiating the Child SA is `childsa`'s.
+checking AUTH payloads is `authentication`'s; negotiating the Child SA is `childsa`'s. Either
+role may park its IKE_AUTH while revocation status is fetched (`revocation_wait`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
-from xfrmctl.ike import authentication, childsa, initial_contact, ipcomp, lifetimes, offers
+from xfrmctl.ike import (
+    authentication,
+    childsa,
+    initial_contact,
+    ipcomp,
+    lifetimes,
+    offers,
+    revocation_wait,
+)
 from xfrmctl.ike.child_create import CreateChildTask
 from xfrmctl.ike.crypto.auth import signed_octets
+from xfrmctl.ike.crypto.revocation import NeedFetch
 from xfrmctl.ike.delete import NotifyThenCloseTask
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed, Offer
@@ -155,6 +166,10 @@ class AuthTask(Task):
             sa.init_response, sa.ni, sa.crypto.prf, sa.crypto.keys.sk_pr, idr.encode_body()
         )
         why = authentication.verify_auth(sa, self.spec.peer_auth, payloads, idr, octets)
+        if isinstance(why, NeedFetch):
+            timeout = authentication.revocation_config(self.spec.peer_auth).timeout
+            revocation_wait.park(sa, why, timeout, lambda t: self._resume(sa, payloads, t), now)
+            return
         if why is not None:
             # RFC 7296 §2.21.2: tell the responder, which already considers the SA up.
             sa.emit(self._failure(sa, why, peer))
@@ -178,6 +193,12 @@ class AuthTask(Task):
         # The other children go next, ahead of anything queued for after the setup.
         sa.tasks.extendleft(CreateChildTask(n, ts) for n, ts in reversed(sa.pending_children))
         sa.pending_children = []
+
+    def _resume(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
+        """The revocation fetches are answered: check the response again, now decidable."""
+        if sa.state == IkeState.AUTH_SENT:
+            self.on_response(sa, payloads, now)
+            sa.kick(now)
 
 
 def _pick_spec(
@@ -244,6 +265,26 @@ def _responder_failure(
     )
 
 
+def _answer_parked(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> None:
+    """Answer the IKE_AUTH request parked for revocation, as `IkeSa` answers any request."""
+    if sa.state != IkeState.INIT_RESPONDED:
+        return
+    try:
+        response = handle_request(sa, msg, payloads, now)
+    except revocation_wait.RevocationPending:
+        return
+    except RemoteProtocolError as exc:
+        sa.violation(f"{msg.describe()}: {exc}")
+        if exc.notify is None:
+            return
+        response = [NotifyPayload(exc.notify, exc.notify_data)]
+        sa.close_after_response = f"IKE_AUTH failed: {exc}"
+    sa.peer_mid += 1
+    sa.send_response(msg, response)
+    if sa.close_after_response:
+        sa.delete(now, sa.close_after_response, notify_peer=False)
+
+
 def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float) -> list[Payload]:
     """Responder: authenticate the initiator, answer with our AUTH and the first Child SA."""
     if sa.crypto is None:
@@ -253,6 +294,8 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
     auth_p = next((p for p in payloads if isinstance(p, AuthPayload)), None)
     if idi is None or auth_p is None:
         raise RemoteProtocolError("IKE_AUTH request without IDi and AUTH")
+    if revocation_wait.waiting(sa):  # a retransmission while we fetch: answer it later
+        raise revocation_wait.RevocationPending("IKE_AUTH waits for revocation status")
     peer = authentication.id_text(idi)
     spec = _pick_spec(sa, idi, idr, auth_p.method)
     if spec is None:
@@ -262,7 +305,13 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
         octets = signed_octets(
             sa.init_request, sa.nr, sa.crypto.prf, sa.crypto.keys.sk_pi, idi.encode_body()
         )
-        why = authentication.verify_auth(sa, spec.peer_auth, payloads, idi, octets)
+        verdict = authentication.verify_auth(sa, spec.peer_auth, payloads, idi, octets)
+        if isinstance(verdict, NeedFetch):
+            timeout = authentication.revocation_config(spec.peer_auth).timeout
+            resume = functools.partial(_answer_parked, sa, msg, payloads)
+            revocation_wait.park(sa, verdict, timeout, resume, now)
+            raise revocation_wait.RevocationPending("IKE_AUTH waits for revocation status")
+        why = verdict
     if why is not None or spec is None:
         why = why or authentication.AuthProblem("no connection", "identity")
         sa.emit(_responder_failure(sa, spec, why, idi, idr, auth_p.method))

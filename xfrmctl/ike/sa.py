@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from xfrmctl.ike.cookies import CookieJar
 from xfrmctl.ike.crypto.algorithms import Encr, Integ, Prf
@@ -47,6 +47,9 @@ from xfrmctl.ike.settings import EndpointConfig
 from xfrmctl.ike.sk import Reassembly, SkKeys, decode_inner, protect, unprotect
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.revocation_state import Revocations
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
@@ -91,6 +94,7 @@ class Host(Protocol):
     half_open: HalfOpen[IkeSa]
     cookies: CookieJar
     invalid_spi_limiter: RateLimiter
+    revocations: Revocations  # CRL/OCSP cache and the IKE SAs waiting for a fetch
 
     def next_id(self) -> int: ...
     def reqid(

@@ -19,6 +19,7 @@ from xfrmctl.ike.transforms import Proposal
 if TYPE_CHECKING:
     from xfrmctl.ike.crypto.auth import LocalSigner
     from xfrmctl.ike.crypto.certs import TrustStore
+    from xfrmctl.ike.crypto.revocation import RevocationConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -104,6 +105,7 @@ class CertAuth:
         TrustStore | None
     )  # for the peer, when it proves itself the same way (no remote_auth)
     send_certreq: bool = True
+    revocation: RevocationConfig | None = None  # None: relaxed, no CRL files
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class PeerCertAuth:
 
     trust_store: TrustStore
     send_certreq: bool = True
+    revocation: RevocationConfig | None = None  # None: relaxed, no CRL files
 
 
 Auth = PskAuth | CertAuth  # how we prove ourselves

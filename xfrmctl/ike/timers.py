@@ -2,7 +2,8 @@
 
 Retransmission (RFC 7296 §2.1), the half-open limit, TEMPORARY_FAILURE back-off, the hard
 lifetime (over_time), reauthentication (§2.8.3), IKE and Child SA rekeying (§2.8), dead peer
-detection (§2.4), NAT-T keepalives (RFC 3948 §4) and Child SA hard expiry. The endpoint asks
+detection (§2.4), an IKE_AUTH parked for revocation status, NAT-T keepalives (RFC 3948 §4)
+and Child SA hard expiry. The endpoint asks
 `next_deadline` for its own timer and calls `fire` when it is reached; the rows run in table
 order and stop as soon as one drops the IKE SA, as the rows below it no longer apply.
 
@@ -19,7 +20,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth
+from xfrmctl.ike import child_rekey, ike_rekey, liveness, reauth, revocation_wait
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.sa import IkeSa
 
@@ -105,6 +106,7 @@ TIMERS: tuple[Timer, ...] = (
     Timer("retransmit", _retransmit_due, _retransmit),
     Timer("half-open", _half_open_due, _half_open_expired),
     Timer("retry", lambda sa: sa.retry_at, _retry),
+    Timer("revocation", revocation_wait.deadline, revocation_wait.timed_out),
     Timer("hard", lambda sa: sa.hard_at, _hard_limit, established_only=True),
     Timer("reauth", lambda sa: sa.reauth_at, _reauthenticate, established_only=True),
     Timer("rekey", lambda sa: sa.rekey_at, _rekey, established_only=True),

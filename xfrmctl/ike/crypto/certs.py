@@ -1,17 +1,18 @@
 """X.509 for IKE: verify a peer's chain against configured CAs and match its ID to the leaf.
 
 Chains (RFC 7296 §3.6: the peer's leaf first, then intermediates) are built only from the
-configured CAs and the certificates the peer sent; nothing is ever fetched (no AIA, CRL or
-OCSP). Self-signed certificates in remote.cacerts are trust anchors; the others are
-intermediates that only help build a path (as strongSwan's x509 folder), unless no
-self-signed one is configured, then they are the anchors. Chains with Ed25519/Ed448 keys or
-signatures (RFC 8420), which `cryptography`'s WebPKI verifier forbids, are checked link by
-link in `chains.verify_direct`. A chain of RSA-4096 certificates makes IKE_AUTH bigger than
-one datagram: RFC 7383 fragmentation (sk.py) carries it where IP fragments are dropped.
-Pinned peer certificates (remote.certs) are accepted by equality, with or without CAs.
-`cryptography`'s WebPKI end-entity policy insists on serverAuth/clientAuth EKUs, which IKE
-certificates often lack or replace by ipsecIKE, and on a subjectAltName, which DN-identified
-IKE peers may not have; both checks are relaxed to what IKE implementations accept.
+configured CAs and the certificates the peer sent; no issuer is ever fetched (no AIA
+caIssuers). Revocation of a verified chain is checked afterwards (`revocation`). Self-signed
+certificates in remote.cacerts are trust anchors; the others are intermediates that only help
+build a path (as strongSwan's x509 folder), unless no self-signed one is configured, then they
+are the anchors. Chains with Ed25519/Ed448 keys or signatures (RFC 8420), which
+`cryptography`'s WebPKI verifier forbids, are checked link by link in `chains.verify_direct`. A
+chain of RSA-4096 certificates makes IKE_AUTH bigger than one datagram: RFC 7383 fragmentation
+(sk.py) carries it where IP fragments are dropped. Pinned peer certificates (remote.certs) are
+accepted by equality, with or without CAs. `cryptography`'s WebPKI end-entity policy insists on
+serverAuth/clientAuth EKUs, which IKE certificates often lack or replace by ipsecIKE, and on a
+subjectAltName, which DN-identified IKE peers may not have; both checks are relaxed to what IKE
+implementations accept.
 """
 
 from __future__ import annotations
