@@ -12,6 +12,7 @@ from harness import Harness, make_pair, seeded_endpoint
 from revocation_fixture import CRL_URI, OCSP_URI, Pki
 
 from xfrmctl.ike.crypto import revocation as rv
+from xfrmctl.ike.crypto.certs import TrustStore
 from xfrmctl.ike.diagnosis_auth import diagnose_auth
 from xfrmctl.ike.engine import IkeEndpoint
 from xfrmctl.ike.events import (
@@ -152,3 +153,25 @@ def test_explain_says_revoked_or_no_status_and_what_to_do() -> None:
             assert "no revocation status could be obtained" in text and CRL_URI in text
             assert "connections.a-to-b.remote.crls" in text
             assert "connections.a-to-b.remote.revocation: relaxed`" in text
+
+
+def test_a_configured_intermediate_is_checked_up_to_the_anchor() -> None:
+    """The peer sends its leaf only; the sub-CA in our cacerts completes the chain, and the
+    root's CRL, which revokes that sub-CA, refuses it (the walk does not stop at cacerts)."""
+    root = Pki.new("Root CA")
+    sub = root.sub_ca("Sub CA")
+    a_auth, _ = sub.auth("a.example", crl=None, ocsp_uri=None)
+    b_auth, _ = root.auth("b.example", crl=None, ocsp_uri=None)
+    root.revoke(sub.cert, x509.ReasonFlags.ca_compromise)
+    crl = rv.LoadedCrl("root.crl", rv.load_crl(root.crl(), "root.crl"))
+    trust = TrustStore([root.cert, sub.cert])
+    b_auth = dataclasses.replace(
+        b_auth, trust_store=trust, revocation=rv.RevocationConfig(crls=(crl,))
+    )
+    a_auth = dataclasses.replace(a_auth, trust_store=TrustStore([root.cert]))
+    h = harness({"auth": a_auth}, {"auth": b_auth})
+    h.a.initiate("a-to-b", now=h.now)
+    h.run(3.0)
+    (failed,) = h.of("b", AuthenticationFailed)
+    assert "Sub CA" in failed.reason and "ca_compromise" in failed.reason, failed.reason
+    assert not h.of("b", IkeSaEstablished)

@@ -140,7 +140,8 @@ def _revocation(
         intermediates = [load_der_certificate(d) for d in chain]
     except MalformedCertificate:
         intermediates = []
-    links = rv.chain_links(cert, intermediates, auth.trust_store.cas)
+    store = auth.trust_store  # configured intermediates are links too, up to an anchor
+    links = rv.chain_links(cert, [*intermediates, *store.intermediates], store.anchors)
     config = revocation_config(auth)
     verdict = rv.check_chain(
         links,
