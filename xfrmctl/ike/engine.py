@@ -313,8 +313,26 @@ class IkeEndpoint:
         self._ids += 1
         return self._ids
 
+    def reserve_ids(self, ids: Sequence[int]) -> None:
+        """IDs taken by SAs resumed from a snapshot: new ones are counted after them."""
+        self._ids = max(self._ids, *ids)
+
     def reqid(self, conn: str, child: str) -> int:
-        return self._reqids.setdefault((conn, child), len(self._reqids) + 1)
+        if (conn, child) not in self._reqids:
+            self._reqids[(conn, child)] = max(self._reqids.values(), default=0) + 1
+        return self._reqids[(conn, child)]
+
+    def reqids(self) -> dict[tuple[str, str], int]:
+        return dict(self._reqids)
+
+    def adopt_reqids(self, reqids: dict[tuple[str, str], int]) -> None:
+        """Keep a previous daemon's reqids, as its kernel policies and states carry them."""
+        merged = {**self._reqids, **reqids}
+        if len(set(merged.values())) != len(merged) or any(
+            self._reqids[k] != v for k, v in reqids.items() if k in self._reqids
+        ):
+            raise ValueError("the snapshot's reqids collide with ones already handed out")
+        self._reqids = merged
 
     def emit(self, event: Event) -> None:
         if isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):
