@@ -13,8 +13,10 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
+from xfrmctl.daemon import adopt, state_file
 from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
@@ -67,6 +69,11 @@ class Daemon:
         self.stop_timeout = STOP_TIMEOUT
         self.restarts = RestartBackoff()
         self._stopping = False
+        # Graceful restart (adopt.py): where a restart stop leaves the IKE SAs for the next
+        # daemon, how old a state file may be, and how many starts adopted IKE SAs.
+        self.state_path: Path | None = None
+        self.state_max_age = state_file.MAX_AGE
+        self.restarts_adopted = 0
 
     @property
     def installed(self) -> dict[int, Installed]:
@@ -101,13 +108,21 @@ class Daemon:
         # Traps first, then the stale cleanup (which spares them): a policy an earlier instance
         # left for the same traffic is replaced in place, so no packet passes in cleartext.
         await self.install_traps(specs)
+        lost: list[int] = []
+        if self.state_path is not None:  # adopted pairs are then spared by the cleanup
+            lost = await adopt.resume(self, self.state_path, self.state_max_age)
         removed = await self.kernel.cleanup_stale()
         if removed:
             log.info("removed %d stale XFRM objects left by an earlier instance", removed)
         self.sockets.open(self.loop)
         self._tasks.append(asyncio.create_task(self.queue.run(), name="kernel-worker"))
         self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
-        self.initiate_starts(specs)
+        for spi_in in lost:  # listed in the state file, gone from the kernel: tell the peer
+            with contextlib.suppress(LocalProtocolError):
+                self.call(self.engine.delete_child, spi_in)
+        resumed = {s.conn for s in self.engine.ike_sas()}
+        self.initiate_starts([s for s in specs if s.name not in resumed])
+        self._pump()  # arm the resumed IKE SAs' timers
 
     async def install_traps(self, specs: list[ConnectionSpec]) -> None:
         for spec in specs:
@@ -130,14 +145,20 @@ class Daemon:
             if starts:
                 self.call(self.engine.initiate, spec.name, starts)
 
-    async def stop(self) -> None:
+    async def stop(self, keep: bool = False) -> None:
         """SIGTERM: tell peers, remove every SA and policy we installed, exit clean.
 
         Bounded: peers get `stop_timeout` seconds to answer our DELETEs (a dead peer or a
         deleted netns must not hold the shutdown for the engine's ~165 s of retransmissions);
         then our kernel objects go anyway. Errors on the way are logged, never raised.
+        `keep` (a restart stop): hand the IKE SAs to the next daemon and leave the kernel
+        state in place instead, unless the state file cannot be written.
         """
         if self._loop is None or self._stopping:
+            return
+        if keep and self.state_path is not None and await adopt.hand_over(self, self.state_path):
+            self._stopping = self.handover.stopping = True
+            await self._halt_io()
             return
         self._stopping = self.handover.stopping = True
         loop = self.loop
@@ -155,6 +176,17 @@ class Daemon:
                 left,
                 self.stop_timeout,
             )
+        await self._halt_io()
+        try:
+            await asyncio.wait_for(self.kernel.remove_all(), timeout=self.stop_timeout)
+        except TimeoutError:
+            log.error("removing our kernel state took over %.0f s; giving up", self.stop_timeout)
+        except Exception as exc:
+            log.error("removing our kernel state failed: %s", exc)
+        self.installed.clear()
+
+    async def _halt_io(self) -> None:
+        """Stop timers, the kernel worker and event tasks, and close the IKE sockets."""
         self.restarts.cancel_all()
         if self._timer is not None:
             self._timer.cancel()
@@ -169,13 +201,6 @@ class Daemon:
             self.sockets.close()
         except Exception as exc:
             log.error("closing the IKE sockets failed: %s", exc)
-        try:
-            await asyncio.wait_for(self.kernel.remove_all(), timeout=self.stop_timeout)
-        except TimeoutError:
-            log.error("removing our kernel state took over %.0f s; giving up", self.stop_timeout)
-        except Exception as exc:
-            log.error("removing our kernel state failed: %s", exc)
-        self.installed.clear()
 
     # ------------------------------------------------------------------------ engine pump
 
