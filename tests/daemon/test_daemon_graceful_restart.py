@@ -52,7 +52,7 @@ async def start_with_state(cfg: Path, kernel: RecordingKernel, state: Path) -> D
 
 
 def test_restart_stop_hands_over_and_the_next_daemon_resumes(tmp_path: Path) -> None:
-    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 700)
+    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 540)
     state = tmp_path / "restart-state.json"
 
     async def scenario() -> None:
@@ -121,7 +121,7 @@ def test_restart_stop_hands_over_and_the_next_daemon_resumes(tmp_path: Path) -> 
 def test_clean_start_without_state_file_or_with_a_changed_connection(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 720)
+    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 550)
     state = tmp_path / "restart-state.json"
     caplog.set_level(logging.INFO, logger="xfrmctl.daemon")
 
@@ -152,7 +152,7 @@ def test_clean_start_without_state_file_or_with_a_changed_connection(
 
 
 def test_a_pair_the_kernel_lost_is_deleted_with_the_peer(tmp_path: Path) -> None:
-    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 740)
+    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 560)
     state = tmp_path / "restart-state.json"
 
     async def scenario() -> None:
@@ -179,7 +179,7 @@ def test_a_pair_the_kernel_lost_is_deleted_with_the_peer(tmp_path: Path) -> None
 
 
 def test_a_restart_stop_without_a_state_path_tears_down(tmp_path: Path) -> None:
-    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 760)
+    a_cfg, b_cfg = loopback_pair(tmp_path, BASE_PORT + 570)
 
     async def scenario() -> None:
         da, ha, ka = await make_daemon(a_cfg)

@@ -266,6 +266,11 @@ class Settings(_Strict):
     """Prometheus metrics endpoint; none (off) by default."""
     key_export: bool = False
     """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
+    restart_state: Path | None = None
+    """File a restart stop hands the IKE SAs over in (keys: keep it on tmpfs); default
+    restart-state.json beside the control socket (docs/operations.md)."""
+    restart_state_max_age: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """Seconds after which a restart state file is too old to adopt (clean start instead)."""
 
 
 class LocalAuth(_Strict):
