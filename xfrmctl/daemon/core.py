@@ -193,14 +193,15 @@ class Daemon:
             self._timer = None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        # Before the first await: after a restart stop's snapshot nothing may reach the engine.
         try:
             self.sockets.close()
         except Exception as exc:
             log.error("closing the IKE sockets failed: %s", exc)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
 
     # ------------------------------------------------------------------------ engine pump
 
