@@ -89,6 +89,25 @@ def test_unit_is_a_hardened_notify_service() -> None:
     assert env["XFRMCTL_CONFIG"] == "/etc/xfrmctl/xfrmctl.yaml"
 
 
+def test_restart_keeps_the_runtime_directory_and_the_role_asks_to_keep_tunnels() -> None:
+    """The restart state file lives in the RuntimeDirectory: a restart must not empty it, and
+    the role's restart handler sends SIGUSR2 (keep the tunnels) before it restarts."""
+    unit = dict(directives(UNIT.read_text()))
+    assert unit["RuntimeDirectoryPreserve"] == "restart"
+    handlers = yaml.safe_load((ROLE / "handlers/main.yml").read_text())
+    restart = [h for h in handlers if h.get("listen") == "Restart xfrmctl"]
+    names = [h["name"] for h in restart]
+    keep = names.index("Keep the tunnels over the restart under systemd")
+    assert keep < names.index("Restart xfrmctl under systemd")  # handlers run in file order
+    argv = restart[keep]["ansible.builtin.command"]["argv"]
+    assert "--signal=SIGUSR2" in argv and "--kill-whom=main" in argv
+    assert "xfrmctl_restart_keep_tunnels | bool" in restart[keep]["when"]
+    plain = yaml.safe_load((ROLE / "tasks/daemon_restart.yml").read_text())
+    assert "kill -USR2" in plain[0]["ansible.builtin.shell"]["cmd"]
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    assert defaults["xfrmctl_restart_keep_tunnels"] is True
+
+
 def test_role_unit_with_defaults_is_the_packaged_unit() -> None:
     assert directives(render("xfrmctl.service.j2")) == directives(UNIT.read_text())
     assert directives(render("tmpfiles.conf.j2")) == directives(TMPFILES.read_text())

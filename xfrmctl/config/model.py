@@ -284,6 +284,11 @@ class Settings(_Strict):
     kernel notifications."""
     revocation_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds one CRL or OCSP fetch may take before it counts as failed."""
+    restart_state: Path | None = None
+    """File a restart stop hands the IKE SAs over in (keys: keep it on tmpfs); default
+    restart-state.json beside the control socket (docs/operations.md)."""
+    restart_state_max_age: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """Seconds after which a restart state file is too old to adopt (clean start instead)."""
 
 
 class LocalAuth(_Strict):

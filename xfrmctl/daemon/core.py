@@ -13,8 +13,10 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
+from xfrmctl.daemon import adopt, state_file
 from xfrmctl.daemon.drift import DriftWatch
 from xfrmctl.daemon.failures import FailureLog
 from xfrmctl.daemon.handover import ChildHandover, Installed
@@ -71,6 +73,11 @@ class Daemon:
         self.fetcher = RevocationFetcher()  # CRL/OCSP fetches the engine asked for
         self._stopping = False
         self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
+        # Graceful restart (adopt.py): where a restart stop leaves the IKE SAs for the next
+        # daemon, how old a state file may be, and how many starts adopted IKE SAs.
+        self.state_path: Path | None = None
+        self.state_max_age = state_file.MAX_AGE
+        self.restarts_adopted = 0
 
     @property
     def installed(self) -> dict[int, Installed]:
@@ -105,6 +112,9 @@ class Daemon:
         # Traps first, then the stale cleanup (which spares them): a policy an earlier instance
         # left for the same traffic is replaced in place, so no packet passes in cleartext.
         await self.install_traps(specs)
+        lost: list[int] = []
+        if self.state_path is not None:  # adopted pairs are then spared by the cleanup
+            lost = await adopt.resume(self, self.state_path, self.state_max_age)
         removed = await self.kernel.cleanup_stale()
         if removed:
             log.info("removed %d stale XFRM objects left by an earlier instance", removed)
@@ -112,7 +122,12 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.queue.run(), name="kernel-worker"))
         self._tasks.append(asyncio.create_task(self._kernel_events(), name="kernel-events"))
         self._tasks.append(asyncio.create_task(self.drift.run(), name="drift-reconcile"))
-        self.initiate_starts(specs)
+        for spi_in in lost:  # listed in the state file, gone from the kernel: tell the peer
+            with contextlib.suppress(LocalProtocolError):
+                self.call(self.engine.delete_child, spi_in)
+        resumed = {s.conn for s in self.engine.ike_sas()}
+        self.initiate_starts([s for s in specs if s.name not in resumed])
+        self._pump()  # arm the resumed IKE SAs' timers
 
     async def install_traps(self, specs: list[ConnectionSpec]) -> None:
         for spec in specs:
@@ -135,14 +150,20 @@ class Daemon:
             if starts:
                 self.call(self.engine.initiate, spec.name, starts)
 
-    async def stop(self) -> None:
+    async def stop(self, keep: bool = False) -> None:
         """SIGTERM: tell peers, remove every SA and policy we installed, exit clean.
 
         Bounded: peers get `stop_timeout` seconds to answer our DELETEs (a dead peer or a
         deleted netns must not hold the shutdown for the engine's ~165 s of retransmissions);
         then our kernel objects go anyway. Errors on the way are logged, never raised.
+        `keep` (a restart stop): hand the IKE SAs to the next daemon and leave the kernel
+        state in place instead, unless the state file cannot be written.
         """
         if self._loop is None or self._stopping:
+            return
+        if keep and self.state_path is not None and await adopt.hand_over(self, self.state_path):
+            self._stopping = self.handover.stopping = True
+            await self._halt_io()
             return
         self._stopping = self.handover.stopping = True
         loop = self.loop
@@ -160,21 +181,7 @@ class Daemon:
                 left,
                 self.stop_timeout,
             )
-        self.restarts.cancel_all()
-        self.fetcher.cancel_all()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        try:
-            self.sockets.close()
-        except Exception as exc:
-            log.error("closing the IKE sockets failed: %s", exc)
+        await self._halt_io()
         try:
             await asyncio.wait_for(self.kernel.remove_all(), timeout=self.stop_timeout)
         except TimeoutError:
@@ -182,6 +189,25 @@ class Daemon:
         except Exception as exc:
             log.error("removing our kernel state failed: %s", exc)
         self.installed.clear()
+
+    async def _halt_io(self) -> None:
+        """Stop timers, the kernel worker and event tasks, and close the IKE sockets."""
+        self.restarts.cancel_all()
+        self.fetcher.cancel_all()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self._tasks:
+            task.cancel()
+        # Before the first await: after a restart stop's snapshot nothing may reach the engine.
+        try:
+            self.sockets.close()
+        except Exception as exc:
+            log.error("closing the IKE sockets failed: %s", exc)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
 
     # ------------------------------------------------------------------------ engine pump
 

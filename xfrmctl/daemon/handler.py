@@ -203,6 +203,7 @@ class DaemonHandler:
             established_at=clock.wall(ike.established_at),
             rekey_in=clock.seconds_until(ike.rekey_at),
             reauth_in=clock.seconds_until(ike.reauth_at),
+            adopted=ike.adopted,
             children=[await self._child_status(c, clock) for c in ike.children],
         )
 

@@ -77,6 +77,11 @@ class KernelGlue:
         """Remove SAs and policies an earlier instance of ours left; returns how many."""
         raise NotImplementedError
 
+    async def adopt(self, readies: list[ChildSaReady]) -> set[int]:
+        """Restart: take over the pairs an earlier instance left, if both SAs are still in the
+        kernel (then `cleanup_stale` spares them); returns the spi_in of those adopted."""
+        return set()
+
     async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
         """Policies without SAs, so the first packet raises an ACQUIRE instead of leaking."""
         raise NotImplementedError

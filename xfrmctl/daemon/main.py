@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfrmctl.daemon import state_file
 from xfrmctl.daemon.control import ControlServer, ControlSocketError
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import KernelGlue
 from xfrmctl.daemon.metrics import MetricsServer
+from xfrmctl.daemon.restart_request import systemd_restart_pending
 from xfrmctl.daemon.sdnotify import notify
 from xfrmctl.daemon.specs import SpecError, build_specs, endpoint_config
 from xfrmctl.ike.spec import ConnectionSpec
@@ -79,6 +81,8 @@ async def run_daemon(
         (settings.port, settings.port_nat_t),
         limits=endpoint_config(settings),
     )
+    daemon.state_path = settings.restart_state or state_file.default_path(Path(socket_path))
+    daemon.state_max_age = settings.restart_state_max_age
 
     daemon.drift.interval = settings.reconcile_interval
     metrics = MetricsServer(daemon)
@@ -94,8 +98,19 @@ async def run_daemon(
     server = ControlServer(Path(socket_path), handler)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    how = {"signal": signal.SIGTERM, "keep": False}
+
+    def on_stop(sig: signal.Signals) -> None:
+        how["signal"] = sig
+        stop.set()
+
+    def on_usr2() -> None:
+        how["keep"] = True
+        log.info("SIGUSR2: the next stop is a restart stop (tunnels kept, IKE SAs handed over)")
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
+    loop.add_signal_handler(signal.SIGUSR2, on_usr2)
 
     async def on_hup() -> None:
         try:
@@ -120,12 +135,16 @@ async def run_daemon(
     notify("READY=1\nSTATUS=running")
     await stop.wait()
     notify("STOPPING=1")
-    log.info("shutting down: deleting SAs and removing kernel state")
+    keep = bool(how["keep"]) or (
+        how["signal"] == signal.SIGTERM and await systemd_restart_pending()
+    )
+    if not keep:
+        log.info("shutting down: deleting SAs and removing kernel state")
     try:
         await server.close()
     except OSError as exc:
         log.error("closing the control socket failed: %s", exc)
     await metrics.close()
-    await daemon.stop()  # bounded, and logs what fails
+    await daemon.stop(keep=keep)  # bounded, and logs what fails
     log.info("stopped")
     return 0

@@ -132,6 +132,8 @@ class IkeSaStatus(_Model):
     """Seconds until the IKE SA rekey; null when none is scheduled."""
     reauth_in: int | None = None
     """Seconds until the IKE SA reauthentication; null when none is scheduled."""
+    adopted: bool = False
+    """Taken over from the previous daemon at a graceful restart, not negotiated by this one."""
     children: list[ChildSaStatus] = []
 
 

@@ -291,10 +291,18 @@ class XfrmGlue(KernelGlue):
         except XfrmError as exc:
             log.error("%s: %s", what, exc)
 
-    def _child(self, ready: ChildSaReady, offload: int | None = None) -> ChildSA:
-        """The kernel objects of one Child SA; `offload` is the ifindex to offload to."""
+    def _child(
+        self, ready: ChildSaReady, offload: int | None = None, keyless: bool = False
+    ) -> ChildSA:
+        """The kernel objects of one Child SA; `offload` is the ifindex to offload to.
+
+        `keyless` (adoption, whose `ready` has no keys): placeholder SAs the caller replaces.
+        """
         reqid = self._reqid(ready.reqid)
-        sa_in, sa_out = self._sas(ready, reqid, offload)
+        if keyless:
+            sa_in = sa_out = SA(src=ready.remote, dst=ready.local, spi=ready.spi_in)
+        else:
+            sa_in, sa_out = self._sas(ready, reqid, offload)
         comp_in, comp_out = ipcomp.comp_sas(ready, _mode(ready.mode), reqid)
         selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
         policies = _policies(
@@ -379,6 +387,24 @@ class XfrmGlue(KernelGlue):
                 )
             )
         return sas[0], sas[1]
+
+    async def adopt(self, readies: list[ChildSaReady]) -> set[int]:
+        """The kernel's own SAs (keys included) stand in for the ones we would have built."""
+        await self._open()
+        present = {(sa.dst, sa.spi, sa.proto): sa async for sa in ksa.dump_sas(self.conn)}
+        found: set[int] = set()
+        for r in readies:
+            reqid, proto = self._reqid(r.reqid), _proto(r.protocol)
+            sa_in = present.get((r.local, r.spi_in, proto))
+            sa_out = present.get((r.remote, r.spi_out, proto))
+            if sa_in is None or sa_out is None or sa_in.reqid != reqid or sa_out.reqid != reqid:
+                continue
+            built = self._child(r, keyless=True)
+            self._children[r.spi_in] = replace(built, inbound=sa_in, outbound=sa_out)
+            self.offloaded[r.spi_in] = ""
+            await self.interfaces.hold(("child", r.spi_in), r.kernel.interface, r.conn)
+            found.add(r.spi_in)
+        return found
 
     async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
         await self._open()

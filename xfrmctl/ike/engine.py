@@ -336,6 +336,10 @@ class IkeEndpoint:
         self._ids += 1
         return self._ids
 
+    def reserve_ids(self, ids: Sequence[int]) -> None:
+        """IDs taken by SAs resumed from a snapshot: new ones are counted after them."""
+        self._ids = max(self._ids, *ids)
+
     def reqid(
         self,
         conn: str,
@@ -352,7 +356,9 @@ class IkeEndpoint:
         A child agreed on exactly its configured selectors gets its trap's reqid.
         """
         key = (conn, child, frozenset(local_ts), frozenset(remote_ts))
-        return self._reqids.setdefault(key, len(self._reqids) + 1)
+        if key not in self._reqids:  # after any a snapshot brought: never one handed out
+            self._reqids[key] = max(self._reqids.values(), default=0) + 1
+        return self._reqids[key]
 
     def trap_reqid(self, conn: str, child: str) -> int:
         """The reqid of `child`'s configured selectors: its trap policies' and ACQUIREs'."""
@@ -360,6 +366,18 @@ class IkeEndpoint:
         cfg = next(c for c in spec.children if c.name == child)
         local = [ts.to_selector() for ts in cfg.local_ts]
         return self.reqid(conn, child, local, [ts.to_selector() for ts in cfg.remote_ts])
+
+    def reqids(self) -> dict[ReqidKey, int]:
+        return dict(self._reqids)
+
+    def adopt_reqids(self, reqids: dict[ReqidKey, int]) -> None:
+        """Keep a previous daemon's reqids, as its kernel policies and states carry them."""
+        merged = {**self._reqids, **reqids}
+        if len(set(merged.values())) != len(merged) or any(
+            self._reqids[k] != v for k, v in reqids.items() if k in self._reqids
+        ):
+            raise ValueError("the snapshot's reqids collide with ones already handed out")
+        self._reqids = merged
 
     def emit(self, event: Event) -> None:
         if isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):

@@ -97,6 +97,7 @@ class Host(Protocol):
     revocations: Revocations  # CRL/OCSP cache and the IKE SAs waiting for a fetch
 
     def next_id(self) -> int: ...
+    def reserve_ids(self, ids: Sequence[int]) -> None: ...
     def reqid(
         self,
         conn: str,
@@ -207,6 +208,7 @@ class IkeSa:
         local: Address,
         remote: Address,
         now: float,
+        resumed: bool = False,  # rebuilt ESTABLISHED from a snapshot (`snapshot.py`)
     ) -> None:
         self.ep = ep
         self.id = ep.next_id()
@@ -216,7 +218,13 @@ class IkeSa:
         self.spi_r = spi_r
         self.local = local
         self.remote = remote
-        self.state = IkeState.INIT_SENT if initiator else IkeState.INIT_RESPONDED
+        self.state = (
+            IkeState.ESTABLISHED
+            if resumed
+            else IkeState.INIT_SENT
+            if initiator
+            else IkeState.INIT_RESPONDED
+        )
         self.created = now
         self.crypto: IkeCrypto | None = None
         self.proposal: Proposal | None = None
@@ -256,6 +264,7 @@ class IkeSa:
         self.replaced_by: IkeSa | None = None
         self.candidates: list[ConnectionSpec] = []
         self.pending_children: list[tuple[str, tuple[TrafficSelector, ...] | None]] = []
+        self.adopted = resumed
 
     # -------------------------------------------------------------------------------- identity
 
@@ -308,6 +317,13 @@ class IkeSa:
             if task.follows_rekey:
                 heir.tasks.appendleft(task)
         heir.kick(now)
+
+    def adopt(self, sa_id: int, child_ids: Sequence[int]) -> None:
+        """Register a resumed IKE SA under the ID it had in the previous daemon."""
+        self.ep.reserve_ids([sa_id, *child_ids])
+        self.id = sa_id
+        self.adopted = True
+        self.ep.register(self)
 
     def transition(self, transition: Transition) -> None:
         """The only way to change state (the table in `exchanges.py` says which moves exist)."""

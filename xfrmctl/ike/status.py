@@ -49,6 +49,7 @@ class IkeSaStatus:
     reauth_at: float | None = None
     hard_at: float | None = None
     established_at: float | None = None
+    adopted: bool = False  # resumed from a previous daemon's snapshot
 
 
 def child_status(sa: IkeSa, c: ChildSa) -> ChildSaStatus:
@@ -88,4 +89,5 @@ def ike_status(sa: IkeSa) -> IkeSaStatus:
         sa.reauth_at,
         sa.hard_at,
         sa.established_at,
+        sa.adopted,
     )
