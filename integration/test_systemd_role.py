@@ -7,10 +7,11 @@ configuration, secrets), so nothing outlives the test.
 
 Checks what only a real systemd shows: the unit starts (Type=notify readiness from the daemon),
 runs confined (capability bounding set, no_new_privs), a configuration change pushed with
-`--tags xfrmctl_config` reloads the daemon through ExecReload without restarting it, and
-`systemctl stop` leaves no XFRM state or policy behind. Each Ansible module run costs seconds
-under TCG, so the second run is the tagged one; the role's idempotency and check mode are
-proven on the host (tests/ansible/test_role_netns.py).
+`--tags xfrmctl_config` reloads the daemon through ExecReload without restarting it,
+`systemctl restart` is a restart stop whose state file the next daemon reads (the tunnels it
+keeps: test_restart_strongswan.py), and `systemctl stop` leaves no XFRM state or policy
+behind. Each Ansible module run costs seconds under TCG, so the second run is the tagged one;
+the role's idempotency and check mode are proven on the host (tests/ansible/test_role_netns.py).
 """
 
 from __future__ import annotations
@@ -146,9 +147,21 @@ def test_role_runs_the_hardened_unit_under_systemd(
     assert "configuration reloaded" in journal, journal
     assert systemd.show("xfrmctl.service", "NRestarts")["NRestarts"] == "0"
 
-    # 3. Stop: the daemon exits cleanly and leaves nothing in the kernel.
+    # 3. `systemctl restart` is a restart stop: the daemon sees its unit's restart job (asked
+    # of PID 1 under the unit's hardening), hands its IKE SAs over in the runtime directory,
+    # which systemd keeps (RuntimeDirectoryPreserve=restart), and the new daemon reads it.
+    systemd.run("systemctl", "restart", "xfrmctl")
+    assert main_pid(systemd) != pid
+    journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
+    assert "restart stop: 0 IKE SA(s) with 0 Child SA(s) handed over" in journal, journal
+    assert "restart: adopted 0 IKE SA(s)" in journal, journal
+    assert "shutting down: deleting SAs" not in journal, journal
+
+    # 4. Stop: a plain stop, the daemon exits cleanly and leaves nothing in the kernel.
     systemd.run("systemctl", "stop", "xfrmctl")
     props = systemd.show("xfrmctl.service", "ActiveState", "Result")
     assert props == {"ActiveState": "inactive", "Result": "success"}, props
+    journal = systemd.run("journalctl", "-u", "xfrmctl", "--no-pager").stdout
+    assert "shutting down: deleting SAs and removing kernel state" in journal, journal
     assert systemd.run("ip", "xfrm", "state").stdout.strip() == ""
     assert systemd.run("ip", "xfrm", "policy").stdout.strip() == ""

@@ -54,3 +54,21 @@ def test_a_child_on_its_configured_selectors_shares_its_traps_reqid() -> None:
     a, b, c = ts("10.1.0.0/24"), ts("10.1.1.0/24"), ts("10.2.0.0/16")
     assert h.a.reqid("x", "y", [a, b], [c]) == h.a.reqid("x", "y", [b, a], [c])
     assert h.a.reqid("x", "y", [a], [c]) != h.a.reqid("x", "y", [a, b], [c])
+
+
+def test_a_child_for_a_kernel_acquire_takes_its_traps_reqid_even_narrowed() -> None:
+    """The kernel made a larval state of the trap's reqid for the packet; the Child SA must
+    carry that reqid to replace it, even when the peer narrowed our selectors."""
+    narrower = mirror(child_spec("net", "10.1.0.0/24", "10.2.0.0/24"))
+    for acquired in (True, False):
+        h, _, _ = make_pair(b={"children": (narrower,)})
+        packet = (ts("10.1.0.5/32"),), (ts("10.2.0.7/32"),)
+        h.a.initiate_child("a-to-b", "net", h.now, traffic_selectors=packet[0] + packet[1])
+        if not acquired:
+            h, _, _ = make_pair(b={"children": (narrower,)})
+            h.a.initiate("a-to-b", now=h.now)
+        h.run(2.0)
+        (ready,) = h.of("a", ChildSaReady)
+        assert ts("10.1.0.0/16") not in ready.local_ts, ready.local_ts  # the peer narrowed
+        trap = h.a.trap_reqid("a-to-b", "net")
+        assert (ready.reqid == trap) is acquired, (acquired, ready.reqid, trap)

@@ -148,6 +148,7 @@ class CreateChildTask(Task):
             self.replaces(),
             self.outbound_now(),
             self.cpi_in,
+            acquired=self.acquired is not None,
         )
         self.done(sa, child, now)
 

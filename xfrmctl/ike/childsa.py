@@ -203,9 +203,12 @@ def install(
     replaces: ChildSa | None = None,
     outbound_now: bool = False,
     cpis: tuple[int, int] = (0, 0),
+    acquired: bool = False,
 ) -> ChildSa:
     """Derive KEYMAT (RFC 7296 §2.17), record the Child SA and emit ChildSaReady; `cpis` are
-    the agreed IPComp CPIs (ours, the peer's), zero without IPComp."""
+    the agreed IPComp CPIs (ours, the peer's), zero without IPComp. A Child SA a kernel
+    ACQUIRE asked for (`acquired`) takes its trap's reqid, as strongSwan's: the kernel then
+    replaces the larval state it made for the packet, whatever selectors were agreed."""
     if sa.crypto is None:
         raise RemoteProtocolError("no IKE keys for a Child SA", None)
     spi_out = int.from_bytes(chosen.spi, "big")
@@ -225,9 +228,12 @@ def install(
     esn = any(t.id == EsnId.ESN for t in chosen.of_type(TransformType.ESN))
     soft = spec.rekey_time - sa.ep.jitter(spec.rand_time) if spec.rekey_time > 0 else 0.0
     hard = spec.life_time if spec.life_time > 0 else math.inf
-    reqid = (
-        replaces.reqid if replaces else sa.ep.reqid(sa.conn_name, spec.name, local_ts, remote_ts)
-    )
+    if replaces:
+        reqid = replaces.reqid
+    elif acquired:
+        reqid = sa.ep.trap_reqid(sa.conn_name, spec.name)
+    else:
+        reqid = sa.ep.reqid(sa.conn_name, spec.name, local_ts, remote_ts)
     child = ChildSa(
         spec,
         sa.ep.next_id(),
@@ -310,6 +316,7 @@ def finish_child(
     replaces: ChildSa | None = None,
     outbound_now: bool = False,
     cpi_in: int = 0,
+    acquired: bool = False,
 ) -> ChildSa | None:
     """Initiator: install the Child SA from a response, or report why the peer refused it;
     `cpi_in` is the IPComp CPI we offered (0: none)."""
@@ -361,6 +368,7 @@ def finish_child(
         replaces,
         outbound_now,
         ipcomp.agreed(cpi_in, payloads),
+        acquired,
     )
 
 

@@ -74,6 +74,7 @@ class AuthTask(Task):
         self.child: ChildSpec | None = None
         self.spi_in = 0
         self.cpi_in = 0  # the IPComp CPI we offered with the first Child SA, if any
+        self.acquired = False  # that Child SA answers a kernel ACQUIRE
         self.idi: IdPayload | None = None
 
     def build(self, sa: IkeSa, now: float) -> list[Payload] | None:
@@ -100,6 +101,7 @@ class AuthTask(Task):
         acquired: tuple[TrafficSelector, ...] | None = None
         if sa.pending_children:
             name, acquired = sa.pending_children.pop(0)
+            self.acquired = acquired is not None
             self.child = spec.child(name)
             self.spi_in = sa.ep.allocate_spi(self.child.protocol)
             self.cpi_in = ipcomp.allocate_cpi(sa) if ipcomp.usable(sa, self.child) else 0
@@ -189,6 +191,7 @@ class AuthTask(Task):
                 now,
                 True,
                 cpi_in=self.cpi_in,
+                acquired=self.acquired,
             )
         # The other children go next, ahead of anything queued for after the setup.
         sa.tasks.extendleft(CreateChildTask(n, ts) for n, ts in reversed(sa.pending_children))
