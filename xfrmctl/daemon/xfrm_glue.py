@@ -599,7 +599,7 @@ class XfrmGlue(KernelGlue):
 
     # ------------------------------------------------------------------------ drift
 
-    def _owned(self) -> tuple[dict[drift.SaKey, tuple[int, SA]], dict[object, Policy]]:
+    def _owned(self) -> tuple[dict[drift.SaKey, tuple[int, SA]], dict[PolicyId, Policy]]:
         """The SAs (key -> spi_in, SA) and policies (by id) we installed and still own."""
         sas: dict[drift.SaKey, tuple[int, SA]] = {}
         for spi_in, c in self._children.items():
@@ -607,12 +607,7 @@ class XfrmGlue(KernelGlue):
             for sa in (c.inbound, c.comp_in, *outs):
                 if sa is not None:
                     sas[drift.sa_key(sa)] = (spi_in, sa)
-        policies: dict[object, Policy] = {
-            p.id: p for pols in self._trap_policies.values() for p in pols
-        }
-        for c in self._children.values():
-            policies.update((p.id, p) for p in c.policies)
-        return sas, policies
+        return sas, self._held_policies()
 
     def _drift_detail(self, event: kev.Event) -> str | None:
         """What a notification changed of ours, or None: our own removals are not drift (we
