@@ -171,6 +171,17 @@ def measure_setup(
     res.sas = {h.name: sad_count(h.run("ip xfrm state count").stdout) for h in (ini, resp)}
 
 
+def measure_up(res: StackResult, ini: Host, up_cmd: Callable[[str], list[str]]) -> None:
+    """`up` latency (lat0..) and time to the first packet (first0..), the same way on both
+    stacks; `up_cmd` is the stack's command bringing a connection up."""
+    for j in range(LATENCY_CONNS):
+        cmd = up_cmd(f"lat{j}")
+        res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
+    for j in range(LATENCY_CONNS):
+        up = functools.partial(ini.run, up_cmd(f"first{j}"), timeout=200)
+        res.first_packet_s.append(first_packet(ini, up, *site_pair(FIRST + j)))
+
+
 def timed(cmd: Callable[[], object]) -> float:
     t0 = time.monotonic()
     cmd()
@@ -307,8 +318,10 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
         initiator = Charon(ini, workdir, lat)
         pids = {"initiator": initiator.proc.pid, "responder": responder.proc.pid}
         measure_setup(res, ini, resp, pids, lambda: initiator.load(lat + sites))
-        for j in range(LATENCY_CONNS):
-            cmd = [
+        measure_up(
+            res,
+            ini,
+            lambda name: [
                 "env",
                 *initiator.env,
                 SWANCTL,
@@ -316,22 +329,9 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
                 "--child",
                 "net",
                 "--ike",
-                f"lat{j}",
-            ]
-            res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
-        for j in range(LATENCY_CONNS):
-            cmd = [
-                "env",
-                *initiator.env,
-                SWANCTL,
-                "--initiate",
-                "--child",
-                "net",
-                "--ike",
-                f"first{j}",
-            ]
-            up = functools.partial(ini.run, cmd, timeout=200)
-            res.first_packet_s.append(first_packet(ini, up, *site_pair(FIRST + j)))
+                name,
+            ],
+        )
         initiator.swanctl("--initiate", "--child", "net", "--ike", "tput")
         storm = functools.partial(initiator.swanctl, "--rekey", "--child", "net")
         res.storm = rekey_storm(ini, INI, storm, site_pair(0), timeout=60 + n * 1.0)
@@ -434,13 +434,7 @@ def run_xfrmctl(workdir: Path, n: int, iperf_s: int) -> StackResult:
             ControlClient(i_sock, timeout=600).call("reload", {})
 
         measure_setup(res, ini, resp, pids, load)
-        for j in range(LATENCY_CONNS):
-            cmd = [XFRMCTL, "--socket", str(i_sock), "up", f"lat{j}"]
-            res.up_latencies_s.append(timed(functools.partial(ini.run, cmd, timeout=200)))
-        for j in range(LATENCY_CONNS):
-            cmd = [XFRMCTL, "--socket", str(i_sock), "up", f"first{j}"]
-            up = functools.partial(ini.run, cmd, timeout=200)
-            res.first_packet_s.append(first_packet(ini, up, *site_pair(FIRST + j)))
+        measure_up(res, ini, lambda name: [XFRMCTL, "--socket", str(i_sock), "up", name])
         ini.run([XFRMCTL, "--socket", str(i_sock), "up", "tput"], timeout=200)
         names = [f"c{i}" for i in range(n)] + [f"lat{j}" for j in range(LATENCY_CONNS)]
         names += [f"first{j}" for j in range(LATENCY_CONNS)] + ["tput"]
