@@ -16,7 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from netlab import Network, esp_unavailable
 
 
+def cpu_times() -> tuple[float, float]:
+    """Seconds all CPUs spent busy and idle (iowait counts as idle) since boot, /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
+_CPU_AT_START: list[tuple[float, float]] = []
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    _CPU_AT_START.append(cpu_times())
     if os.geteuid() != 0:
         raise pytest.UsageError("the integration suite needs root (it creates namespaces)")
     reason = esp_unavailable()
@@ -71,3 +82,16 @@ def net(lab_out: Path, request: pytest.FixtureRequest) -> Iterator[Network]:
         yield network
     finally:
         network.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How busy the machine's CPUs were over the run: idle CPU while scenarios wait on timers is
+    room for another worker (XFRMCTL_LAB_WORKERS); a busy one is not."""
+    if not _CPU_AT_START or hasattr(terminalreporter.config, "workerinput"):
+        return
+    busy, idle = (now - then for now, then in zip(cpu_times(), _CPU_AT_START[0], strict=True))
+    share = 100 * busy / max(busy + idle, 1e-9)
+    terminalreporter.write_line(
+        f"lab CPU: {share:.0f}% busy over {os.cpu_count()} CPUs "
+        f"({busy:.0f} s busy, {idle:.0f} s idle)"
+    )

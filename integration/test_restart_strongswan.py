@@ -1,11 +1,13 @@
 """Graceful restart against strongSwan (issue 12, item 1): one scenario, one charon.
 
 A steady ping (20/s) crosses the tunnel while the xfrmctl daemon is restarted three times with a
-restart stop (SIGUSR2, then SIGTERM): no packet lost, the same SPIs, every IKE SA adopted, and
-charon sees no new IKE_SA_INIT. Then the adopted IKE SA still works with charon: charon rekeys
-the Child SA, our timers rekey the Child SA and the IKE SA, our DPD is answered. Then kill -9
-and a start: no state file, so a clean start with INITIAL_CONTACT and charon drops its old SA.
-Finally a plain stop removes everything.
+restart stop (SIGUSR2, then SIGTERM): no packet lost, the same SPIs, every IKE SA adopted with
+its rekey deadlines carried over (not restarted), and charon sees no new IKE_SA_INIT. Then the
+adopted IKE SA still works with charon: charon rekeys the Child SA, we rekey the Child SA and the
+IKE SA, our DPD is answered. (The rekey timers lie beyond the test, so a slow restart on a loaded
+machine cannot rekey mid-restart; tests/ike/test_snapshot.py shows carried timers fire.) Then
+kill -9 and a start: no state file, so a clean start with INITIAL_CONTACT and charon drops its
+old SA. Finally a plain stop removes everything.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from xfrmctl_host import Xfrmctl, write_psk
 PSK = "restart lab secret, not for production"
 A_ID, B_ID = "a.lab.example", "b.lab.example"
 A_IP, B_IP = "10.95.0.1", "10.95.0.2"
-# Our timers fall due after the ping of the restart phase (PINGS at 20/s) has ended.
-CHILD_REKEY, IKE_REKEY = 60, 70
-PINGS = 1100  # 55 s: three restarts took 38 s in the lab under TCG
+# Rekey deadlines beyond the test: the restarts must carry them, not fire them (three restarts
+# took 38 s in a quiet lab and over 60 s on a loaded machine).
+CHILD_REKEY, IKE_REKEY = 900, 960
+SLACK = 2  # seconds a carried deadline may move
 
 
 def xfrmctl_config(workdir: Path, state: Path) -> Path:
@@ -43,7 +46,7 @@ def xfrmctl_config(workdir: Path, state: Path) -> Path:
         "    over_time: 120s\n    dpd_delay: 4s\n"
         "    children:\n      net:\n        mode: transport\n"
         f"        local_ts: [{A_IP}/32]\n        remote_ts: [{B_IP}/32]\n"
-        f"        rekey_time: {CHILD_REKEY}s\n        life_time: 300s\n        rand_time: 0s\n"
+        f"        rekey_time: {CHILD_REKEY}s\n        life_time: 1200s\n        rand_time: 0s\n"
     )
     return cfg
 
@@ -67,6 +70,22 @@ def child_spis(status: dict[str, Any]) -> tuple[str, ...]:
     ikes = [i for i in status["ike_sas"] if i["state"] == "ESTABLISHED"]
     kids = [c for c in ikes[-1]["children"] if c["state"] == "INSTALLED"] if ikes else []
     return (kids[-1]["spi_in"], kids[-1]["spi_out"]) if kids else ()
+
+
+def rekey_deadlines(da: Xfrmctl) -> list[tuple[float, float]]:
+    """When the established IKE SA and its newest Child SA are due to rekey (monotonic), each
+    as an interval: the daemon computes `rekey_in` (whole seconds) at some point between our
+    request and its reply, which may take seconds under TCG."""
+    sent = time.monotonic()
+    status = da.status()
+    received = time.monotonic()
+    (ike,) = [i for i in status["ike_sas"] if i["state"] == "ESTABLISHED"]
+    kids = [c for c in ike["children"] if c["state"] == "INSTALLED"]
+    return [(sent + x["rekey_in"], received + x["rekey_in"] + 1) for x in (ike, kids[-1])]
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] + SLACK and b[0] <= a[1] + SLACK
 
 
 def ike_spis(charon: Charon) -> tuple[str, ...]:
@@ -108,13 +127,14 @@ def test_restarts_keep_the_tunnel_then_kill9_starts_clean(net: Network, lab_out:
     try:
         da.cli("up", "rs")
         before = child_spis(da.status())
+        deadlines = rekey_deadlines(da)
         ike_before = ike_spis(charon)
         assert before and ike_before, (da.status(), charon.sa_summary("rs"))
         inits = charon_inits(charon)
         assert inits == 1, charon.log_text()[-3000:]
         with net.capture(sw, "br0") as cap:
             pinger = a.popen(
-                ["ping", "-n", "-q", "-i", "0.05", "-W", "2", "-c", str(PINGS), B_IP],
+                ["ping", "-n", "-q", "-i", "0.05", "-W", "2", B_IP],  # until SIGINT
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )
@@ -129,18 +149,27 @@ def test_restarts_keep_the_tunnel_then_kill9_starts_clean(net: Network, lab_out:
                 assert report["ike_sas"][0]["adopted"] is True, report
                 assert child_spis(report) == before, (report, before)
                 assert ike_spis(charon) == ike_before
-            assert pinger.poll() is None, "the restarts outlasted the ping: raise PINGS"
-            out, _ = pinger.communicate(timeout=PINGS / 20 + 30)
+                carried = rekey_deadlines(da)
+                assert all(map(overlap, carried, deadlines)), (
+                    "rekey deadlines not carried over",
+                    carried,
+                    deadlines,
+                )
+            time.sleep(1)
+            pinger.send_signal(signal.SIGINT)  # ping prints its statistics and exits
+            out, _ = pinger.communicate(timeout=30)
         sent, received = ping_stats(out)
-        assert sent == PINGS and received == sent, out
+        assert sent > 20 * 10 and received == sent, out
         assert_only_esp(cap.text)
         assert charon_inits(charon) == inits, "charon saw a new IKE_SA_INIT"
         assert "clean start" not in da.log.read_text(), da.log.read_text()
 
-        # The adopted IKE SA keeps working with charon: our rekeys (timers), our DPD, its rekey.
+        # The adopted IKE SA keeps working with charon: our rekeys, our DPD, its rekey.
         dpds = dpd_count(charon)
-        wait_for(lambda: child_spis(da.status()) != before, "our Child SA rekey", CHILD_REKEY)
-        wait_for(lambda: ike_spis(charon) not in ((), ike_before), "our IKE SA rekey", IKE_REKEY)
+        da.cli("rekey", "rs")
+        wait_for(lambda: child_spis(da.status()) not in ((), before), "our Child SA rekey", 30)
+        da.cli("rekey", "rs", "--ike")
+        wait_for(lambda: ike_spis(charon) not in ((), ike_before), "our IKE SA rekey", 30)
         assert "rekeyed to" in da.log.read_text()
         ours = child_spis(da.status())
         charon.swanctl("--rekey", "--child", "net")
