@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_importtime
 from typer.testing import CliRunner
 
 from xfrmctl.cli import app
@@ -56,19 +57,9 @@ def test_version() -> None:
 
 
 def _imported_modules(*args: str, env: dict[str, str]) -> tuple[int, set[str]]:
-    """Run the CLI under -X importtime and return its exit code and every module it imported."""
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "xfrmctl.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    modules = set()
-    for line in out.stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            modules.add(line.rsplit("|", 1)[1].strip())
-    return out.returncode, modules
+    """Run the typer CLI under -X importtime: its exit code and every module it imported."""
+    proc, modules = run_importtime("xfrmctl.cli", *args, env=env)
+    return proc.returncode, modules
 
 
 # typer >= 0.2x coerces every parsed parameter through a pydantic TypeAdapter, so commands

@@ -7,9 +7,11 @@ CLI does not pull in pydantic.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not even typing at run time: the CLI's fast path imports `units`
 if TYPE_CHECKING:
+    from typing import Any
+
     from xfrmctl.config.errors import ConfigError, ConfigIssue
     from xfrmctl.config.identities import Identity
     from xfrmctl.config.loader import LoadedConfig, check_config, load_config
