@@ -23,7 +23,7 @@ from xfrmctl.commands import EXIT_FAILED, EXIT_USAGE, echo, fail, render_status
 
 __all__ = ["app", "main", "render_status"]
 
-DEFAULT_CONFIG = Path("/etc/xfrmctl/xfrmctl.yaml")
+DEFAULT_CONFIG = Path(commands.DEFAULT_CONFIG)
 DEFAULT_SOCKET = Path(commands.DEFAULT_SOCKET)
 
 EXIT_CODES = """\b
@@ -279,16 +279,7 @@ def check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     `xfrmctl.yaml:12: connections.site-b.children.lan.mode: 'tunel' is not one of
     tunnel, transport`. Secret files are opened to check their permissions.
     """
-    from xfrmctl.config import check_config
-
-    loaded, issues = check_config(config)
-    for issue in issues:
-        echo(str(issue), err=True)
-    if loaded is None:
-        errors = sum(1 for i in issues if not i.warning)
-        fail(f"{config}: {errors} error(s)", EXIT_USAGE)
-    conns = len(loaded.connections)
-    echo(f"{config}: OK, {conns} connection(s) in {len(loaded.files)} file(s)")
+    commands.check(config)
 
 
 @config_app.command(
@@ -323,20 +314,8 @@ def daemon(
     ] = None,
 ) -> None:
     """Run the IKE daemon in the foreground until SIGTERM."""
-    import asyncio
-
-    from xfrmctl.daemon.main import run_daemon
-
-    path = socket or (Path(state.socket) if state.socket_given else _configured_socket(config))
-    level = log_level.value if log_level else None
-    raise typer.Exit(asyncio.run(run_daemon(config, path, log_level=level)))
-
-
-def _configured_socket(config: Path) -> Path:
-    from xfrmctl.config import check_config
-
-    loaded, _ = check_config(config)
-    return loaded.settings.socket if loaded is not None else DEFAULT_SOCKET
+    given = socket or (state.socket if state.socket_given else None)
+    commands.daemon(config, given, log_level.value if log_level else None)
 
 
 @app.command()

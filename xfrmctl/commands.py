@@ -1,5 +1,5 @@
-"""The client commands (`up`, `down`, `rekey`, `status`, `explain`, `reload`, `version`):
-one request to the daemon, its reply printed, shared by both front ends.
+"""The commands both front ends run: the client commands (`up`, `down`, `rekey`, `status`,
+`explain`, `reload`, `version`: one request to the daemon, its reply printed) and `daemon`.
 
 Contract: the typer CLI (`xfrmctl.cli`) and the stdlib fast path (`xfrmctl.fastcli`) only
 parse the command line and then call these, so they print the same and exit the same: a
@@ -20,8 +20,10 @@ from xfrmctl.config.units import format_duration
 
 TYPE_CHECKING = False  # typing costs a few ms per start; mypy still reads the block below
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, NoReturn
 
+DEFAULT_CONFIG = "/etc/xfrmctl/xfrmctl.yaml"
 DEFAULT_SOCKET = "/run/xfrmctl/xfrmctl.sock"
 DEFAULT_TIMEOUT = 120.0
 
@@ -155,6 +157,45 @@ def version(session: Session) -> None:
     except ClientError:
         return
     echo(f"daemon {reply.get('version')} (control protocol {reply.get('protocol')})")
+
+
+def check(config: str | os.PathLike[str]) -> None:
+    """Validate a configuration and its includes: every issue on stderr, exit 2 on errors."""
+    from pathlib import Path  # pydantic and pathlib: only for `check` and `daemon`
+
+    from xfrmctl.config import check_config
+
+    loaded, issues = check_config(Path(config))
+    for issue in issues:
+        echo(str(issue), err=True)
+    if loaded is None:
+        errors = sum(1 for i in issues if not i.warning)
+        fail(f"{config}: {errors} error(s)", EXIT_USAGE)
+    conns = len(loaded.connections)
+    echo(f"{config}: OK, {conns} connection(s) in {len(loaded.files)} file(s)")
+
+
+def daemon(
+    config: str | os.PathLike[str], socket: str | os.PathLike[str] | None, log_level: str | None
+) -> NoReturn:
+    """Run the daemon until SIGTERM and exit with its status; without `socket` it listens on
+    the configuration's settings.socket."""
+    import asyncio  # the daemon's own imports: paid by `xfrmctl daemon` only
+    from pathlib import Path
+
+    from xfrmctl.daemon.main import run_daemon
+
+    path = Path(socket) if socket is not None else _configured_socket(Path(config))
+    raise SystemExit(asyncio.run(run_daemon(Path(config), path, log_level=log_level)))
+
+
+def _configured_socket(config: Path) -> Path:
+    from pathlib import Path  # only for `xfrmctl daemon`, as below
+
+    from xfrmctl.config import check_config  # pydantic: only for `xfrmctl daemon`
+
+    loaded, _ = check_config(config)
+    return loaded.settings.socket if loaded is not None else Path(DEFAULT_SOCKET)
 
 
 # ------------------------------------------------------------------------ the status view

@@ -1,14 +1,17 @@
-"""The `xfrmctl` console entry point: the common client commands without typer.
+"""The `xfrmctl` console entry point: the common commands without typer.
 
 Contract: `main()` runs exactly these command lines itself, and hands every other one (help,
-completion, usage errors, unknown or repeated options, other commands) unchanged to the typer
-app in `xfrmctl.cli`:
+completion, usage errors, unknown, short or repeated options, other commands, values typer
+would rewrite) unchanged to the typer app in `xfrmctl.cli`:
 
     xfrmctl [--socket PATH] [--timeout SECONDS] up|down NAME[/CHILD]
                                                 rekey [--ike] NAME[/CHILD]
                                                 status [NAME] [--json]
                                                 explain NAME [--json]
                                                 reload | version
+                                                check [--config PATH]
+                                                daemon [--config PATH] [--socket PATH]
+                                                       [--log-level debug|info|warning|error]
 
 Both run the same bodies (`xfrmctl.commands`), so what one prints and exits with the other
 does too (tests/cli/test_fastcli.py). Typer and click cost about 30 ms per start here and half
@@ -24,18 +27,54 @@ from xfrmctl import commands
 
 TYPE_CHECKING = False  # typing costs a few ms per start; mypy still reads the block below
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
-# command -> (flags it takes, least and most positional arguments)
-_SHAPES: dict[str, tuple[frozenset[str], int, int]] = {
-    "up": (frozenset(), 1, 1),
-    "down": (frozenset(), 1, 1),
-    "rekey": (frozenset({"--ike"}), 1, 1),
-    "status": (frozenset({"--json"}), 0, 1),
-    "explain": (frozenset({"--json"}), 1, 1),
-    "reload": (frozenset(), 0, 0),
-    "version": (frozenset(), 0, 0),
+# command -> (flags, options that take a value, least and most positional arguments)
+_SHAPES: dict[str, tuple[frozenset[str], frozenset[str], int, int]] = {
+    "up": (frozenset(), frozenset(), 1, 1),
+    "down": (frozenset(), frozenset(), 1, 1),
+    "rekey": (frozenset({"--ike"}), frozenset(), 1, 1),
+    "status": (frozenset({"--json"}), frozenset(), 0, 1),
+    "explain": (frozenset({"--json"}), frozenset(), 1, 1),
+    "reload": (frozenset(), frozenset(), 0, 0),
+    "version": (frozenset(), frozenset(), 0, 0),
+    "check": (frozenset(), frozenset({"--config"}), 0, 0),
+    "daemon": (frozenset(), frozenset({"--config", "--socket", "--log-level"}), 0, 0),
 }
+_GLOBALS = frozenset({"--socket", "--timeout"})
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Invocation:
+    """A command line the fast path runs: the command, its positional arguments and options
+    (a flag maps to ""), with the global options and the environment resolved as typer does."""
+
+    def __init__(
+        self,
+        command: str,
+        args: list[str],
+        options: dict[str, str],
+        globals_: dict[str, str],
+        environ: Mapping[str, str],
+    ) -> None:
+        self.command, self.args, self.options = command, args, options
+        socket = globals_.get("--socket") or environ.get("XFRMCTL_SOCKET")
+        self.socket_given = socket is not None  # by option or by variable, as typer counts it
+        timeout = globals_.get("--timeout", str(commands.DEFAULT_TIMEOUT))
+        self.timeout = timeout
+        self.session = commands.Session(socket or commands.DEFAULT_SOCKET, 0.0)
+        config = options.get("--config") or environ.get("XFRMCTL_CONFIG")
+        self.config = config or commands.DEFAULT_CONFIG
+
+    def plain(self) -> bool:
+        """Values typer reads the same: paths it leaves as written, a plain number, a log
+        level in lower case."""
+        paths = [os.fspath(self.session.socket), self.config, self.options.get("--socket", "/x")]
+        return (
+            all(_plain_path(p) for p in paths)
+            and _plain_number(self.timeout)
+            and self.options.get("--log-level", "info") in _LOG_LEVELS
+        )
 
 
 def _plain_path(value: str) -> bool:
@@ -51,63 +90,86 @@ def _plain_number(value: str) -> bool:
     return digits.isascii() and digits.isdigit()
 
 
-def _globals(argv: list[str], environ: Mapping[str, str]) -> tuple[dict[str, str], int] | None:
-    """The global options before the command and where the command starts; None to defer."""
-    given: dict[str, str] = {}
-    at = 0
-    while at < len(argv) and argv[at].startswith("--"):
-        key, equals, value = argv[at].partition("=")
-        if not equals:
-            if at + 1 >= len(argv):
-                return None
-            value = argv[at + 1]
-            at += 1
-        at += 1
-        if key not in ("--socket", "--timeout") or key in given or value[:1] in ("", "-"):
-            return None
-        given[key] = value
-    socket = given.get("--socket") or environ.get("XFRMCTL_SOCKET") or commands.DEFAULT_SOCKET
-    timeout = given.get("--timeout", str(commands.DEFAULT_TIMEOUT))
-    if not _plain_path(socket) or not _plain_number(timeout):
+def _option(
+    tokens: list[str], at: int, flags: frozenset[str], valued: frozenset[str]
+) -> tuple[str, str, int] | None:
+    """The option at `at` as (name, value, where the next token is); None to defer."""
+    key, equals, value = tokens[at].partition("=")
+    if key in flags and not equals:
+        return key, "", at + 1
+    if key not in valued:
         return None
-    return {"socket": socket, "timeout": timeout}, at
+    if not equals:
+        if at + 1 >= len(tokens):
+            return None
+        value, at = tokens[at + 1], at + 1
+    return (key, value, at + 1) if value[:1] not in ("", "-") else None
 
 
-def parse(
-    argv: list[str], environ: Mapping[str, str]
-) -> tuple[commands.Session, str, list[str], set[str]] | None:
-    """(session, command, positional arguments, flags) of a command line this module runs,
-    or None for one typer must see."""
+def _scan(
+    tokens: list[str], at: int, flags: frozenset[str], valued: frozenset[str], stop: bool
+) -> tuple[dict[str, str], list[str], int] | None:
+    """Options and positional arguments from `at` on (up to the first positional one when
+    `stop`); None on anything unknown or repeated, for typer to explain."""
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    while at < len(tokens):
+        if not tokens[at].startswith("-"):
+            if stop:
+                break
+            positional.append(tokens[at])
+            at += 1
+            continue
+        found = _option(tokens, at, flags, valued)
+        if found is None or found[0] in options:
+            return None
+        options[found[0]], at = found[1], found[2]
+    return options, positional, at
+
+
+def parse(argv: list[str], environ: Mapping[str, str]) -> Invocation | None:
+    """The command line as the fast path runs it, or None for one typer must see."""
     if any(key.startswith("_") and key.endswith("_COMPLETE") for key in environ):
         return None  # a shell asking typer for completions
-    found = _globals(argv, environ)
-    if found is None or found[1] >= len(argv) or argv[found[1]] not in _SHAPES:
+    head = _scan(argv, 0, frozenset(), _GLOBALS, stop=True)
+    if head is None or head[2] >= len(argv) or argv[head[2]] not in _SHAPES:
         return None
-    options, at = found
-    command, rest = argv[at], argv[at + 1 :]
-    allowed, least, most = _SHAPES[command]
-    flags = {arg for arg in rest if arg.startswith("-")}
-    positional = [arg for arg in rest if not arg.startswith("-")]
-    if not flags <= allowed or len(flags) != len(rest) - len(positional):
-        return None  # an unknown or repeated option: typer says what is wrong
-    if not least <= len(positional) <= most:
+    globals_, _, at = head
+    flags, valued, least, most = _SHAPES[argv[at]]
+    rest = _scan(argv, at + 1, flags, valued, stop=False)
+    if rest is None or not least <= len(rest[1]) <= most:
         return None
-    session = commands.Session(options["socket"], float(options["timeout"]))
-    return session, command, positional, flags
+    call = Invocation(argv[at], rest[1], rest[0], globals_, environ)
+    if not call.plain():
+        return None
+    call.session.timeout = float(call.timeout)
+    return call
 
 
-def _runner(command: str, args: list[str], flags: set[str]) -> Callable[[commands.Session], None]:
-    name = args[0] if args else None
-    table: dict[str, Callable[[commands.Session], None]] = {
-        "up": lambda s: commands.up(s, args[0]),
-        "down": lambda s: commands.down(s, args[0]),
-        "rekey": lambda s: commands.rekey(s, args[0], "--ike" in flags),
-        "status": lambda s: commands.status(s, name, "--json" in flags),
-        "explain": lambda s: commands.explain(s, args[0], "--json" in flags),
-        "reload": commands.reload,
-        "version": commands.version,
-    }
-    return table[command]
+def _execute(call: Invocation) -> None:
+    name = call.args[0] if call.args else None
+    session, flagged = call.session, call.options.__contains__
+    match call.command:
+        case "up":
+            commands.up(session, call.args[0])
+        case "down":
+            commands.down(session, call.args[0])
+        case "rekey":
+            commands.rekey(session, call.args[0], flagged("--ike"))
+        case "status":
+            commands.status(session, name, flagged("--json"))
+        case "explain":
+            commands.explain(session, call.args[0], flagged("--json"))
+        case "reload":
+            commands.reload(session)
+        case "version":
+            commands.version(session)
+        case "check":
+            commands.check(call.config)
+        case "daemon":
+            given = call.options.get("--socket")
+            socket = given or (session.socket if call.socket_given else None)
+            commands.daemon(call.config, socket, call.options.get("--log-level"))
 
 
 def run(argv: list[str], environ: Mapping[str, str]) -> int | None:
@@ -115,12 +177,11 @@ def run(argv: list[str], environ: Mapping[str, str]) -> int | None:
 
     Ctrl-C and a closed stdout end as they do under click: 130 silently, and 1.
     """
-    parsed = parse(argv, environ)
-    if parsed is None:
+    call = parse(argv, environ)
+    if call is None:
         return None
-    session, command, args, flags = parsed
     try:
-        _runner(command, args, flags)(session)
+        _execute(call)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else commands.EXIT_FAILED
     except KeyboardInterrupt:

@@ -36,56 +36,73 @@ class Handler(FakeHandler):
 
 
 @pytest.fixture(scope="module")
-def sockets() -> Iterator[dict[str, str]]:
-    """{live}: the fake daemon; {missing}: no file; {stale}: a socket nobody listens on."""
+def paths() -> Iterator[dict[str, str]]:
+    """Sockets: {live} the fake daemon, {missing} no file, {stale} nobody listens on it.
+    Configurations: {good} valid, {bad} with errors, {none} no file."""
     folder = Path(tempfile.mkdtemp(prefix="xf", dir="/tmp"))
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(folder / "stale.sock"))
     stale.close()
+    (folder / "k.psk").write_text("secret\n")
+    (folder / "k.psk").chmod(0o600)
+    auth = "    local: {auth: psk}\n    remote: {auth: psk}\n    psk_file: k.psk\n"
+    (folder / "good.yaml").write_text(f"connections:\n  a:\n{auth}")
+    (folder / "bad.yaml").write_text("settings:\n  port: 0\n")
     try:
         with ServerThread(folder / "run" / "live.sock", Handler()) as server:
             yield {
                 "live": str(server.path),
                 "missing": str(folder / "missing.sock"),
                 "stale": str(folder / "stale.sock"),
+                **{name: str(folder / f"{name}.yaml") for name in ("good", "bad", "none")},
             }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 L = ["--socket", "{live}"]
-# (argv, XFRMCTL_SOCKET or None, documented exit status)
-CASES: list[tuple[list[str], str | None, int]] = [
-    ([*L, "up", "site-b"], None, 0),
-    ([*L, "up", "site-b/lan"], None, 0),
-    ([*L, "up", "strict"], None, 1),  # NO_PROPOSAL_CHOSEN with both sides' offers
-    ([*L, "up", "nope"], None, 1),
-    ([*L, "up", "/lan"], None, 2),  # bad NAME
-    ([*L, "up", "a/b/c"], None, 2),
-    ([*L, "down", "site-b/lan"], None, 0),
-    ([*L, "down", "site-b/"], None, 2),
-    ([*L, "rekey", "site-b"], None, 0),
-    ([*L, "rekey", "--ike", "site-b"], None, 0),
-    ([*L, "rekey", "site-b/lan", "--ike"], None, 2),
-    ([*L, "rekey", "gone"], None, 1),  # NOT_UP
-    ([*L, "status"], None, 0),
-    ([*L, "status", "site-b"], None, 0),
-    ([*L, "status", "--json"], None, 0),
-    ([*L, "status", "--json", "site-b"], None, 0),
-    ([*L, "explain", "site-b"], None, 0),
-    ([*L, "explain", "site-b", "--json"], None, 0),
-    ([*L, "explain", "nope", "--json"], None, 1),
-    ([*L, "reload"], None, 1),  # CONFIG_INVALID with the errors listed
-    ([*L, "version"], None, 0),
-    (["--socket={live}", "--timeout", "5", "status"], None, 0),
-    (["--timeout=2.5", *L, "up", "site-b"], None, 0),
-    (["status", "--json"], "{live}", 0),
-    (["--socket", "{missing}", "status"], "{live}", 3),  # the option wins over the variable
-    (["status"], "{missing}", 3),  # no daemon
-    (["up", "site-b"], "{stale}", 3),
-    (["status", "--json"], "{stale}", 3),
-    (["--socket", "{missing}", "version"], None, 0),  # the CLI's own version only
-    (["--socket", "{missing}", "up", "a//b"], None, 2),  # bad NAME before any connection
+DEFAULT = "/etc/xfrmctl/xfrmctl.yaml"
+# (argv, environment variables, documented exit status)
+CASES: list[tuple[list[str], dict[str, str], int]] = [
+    ([*L, "up", "site-b"], {}, 0),
+    ([*L, "up", "site-b/lan"], {}, 0),
+    ([*L, "up", "strict"], {}, 1),  # NO_PROPOSAL_CHOSEN with both sides' offers
+    ([*L, "up", "nope"], {}, 1),
+    ([*L, "up", "/lan"], {}, 2),  # bad NAME
+    ([*L, "up", "a/b/c"], {}, 2),
+    ([*L, "down", "site-b/lan"], {}, 0),
+    ([*L, "down", "site-b/"], {}, 2),
+    ([*L, "rekey", "site-b"], {}, 0),
+    ([*L, "rekey", "--ike", "site-b"], {}, 0),
+    ([*L, "rekey", "site-b/lan", "--ike"], {}, 2),
+    ([*L, "rekey", "gone"], {}, 1),  # NOT_UP
+    ([*L, "status"], {}, 0),
+    ([*L, "status", "site-b"], {}, 0),
+    ([*L, "status", "--json"], {}, 0),
+    ([*L, "status", "--json", "site-b"], {}, 0),
+    ([*L, "explain", "site-b"], {}, 0),
+    ([*L, "explain", "site-b", "--json"], {}, 0),
+    ([*L, "explain", "nope", "--json"], {}, 1),
+    ([*L, "reload"], {}, 1),  # CONFIG_INVALID with the errors listed
+    ([*L, "version"], {}, 0),
+    (["--socket={live}", "--timeout", "5", "status"], {}, 0),
+    (["--timeout=2.5", *L, "up", "site-b"], {}, 0),
+    (["status", "--json"], {"XFRMCTL_SOCKET": "{live}"}, 0),
+    (
+        ["--socket", "{missing}", "status"],
+        {"XFRMCTL_SOCKET": "{live}"},
+        3,
+    ),  # the option wins over the variable
+    (["status"], {"XFRMCTL_SOCKET": "{missing}"}, 3),  # no daemon
+    (["up", "site-b"], {"XFRMCTL_SOCKET": "{stale}"}, 3),
+    (["status", "--json"], {"XFRMCTL_SOCKET": "{stale}"}, 3),
+    (["--socket", "{missing}", "version"], {}, 0),  # the CLI's own version only
+    (["--socket", "{missing}", "up", "a//b"], {}, 2),  # bad NAME before any connection
+    (["check", "--config", "{good}"], {}, 0),
+    (["check", "--config={bad}"], {}, 2),  # every error listed
+    (["check", "--config", "{none}"], {}, 2),
+    (["check"], {"XFRMCTL_CONFIG": "{good}"}, 0),
+    (["--socket", "{missing}", "check", "--config", "{bad}"], {"XFRMCTL_CONFIG": "{good}"}, 2),
 ]
 
 
@@ -111,22 +128,63 @@ def _through(
 @pytest.mark.parametrize(("argv", "env", "status"), CASES, ids=lambda v: repr(v))
 def test_fast_path_and_typer_print_and_exit_alike(
     argv: list[str],
-    env: str | None,
+    env: dict[str, str],
     status: int,
-    sockets: dict[str, str],
+    paths: dict[str, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if env is None:
-        monkeypatch.delenv("XFRMCTL_SOCKET", raising=False)
-    else:
-        monkeypatch.setenv("XFRMCTL_SOCKET", _fill(env, sockets))
-    args = [_fill(a, sockets) for a in argv]
+    for name in ("XFRMCTL_SOCKET", "XFRMCTL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, _fill(value, paths))
+    args = [_fill(a, paths) for a in argv]
     fast = _through("fast", args, capsys)
     slow = _through("typer", args, capsys)
     assert fast == slow
     assert fast[0] == status, fast
     assert fast[1] or fast[2]  # something was said
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["daemon"], {}, ("/etc/xfrmctl/xfrmctl.yaml", None, None)),
+        (["daemon", "--config", "/c.yaml"], {}, ("/c.yaml", None, None)),
+        (["daemon"], {"XFRMCTL_CONFIG": "/e.yaml"}, ("/e.yaml", None, None)),
+        (["daemon", "--config=/c.yaml"], {"XFRMCTL_CONFIG": "/e.yaml"}, ("/c.yaml", None, None)),
+        (["daemon", "--socket", "/d.sock"], {}, (DEFAULT, "/d.sock", None)),
+        (["--socket", "/g.sock", "daemon"], {}, (DEFAULT, "/g.sock", None)),
+        (["daemon"], {"XFRMCTL_SOCKET": "/v.sock"}, (DEFAULT, "/v.sock", None)),
+        (["--socket", "/g.sock", "daemon", "--socket", "/d.sock"], {}, (DEFAULT, "/d.sock", None)),
+        (["daemon", "--log-level", "debug"], {}, (DEFAULT, None, "debug")),
+        (["--timeout", "3", "daemon", "--log-level=error", "--config", "c.yaml"], {}, None),
+    ],
+    ids=repr,
+)
+def test_daemon_gets_the_same_arguments_on_both_paths(
+    argv: list[str],
+    env: dict[str, str],
+    expected: tuple[str, str | None, str | None] | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon itself is not run: what each path would start it with is compared."""
+    calls: list[tuple[str, str | None, str | None]] = []
+
+    def record(config: Any, socket: Any, log_level: str | None) -> None:
+        calls.append((os.fspath(config), None if socket is None else os.fspath(socket), log_level))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("xfrmctl.commands.daemon", record)
+    for name in ("XFRMCTL_CONFIG", "XFRMCTL_SOCKET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert fastcli.run(argv, os.environ) == 0
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert len(calls) == 2 and calls[0] == calls[1], calls
+    assert expected is None or calls[0] == expected
 
 
 def test_an_empty_socket_variable_is_unset_on_both_paths(
@@ -167,8 +225,13 @@ def test_an_empty_socket_variable_is_unset_on_both_paths(
         ["-x", "status"],
         ["--install-completion"],
         ["keys", "--wireshark", "/tmp"],
-        ["check"],
-        ["daemon"],
+        ["check", "-c", "/tmp/x.yaml"],
+        ["check", "--config", "/tmp//x.yaml"],
+        ["check", "extra"],
+        ["daemon", "--log-level", "DEBUG"],  # typer folds the case
+        ["daemon", "--log-level", "trace"],
+        ["daemon", "--socket", "/run/"],
+        ["daemon", "--json"],
         ["config", "schema"],
         ["Status"],
     ],
