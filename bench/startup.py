@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Start-up cost of the commands users and scripts run most: median wall time over `--runs`
 fresh processes of a bare interpreter, `xfrmctl --help`, a client command (`status`, against a
-socket that does not exist, so only the CLI's own start is measured) and the daemon's imports.
+socket that does not exist, so only the CLI's own start is measured), the daemon's imports, and
+`xfrmctl daemon` up to reading its configuration (a file that does not exist: the CLI and
+every import the daemon makes before it serves).
 
 Every lab scenario starts dozens of these, and under the lab's emulation each costs about 15
 times what it costs here: this is the figure that moves the CI time. Run it on the host, or in
 the guest with `integration/lab.py exec -- .venv/bin/python bench/startup.py`.
 
-Last line (machine-readable): `python_ms=M help_ms=M client_ms=M daemon_import_ms=M`.
+Last line (machine-readable):
+`python_ms=M help_ms=M client_ms=M daemon_import_ms=M daemon_start_ms=M`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ CASES = {
     "help": [str(BIN / "xfrmctl"), "--help"],
     "client": [str(BIN / "xfrmctl"), "--socket", "/nonexistent/xfrmctl.sock", "status"],
     "daemon_import": [sys.executable, "-c", "import xfrmctl.daemon.main"],
+    "daemon_start": [
+        str(BIN / "xfrmctl"),
+        *("daemon", "--config", "/nonexistent/xfrmctl.yaml", "--socket", "/nonexistent/x.sock"),
+    ],
 }
 
 
