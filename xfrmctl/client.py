@@ -6,7 +6,6 @@ the final reply is returned or raised as `RemoteError`.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import itertools
 import json
@@ -98,8 +97,10 @@ class ControlClient:
         with _connect(self.path, self.timeout) as sock:
             try:
                 # A daemon that refuses us closes at once: its reason is still there to read.
-                with contextlib.suppress(BrokenPipeError):
+                try:  # noqa: SIM105 (contextlib would be one more import per CLI start)
                     sock.sendall(json.dumps(request).encode() + b"\n")
+                except BrokenPipeError:
+                    pass
                 reader = sock.makefile("rb")
                 while True:
                     line = reader.readline()

@@ -1,9 +1,9 @@
-"""The CLI's start-up contract: fast help, no heavy imports, honest stubs."""
+"""The CLI's start-up contract: no heavy imports, honest stubs (speed itself is measured by
+bench/startup.py, not asserted here)."""
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -87,15 +87,3 @@ def test_client_commands_do_not_import_netlink_or_crypto(
     assert "xfrmctl.client" in modules  # the CLI (run as __main__) really loaded
     heavy = {m for m in modules if m.split(".")[0] in forbidden}
     assert heavy == set()
-
-
-def test_help_is_fast() -> None:
-    """`xfrmctl --help` must stay under 0.3 s wall (best of five, to ride out a busy host)."""
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "xfrmctl.cli", "--help"], capture_output=True, check=True
-        )
-        times.append(time.perf_counter() - start)
-    assert min(times) < 0.3, times

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,3 +276,27 @@ def test_the_console_script_hands_help_to_typer() -> None:
     assert proc.returncode == 0
     assert "Usage:" in proc.stdout and "Commands:" in proc.stdout
     assert "typer" in modules
+
+
+def test_the_fast_path_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """Without site (the lab's guest has no editable-install finder to load pathlib and
+    friends first), a client command imports none of the modules a plain start can skip."""
+    root = Path(cli.__file__).resolve().parents[1]
+    probe = (
+        "import sys, os\n"
+        "before = set(sys.modules)\n"
+        "from xfrmctl.fastcli import run\n"
+        f"code = run(['--socket', {str(tmp_path / 'none.sock')!r}, 'status', '--json'], {{}})\n"
+        "print(code, *sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root)},
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert out[0] == "3" and "xfrmctl.client" in out
+    skippable = {"typing", "pathlib", "contextlib", "warnings", "dataclasses", "datetime"}
+    assert skippable & set(out) == set()
