@@ -1,6 +1,7 @@
-"""Payloads, events and specs share one equality, hash and repr (`xfrmctl.ike.values.Value`) instead
-of the ones @dataclass generates per class: each must behave exactly as the generated ones
-would. The reference is a subclass of each class on which @dataclass does generate them."""
+"""Payloads, events, specs and revocation data share one equality, hash and repr
+(`xfrmctl.ike.values.Value`) instead of the ones @dataclass generates per class: each must
+behave exactly as the generated ones would. The reference is a subclass of each class on which
+@dataclass does generate them."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 import pytest
 
 from xfrmctl.ike import events, payloads, spec
+from xfrmctl.ike.crypto import revocation_data
 from xfrmctl.ike.values import Value
 
 CLASSES = sorted(
     (
         cls
-        for module in (payloads, events, spec)
+        for module in (payloads, events, spec, revocation_data)
         for cls in vars(module).values()
         if isinstance(cls, type) and issubclass(cls, Value) and dataclasses.is_dataclass(cls)
     ),

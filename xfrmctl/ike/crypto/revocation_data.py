@@ -3,7 +3,8 @@ results, statuses and their cache (see `revocation`, which re-exports all of it)
 
 Contract: importing this costs no X.509 stack (cryptography.x509 and OCSP cost a daemon a
 few tens of ms at start, far more under the lab's emulation, and a PSK-only daemon never needs
-them); the functions that read certificates or CRLs load it when first called.
+them); the functions that read certificates or CRLs load it when first called. Equality,
+hash and repr come from `values.Value` (the same as generated, compiled once).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+from xfrmctl.ike.values import Value
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -29,14 +32,14 @@ class Policy(Enum):
     RELAXED = "relaxed"
 
 
-@dataclass(frozen=True)
-class LoadedCrl:
+@dataclass(frozen=True, eq=False, repr=False)
+class LoadedCrl(Value):
     source: str  # the file it came from, for messages
     crl: x509.CertificateRevocationList
 
 
-@dataclass(frozen=True)
-class RevocationConfig:
+@dataclass(frozen=True, eq=False, repr=False)
+class RevocationConfig(Value):
     """One remote auth round's revocation settings (swanctl `remote.revocation`...)."""
 
     policy: Policy = Policy.RELAXED
@@ -45,16 +48,16 @@ class RevocationConfig:
     timeout: float = 5.0  # seconds the host gives one fetch
 
 
-@dataclass(frozen=True)
-class Link:
+@dataclass(frozen=True, eq=False, repr=False)
+class Link(Value):
     """A certificate of the chain and the certificate that issued it."""
 
     cert: x509.Certificate
     issuer: x509.Certificate
 
 
-@dataclass(frozen=True)
-class Status:
+@dataclass(frozen=True, eq=False, repr=False)
+class Status(Value):
     revoked: bool
     source: str  # "OCSP http://...", "CRL http://...", "CRL file /etc/..."
     until: datetime  # usable until (nextUpdate)
@@ -62,30 +65,30 @@ class Status:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class FetchRequest:
+@dataclass(frozen=True, eq=False, repr=False)
+class FetchRequest(Value):
     kind: str  # "ocsp" or "crl"
     uri: str
     body: bytes = field(default=b"", repr=False)  # the DER OCSP request to POST
 
 
-@dataclass(frozen=True)
-class FetchResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class FetchResult(Value):
     kind: str
     uri: str
     data: bytes | None = field(default=None, repr=False)
     error: str = ""  # why there is no data
 
 
-@dataclass(frozen=True)
-class NeedFetch:
+@dataclass(frozen=True, eq=False, repr=False)
+class NeedFetch(Value):
     """No status yet, but these requests may give one; each maps to the links it is for."""
 
     requests: dict[FetchRequest, tuple[Link, ...]]
 
 
-@dataclass(frozen=True)
-class Refusal:
+@dataclass(frozen=True, eq=False, repr=False)
+class Refusal(Value):
     reason: str
     kind: str  # "revoked" (known revoked) or "revocation" (no status under strict/ifuri)
 
