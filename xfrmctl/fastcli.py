@@ -58,23 +58,24 @@ class Invocation:
         environ: Mapping[str, str],
     ) -> None:
         self.command, self.args, self.options = command, args, options
-        socket = globals_.get("--socket") or environ.get("XFRMCTL_SOCKET")
-        self.socket_given = socket is not None  # by option or by variable, as typer counts it
-        timeout = globals_.get("--timeout", str(commands.DEFAULT_TIMEOUT))
-        self.timeout = timeout
-        self.session = commands.Session(socket or commands.DEFAULT_SOCKET, 0.0)
+        # None unless given by option or by variable (as typer tells them from the default)
+        self.socket = globals_.get("--socket") or environ.get("XFRMCTL_SOCKET")
+        self.timeout = globals_.get("--timeout", str(commands.DEFAULT_TIMEOUT))
         config = options.get("--config") or environ.get("XFRMCTL_CONFIG")
         self.config = config or commands.DEFAULT_CONFIG
 
     def plain(self) -> bool:
         """Values typer reads the same: paths it leaves as written, a plain number, a log
         level in lower case."""
-        paths = [os.fspath(self.session.socket), self.config, self.options.get("--socket", "/x")]
+        sockets = [self.socket or commands.DEFAULT_SOCKET, self.options.get("--socket", "/x")]
         return (
-            all(_plain_path(p) for p in paths)
+            all(_plain_path(p) for p in [*sockets, self.config])
             and _plain_number(self.timeout)
             and self.options.get("--log-level", "info") in _LOG_LEVELS
         )
+
+    def session(self) -> commands.Session:
+        return commands.Session(self.socket or commands.DEFAULT_SOCKET, float(self.timeout))
 
 
 def _plain_path(value: str) -> bool:
@@ -140,15 +141,12 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> Invocation | None:
     if rest is None or not least <= len(rest[1]) <= most:
         return None
     call = Invocation(argv[at], rest[1], rest[0], globals_, environ)
-    if not call.plain():
-        return None
-    call.session.timeout = float(call.timeout)
-    return call
+    return call if call.plain() else None
 
 
 def _execute(call: Invocation) -> None:
     name = call.args[0] if call.args else None
-    session, flagged = call.session, call.options.__contains__
+    session, flagged = call.session(), call.options.__contains__
     match call.command:
         case "up":
             commands.up(session, call.args[0])
@@ -167,8 +165,7 @@ def _execute(call: Invocation) -> None:
         case "check":
             commands.check(call.config)
         case "daemon":
-            given = call.options.get("--socket")
-            socket = given or (session.socket if call.socket_given else None)
+            socket = call.options.get("--socket") or call.socket
             commands.daemon(call.config, socket, call.options.get("--log-level"))
 
 
