@@ -1,9 +1,12 @@
-"""A real ControlServer on a temporary socket, driven by a scripted fake handler."""
+"""A real ControlServer on a temporary socket, driven by a scripted fake handler; and the
+modules a CLI process imports."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -158,3 +161,23 @@ def short_dir() -> Iterator[Path]:
 def server(short_dir: Path) -> Iterator[ServerThread]:
     with ServerThread(short_dir / "run" / "xfrmctl.sock", FakeHandler()) as running:
         yield running
+
+
+def run_importtime(
+    module: str, *args: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`python -X importtime -m MODULE ARGS`: the finished process and every module it
+    imported (read from the importtime lines of its stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return proc, modules

@@ -102,12 +102,12 @@ def test_one_record_per_connection_newest_wins() -> None:
 
 
 def test_a_diagnosis_bug_still_records_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    import xfrmctl.daemon.failures as failures
+    import xfrmctl.ike.diagnosis as diagnosis_module  # what failures.py imports when it fails
 
     def broken(event: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(failures, "diagnose", broken)
+    monkeypatch.setattr(diagnosis_module, "diagnose", broken)
     log = FailureLog()
     diagnosis = log.record(_failed("tun", "TS_UNACCEPTABLE", "net"), {"tun"})
     assert (diagnosis.code, diagnosis.child, diagnosis.summary) == (

@@ -6,10 +6,10 @@ CLI does not pull in pydantic.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not even typing at run time: the CLI's fast path imports `units`
 if TYPE_CHECKING:
+    from typing import Any
+
     from xfrmctl.config.errors import ConfigError, ConfigIssue
     from xfrmctl.config.identities import Identity
     from xfrmctl.config.loader import LoadedConfig, check_config, load_config
@@ -47,6 +47,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    import importlib  # with warnings: not for the CLI's fast path, which only reads `units`
+
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'xfrmctl.config' has no attribute {name!r}")

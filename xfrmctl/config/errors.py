@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from dataclasses import dataclass
@@ -114,6 +113,8 @@ def pydantic_message(root: type[BaseModel], error: Any) -> tuple[Loc, str]:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = allowed_keys(root, loc[:-1])
+        import difflib  # start-up cost: only for a configuration with an unknown key
+
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         valid = f" (valid keys: {', '.join(known)})" if known and not close else ""

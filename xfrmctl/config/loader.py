@@ -18,7 +18,6 @@ from xfrmctl.config.model import Connection, Settings, XfrmctlConfig
 from xfrmctl.config.rules import find_problems
 from xfrmctl.config.secretfiles import SecretError, decode_psk, read_private_file, read_psk
 from xfrmctl.config.yamlnodes import Loc, Position, SourceMap, YamlError, load_yaml
-from xfrmctl.ike.crypto.revocation import crl_file_problem
 
 # Path-valued keys inside a connection, resolved relative to the file that wrote them.
 _PATH_KEYS: tuple[tuple[str, ...], ...] = (
@@ -217,6 +216,8 @@ def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
                 if not cert.is_file():
                     out.add((*loc, side, key, index), f"certificate file {cert} does not exist")
         for index, crl in enumerate(conn.remote.crls):
+            from xfrmctl.ike.crypto.revocation import crl_file_problem  # start-up cost: x509
+
             if problem := crl_file_problem(crl):
                 out.add((*loc, "remote", "crls", index), problem)
 

@@ -21,7 +21,6 @@ from pydantic import (
     model_validator,
 )
 
-from xfrmctl.config.docstrings import describe_fields
 from xfrmctl.config.identities import ANY, Identity, parse_identity
 from xfrmctl.config.selectors import Selector, parse_selector
 from xfrmctl.config.units import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
@@ -552,6 +551,8 @@ class XfrmctlConfig(_Strict):
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) for editors and `xfrmctl config schema`."""
+    from xfrmctl.config.docstrings import describe_fields  # start-up cost: ast, inspect
+
     schema = XfrmctlConfig.model_json_schema()
     describe_fields(schema, _models(_Strict))
     return {

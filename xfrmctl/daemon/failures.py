@@ -12,10 +12,12 @@ import logging
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xfrmctl.ike import events as ev
-from xfrmctl.ike.diagnosis import Diagnosis, diagnose
+
+if TYPE_CHECKING:
+    from xfrmctl.ike.diagnosis import Diagnosis
 
 log = logging.getLogger("xfrmctl.daemon")
 
@@ -23,6 +25,8 @@ log = logging.getLogger("xfrmctl.daemon")
 def _plain(event: ev.NegotiationFailed | ev.AuthenticationFailed) -> Diagnosis:
     code = event.reason if isinstance(event, ev.NegotiationFailed) else "AUTHENTICATION_FAILED"
     child = event.child if isinstance(event, ev.NegotiationFailed) else None
+    from xfrmctl.ike.diagnosis import Diagnosis  # start-up cost: only once something failed
+
     return Diagnosis(event.conn, child, code, event.reason, "", event.reason, (), (), ())
 
 
@@ -43,6 +47,8 @@ class FailureLog:
         self, event: ev.NegotiationFailed | ev.AuthenticationFailed, known: Container[str]
     ) -> Diagnosis:
         """Diagnose `event`; keep it if it names a configured connection."""
+        from xfrmctl.ike.diagnosis import diagnose  # start-up cost: only once something failed
+
         try:
             diagnosis = diagnose(event)
         except Exception:  # a diagnosis bug must not cost the `up` waiter its answer

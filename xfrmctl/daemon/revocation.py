@@ -12,13 +12,16 @@ never exceptions: `deliver` always gets one result per request, and nothing is v
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from xfrmctl.ike.crypto.revocation import SCHEMES, FetchRequest, FetchResult
+from xfrmctl.ike.crypto.revocation_data import SCHEMES, FetchRequest, FetchResult
 from xfrmctl.ike.events import RevocationFetchNeeded
+
+if TYPE_CHECKING:
+    import urllib.request
 
 log = logging.getLogger("xfrmctl.daemon.revocation")
 
@@ -26,20 +29,27 @@ MAX_SIZE = 16 * 1024 * 1024  # a CRL of a large CA is a few MiB
 Deliver = Callable[[int, list[FetchResult]], None]
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Redirects stay on http(s): urllib alone would follow one to ftp://."""
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """The opener, built at the first fetch: urllib.request and http cost every daemon start
+    ~15 ms (far more under the lab's emulation) and only certificate setups fetch."""
+    import urllib.request  # start-up cost: only when a certificate's status is fetched
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if not newurl.startswith(SCHEMES):
-            raise ValueError(f"redirected to {newurl!r}, which is not http:// or https://")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        """Redirects stay on http(s): urllib alone would follow one to ftp://."""
 
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            if not newurl.startswith(SCHEMES):
+                raise ValueError(f"redirected to {newurl!r}, which is not http:// or https://")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+    return urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _http(request: FetchRequest, timeout: float) -> bytes:
     """One blocking fetch (run in a thread); OSError or ValueError say why it failed."""
+    import urllib.request  # start-up cost: only when a certificate's status is fetched
+
     if not request.uri.startswith(SCHEMES):
         raise ValueError("only http:// and https:// URIs are fetched")
     if request.kind == "ocsp":
@@ -51,7 +61,7 @@ def _http(request: FetchRequest, timeout: float) -> bytes:
         )
     else:
         req = urllib.request.Request(request.uri, method="GET")
-    with _OPENER.open(req, timeout=timeout) as response:
+    with _opener().open(req, timeout=timeout) as response:
         data: bytes = response.read(MAX_SIZE + 1)
     if len(data) > MAX_SIZE:
         raise ValueError(f"answer larger than {MAX_SIZE // 2**20} MiB")
@@ -59,6 +69,8 @@ def _http(request: FetchRequest, timeout: float) -> bytes:
 
 
 def _why(exc: BaseException) -> str:
+    import urllib.error  # start-up cost: loaded by the fetch that failed, free by now
+
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):

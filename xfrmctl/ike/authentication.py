@@ -12,21 +12,20 @@ configured chains' certificates we send in CERT payloads (§3.6, leaf first).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from xfrmctl.ike import revocation_wait
-from xfrmctl.ike.crypto import revocation as rv
+from xfrmctl.ike.crypto import revocation_data as rv
 from xfrmctl.ike.crypto.auth import psk_auth_data, psk_verify, verify_signature
-from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate, load_der_certificate
-from xfrmctl.ike.crypto.chains import chain_for_request, key_hash
 from xfrmctl.ike.crypto.errors import CryptoError, MalformedCertificate
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.iana import AuthMethod, CertEncoding, HashAlgorithm, IdType, name_of
 from xfrmctl.ike.payloads import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload
 from xfrmctl.ike.sa import IkeSa
 from xfrmctl.ike.spec import Auth, CertAuth, Identity, PeerAuth, PeerCertAuth, PskAuth
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 SIGNATURE_METHODS = {
     AuthMethod.RSA_SIG,
@@ -39,6 +38,9 @@ SIGNATURE_METHODS = {
 
 def certreq_payload(auth: CertAuth | PeerCertAuth) -> CertReqPayload:
     """CERTREQ listing SHA-1 hashes of our CAs' public keys (RFC 7296 §3.7)."""
+    # lazy for start-up cost: x509 loads only where certificates are used
+    from xfrmctl.ike.crypto.chains import key_hash
+
     cas: list[x509.Certificate] = list(auth.trust_store.cas) if auth.trust_store else []
     return CertReqPayload(CertEncoding.X509_SIG, b"".join(key_hash(ca) for ca in cas))
 
@@ -56,6 +58,12 @@ def chain_to_send(sa: IkeSa, auth: CertAuth) -> list[bytes]:
     does; the whole configured chain without CERTREQ or when none matches."""
     if len(auth.cert_chain) < 2 or not sa.peer_certreq:
         return list(auth.cert_chain)
+    # lazy for start-up cost: x509 loads only where certificates are used
+    from cryptography.hazmat.primitives import serialization
+
+    from xfrmctl.ike.crypto.certs import load_der_certificate
+    from xfrmctl.ike.crypto.chains import chain_for_request
+
     ours = [load_der_certificate(d) for d in auth.cert_chain]
     # The CAs a request can name that we know: ours (remote.cacerts), often the peer's too.
     peer = sa.spec.peer_auth if sa.spec is not None else None
@@ -107,6 +115,9 @@ def _untrusted(exc: CryptoError, leaf_der: bytes, auth: PeerAuth) -> AuthProblem
     """A certificate error; "ca" when its chain ends at no CA we trust."""
     if "not trusted" not in str(exc):
         return AuthProblem(str(exc))
+    # lazy for start-up cost: x509 loads only where certificates are used
+    from xfrmctl.ike.crypto.certs import MALFORMED, load_der_certificate
+
     try:
         issuer = load_der_certificate(leaf_der).issuer.rfc4514_string()
     except (CryptoError, *MALFORMED):
@@ -136,14 +147,18 @@ def _revocation(
     """The revocation status of every certificate of the chain that has its issuer in it."""
     if auth.trust_store is None:
         return None
+    # lazy for start-up cost: x509 loads only where certificates are used
+    from xfrmctl.ike.crypto.certs import load_der_certificate
+    from xfrmctl.ike.crypto.revocation import chain_links, check_chain
+
     try:
         intermediates = [load_der_certificate(d) for d in chain]
     except MalformedCertificate:
         intermediates = []
     store = auth.trust_store  # configured intermediates are links too, up to an anchor
-    links = rv.chain_links(cert, [*intermediates, *store.intermediates], store.anchors)
+    links = chain_links(cert, [*intermediates, *store.intermediates], store.anchors)
     config = revocation_config(auth)
-    verdict = rv.check_chain(
+    verdict = check_chain(
         links,
         config,
         sa.ep.revocations.cache,
@@ -180,6 +195,9 @@ def _verify(
     ]
     if not certs:
         return "peer sent no X.509 certificate"
+    # lazy for start-up cost: x509 loads only where certificates are used
+    from xfrmctl.ike.crypto.certs import MALFORMED, id_matches_certificate
+
     if auth.trust_store is None:
         return (
             "no CA or pinned certificate is configured for the peer (remote.cacerts, remote.certs)"

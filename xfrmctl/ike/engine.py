@@ -26,7 +26,7 @@ from xfrmctl.ike import (
     timers,
 )
 from xfrmctl.ike.cookies import CookieJar
-from xfrmctl.ike.crypto.revocation import FetchResult
+from xfrmctl.ike.crypto.revocation_data import FetchResult
 from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
 from xfrmctl.ike.events import (
     DELETED_BY_PEER,

@@ -1,4 +1,7 @@
-"""Events the engine hands to its host. Frozen values; key material never shows in repr."""
+"""Events the engine hands to its host. Frozen values; key material never shows in repr.
+
+Equality, hash and repr come from `values.Value` (the same as generated, compiled once).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,17 @@ from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.spec import KernelOptions, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
+from xfrmctl.ike.values import Value
 
 if TYPE_CHECKING:
-    from xfrmctl.ike.crypto.revocation import FetchRequest
+    from xfrmctl.ike.crypto.revocation_data import FetchRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
 
 
-@dataclass(frozen=True)
-class Lifetimes:
+@dataclass(frozen=True, eq=False, repr=False)
+class Lifetimes(Value):
     """Kernel lifetimes for a Child SA: soft triggers our rekey, hard removes the SA."""
 
     soft_seconds: int
@@ -30,8 +34,8 @@ class Lifetimes:
     hard_packets: int = 0
 
 
-@dataclass(frozen=True)
-class UdpEncap:
+@dataclass(frozen=True, eq=False, repr=False)
+class UdpEncap(Value):
     """ESP-in-UDP (RFC 3948) ports to program into the SA."""
 
     local_port: int
@@ -41,12 +45,12 @@ class UdpEncap:
 DELETED_BY_PEER = "deleted by peer"
 
 
-@dataclass(frozen=True)
-class Event:
+@dataclass(frozen=True, eq=False, repr=False)
+class Event(Value):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IkeSaEstablished(Event):
     conn: str
     ike_sa_id: int
@@ -58,7 +62,7 @@ class IkeSaEstablished(Event):
     initiator: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IkeSaRekeyed(Event):
     conn: str
     old_ike_sa_id: int
@@ -66,7 +70,7 @@ class IkeSaRekeyed(Event):
     proposal: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IkeSaReauthenticated(Event):
     """The new IKE SA and its Child SAs are up; the old one is being deleted right after."""
 
@@ -75,14 +79,14 @@ class IkeSaReauthenticated(Event):
     new_ike_sa_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IkeSaDeleted(Event):
     conn: str
     ike_sa_id: int
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ChildSaReady(Event):
     """Everything the kernel needs for one pair of SAs (and its policies)."""
 
@@ -122,7 +126,7 @@ class ChildSaReady(Event):
     cpi_out: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ChildSaDeleted(Event):
     conn: str
     child: str
@@ -136,8 +140,8 @@ class ChildSaDeleted(Event):
     by_peer: bool = False  # the peer deleted it (or its IKE SA): swanctl's close_action applies
 
 
-@dataclass(frozen=True)
-class Offer:
+@dataclass(frozen=True, eq=False, repr=False)
+class Offer(Value):
     """One side's view in a failed negotiation, for an at-a-glance mismatch report.
 
     Both sides are told from our point of view: `local_ts` is the traffic on our side (our
@@ -160,7 +164,7 @@ class Offer:
     hidden: tuple[str, ...] = ()  # "proposals", "traffic selectors", "identity", "reason"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class AuthenticationFailed(Event):
     """`kind` sorts the failure for a diagnosis: "psk" (the keys differ), "identity" (IDi/IDr
     not the configured one), "auth_method", "ca" (no trusted issuer: `issuer`, `ca_files`),
@@ -183,7 +187,7 @@ class AuthenticationFailed(Event):
     candidates: tuple[str, ...] = ()  # as responder: the remote ids our connections accept
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class RevocationFetchNeeded(Event):
     """IKE_AUTH of `ike_sa_id` waits for these CRL/OCSP fetches (RFC 5280 §6.3, RFC 6960):
     fetch each within `timeout` seconds and hand the answers to `revocation_fetched`."""
@@ -194,7 +198,7 @@ class RevocationFetchNeeded(Event):
     timeout: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class NegotiationFailed(Event):
     conn: str
     ike_sa_id: int
@@ -206,7 +210,7 @@ class NegotiationFailed(Event):
     initiator: bool | None = None  # our role in the failed exchange; None: unknown
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class PeerDead(Event):
     conn: str
     ike_sa_id: int
@@ -215,7 +219,7 @@ class PeerDead(Event):
     children: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class ProtocolViolation(Event):
     """A message was dropped because the peer broke the protocol; for logs and counters."""
 
@@ -224,7 +228,7 @@ class ProtocolViolation(Event):
     ike_sa_id: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class MessageTrace(Event):
     """A message sent or received (after decryption), only with `IkeEndpoint(trace=True)`.
 

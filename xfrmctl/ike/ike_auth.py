@@ -22,7 +22,7 @@ from xfrmctl.ike import (
 )
 from xfrmctl.ike.child_create import CreateChildTask
 from xfrmctl.ike.crypto.auth import signed_octets
-from xfrmctl.ike.crypto.revocation import NeedFetch
+from xfrmctl.ike.crypto.revocation_data import NeedFetch
 from xfrmctl.ike.delete import NotifyThenCloseTask
 from xfrmctl.ike.errors import RemoteProtocolError
 from xfrmctl.ike.events import AuthenticationFailed, IkeSaEstablished, NegotiationFailed, Offer

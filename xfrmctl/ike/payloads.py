@@ -2,7 +2,9 @@
 
 Every length and count is checked against the bytes actually present, so a hostile packet
 yields `MalformedMessage`, never an IndexError or struct.error. Decoding and re-encoding a
-well-formed payload gives back the same bytes.
+well-formed payload gives back the same bytes. Payloads take equality, hash and repr from
+`values.Value` (as generated, compiled once); TrafficSelector, sorted and hashed per packet,
+keeps its generated ones.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from xfrmctl.ike.iana import (
     TsType,
 )
 from xfrmctl.ike.transforms import Proposal, Transform
+from xfrmctl.ike.values import Value
 
 GENERIC_HEADER = struct.Struct("!BBH")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class Payload:
+@dataclass(frozen=True, eq=False, repr=False)
+class Payload(Value):
     """Base: `critical` is the generic header's C bit, kept so re-encoding is exact."""
 
     critical: bool = field(default=False, kw_only=True)
@@ -41,7 +44,7 @@ class Payload:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class SaPayload(Payload):
     TYPE = PayloadType.SA
     proposals: tuple[Proposal, ...]
@@ -72,7 +75,7 @@ class SaPayload(Payload):
         return bytes(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class KePayload(Payload):
     TYPE = PayloadType.KE
     group: int
@@ -82,7 +85,7 @@ class KePayload(Payload):
         return struct.pack("!HH", self.group, 0) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class IdPayload(Payload):
     """IDi or IDr; `body` (type + reserved + data) is what AUTH signs (RFC 7296 §2.15)."""
 
@@ -98,7 +101,7 @@ class IdPayload(Payload):
         return struct.pack("!B3x", self.id_type) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class CertPayload(Payload):
     TYPE = PayloadType.CERT
     encoding: int
@@ -108,7 +111,7 @@ class CertPayload(Payload):
         return bytes([self.encoding]) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class CertReqPayload(Payload):
     TYPE = PayloadType.CERTREQ
     encoding: int
@@ -118,7 +121,7 @@ class CertReqPayload(Payload):
         return bytes([self.encoding]) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class AuthPayload(Payload):
     TYPE = PayloadType.AUTH
     method: int
@@ -128,7 +131,7 @@ class AuthPayload(Payload):
         return struct.pack("!B3x", self.method) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class NoncePayload(Payload):
     TYPE = PayloadType.NONCE
     data: bytes = field(repr=False)
@@ -137,7 +140,7 @@ class NoncePayload(Payload):
         return self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class NotifyPayload(Payload):
     TYPE = PayloadType.NOTIFY
     notify_type: int
@@ -153,7 +156,7 @@ class NotifyPayload(Payload):
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class DeletePayload(Payload):
     TYPE = PayloadType.DELETE
     protocol: int
@@ -165,7 +168,7 @@ class DeletePayload(Payload):
         return struct.pack("!BBH", self.protocol, size, len(self.spis)) + b"".join(self.spis)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class VendorPayload(Payload):
     TYPE = PayloadType.VENDOR
     data: bytes
@@ -208,7 +211,7 @@ class TrafficSelector:
         return f"{net}[{self.ip_proto}/{ports}]"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class TsPayload(Payload):
     selectors: tuple[TrafficSelector, ...]
     responder: bool = False
@@ -228,7 +231,7 @@ class TsPayload(Payload):
         return bytes(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class CpPayload(Payload):
     TYPE = PayloadType.CP
     cfg_type: int
@@ -241,7 +244,7 @@ class CpPayload(Payload):
         return bytes(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class SkPayload(Payload):
     """Encrypted payload: `inner_next` is the type of the first payload inside (§3.14)."""
 
@@ -253,7 +256,7 @@ class SkPayload(Payload):
         return self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class SkfPayload(Payload):
     """Encrypted fragment (RFC 7383 §2.5); `inner_next` is non-zero only in fragment 1."""
 
@@ -267,7 +270,7 @@ class SkfPayload(Payload):
         return struct.pack("!HH", self.number, self.total) + self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class EapPayload(Payload):
     TYPE = PayloadType.EAP
     data: bytes
@@ -276,7 +279,7 @@ class EapPayload(Payload):
         return self.data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class UnknownPayload(Payload):
     """A payload type we do not implement, kept verbatim so the engine can judge its C bit."""
 

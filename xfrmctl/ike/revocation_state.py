@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from xfrmctl.ike.crypto import revocation as rv
+from xfrmctl.ike.crypto import revocation_data as rv
 
 
 @dataclass

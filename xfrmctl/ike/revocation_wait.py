@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from xfrmctl.ike.crypto import revocation as rv
+from xfrmctl.ike.crypto import revocation_data as rv
 from xfrmctl.ike.errors import ProtocolError
 from xfrmctl.ike.events import RevocationFetchNeeded
 from xfrmctl.ike.revocation_state import Wait
@@ -62,6 +62,8 @@ def park(
 
 def fetched(sa: IkeSa, results: Sequence[rv.FetchResult], now: float) -> None:
     """The host's answers: cache what verifies, note what failed, resume IKE_AUTH."""
+    from xfrmctl.ike.crypto.revocation import absorb  # start-up cost: loads x509 (certs only)
+
     wait = sa.ep.revocations.waits.get(sa.id)
     if wait is None or not wait.asked:
         return
@@ -71,7 +73,7 @@ def fetched(sa: IkeSa, results: Sequence[rv.FetchResult], now: float) -> None:
         result = by_uri.get(
             (req.kind, req.uri), rv.FetchResult(req.kind, req.uri, None, "no answer")
         )
-        why = rv.absorb(result, links, sa.ep.revocations.cache, when)
+        why = absorb(result, links, sa.ep.revocations.cache, when)
         if why:
             wait.failures[(req.kind, req.uri)] = why
     _resume(sa, wait, now)

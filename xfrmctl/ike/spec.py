@@ -2,6 +2,7 @@
 
 Kept free of pydantic so the engine stays a pure library; validation of user input happens in
 `xfrmctl.config`, and `ConnectionSpec.check()` only guards what the engine relies on.
+Equality, hash and repr come from `values.Value` (the same as generated, compiled once).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.iana import IdType, ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.transforms import Proposal
+from xfrmctl.ike.values import Value
 
 if TYPE_CHECKING:
     from xfrmctl.ike.crypto.auth import LocalSigner
     from xfrmctl.ike.crypto.certs import TrustStore
-    from xfrmctl.ike.crypto.revocation import RevocationConfig
+    from xfrmctl.ike.crypto.revocation_data import RevocationConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,8 +49,8 @@ class Encap(Enum):
     FORCE = "force"  # pretend a NAT so ESP always goes over UDP 4500
 
 
-@dataclass(frozen=True)
-class Identity:
+@dataclass(frozen=True, eq=False, repr=False)
+class Identity(Value):
     """An IKE identity as it goes on the wire (RFC 7296 §3.5)."""
 
     type: IdType
@@ -90,13 +92,13 @@ class Identity:
         return self.data.hex()
 
 
-@dataclass(frozen=True)
-class PskAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class PskAuth(Value):
     psk: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
-class CertAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class CertAuth(Value):
     """Our private key and chain (leaf first, DER) and the CAs we trust for the peer."""
 
     signer: LocalSigner
@@ -108,8 +110,8 @@ class CertAuth:
     revocation: RevocationConfig | None = None  # None: relaxed, no CRL files
 
 
-@dataclass(frozen=True)
-class PeerCertAuth:
+@dataclass(frozen=True, eq=False, repr=False)
+class PeerCertAuth(Value):
     """The peer proves itself with a certificate we accept; we use a PSK ourselves."""
 
     trust_store: TrustStore
@@ -121,8 +123,8 @@ Auth = PskAuth | CertAuth  # how we prove ourselves
 PeerAuth = PskAuth | CertAuth | PeerCertAuth  # how the peer must prove itself
 
 
-@dataclass(frozen=True)
-class TsSpec:
+@dataclass(frozen=True, eq=False, repr=False)
+class TsSpec(Value):
     """One configured traffic selector: a network plus optional protocol and port range."""
 
     network: IPNetwork
@@ -149,8 +151,8 @@ class Offload(Enum):
     PACKET = "packet"  # full packet offload, or fail
 
 
-@dataclass(frozen=True)
-class InterfaceOptions:
+@dataclass(frozen=True, eq=False, repr=False)
+class InterfaceOptions(Value):
     """The connection's XFRM interface (route-based IPsec), for the host; the engine ignores it."""
 
     name: str
@@ -160,16 +162,16 @@ class InterfaceOptions:
     routes: tuple[str, ...] = ()  # prefixes
 
 
-@dataclass(frozen=True)
-class MarkSpec:
+@dataclass(frozen=True, eq=False, repr=False)
+class MarkSpec(Value):
     """A netfilter mark and mask an SA or policy matches (swanctl `mark_in`/`mark_out`)."""
 
     value: int
     mask: int = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class KernelOptions:
+@dataclass(frozen=True, eq=False, repr=False)
+class KernelOptions(Value):
     """Per-child XFRM settings the engine carries to the host untouched (swanctl names)."""
 
     replay_window: int = 32  # packets; 0 disables replay protection
@@ -181,8 +183,8 @@ class KernelOptions:
     mark_out: MarkSpec | None = None  # on the out policy and the outbound SA
 
 
-@dataclass(frozen=True)
-class ChildSpec:
+@dataclass(frozen=True, eq=False, repr=False)
+class ChildSpec(Value):
     name: str
     local_ts: tuple[TsSpec, ...]
     remote_ts: tuple[TsSpec, ...]
@@ -205,8 +207,8 @@ class ChildSpec:
     ipcomp: bool = False  # offer/accept IPComp (DEFLATE) with each Child SA (RFC 3173)
 
 
-@dataclass(frozen=True)
-class ConnectionSpec:
+@dataclass(frozen=True, eq=False, repr=False)
+class ConnectionSpec(Value):
     name: str
     local_addrs: tuple[IPAddress, ...]
     remote_addrs: tuple[IPAddress, ...]  # empty means "any" (responder only)

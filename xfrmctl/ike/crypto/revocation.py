@@ -15,12 +15,9 @@ carry no nonce (RFC 5019 style, so answers can be cached); a nonce in a response
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import Enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -30,126 +27,45 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from xfrmctl.ike.crypto.errors import CertificateError
+from xfrmctl.ike.crypto.revocation_data import (
+    MAX_CHAIN,
+    NO_NEXT_UPDATE,
+    SCHEMES,
+    SKEW,
+    FetchRequest,
+    FetchResult,
+    Link,
+    LoadedCrl,
+    NeedFetch,
+    Policy,
+    Refusal,
+    RevocationCache,
+    RevocationConfig,
+    Status,
+    crl_entry_status,
+    key_hash,
+)
 
-SKEW = timedelta(minutes=5)  # tolerated clock difference on thisUpdate
-NO_NEXT_UPDATE = timedelta(minutes=5)  # how long a status without nextUpdate is used
-MAX_CHAIN = 8
-SCHEMES = ("http://", "https://")
-
-
-class Policy(Enum):
-    STRICT = "strict"
-    IFURI = "ifuri"
-    RELAXED = "relaxed"
-
-
-@dataclass(frozen=True)
-class LoadedCrl:
-    source: str  # the file it came from, for messages
-    crl: x509.CertificateRevocationList
-
-
-@dataclass(frozen=True)
-class RevocationConfig:
-    """One remote auth round's revocation settings (swanctl `remote.revocation`...)."""
-
-    policy: Policy = Policy.RELAXED
-    crls: tuple[LoadedCrl, ...] = ()
-    ocsp_uris: tuple[str, ...] = ()  # tried before the certificate's AIA OCSP URLs
-    timeout: float = 5.0  # seconds the host gives one fetch
-
-
-@dataclass(frozen=True)
-class Link:
-    """A certificate of the chain and the certificate that issued it."""
-
-    cert: x509.Certificate
-    issuer: x509.Certificate
-
-
-@dataclass(frozen=True)
-class Status:
-    revoked: bool
-    source: str  # "OCSP http://...", "CRL http://...", "CRL file /etc/..."
-    until: datetime  # usable until (nextUpdate)
-    revoked_at: datetime | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class FetchRequest:
-    kind: str  # "ocsp" or "crl"
-    uri: str
-    body: bytes = field(default=b"", repr=False)  # the DER OCSP request to POST
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    kind: str
-    uri: str
-    data: bytes | None = field(default=None, repr=False)
-    error: str = ""  # why there is no data
-
-
-@dataclass(frozen=True)
-class NeedFetch:
-    """No status yet, but these requests may give one; each maps to the links it is for."""
-
-    requests: dict[FetchRequest, tuple[Link, ...]]
-
-
-@dataclass(frozen=True)
-class Refusal:
-    reason: str
-    kind: str  # "revoked" (known revoked) or "revocation" (no status under strict/ifuri)
-
-
-class RevocationCache:
-    """Statuses learnt from fetches, until their nextUpdate; bounded, soonest-expiring evicted."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self.max_entries = max_entries
-        self.ocsp: dict[tuple[bytes, int], Status] = {}
-        self.crls: dict[bytes, tuple[x509.CertificateRevocationList, str, datetime]] = {}
-
-    def ocsp_status(self, link: Link, now: datetime) -> Status | None:
-        key = (key_hash(link.issuer), link.cert.serial_number)
-        st = self.ocsp.get(key)
-        if st is not None and now > st.until:
-            del self.ocsp[key]
-            return None
-        return st
-
-    def crl_status(self, link: Link, now: datetime) -> Status | None:
-        entry = self.crls.get(key_hash(link.issuer))
-        if entry is None:
-            return None
-        crl, source, until = entry
-        if now > until:
-            del self.crls[key_hash(link.issuer)]
-            return None
-        return _lookup(crl, link.cert, source, until)
-
-    def put_ocsp(self, link: Link, status: Status) -> None:
-        self.ocsp[(key_hash(link.issuer), link.cert.serial_number)] = status
-        _trim(self.ocsp, self.max_entries, lambda s: s.until)
-
-    def put_crl(
-        self, issuer: x509.Certificate, crl: x509.CertificateRevocationList, src: str
-    ) -> None:
-        until = crl.next_update_utc or crl.last_update_utc + NO_NEXT_UPDATE
-        self.crls[key_hash(issuer)] = (crl, src, until)
-        _trim(self.crls, self.max_entries, lambda e: e[2])
-
-
-def _trim(table: dict[Any, Any], limit: int, until: Callable[[Any], datetime]) -> None:
-    while len(table) > limit:
-        del table[min(table, key=lambda k: until(table[k]))]
-
-
-def key_hash(cert: x509.Certificate) -> bytes:
-    """SHA-1 of the subjectPublicKey bits (RFC 6960 §4.1.1 issuerKeyHash, byKey ResponderID)."""
-    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+__all__ = [
+    "SCHEMES",
+    "FetchRequest",
+    "FetchResult",
+    "Link",
+    "LoadedCrl",
+    "NeedFetch",
+    "Policy",
+    "Refusal",
+    "RevocationCache",
+    "RevocationConfig",
+    "Status",
+    "absorb",
+    "chain_links",
+    "check_chain",
+    "crl_file_problem",
+    "key_hash",
+    "load_crl",
+    "load_crl_file",
+]
 
 
 def load_crl(data: bytes, source: str) -> x509.CertificateRevocationList:
@@ -246,19 +162,6 @@ def describe(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string()!r} (serial {cert.serial_number:#x})"
 
 
-def _lookup(
-    crl: x509.CertificateRevocationList, cert: x509.Certificate, source: str, until: datetime
-) -> Status:
-    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-    if entry is None:
-        return Status(False, source, until)
-    try:
-        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
-    except (x509.ExtensionNotFound, ValueError):
-        reason = "unspecified"
-    return Status(True, source, until, entry.revocation_date_utc, reason)
-
-
 def _crl_problem(
     crl: x509.CertificateRevocationList, issuer: x509.Certificate, now: datetime
 ) -> str:
@@ -287,7 +190,9 @@ def cert_status(
     for loaded in config.crls:
         if not _crl_problem(loaded.crl, link.issuer, now):
             until = loaded.crl.next_update_utc or now + NO_NEXT_UPDATE
-            found.append(_lookup(loaded.crl, link.cert, f"CRL file {loaded.source}", until))
+            found.append(
+                crl_entry_status(loaded.crl, link.cert, f"CRL file {loaded.source}", until)
+            )
     found += [cache.ocsp_status(link, now), cache.crl_status(link, now)]
     known = [s for s in found if s is not None]
     return next((s for s in known if s.revoked), known[0] if known else None)

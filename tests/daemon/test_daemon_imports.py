@@ -1,0 +1,49 @@
+"""What `xfrmctl daemon` imports before it serves: the stacks only some configurations or
+events need (X.509 and revocation fetching for certificates, the failure diagnosis for
+`explain`) load when first used, since every daemon start pays for its imports (seconds under
+the lab's emulation)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+DEFERRED = (
+    "cryptography.x509",
+    "urllib.request",
+    "http.client",
+    "xfrmctl.ike.crypto.certs",
+    "xfrmctl.ike.crypto.chains",
+    "xfrmctl.ike.crypto.revocation",
+    "xfrmctl.ike.diagnosis",
+    "xfrmctl.config.docstrings",  # the editor schema only
+    "difflib",  # "did you mean" for an unknown configuration key only
+)
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"import sys\n{code}\nprint('\\n'.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(out.stdout.split())
+
+
+def test_the_daemon_starts_without_the_certificate_and_diagnosis_stacks() -> None:
+    loaded = _loaded_after("import xfrmctl.daemon.main, xfrmctl.config.loader")
+    assert "xfrmctl.daemon.core" in loaded  # the daemon really loaded
+    assert sorted(m for m in DEFERRED if m in loaded) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "needs"),
+    [
+        ("import xfrmctl.ike.crypto.revocation", "cryptography.x509"),
+        ("from xfrmctl.daemon import revocation as r; r._opener()", "urllib.request"),
+    ],
+)
+def test_the_deferred_stacks_load_where_used(code: str, needs: str) -> None:
+    """The probe of the test above sees such a module load (it is not blind)."""
+    assert needs in _loaded_after(code)
