@@ -8,9 +8,9 @@ costs O(answer), not O(pairs): a teardown or rekey storm of N pairs stays O(N).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
+from xfrmctl.daemon.indexed import IndexedDict
 from xfrmctl.ike import events as ev
 
 
@@ -43,23 +43,15 @@ def _drop(index: dict[int | str, dict[int, None]], key: int | str | None, spi_in
             del index[key]  # type: ignore[arg-type]
 
 
-class InstalledTable(MutableMapping[int, Installed]):
+class InstalledTable(IndexedDict[int, Installed]):
     def __init__(self) -> None:
-        self._pairs: dict[int, Installed] = {}
+        super().__init__()
         self._by_conn: dict[int | str, dict[int, None]] = {}  # conn -> spi_in (ordered set)
         self._by_ike: dict[int | str, dict[int, None]] = {}  # ready.ike_sa_id -> spi_in
         self._by_replaced: dict[int | str, dict[int, None]] = {}  # replaces_spi_in -> spi_in
         self._by_out: dict[int | str, dict[int, None]] = {}  # spi_out -> spi_in
 
-    # ------------------------------------------------------------------ the mapping
-
-    def __getitem__(self, spi_in: int) -> Installed:
-        return self._pairs[spi_in]
-
-    def __setitem__(self, spi_in: int, entry: Installed) -> None:
-        if spi_in in self._pairs:
-            self._unindex(spi_in)
-        self._pairs[spi_in] = entry
+    def _filed(self, spi_in: int, entry: Installed) -> None:
         r = entry.ready
         _add(self._by_conn, r.conn, spi_in)
         _add(self._by_ike, r.ike_sa_id, spi_in)
@@ -67,28 +59,22 @@ class InstalledTable(MutableMapping[int, Installed]):
             _add(self._by_replaced, r.replaces_spi_in, spi_in)
         _add(self._by_out, r.spi_out, spi_in)
 
-    def __delitem__(self, spi_in: int) -> None:
-        self._unindex(spi_in)
-        del self._pairs[spi_in]
+    def _unfiled(self, spi_in: int, entry: Installed, replaced: bool) -> None:
+        r = entry.ready
+        _drop(self._by_conn, r.conn, spi_in)
+        _drop(self._by_ike, r.ike_sa_id, spi_in)
+        _drop(self._by_replaced, r.replaces_spi_in, spi_in)
+        _drop(self._by_out, r.spi_out, spi_in)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._pairs)
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def __contains__(self, spi_in: object) -> bool:
-        return spi_in in self._pairs
-
-    def clear(self) -> None:
-        for index in (self._pairs, self._by_conn, self._by_ike, self._by_replaced, self._by_out):
+    def _cleared(self) -> None:
+        for index in (self._by_conn, self._by_ike, self._by_replaced, self._by_out):
             index.clear()
 
     # ------------------------------------------------------------------ the questions
 
     def of_conn(self, conn: str) -> list[Installed]:
         """The connection's pairs, in the order they were installed."""
-        return [self._pairs[s] for s in self._by_conn.get(conn, ())]
+        return [self._items[s] for s in self._by_conn.get(conn, ())]
 
     def of_ike(self, ike_sa_id: int) -> list[int]:
         """Inbound SPIs of the pairs made by IKE SA `ike_sa_id` (not those an IKE rekey
@@ -101,13 +87,6 @@ class InstalledTable(MutableMapping[int, Installed]):
 
     def spi_in_for(self, spi: int) -> int | None:
         """Our inbound SPI for either SPI of an installed pair (kernel expiries name either)."""
-        if spi in self._pairs:
+        if spi in self._items:
             return spi
         return next(iter(self._by_out.get(spi, ())), None)
-
-    def _unindex(self, spi_in: int) -> None:
-        r = self._pairs[spi_in].ready
-        _drop(self._by_conn, r.conn, spi_in)
-        _drop(self._by_ike, r.ike_sa_id, spi_in)
-        _drop(self._by_replaced, r.replaces_spi_in, spi_in)
-        _drop(self._by_out, r.spi_out, spi_in)
