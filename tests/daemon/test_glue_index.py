@@ -9,8 +9,10 @@ import ipaddress
 
 from glue_helpers import A, B, FakeKernel, glue_on, ready
 
+from xfrmctl.daemon import xfrm_glue
 from xfrmctl.daemon.xfrm_glue import XfrmGlue
 from xfrmctl.ike.iana import ProtocolId
+from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.proposals import parse_proposals
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Identity, PskAuth, TsSpec
 from xfrmctl.kernel import reconcile as drift
@@ -76,3 +78,16 @@ def test_indexes_follow_traps_children_rekeys_and_removals() -> None:
         assert not k.policies and not glue._held_policies()
 
     asyncio.run(scenario())
+
+
+def test_a_selector_range_becomes_its_smallest_covering_prefix() -> None:
+    def net(start: str, end: str) -> str:
+        ts = TrafficSelector(ipaddress.ip_address(start), ipaddress.ip_address(end))
+        return str(xfrm_glue._network(ts))
+
+    assert net("10.1.0.0", "10.1.255.255") == "10.1.0.0/16"
+    assert net("10.1.0.7", "10.1.0.7") == "10.1.0.7/32"
+    assert net("10.1.0.0", "10.1.1.0") == "10.1.0.0/23"  # one past a /24: widened
+    assert net("10.1.0.1", "10.1.0.2") == "10.1.0.0/30"
+    assert net("0.0.0.0", "255.255.255.255") == "0.0.0.0/0"
+    assert net("2001:db8::", "2001:db8::ffff") == "2001:db8::/112"

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
 
 from xfrmctl.daemon.indexed import IndexedDict
+from xfrmctl.ike.multimap import MultiMap
 from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel.transaction import ChildSA
 from xfrmctl.kernel.types import Policy, PolicyId
@@ -24,17 +25,17 @@ class PolicyHolders:
     SA's inbound SPI); the policy of the owner filed last stands."""
 
     def __init__(self) -> None:
-        self._by_id: dict[PolicyId, dict[Hashable, Policy]] = {}
+        self._by_id: MultiMap[PolicyId, Hashable, Policy] = MultiMap()
         self._of: dict[Hashable, tuple[PolicyId, ...]] = {}
 
     def put(self, owner: Hashable, policies: Iterable[Policy]) -> None:
         """File `owner`'s policies (replacing what it held; a kept owner keeps its rank)."""
-        policies = list(policies)
-        ids = tuple(dict.fromkeys(p.id for p in policies))
+        pairs = [(p.id, p) for p in policies]  # one PolicyId each: the index holds them
+        ids = tuple(dict.fromkeys(pid for pid, _ in pairs))
         for pid in set(self._of.get(owner, ())) - set(ids):
             self._release(owner, pid)
-        for p in policies:
-            self._by_id.setdefault(p.id, {})[owner] = p
+        for pid, p in pairs:
+            self._by_id.put(pid, owner, p)
         self._of[owner] = ids
 
     def drop(self, owner: Hashable) -> None:
@@ -42,22 +43,17 @@ class PolicyHolders:
             self._release(owner, pid)
 
     def get(self, pid: PolicyId) -> Policy | None:
-        holders = self._by_id.get(pid)
-        return next(reversed(holders.values())) if holders else None
+        return self._by_id.last(pid)
 
     def all(self) -> dict[PolicyId, Policy]:
-        return {pid: next(reversed(h.values())) for pid, h in self._by_id.items()}
+        return {pid: p for pid in self._by_id if (p := self._by_id.last(pid)) is not None}
 
     def clear(self) -> None:
         self._by_id.clear()
         self._of.clear()
 
     def _release(self, owner: Hashable, pid: PolicyId) -> None:
-        holders = self._by_id.get(pid)
-        if holders is not None:
-            holders.pop(owner, None)
-            if not holders:
-                del self._by_id[pid]
+        self._by_id.remove(pid, owner)
 
 
 def _sas(child: ChildSA) -> Iterator[tuple[drift.SaKey, bool]]:
@@ -80,13 +76,13 @@ class ChildTable(IndexedDict[int, ChildSA]):
         super().__init__()
         self.policies = PolicyHolders()
         self._reqids: Counter[int] = Counter()
-        self._sa_keys: dict[drift.SaKey, dict[int, bool]] = {}  # -> spi_in -> inbound side
+        self._sa_keys: MultiMap[drift.SaKey, int, bool] = MultiMap()  # spi_in, inbound side
 
     def _filed(self, spi_in: int, child: ChildSA) -> None:
         self.policies.put(spi_in, child.policies)
         self._reqids[child.inbound.reqid] += 1
         for key, inbound in _sas(child):
-            self._sa_keys.setdefault(key, {})[spi_in] = inbound
+            self._sa_keys.put(key, spi_in, inbound)
 
     def _cleared(self) -> None:
         self.policies.clear()
@@ -99,7 +95,7 @@ class ChildTable(IndexedDict[int, ChildSA]):
     def owner_of_sa(self, key: drift.SaKey, no_outbound: set[int]) -> int | None:
         """The inbound SPI of the child that owns the SA `key`; an outbound SA not installed
         yet (`no_outbound`, a rekey's deferred one) is not owned."""
-        for spi_in, inbound in self._sa_keys.get(key, {}).items():
+        for spi_in, inbound in self._sa_keys.items(key):
             if inbound or spi_in not in no_outbound:
                 return spi_in
         return None
@@ -111,8 +107,4 @@ class ChildTable(IndexedDict[int, ChildSA]):
         if self._reqids[child.inbound.reqid] <= 0:
             del self._reqids[child.inbound.reqid]
         for key, _ in _sas(child):
-            owners = self._sa_keys.get(key)
-            if owners is not None:
-                owners.pop(spi_in, None)
-                if not owners:
-                    del self._sa_keys[key]
+            self._sa_keys.remove(key, spi_in)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from xfrmctl.daemon.indexed import IndexedDict
 from xfrmctl.ike import events as ev
+from xfrmctl.ike.multimap import MultiMap
 
 
 @dataclass(slots=True)
@@ -31,55 +32,45 @@ class Installed:
         return self.installed_at + hard if hard else None
 
 
-def _add(index: dict[int | str, dict[int, None]], key: int | str, spi_in: int) -> None:
-    index.setdefault(key, {})[spi_in] = None
-
-
-def _drop(index: dict[int | str, dict[int, None]], key: int | str | None, spi_in: int) -> None:
-    bucket = index.get(key) if key is not None else None
-    if bucket is not None:
-        bucket.pop(spi_in, None)
-        if not bucket:
-            del index[key]  # type: ignore[arg-type]
-
-
 class InstalledTable(IndexedDict[int, Installed]):
     def __init__(self) -> None:
         super().__init__()
-        self._by_conn: dict[int | str, dict[int, None]] = {}  # conn -> spi_in (ordered set)
-        self._by_ike: dict[int | str, dict[int, None]] = {}  # ready.ike_sa_id -> spi_in
-        self._by_replaced: dict[int | str, dict[int, None]] = {}  # replaces_spi_in -> spi_in
-        self._by_out: dict[int | str, dict[int, None]] = {}  # spi_out -> spi_in
+        self._by_conn: MultiMap[str, int, None] = MultiMap()  # conn -> spi_in
+        self._by_ike: MultiMap[int, int, None] = MultiMap()  # ready.ike_sa_id -> spi_in
+        self._by_replaced: MultiMap[int, int, None] = MultiMap()  # replaces_spi_in -> spi_in
+        self._by_out: MultiMap[int, int, None] = MultiMap()  # spi_out -> spi_in
 
     def _filed(self, spi_in: int, entry: Installed) -> None:
         r = entry.ready
-        _add(self._by_conn, r.conn, spi_in)
-        _add(self._by_ike, r.ike_sa_id, spi_in)
+        self._by_conn.put(r.conn, spi_in, None)
+        self._by_ike.put(r.ike_sa_id, spi_in, None)
         if r.replaces_spi_in is not None:
-            _add(self._by_replaced, r.replaces_spi_in, spi_in)
-        _add(self._by_out, r.spi_out, spi_in)
+            self._by_replaced.put(r.replaces_spi_in, spi_in, None)
+        self._by_out.put(r.spi_out, spi_in, None)
 
     def _unfiled(self, spi_in: int, entry: Installed, replaced: bool) -> None:
         r = entry.ready
-        _drop(self._by_conn, r.conn, spi_in)
-        _drop(self._by_ike, r.ike_sa_id, spi_in)
-        _drop(self._by_replaced, r.replaces_spi_in, spi_in)
-        _drop(self._by_out, r.spi_out, spi_in)
+        self._by_conn.remove(r.conn, spi_in)
+        self._by_ike.remove(r.ike_sa_id, spi_in)
+        if r.replaces_spi_in is not None:
+            self._by_replaced.remove(r.replaces_spi_in, spi_in)
+        self._by_out.remove(r.spi_out, spi_in)
 
     def _cleared(self) -> None:
-        for index in (self._by_conn, self._by_ike, self._by_replaced, self._by_out):
+        self._by_conn.clear()
+        for index in (self._by_ike, self._by_replaced, self._by_out):
             index.clear()
 
     # ------------------------------------------------------------------ the questions
 
     def of_conn(self, conn: str) -> list[Installed]:
         """The connection's pairs, in the order they were installed."""
-        return [self._items[s] for s in self._by_conn.get(conn, ())]
+        return [self._items[s] for s in self._by_conn.members(conn)]
 
     def of_ike(self, ike_sa_id: int) -> list[int]:
         """Inbound SPIs of the pairs made by IKE SA `ike_sa_id` (not those an IKE rekey
         moved to it: their `ready` names the IKE SA that made them)."""
-        return list(self._by_ike.get(ike_sa_id, ()))
+        return self._by_ike.members(ike_sa_id)
 
     def replaced(self, spi_in: int) -> bool:
         """Whether an installed pair is a rekey's successor of pair `spi_in`."""
@@ -89,4 +80,4 @@ class InstalledTable(IndexedDict[int, Installed]):
         """Our inbound SPI for either SPI of an installed pair (kernel expiries name either)."""
         if spi in self._items:
             return spi
-        return next(iter(self._by_out.get(spi, ())), None)
+        return next(iter(self._by_out.members(spi)), None)

@@ -85,7 +85,9 @@ def ours(reqid: int) -> bool:
 def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     # A range that is not one prefix is widened to the smallest covering prefix.
     net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(ts.start)
-    while int(ts.end) > int(net.broadcast_address):
+    # Not broadcast_address (nor num_addresses, which reads it): a cached property that gives
+    # every network a __dict__, and our Selectors keep thousands of networks.
+    while int(ts.end) >= int(net.network_address) + (1 << (net.max_prefixlen - net.prefixlen)):
         net = net.supernet()
     return net
 

@@ -14,6 +14,8 @@ import itertools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from xfrmctl.ike.multimap import MultiMap
+
 if TYPE_CHECKING:
     from xfrmctl.ike.sa import ChildSa, IkeSa
 
@@ -23,7 +25,7 @@ class SaIndex:
         self.by_id: dict[int, IkeSa] = {}
         self._order: dict[int, int] = {}  # by id: registration order (the endpoint's dict's)
         self._seq = itertools.count()
-        self._by_conn: dict[str, dict[int, IkeSa]] = {}
+        self._by_conn: MultiMap[str, int, IkeSa] = MultiMap()
         self._conn_of: dict[int, str] = {}  # by id: the bucket the SA is filed in
         self._dirty: dict[int, IkeSa] = {}
         self._child_owner: dict[int, int] = {}  # spi_in -> IKE SA id when it was made
@@ -55,10 +57,10 @@ class SaIndex:
     def of_conn(self, conn: str) -> list[IkeSa]:
         """The connection's IKE SAs in registration order."""
         self._refile()
-        bucket = self._by_conn.get(conn)
-        if not bucket:
-            return []
-        return sorted(bucket.values(), key=lambda s: self._order[s.id])
+        filed = self._by_conn.items(conn)
+        if len(filed) == 1:
+            return [filed[0][1]]
+        return sorted((sa for _, sa in filed), key=lambda s: self._order[s.id])
 
     def owner(self, spi_in: int, live: Iterable[IkeSa]) -> tuple[IkeSa, ChildSa] | None:
         """The IKE SA holding the Child SA with inbound SPI `spi_in` now (an IKE rekey moves
@@ -94,13 +96,9 @@ class SaIndex:
 
     def _file(self, sa: IkeSa) -> None:
         self._conn_of[sa.id] = sa.conn_name
-        self._by_conn.setdefault(sa.conn_name, {})[sa.id] = sa
+        self._by_conn.put(sa.conn_name, sa.id, sa)
 
     def _unfile(self, sa_id: int) -> None:
         conn = self._conn_of.pop(sa_id, None)
-        if conn is None:
-            return
-        bucket = self._by_conn[conn]
-        bucket.pop(sa_id, None)
-        if not bucket:
-            del self._by_conn[conn]
+        if conn is not None:
+            self._by_conn.remove(conn, sa_id)
