@@ -10,7 +10,8 @@ Per N (100, 300, 1000; `--n` to choose), three phases, so that any per-SA cost g
 the number of SAs shows as a fall-off: the setups; a rekey storm (every Child SA rekeyed at
 once through the handler, as `xfrmctl rekey` per connection); the initiator's stop (DELETEs
 answered by the responder, every pair removed). Then, unless `--no-memory`, the memory each
-established IKE SA with one child holds (tracemalloc, a separate run at the largest N).
+established IKE SA with one child holds (separate runs at the largest N: tracemalloc, and the
+growth of RSS).
 `--profile FILE` writes a cProfile of the largest N (FILE.setup, FILE.rekey, FILE.stop).
 
 Last line (machine-readable): one `n=N setups_per_s=R cpu_ms_per_setup=C ...` group per N.
@@ -21,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import ipaddress
 import logging
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -214,17 +217,28 @@ async def run(n: int, concurrency: int, port: int, glue: bool, profile: str | No
     return result
 
 
-async def memory_per_ike_sa(n: int, concurrency: int, port: int, glue: bool) -> float:
-    """Bytes Python holds per established IKE SA with one Child SA, averaged over both
-    daemons (tracemalloc: what the SAs and their bookkeeping allocated and still hold)."""
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def memory_per_ike_sa(n: int, concurrency: int, port: int, glue: bool, trace: bool) -> float:
+    """Bytes held per established IKE SA with one Child SA, averaged over both daemons:
+    with `trace`, what tracemalloc sees the SAs and their bookkeeping allocate and keep;
+    without, the growth of the process's RSS (allocator slack included)."""
     a, b, handler = await start_pair(n, port, glue)
     names = [f"c{i}" for i in range(n)]
     await bring_up(handler, names[: min(concurrency, n)], concurrency)  # warm caches
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0] if trace else _rss()
     await bring_up(handler, names[min(concurrency, n) :], concurrency)
     await asyncio.sleep(0.2)  # late datagrams and kernel jobs
-    held = tracemalloc.get_traced_memory()[0] - before
+    gc.collect()
+    held = (tracemalloc.get_traced_memory()[0] if trace else _rss()) - before
     tracemalloc.stop()
     grown = n - min(concurrency, n)
     for d in (a, b):
@@ -252,6 +266,15 @@ def _fields(r: Result) -> str:
     )
 
 
+def _rss_in_fresh_process(n: int, concurrency: int, port: int, glue: bool) -> float:
+    """RSS growth in a process of its own: here, the runs before left freed memory behind
+    that the new SAs would reuse without growing RSS."""
+    cmd = [sys.executable, __file__, "--rss-only", "--n", str(n), "--port", str(port)]
+    cmd += ["--concurrency", str(concurrency)] + (["--glue"] if glue else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[100, 300, 1000])
@@ -260,9 +283,14 @@ def main() -> None:
     ap.add_argument("--glue", action="store_true", help="XfrmGlue over a recording netlink")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc run")
     ap.add_argument("--profile", help="cProfile of the largest N to FILE.{setup,rekey,stop}")
+    ap.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("xfrmctl").setLevel(logging.CRITICAL)
+    if args.rss_only:
+        n = max(args.n)
+        print(asyncio.run(memory_per_ike_sa(n, args.concurrency, args.port, args.glue, False)))
+        return
     print(f"kernel double: {'XfrmGlue over recorded netlink' if args.glue else 'dict'}")
     results = []
     for i, n in enumerate(sorted(args.n)):
@@ -279,9 +307,13 @@ def main() -> None:
     if not args.no_memory:
         n = max(args.n)
         port = args.port + 10 * len(args.n)
-        per_sa = asyncio.run(memory_per_ike_sa(n, args.concurrency, port, args.glue))
-        print(f"memory: {per_sa / 1024:.1f} KiB per IKE SA with one Child SA (N={n})")
-        tail = f" kib_per_ike_sa={per_sa / 1024:.1f}"
+        rss = _rss_in_fresh_process(n, args.concurrency, port, args.glue)
+        traced = asyncio.run(memory_per_ike_sa(n, args.concurrency, port + 5, args.glue, True))
+        print(
+            f"memory per IKE SA with one Child SA (N={n}): {traced / 1024:.1f} KiB held "
+            f"(tracemalloc), {rss / 1024:.1f} KiB RSS growth"
+        )
+        tail = f" kib_per_ike_sa={traced / 1024:.1f} rss_kib_per_ike_sa={rss / 1024:.1f}"
     print(" ".join(_fields(r) for r in results) + tail)
 
 
