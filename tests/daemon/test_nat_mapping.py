@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from xfrmctl.daemon.handover import Installed
+from xfrmctl.daemon.installed import Installed
 from xfrmctl.daemon.kernel_glue import NatMapping
 from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.ike.events import ChildSaReady, Lifetimes, UdpEncap

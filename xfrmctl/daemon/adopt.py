@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfrmctl.daemon import state_file
-from xfrmctl.daemon.handover import Installed
+from xfrmctl.daemon.installed import Installed
 from xfrmctl.ike import snapshot
 from xfrmctl.ike.events import ChildSaReady, Lifetimes
 from xfrmctl.ike.proposals import format_proposal

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 from xfrmctl.daemon import adopt, state_file
 from xfrmctl.daemon.drift import DriftWatch
 from xfrmctl.daemon.failures import FailureLog
-from xfrmctl.daemon.handover import ChildHandover, Installed
+from xfrmctl.daemon.handover import ChildHandover
+from xfrmctl.daemon.installed import InstalledTable
 from xfrmctl.daemon.kernel_glue import KernelEvent, KernelGlue, NatMapping
 from xfrmctl.daemon.kernel_queue import KernelQueue
 from xfrmctl.daemon.metrics import Stats
@@ -80,7 +81,7 @@ class Daemon:
         self.restarts_adopted = 0
 
     @property
-    def installed(self) -> dict[int, Installed]:
+    def installed(self) -> InstalledTable:
         """The Child SA pairs the kernel holds for us, by inbound SPI."""
         return self.handover.installed
 
@@ -172,9 +173,9 @@ class Daemon:
             self.call(self.engine.terminate_all)
         except Exception as exc:
             log.error("could not send DELETEs to peers: %s", exc)
-        while (self.engine.ike_sas() or self.queue.busy) and loop.time() < deadline:
+        while (self.engine.sas or self.queue.busy) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        left = len(self.engine.ike_sas())
+        left = len(self.engine.sas)
         if left:
             log.warning(
                 "%d IKE SA(s) not deleted by their peer within %.0f s; removing them anyway",
@@ -428,10 +429,7 @@ class Daemon:
         child = next((c for c in spec.children if c.name == gone.child), None)
         if child is None or child.close_action == CloseAction.NONE:
             return
-        if any(
-            c.conn == gone.conn and c.name == gone.child and c.spi_in != gone.spi_in
-            for c in self.engine.child_sas()
-        ):
+        if any(spi != gone.spi_in for spi in self.engine.child_spis(gone.conn, gone.child)):
             return
         log.info(
             "%s/%s: closed by the peer, close_action %s",
@@ -504,11 +502,11 @@ class Daemon:
         self.waiters.child_removed(gone, self._live_ike_ids)
 
     async def _ike_gone(self, event: ev.IkeSaDeleted) -> None:
-        await self.handover.ike_gone(event.ike_sa_id, {c.spi_in for c in self.engine.child_sas()})
+        await self.handover.ike_gone(event.ike_sa_id, self.engine.has_child)
         self.waiters.ike_gone(event, self._live_ike_ids)
 
     def _live_ike_ids(self, conn: str) -> set[int]:
-        return {s.ike_sa_id for s in self.engine.ike_sas() if s.conn == conn}
+        return set(self.engine.ike_ids(conn))
 
     async def _kernel_events(self) -> None:
         # A failing subscription must not silently end ACQUIREs and expiries: say so, resubscribe.

@@ -177,7 +177,7 @@ class DriftWatch:
     def _sa_pair(self, pair: MissingPair) -> None:
         entry = self.daemon.installed[pair.spi_in]
         conn, child = entry.ready.conn, entry.ready.child
-        if any(e.ready.replaces_spi_in == pair.spi_in for e in self.daemon.installed.values()):
+        if self.daemon.installed.replaced(pair.spi_in):
             return  # already replaced (a rekey): the old pair goes with its DELETE
         if self._note(("sa", pair.spi_in), "sa_missing"):
             log.warning(
@@ -208,11 +208,10 @@ class DriftWatch:
         installed = self.daemon.installed
         for old, rekey in list(self._rekeys.items()):
             done = any(
-                e.ready.conn == rekey.conn
-                and e.ready.child == rekey.child
+                e.ready.child == rekey.child
                 and e.installed_at >= rekey.at
-                for spi, e in installed.items()
-                if spi != old
+                and e.ready.spi_in != old
+                for e in installed.of_conn(rekey.conn)
             )
             if done:
                 del self._rekeys[old]

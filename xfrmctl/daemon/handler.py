@@ -83,13 +83,13 @@ class DaemonHandler:
         spec = self._spec(name)
         self._check_child(spec, child)
         names = [c.name for c in spec.children] if child is None else [child]
-        installed = {e.ready.child for e in self.daemon.installed.values() if e.ready.conn == name}
+        installed = {e.ready.child for e in self.daemon.installed.of_conn(name)}
         if names and set(names) <= installed:
             return await self._up_result(name)
         loop = asyncio.get_running_loop()
         waiter = Waiter(name, "up", set(), set(names), loop.create_future(), progress)
         try:
-            if any(s.state.upper() == "ESTABLISHED" for s in self.daemon.engine.ike_sas(name)):
+            if self.daemon.engine.ike_ids(name, IkeState.ESTABLISHED):
                 ids = {
                     self.daemon.call(self.daemon.engine.initiate_child, name, n)
                     for n in names
@@ -138,9 +138,9 @@ class DaemonHandler:
         engine = self.daemon.engine
         if child is not None:
             spis = [
-                spi
-                for spi, e in self.daemon.installed.items()
-                if e.ready.conn == name and e.ready.child == child
+                e.ready.spi_in
+                for e in self.daemon.installed.of_conn(name)
+                if e.ready.child == child
             ]
             if not spis:
                 return {"deleted_ike_sas": 0, "deleted_child_sas": 0}
@@ -150,8 +150,8 @@ class DaemonHandler:
                 self.daemon.call(engine.delete_child, spi)
             result = {"deleted_ike_sas": 0, "deleted_child_sas": len(spis)}
         else:
-            ids = {s.ike_sa_id for s in engine.ike_sas() if s.conn == name}
-            children = sum(1 for e in self.daemon.installed.values() if e.ready.conn == name)
+            ids = set(engine.ike_ids(name))
+            children = len(self.daemon.installed.of_conn(name))
             if not ids:
                 return {"deleted_ike_sas": 0, "deleted_child_sas": 0}
             waiter = Waiter(name, "down", set(ids), set(), loop.create_future(), progress)
@@ -255,19 +255,11 @@ class DaemonHandler:
         self._check_child(self._spec(name), child)
         engine = self.daemon.engine
         if ike:
-            ids = [
-                s.ike_sa_id for s in engine.ike_sas(name) if s.state == IkeState.ESTABLISHED.value
-            ]
+            ids = engine.ike_ids(name, IkeState.ESTABLISHED)
             spis: list[int] = []
         else:
             ids = []
-            spis = [
-                c.spi_in
-                for c in engine.child_sas()
-                if c.conn == name
-                and c.state == ChildState.INSTALLED.value
-                and child in (None, c.name)
-            ]
+            spis = engine.child_spis(name, child, ChildState.INSTALLED)
         if not ids and not spis:
             what = "IKE SA" if ike else "installed Child SA"
             target = f"{name}/{child}" if child else name

@@ -14,8 +14,8 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from xfrmctl.daemon.installed import Installed, InstalledTable
 from xfrmctl.daemon.kernel_glue import KernelGlue
 from xfrmctl.daemon.kernel_queue import KernelQueue
 from xfrmctl.ike import events as ev
@@ -26,23 +26,6 @@ REKEYED_INBOUND_GRACE = 5.0  # strongSwan's delete_rekeyed_delay
 OUTBOUND_FALLBACK = 30.0  # install a deferred outbound SA even if the old one never goes
 
 
-@dataclass
-class Installed:
-    """A Child SA pair the kernel holds for us (times on the daemon's monotonic clock)."""
-
-    ready: ev.ChildSaReady
-    installed_at: float
-
-    def rekey_at(self) -> float | None:
-        """When the kernel's soft lifetime fires (and the engine rekeys), if it has one."""
-        soft = self.ready.lifetimes.soft_seconds
-        return self.installed_at + soft if soft else None
-
-    def expire_at(self) -> float | None:
-        hard = self.ready.lifetimes.hard_seconds
-        return self.installed_at + hard if hard else None
-
-
 class ChildHandover:
     def __init__(
         self, kernel: KernelGlue, queue: KernelQueue, delete_child: Callable[[int], None]
@@ -50,7 +33,7 @@ class ChildHandover:
         self.kernel = kernel
         self.queue = queue
         self._delete_child = delete_child  # ask the engine to delete a pair we could not finish
-        self.installed: dict[int, Installed] = {}  # by spi_in
+        self.installed = InstalledTable()  # by spi_in
         # old spi_in -> new Child SAs whose outbound SA waits for the old pair to go
         self.pending_out: dict[int, list[ev.ChildSaReady]] = {}
         self.grace = REKEYED_INBOUND_GRACE
@@ -104,8 +87,7 @@ class ChildHandover:
         entry = self.installed.pop(gone.spi_in, None)
         if entry is None:
             return
-        replaced = any(e.ready.replaces_spi_in == gone.spi_in for e in self.installed.values())
-        if replaced and self.grace > 0 and not self.stopping:
+        if self.installed.replaced(gone.spi_in) and self.grace > 0 and not self.stopping:
             # Keep the old inbound SA a moment: the peer may still have packets on it.
             await self.kernel.remove_child(entry.ready, inbound=False)
             asyncio.get_running_loop().call_later(
@@ -115,19 +97,15 @@ class ChildHandover:
         else:
             await self.kernel.remove_child(entry.ready)
 
-    async def ike_gone(self, ike_sa_id: int, live_spis: set[int]) -> None:
+    async def ike_gone(self, ike_sa_id: int, live: Callable[[int], bool]) -> None:
         """Children of a vanished IKE SA cannot be rekeyed or deleted any more: remove them.
-        Children an IKE rekey moved to the new IKE SA (`live_spis`) stay."""
-        for spi_in, entry in list(self.installed.items()):
-            if entry.ready.ike_sa_id == ike_sa_id and spi_in not in live_spis:
+        Children an IKE rekey moved to the new IKE SA (`live(spi_in)`) stay."""
+        for spi_in in self.installed.of_ike(ike_sa_id):
+            entry = self.installed.get(spi_in)
+            if entry is not None and not live(spi_in):
                 self.installed.pop(spi_in, None)
                 await self.kernel.remove_child(entry.ready)
 
     def spi_in_for(self, spi: int) -> int | None:
         """Our inbound SPI for either SPI of an installed pair (kernel expiries name either)."""
-        if spi in self.installed:
-            return spi
-        for spi_in, entry in self.installed.items():
-            if entry.ready.spi_out == spi:
-                return spi_in
-        return None
+        return self.installed.spi_in_for(spi)

@@ -11,9 +11,10 @@ the SAs' identities): it is logged, and DPD or the peer's next IKE request settl
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
-from xfrmctl.daemon.handover import Installed
+from xfrmctl.daemon.installed import Installed
 from xfrmctl.daemon.kernel_glue import NatMapping
 from xfrmctl.ike.events import ChildSaReady, UdpEncap
 
@@ -36,7 +37,7 @@ def port_change(mapping: NatMapping) -> bool:
     return True
 
 
-def remap(installed: dict[int, Installed], mapping: NatMapping) -> list[ChildSaReady]:
+def remap(installed: Mapping[int, Installed], mapping: NatMapping) -> list[ChildSaReady]:
     """Point every installed Child SA that used the old mapping at the new one; returns them."""
     (old_ip, old_port), (_, new_port) = mapping.old, mapping.new
     moved = []

@@ -31,6 +31,11 @@ IP_PKTINFO = 8
 IPV6_RECVPKTINFO = 49
 IPV6_PKTINFO = 50
 MAX_DATAGRAM = 65535
+# A rekey storm or a burst of initiations brings hundreds of datagrams at once; the default
+# receive buffer (rmem_default, 208 KiB) holds about 160 and drops the rest, each costing a
+# retransmission timeout. 4 MiB (past rmem_max only with CAP_NET_ADMIN: SO_RCVBUFFORCE).
+RECEIVE_BUFFER = 4 << 20
+SO_RCVBUFFORCE = 33
 
 
 @dataclass
@@ -99,6 +104,7 @@ class IkeSockets:
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 sock.bind(("0.0.0.0", port))
+            _grow_receive_buffer(sock)
             if self._prepare is not None:
                 self._prepare(sock, family)
             if natt:
@@ -185,3 +191,12 @@ def _pktinfo(addr: IPAddress) -> tuple[int, int, bytes]:
     if addr.version == 4:
         return (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, addr.packed, bytes(4)))
     return (socket.IPPROTO_IPV6, IPV6_PKTINFO, addr.packed + struct.pack("=I", 0))
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """RECEIVE_BUFFER, forced past rmem_max when we may, else as much as rmem_max allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)

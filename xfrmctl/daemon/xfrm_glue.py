@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from xfrmctl.daemon import ipcomp
+from xfrmctl.daemon.glue_index import ChildTable, PolicyHolders
 from xfrmctl.daemon.interfaces import InterfaceHolders
 from xfrmctl.daemon.kernel_glue import (
     ChildCounters,
@@ -84,7 +85,9 @@ def ours(reqid: int) -> bool:
 def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     # A range that is not one prefix is widened to the smallest covering prefix.
     net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(ts.start)
-    while int(ts.end) > int(net.broadcast_address):
+    # Not broadcast_address (nor num_addresses, which reads it): a cached property that gives
+    # every network a __dict__, and our Selectors keep thousands of networks.
+    while int(ts.end) >= int(net.network_address) + (1 << (net.max_prefixlen - net.prefixlen)):
         net = net.supernet()
     return net
 
@@ -183,7 +186,8 @@ class XfrmGlue(KernelGlue):
         self._opened = False
         self.traps: dict[int, tuple[str, str]] = {}
         self._trap_policies: dict[int, list[Policy]] = {}
-        self._children: dict[int, ChildSA] = {}  # by spi_in
+        self._trap_held = PolicyHolders()  # _trap_policies by policy identity
+        self._children = ChildTable()  # by spi_in, with their policies, reqids and SAs indexed
         self._lingering: dict[int, ChildSA] = {}  # rekeyed inbound SAs in their grace time
         self._no_outbound: set[int] = set()  # spi_in of pairs whose outbound SA waits (rekey)
         self.offloaded: dict[int, str] = {}  # by spi_in: the offload device, "" in software
@@ -250,6 +254,7 @@ class XfrmGlue(KernelGlue):
             raise
         self.traps[kreqid] = (spec.name, child.name)
         self._trap_policies[kreqid] = policies
+        self._trap_held.put(kreqid, policies)
         log.info("%s/%s: trap policies installed (%d)", spec.name, child.name, len(policies))
 
     async def remove_traps(self, conn: str) -> None:
@@ -259,25 +264,28 @@ class XfrmGlue(KernelGlue):
                 continue
             del self.traps[kreqid]
             policies = self._trap_policies.pop(kreqid, [])
+            self._trap_held.drop(kreqid)
             await self.interfaces.release(("trap", kreqid))
             if self._reqid_in_use(kreqid):
                 continue  # the Child SA's removal takes the policies
-            held = self._held_policies()
-            policies = [p for p in policies if p.id not in held]  # a live child's now
+            policies = [p for p in policies if self._held(p.id) is None]  # a live child's now
             await self._best_effort(f"{name}/{child}: trap removal", tx.remove_policies, policies)
             log.info("%s/%s: trap policies removed", name, child)
 
     def _reqid_in_use(self, kreqid: int) -> bool:
-        return any(c.inbound.reqid == kreqid for c in self._children.values())
+        return self._children.reqid_in_use(kreqid)
 
-    def _held_policies(self) -> dict[PolicyId, Policy]:
-        """Policies the traps and the live Child SAs stand on, by kernel identity (a live
+    def _held(self, pid: PolicyId) -> Policy | None:
+        """The policy the traps and the live Child SAs stand on for a kernel identity (a live
         child's over a trap's). A Child SA's policy may have replaced one of these (same
         selector, another reqid): removing the child must put it back, not leave the
         selector without a policy, where its packets would go out in the clear."""
-        held = {p.id: p for pols in self._trap_policies.values() for p in pols}
-        held.update({p.id: p for c in self._children.values() for p in c.policies})
-        return held
+        mine = self._children.policies.get(pid)
+        return mine if mine is not None else self._trap_held.get(pid)
+
+    def _held_policies(self) -> dict[PolicyId, Policy]:
+        """Every policy `_held` would answer, by identity (a reconcile's dump compares all)."""
+        return {**self._trap_held.all(), **self._children.policies.all()}
 
     def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
         return self.traps.get(reqid)
@@ -469,7 +477,7 @@ class XfrmGlue(KernelGlue):
     async def _restore_held(self, ready: ChildSaReady, child: ChildSA) -> ChildSA:
         """Put back the trap's or other child's policies this child's replaced (before its SAs
         go, so the selector is never without one); returns the child without them."""
-        held = self._held_policies()
+        held = {p.id: h for p in child.policies if (h := self._held(p.id)) is not None}
         restore = [held[p.id] for p in child.policies if p.id in held]
         if restore:
             await self._best_effort(
@@ -546,6 +554,7 @@ class XfrmGlue(KernelGlue):
     async def remove_all(self) -> None:
         self.traps.clear()
         self._trap_policies.clear()
+        self._trap_held.clear()
         self._children.clear()
         self._lingering.clear()
         self._no_outbound.clear()
@@ -615,12 +624,12 @@ class XfrmGlue(KernelGlue):
         if isinstance(event, kev.SasFlushed | kev.PoliciesFlushed | kev.Overrun):
             return type(event).__name__
         if isinstance(event, kev.SaDeleted) and ours(event.sa.reqid):
-            if drift.sa_key(event.sa) in self._owned()[0]:
+            if self._children.owner_of_sa(drift.sa_key(event.sa), self._no_outbound) is not None:
                 return f"{event.sa.id} deleted"
         elif isinstance(event, kev.PolicyDeleted | kev.PolicyAdded):
             if isinstance(event, kev.PolicyDeleted) != DEFAULT_OWNERSHIP.owns_policy(event.policy):
                 return None  # an add of ours, or a delete of someone else's
-            mine = self._owned()[1].get(event.policy.id)
+            mine = self._held(event.policy.id)
             if mine is None:
                 return None
             if isinstance(event, kev.PolicyDeleted) and drift.same_policy(mine, event.policy):

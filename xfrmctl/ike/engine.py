@@ -23,6 +23,7 @@ from xfrmctl.ike import (
     ike_rekey,
     invalid_spi,
     revocation_wait,
+    sa_index,
     timers,
 )
 from xfrmctl.ike.cookies import CookieJar
@@ -31,6 +32,7 @@ from xfrmctl.ike.errors import LocalProtocolError, ProtocolError
 from xfrmctl.ike.events import (
     DELETED_BY_PEER,
     ChildSaDeleted,
+    ChildSaReady,
     Event,
     IkeSaReauthenticated,
     IkeSaRekeyed,
@@ -111,6 +113,8 @@ class IkeEndpoint:
         self._out: list[Datagram] = []
         self._ids = 0
         self._reqids: dict[ReqidKey, int] = {}
+        self._last_reqid = 0  # the largest handed out or adopted (reqids are never reused)
+        self.index = sa_index.SaIndex()  # by ID, connection and Child SA: no scans per event
         # Dropped and answered-without-state messages, by kind, for the host's statistics.
         self.counters: Counter[str] = Counter()
         cfg = self.config
@@ -208,7 +212,8 @@ class IkeEndpoint:
     def handle_timer(self, now: float) -> None:
         self._reindex()
         due = self._timers.pop_due(now)
-        self._touched.update((sa.id, sa) for sa in due)  # re-filed even if one raises
+        for sa in due:  # re-filed even if one raises, with the links they have now
+            self._touch(sa)
         for sa in due:
             if sa.state == IkeState.DEAD:
                 continue
@@ -222,7 +227,7 @@ class IkeEndpoint:
     ) -> None:
         """The answers to a RevocationFetchNeeded (data or error per URI): IKE_AUTH resumes.
         An IKE SA gone meanwhile is ignored."""
-        sa = next((s for s in self.sas.values() if s.id == ike_sa_id), None)
+        sa = self.index.by_id.get(ike_sa_id)
         if sa is None or sa.state == IkeState.DEAD:
             return
         self._touch(sa)
@@ -271,16 +276,11 @@ class IkeEndpoint:
         """
         spec = self._spec(conn_name)
         spec.child(child_name)
-        for sa in self.sas.values():
-            if (
-                sa.spec is not None
-                and sa.spec.name == conn_name
-                and sa.state
-                in (
-                    IkeState.ESTABLISHED,
-                    IkeState.INIT_SENT,
-                    IkeState.AUTH_SENT,
-                )
+        for sa in self.index.of_conn(conn_name):
+            if sa.spec is not None and sa.state in (
+                IkeState.ESTABLISHED,
+                IkeState.INIT_SENT,
+                IkeState.AUTH_SENT,
             ):
                 self._touch(sa)
                 if sa.state == IkeState.ESTABLISHED:
@@ -325,10 +325,32 @@ class IkeEndpoint:
     def ike_sas(self, conn: str | None = None) -> list[IkeSaStatus]:
         """Snapshots of every IKE SA, or only of connection `conn`'s: a snapshot formats
         proposals and selectors, so one connection's must not cost every SA's."""
-        return [ike_status(sa) for sa in self.sas.values() if conn is None or sa.conn_name == conn]
+        sas = self.sas.values() if conn is None else self.index.of_conn(conn)
+        return [ike_status(sa) for sa in sas]
 
     def child_sas(self) -> list[ChildSaStatus]:
         return [child_status(sa, c) for sa in self.sas.values() for c in sa.children]
+
+    # Cheap questions for the host's bookkeeping: no snapshot formatted, no scan of all SAs.
+
+    def ike_ids(self, conn: str, state: IkeState | None = None) -> list[int]:
+        """IDs of connection `conn`'s IKE SAs (in `state` only, if given)."""
+        return [s.id for s in self.index.of_conn(conn) if state is None or s.state == state]
+
+    def child_spis(
+        self, conn: str, child: str | None = None, state: ChildState | None = None
+    ) -> list[int]:
+        """Inbound SPIs of connection `conn`'s Child SAs (of config `child`, in `state`)."""
+        return [
+            c.spi_in
+            for s in self.index.of_conn(conn)
+            for c in s.children
+            if child in (None, c.spec.name) and state in (None, c.state)
+        ]
+
+    def has_child(self, spi_in: int) -> bool:
+        """Whether a live IKE SA holds the Child SA with inbound SPI `spi_in`."""
+        return self.index.owner(spi_in, self.sas.values()) is not None
 
     # -------------------------------------------------------------------------------- for SAs
 
@@ -357,7 +379,8 @@ class IkeEndpoint:
         """
         key = (conn, child, frozenset(local_ts), frozenset(remote_ts))
         if key not in self._reqids:  # after any a snapshot brought: never one handed out
-            self._reqids[key] = max(self._reqids.values(), default=0) + 1
+            self._last_reqid += 1
+            self._reqids[key] = self._last_reqid
         return self._reqids[key]
 
     def trap_reqid(self, conn: str, child: str) -> int:
@@ -378,10 +401,18 @@ class IkeEndpoint:
         ):
             raise ValueError("the snapshot's reqids collide with ones already handed out")
         self._reqids = merged
+        self._last_reqid = max(merged.values(), default=0)
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):
-            self._rescan = True  # children and tasks moved between IKE SAs: file all again
+        if isinstance(event, ChildSaReady):
+            self.index.child_ready(event.spi_in, event.ike_sa_id)
+        elif isinstance(event, ChildSaDeleted):
+            self.index.child_gone(event.spi_in)
+        elif isinstance(event, IkeSaRekeyed | IkeSaReauthenticated):
+            # Children and tasks moved between the two IKE SAs: file both (and their links).
+            for sa_id in (event.old_ike_sa_id, event.new_ike_sa_id):
+                if (sa := self.index.by_id.get(sa_id)) is not None:
+                    self._touch(sa)
         self._events.append(event)
 
     def count(self, what: str) -> None:
@@ -431,17 +462,24 @@ class IkeEndpoint:
 
     def register(self, sa: IkeSa) -> None:
         self.sas[sa.our_spi] = sa
+        self.index.add(sa)
         self._touch(sa)
 
     def forget(self, sa: IkeSa) -> None:
         if self.sas.get(sa.our_spi) is sa:
             del self.sas[sa.our_spi]
+        self.index.remove(sa)
         self.half_open.remove(sa)
         self._timers.remove(sa)
         revocation_wait.forget(sa)
-        # Dropping an IKE SA hands its tasks to a successor or re-arms the reauthenticated
-        # one (sa.delete): links we can no longer see from here, so every SA is re-filed.
-        self._rescan = True
+        # Dropping an IKE SA hands its tasks to a successor (sa.delete): file the SAs still
+        # linked to it. The reauthenticated one it re-arms was touched when the call began
+        # (`_touch` files an SA's links as they are then), before the link was cut.
+        self._touch(sa)
+
+    def touch(self, sa: IkeSa) -> None:
+        """`sa` may have an earlier deadline than the timer index holds: file it again."""
+        self._touch(sa)
 
     def half_open_count(self) -> int:
         return len(self.half_open)
@@ -463,7 +501,9 @@ class IkeEndpoint:
     ) -> None:
         """Delete a Child SA, through an INFORMATIONAL exchange when `notify_peer`."""
         # After an IKE rekey the child may live on the new IKE SA: find its current owner.
-        sa = next((s for s in self.sas.values() if child in s.children), sa)
+        found = self.index.owner(child.spi_in, self.sas.values())
+        if found is not None and found[1] is child:
+            sa = found[0]
         if notify_peer and sa.state == IkeState.ESTABLISHED:
             if child.state != ChildState.DELETING:
                 child.state = ChildState.DELETING
@@ -492,6 +532,7 @@ class IkeEndpoint:
         """`sa`, or one it is linked with, may get an earlier deadline in this call."""
         for s in _linked(sa):
             self._touched[s.id] = s
+            self.index.touch(s)
 
     def _reindex(self) -> None:
         """File the touched SAs' deadlines (every SA's after a rescan)."""
@@ -508,6 +549,7 @@ class IkeEndpoint:
                         self._timers.remove(s)
         if self.config.strict:
             self._check_timer_index()
+            self.index.check(self.sas.values())
 
     def _check_timer_index(self) -> None:
         """Tests run strict: a deadline the index missed fails them instead of a late timer."""
@@ -529,19 +571,18 @@ class IkeEndpoint:
             raise LocalProtocolError(f"no connection named {name!r}") from None
 
     def _sa(self, ike_sa_id: int) -> IkeSa:
-        for sa in self.sas.values():
-            if sa.id == ike_sa_id:
-                self._touch(sa)
-                return sa
-        raise LocalProtocolError(f"no IKE SA with id {ike_sa_id}")
+        sa = self.index.by_id.get(ike_sa_id)
+        if sa is None:
+            raise LocalProtocolError(f"no IKE SA with id {ike_sa_id}")
+        self._touch(sa)
+        return sa
 
     def _child(self, spi_in: int) -> tuple[IkeSa, ChildSa]:
-        for sa in self.sas.values():
-            for c in sa.children:
-                if c.spi_in == spi_in:
-                    self._touch(sa)
-                    return sa, c
-        raise LocalProtocolError(f"no Child SA with inbound SPI {spi_in:#010x}")
+        found = self.index.owner(spi_in, self.sas.values())
+        if found is None:
+            raise LocalProtocolError(f"no Child SA with inbound SPI {spi_in:#010x}")
+        self._touch(found[0])
+        return found
 
 
 def _linked(sa: IkeSa) -> Iterator[IkeSa]:

@@ -214,6 +214,7 @@ class IkeRekeyTask(Task):
         # We won: the peer deletes its redundant SA (peer_new); should that delete never come
         # (its response to us was lost), drop it ourselves later.
         peer_new.expire_at = now + sa.ep.config.half_open_timeout
+        sa.ep.touch(peer_new)  # not linked to `sa`: its earlier deadline must be filed
         return False
 
     def on_dropped(self, sa: IkeSa, now: float) -> None:

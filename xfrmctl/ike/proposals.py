@@ -9,6 +9,7 @@ an ESP/AH key exchange method means PFS; ESP/AH default to `noesn`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -231,6 +232,13 @@ def _keyword(t: Transform) -> str:
 
 def format_proposal(p: Proposal) -> str:
     """strongSwan spelling of a proposal; parse_proposal(format_proposal(p)) == p."""
+    return _format(Proposal(p.protocol, p.transforms))
+
+
+@functools.lru_cache(maxsize=256)
+def _format(p: Proposal) -> str:
+    """Cached: every IKE and Child SA event and status names its proposal, and a daemon
+    agrees on few distinct ones (the key holds neither the number nor the SPI)."""
     tokens = [_keyword(t) for t in p.of_type(_ENCR)]
     integ, prf = p.of_type(_INTEG), p.of_type(_PRF)
     tokens += [_keyword(t) for t in integ]

@@ -75,6 +75,7 @@ def abandoned(new: IkeSa, now: float) -> None:
         old.hard_at is None or now + RETRY_AFTER < old.hard_at
     ):
         old.reauth_at = now + RETRY_AFTER
+        old.ep.touch(old)  # an earlier deadline, on an SA the caller may not have touched
 
 
 class FinishTask(Task):

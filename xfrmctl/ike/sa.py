@@ -12,8 +12,7 @@ only through `Host`, so no exchange module is imported here.
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -124,6 +123,7 @@ class Host(Protocol):
     def trace_note(self, remote: Address, ike_sa_id: int | None, text: str) -> None: ...
     def register(self, sa: IkeSa) -> None: ...
     def forget(self, sa: IkeSa) -> None: ...
+    def touch(self, sa: IkeSa) -> None: ...
     def candidates(self, local: Address, remote: Address) -> list[ConnectionSpec]: ...
     def request_handler(self, exchange: int) -> RequestHandler: ...
     def remove_child(
@@ -138,7 +138,7 @@ class ChildState(Enum):
     DELETING = "deleting"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ChildSa:
     spec: ChildSpec
     unique_id: int
@@ -163,7 +163,7 @@ class ChildSa:
     cpi_out: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Outstanding:
     task: Task
     exchange: ExchangeType
@@ -174,7 +174,7 @@ class Outstanding:
     first_sent: float
 
 
-@dataclass
+@dataclass(slots=True)
 class IkeCrypto:
     prf: Prf
     integ: Integ | None
@@ -198,7 +198,77 @@ class IkeCrypto:
 RequestHandler = Callable[["IkeSa", Message, list[Payload], float], list[Payload]]
 
 
+class TaskQueue(list[Task]):
+    """An IKE SA's queued exchanges: the deque methods the tasks use, on a list (an empty
+    deque costs 624 bytes, an empty list 56; queues hold a few tasks at most)."""
+
+    __slots__ = ()
+
+    def appendleft(self, task: Task) -> None:
+        self.insert(0, task)
+
+    def popleft(self) -> Task:
+        return self.pop(0)
+
+    def extendleft(self, tasks: Iterable[Task]) -> None:
+        """As deque.extendleft: each goes to the front in turn, so they end up reversed."""
+        for task in tasks:
+            self.insert(0, task)
+
+
 class IkeSa:
+    # One per IKE SA, thousands per daemon: no per-instance __dict__ (about 1.5 KiB each).
+    __slots__ = (
+        "adopted",
+        "candidates",
+        "children",
+        "close_after_response",
+        "created",
+        "crypto",
+        "dpd_at",
+        "ep",
+        "established_at",
+        "expire_at",
+        "hard_at",
+        "id",
+        "init_request",
+        "init_response",
+        "initiator",
+        "invalid_spi_hint_at",
+        "keepalive_sent",
+        "last_inbound",
+        "last_response",
+        "local",
+        "my_mid",
+        "nat_local",
+        "nat_remote",
+        "ni",
+        "nr",
+        "on_abandoned",
+        "outstanding",
+        "peer_certreq",
+        "peer_fragmentation",
+        "peer_hash_algorithms",
+        "peer_id",
+        "peer_mid",
+        "pending_children",
+        "proposal",
+        "reassembly",
+        "reauth_at",
+        "reauth_by",
+        "reauth_of",
+        "rekey_at",
+        "rekey_nonces",
+        "remote",
+        "replaced_by",
+        "retry_at",
+        "spec",
+        "spi_i",
+        "spi_r",
+        "state",
+        "tasks",
+    )
+
     def __init__(
         self,
         ep: Host,
@@ -238,7 +308,7 @@ class IkeSa:
         self.my_mid = 0
         self.peer_mid = 0
         self.outstanding: Outstanding | None = None
-        self.tasks: deque[Task] = deque()
+        self.tasks = TaskQueue()
         self.last_response: tuple[int, list[bytes]] | None = None
         self.reassembly: dict[bool, Reassembly] = {}
         self.nat_local = False
@@ -454,6 +524,7 @@ class IkeSa:
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = data
         o.task.on_response(self, payloads, now)
+        self._forget_init_messages()
         self.kick(now)
 
     def _receive_request(
@@ -513,8 +584,15 @@ class IkeSa:
                 self.close_after_response = f"IKE_AUTH failed: {exc}"
         self.peer_mid += 1
         self.send_response(msg, response)
+        self._forget_init_messages()
         if self.close_after_response:
             self.delete(now, self.close_after_response, notify_peer=False)
+
+    def _forget_init_messages(self) -> None:
+        """Once authenticated, the IKE_SA_INIT messages (signed into AUTH, RFC 7296 §2.15)
+        and the half-open retransmission check need them no more: about 600 bytes per SA."""
+        if self.state == IkeState.ESTABLISHED and self.init_request:
+            self.init_request = self.init_response = b""
 
     # -------------------------------------------------------------------------------- teardown
 

@@ -31,7 +31,7 @@ from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import SA, Dir, Policy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ownership:
     """reqids in [base, base + size) belong to this xfrmctl instance."""
 
@@ -56,7 +56,7 @@ class Ownership:
 DEFAULT_OWNERSHIP = Ownership()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChildSA:
     """The kernel side of one IKE Child SA.
 

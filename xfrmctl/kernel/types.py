@@ -63,7 +63,7 @@ def family_of(addr: Address | Network) -> int:
     return 2 if addr.version == 4 else 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selector:
     """Traffic selector: prefixes, IP protocol (0 = any), ports (0 = any)."""
 
@@ -113,7 +113,7 @@ class Selector:
         return f"{self.src} -> {self.dst}{ports}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lifetime:
     """Soft/hard limits; None is infinite (XFRM_INF), as `ip xfrm` defaults to."""
 
@@ -127,7 +127,8 @@ class Lifetime:
     hard_use_seconds: int | None = None
 
     def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
+        for name in self.__slots__:
+            value = getattr(self, name)
             if value is not None and not 0 <= value < 2**64:
                 raise ValueError(f"lifetime {name} {value} out of range")
             if value == 0 and name.endswith("seconds"):
@@ -135,13 +136,13 @@ class Lifetime:
                 object.__setattr__(self, name, None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mark:
     value: int
     mask: int = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encap:
     """UDP encapsulation of ESP (RFC 3948); `original` is the peer's pre-NAT address, if known."""
 
@@ -155,7 +156,7 @@ class Encap:
             object.__setattr__(self, "original", None)  # all-zero means "not known"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offload:
     """Hardware offload request: `packet` asks for full packet offload, else crypto only."""
 
@@ -164,32 +165,32 @@ class Offload:
     packet: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Crypt:
     name: str  # kernel algorithm name, e.g. "cbc(aes)"
     key: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Auth:
     name: str  # e.g. "hmac(sha256)"
     key: bytes = field(repr=False)
     trunc_bits: int = 96
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Aead:
     name: str  # e.g. "rfc4106(gcm(aes))"
     key: bytes = field(repr=False)  # includes the salt
     icv_bits: int = 128
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Comp:
     name: str  # e.g. "deflate"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Counters:
     """What the kernel counted for an SA (xfrm_lifetime_cur and xfrm_stats)."""
 
@@ -201,7 +202,7 @@ class Counters:
     integrity_failures: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplayState:
     """Sequence numbers (64-bit with ESN) and the replay window."""
 
@@ -211,7 +212,7 @@ class ReplayState:
     bitmap: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaId:
     """What identifies an SA in the kernel: destination, SPI, protocol, and its mark (two
     SAs may differ by mark alone, so GETSA/DELSA/GETAE of a marked SA must name it)."""
@@ -226,7 +227,7 @@ class SaId:
         return f"{self.proto.label} spi {self.spi:#010x} dst {self.dst}{mark}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SA:
     """An IPsec SA as installed in (or read back from) the kernel."""
 
@@ -300,7 +301,7 @@ SPI_MIN = 0x100  # the kernel reserves SPIs 0-255 (RFC 4303 §2.1)
 SPI_MAX = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpiRange:
     """The SPIs ALLOCSPI may choose from, both ends included."""
 
@@ -322,7 +323,7 @@ class SpiRange:
         return f"{self.lo:#x}-{self.hi:#x}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpiRequest:
     """What ALLOCSPI asks for: a larval inbound SA from `src` to `dst` with an SPI in `spis`.
 
@@ -350,7 +351,7 @@ class SpiRequest:
         return f"SPI allocation {self.proto.label} src {self.src} dst {self.dst} range {self.spis}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """One transform a policy requires (xfrm_user_tmpl).
 
@@ -381,7 +382,7 @@ class Template:
             raise ValueError(f"template mixes address families: {self.src} and {self.dst}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyId:
     """A policy is identified by its selector, direction and mark (or by its kernel index)."""
 
@@ -394,7 +395,7 @@ class PolicyId:
         return f"policy {self.dir.name.lower()} {self.selector}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """An SPD entry. No templates and ALLOW: bypass; BLOCK: drop; templates: require IPsec."""
 
@@ -421,7 +422,7 @@ class Policy:
         return f"policy {self.dir.name.lower()} {self.selector} priority {self.priority}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SaCounters:
     """GETAE answer: counters and replay state of one SA, for status displays."""
 

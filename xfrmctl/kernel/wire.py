@@ -74,8 +74,9 @@ SA_DUMP_BODY = b""
 POLICY_DUMP_BODY = bytes(_USERPOLICY_ID.size)  # an all-zero xfrm_userpolicy_id (not read)
 FLUSH_POLICIES_BODY = b""
 # The shared default instances of the frozen dataclasses: an identity test skips the packing.
-_SA_LIFETIME: Lifetime = SA.lifetime
-_POLICY_LIFETIME: Lifetime = Policy.lifetime
+# (Slotted classes keep defaults in their fields, not as class attributes.)
+_SA_LIFETIME: Lifetime = SA.__dataclass_fields__["lifetime"].default  # type: ignore[assignment]
+_POLICY_LIFETIME: Lifetime = Policy.__dataclass_fields__["lifetime"].default  # type: ignore[assignment]
 
 
 def pack_addr(addr: Address | None) -> bytes:

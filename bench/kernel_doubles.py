@@ -1,0 +1,148 @@
+"""Kernel doubles for host benchmarks of the daemon (no root, no kernel ESP).
+
+- `MemoryKernel`: a KernelGlue that keeps installed Child SAs in a dict; it measures the
+  engine and the daemon, not the kernel glue.
+- `RecordedGlue`: the real `XfrmGlue` (its SA/policy building, transactions and bookkeeping)
+  over `RecordingNetlink`, which answers every netlink request with success, keeps what was
+  installed and counts batches and requests; our own installs and deletes come back as the
+  notifications the kernel would multicast (NEWPOLICY, DELSA, DELPOLICY), through the glue's
+  drift filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, cast
+
+from xfrmctl.daemon.kernel_glue import ChildCounters, KernelEvent, KernelGlue
+from xfrmctl.daemon.xfrm_glue import XfrmGlue
+from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
+from xfrmctl.kernel import events as kev
+from xfrmctl.kernel.messages import Msg
+from xfrmctl.kernel.request import Request
+from xfrmctl.kernel.types import SA, Policy, PolicyId, SaId
+
+
+class MemoryKernel(KernelGlue):
+    """Holds installed Child SAs by inbound SPI; never fails, never blocks."""
+
+    def __init__(self) -> None:
+        self.sas: dict[int, ChildSaReady] = {}
+        self._idle: asyncio.Event = asyncio.Event()
+
+    def prepare_socket(self, sock: Any, family: int) -> None:
+        pass
+
+    async def cleanup_stale(self) -> int:
+        return 0
+
+    async def install_trap(self, spec: ConnectionSpec, child: ChildSpec, reqid: int) -> None:
+        pass
+
+    async def remove_traps(self, conn: str) -> None:
+        pass
+
+    def trap_for_reqid(self, reqid: int) -> tuple[str, str] | None:
+        return None
+
+    async def install_child(self, ready: ChildSaReady, outbound: bool = True) -> None:
+        self.sas[ready.spi_in] = ready
+
+    async def install_outbound(self, ready: ChildSaReady) -> None:
+        pass
+
+    async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
+        if inbound:
+            self.sas.pop(ready.spi_in, None)
+
+    async def remove_inbound(self, ready: ChildSaReady) -> None:
+        self.sas.pop(ready.spi_in, None)
+
+    async def update_encap(self, ready: ChildSaReady) -> None:
+        pass
+
+    async def counters(self, ready: ChildSaReady) -> ChildCounters:
+        return ChildCounters()
+
+    async def remove_all(self) -> None:
+        self.sas.clear()
+
+    async def events(self) -> AsyncIterator[KernelEvent]:
+        await self._idle.wait()  # no upcalls in memory
+        yield KernelEvent("none")
+
+
+class RecordingNetlink:
+    """Stands in for `kernel.socket.Connection`: every request succeeds; it keeps the SAs and
+    policies installed, counts batches and requests, and hands each change to `notify` soon
+    after, as the kernel multicasts it (NEWPOLICY, DELSA, DELPOLICY)."""
+
+    def __init__(self, notify: Callable[[Any], None]) -> None:
+        self.batches = 0
+        self.requests = 0
+        self.sas: dict[SaId, SA] = {}
+        self.policies: dict[PolicyId, Policy] = {}
+        self._notify = notify
+
+    async def request(self, req: Request) -> list[Any]:
+        await self.batch([req])
+        return []
+
+    async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
+        self.batches += 1
+        self.requests += len(requests)
+        events: list[Any] = []
+        for req in requests:
+            source: Any = req._source
+            if req.msg_type in (Msg.NEWSA, Msg.UPDSA):
+                self.sas[source.id] = source
+            elif req.msg_type == Msg.DELSA and (sa := self.sas.pop(source, None)) is not None:
+                events.append(kev.SaDeleted(sa))
+            elif req.msg_type in (Msg.NEWPOLICY, Msg.UPDPOLICY):
+                self.policies[source.id] = source
+                events.append(kev.PolicyAdded(source, req.msg_type == Msg.UPDPOLICY))
+            elif req.msg_type == Msg.DELPOLICY and (p := self.policies.pop(source, None)):
+                events.append(kev.PolicyDeleted(p))
+        if events:
+            asyncio.get_running_loop().call_soon(lambda: [self._notify(e) for e in events])
+        return requests
+
+
+class RecordedGlue(XfrmGlue):
+    """XfrmGlue over RecordingNetlink; the notifications of our own changes go through its
+    drift filter as the event stream's would (none is drift: counted in `drift`, expect 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.netlink = RecordingNetlink(self._notified)
+        self.conn = cast(Any, self.netlink)
+        self._opened = True
+        self.notifications = 0
+        self.drift = 0
+        self._idle = asyncio.Event()
+
+    def prepare_socket(self, sock: Any, family: int) -> None:
+        pass
+
+    async def cleanup_stale(self) -> int:
+        return 0
+
+    async def open_events(self) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[KernelEvent]:
+        await self._idle.wait()
+        yield KernelEvent("none")
+
+    async def counters(self, ready: ChildSaReady) -> ChildCounters:
+        """Two GETAE requests in the real glue; their answers are not recorded here."""
+        self.netlink.batches += 2
+        self.netlink.requests += 2
+        return ChildCounters()
+
+    def _notified(self, event: Any) -> None:
+        self.notifications += 1
+        if self._drift_detail(event) is not None:
+            self.drift += 1

@@ -1,0 +1,93 @@
+"""XfrmGlue's indexes (glue_index.py) say what a rebuild from its traps and Child SAs says,
+through a trap, a Child SA on the trap's selectors, a rekey's handover and the removals: a
+stale index would restore the wrong policy or call our own DELSA drift."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from glue_helpers import A, B, FakeKernel, glue_on, ready
+
+from xfrmctl.daemon import xfrm_glue
+from xfrmctl.daemon.xfrm_glue import XfrmGlue
+from xfrmctl.ike.iana import ProtocolId
+from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.proposals import parse_proposals
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Identity, PskAuth, TsSpec
+from xfrmctl.kernel import reconcile as drift
+from xfrmctl.kernel.types import Policy, PolicyId
+
+
+def trap_spec() -> ConnectionSpec:
+    child = ChildSpec(
+        "net",
+        (TsSpec(ipaddress.ip_network("10.1.0.0/16")),),
+        (TsSpec(ipaddress.ip_network("10.2.0.0/16")),),
+        tuple(parse_proposals(["aes256gcm16"], ProtocolId.ESP)),
+    )
+    ike = tuple(parse_proposals(["aes256gcm16-prfsha256-x25519"], ProtocolId.IKE))
+    return ConnectionSpec(
+        "tun", (A,), (B,), Identity.parse("a"), Identity.parse("b"), PskAuth(b"k"), ike, (child,)
+    )
+
+
+def rebuilt(glue: XfrmGlue) -> dict[PolicyId, Policy]:
+    held = {p.id: p for pols in glue._trap_policies.values() for p in pols}
+    held.update({p.id: p for c in glue._children.values() for p in c.policies})
+    return held
+
+
+def agree(glue: XfrmGlue, k: FakeKernel) -> None:
+    held = rebuilt(glue)
+    assert glue._held_policies() == held
+    for pid in set(held) | {p.id for p in k.policies.values()}:
+        assert glue._held(pid) == held.get(pid)
+    for reqid in {c.inbound.reqid for c in glue._children.values()} | {1, 2}:
+        assert glue._reqid_in_use(reqid) == any(
+            c.inbound.reqid == reqid for c in glue._children.values()
+        )
+    owned = glue._owned()[0]
+    for sa in k.sas.values():
+        key = drift.sa_key(sa)
+        assert (glue._children.owner_of_sa(key, glue._no_outbound) is not None) == (key in owned)
+
+
+def test_indexes_follow_traps_children_rekeys_and_removals() -> None:
+    k = FakeKernel()
+    glue = glue_on(k)
+    old, new = ready(0x1001, 0x2001), ready(0x1002, 0x2002, replaces=0x1001)
+
+    async def scenario() -> None:
+        await glue.install_trap(trap_spec(), trap_spec().children[0], 9)
+        agree(glue, k)
+        await glue.install_child(old)  # over the trap's selectors, another reqid
+        agree(glue, k)
+        await glue.install_child(new, outbound=False)
+        agree(glue, k)
+        await glue.install_outbound(new)
+        agree(glue, k)
+        await glue.remove_child(old, inbound=False)
+        agree(glue, k)
+        await glue.remove_inbound(old)
+        await glue.remove_child(new)  # the trap's policies go back
+        agree(glue, k)
+        assert all(p == glue._held(p.id) for p in k.policies.values()) and k.policies
+        await glue.remove_traps("tun")
+        agree(glue, k)
+        assert not k.policies and not glue._held_policies()
+
+    asyncio.run(scenario())
+
+
+def test_a_selector_range_becomes_its_smallest_covering_prefix() -> None:
+    def net(start: str, end: str) -> str:
+        ts = TrafficSelector(ipaddress.ip_address(start), ipaddress.ip_address(end))
+        return str(xfrm_glue._network(ts))
+
+    assert net("10.1.0.0", "10.1.255.255") == "10.1.0.0/16"
+    assert net("10.1.0.7", "10.1.0.7") == "10.1.0.7/32"
+    assert net("10.1.0.0", "10.1.1.0") == "10.1.0.0/23"  # one past a /24: widened
+    assert net("10.1.0.1", "10.1.0.2") == "10.1.0.0/30"
+    assert net("0.0.0.0", "255.255.255.255") == "0.0.0.0/0"
+    assert net("2001:db8::", "2001:db8::ffff") == "2001:db8::/112"

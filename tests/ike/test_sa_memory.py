@@ -1,0 +1,24 @@
+"""What an established IKE SA keeps: not the IKE_SA_INIT messages (signed into AUTH, needed no
+more once authenticated), and no per-instance __dict__ on the objects there are thousands of."""
+
+from __future__ import annotations
+
+from harness import make_pair
+
+from xfrmctl.ike.events import IkeSaEstablished
+from xfrmctl.ike.exchanges import IkeState
+
+
+def test_established_sas_drop_the_init_messages_and_have_no_dict() -> None:
+    h, _, _ = make_pair()
+    h.a.initiate("a-to-b", now=h.now)
+    h.run(2.0)
+    assert h.of("a", IkeSaEstablished) and h.of("b", IkeSaEstablished)
+    for ep in (h.a, h.b):
+        (sa,) = ep.sas.values()
+        assert sa.state == IkeState.ESTABLISHED
+        assert sa.init_request == sa.init_response == b""
+        assert sa.ni and sa.nr  # the nonces are not the messages: they stay
+        (child,) = sa.children
+        assert not hasattr(sa, "__dict__") and not hasattr(child, "__dict__")
+        assert not hasattr(sa.tasks, "__dict__")

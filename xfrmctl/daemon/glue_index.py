@@ -1,0 +1,110 @@
+"""XfrmGlue's bookkeeping with the indexes each removal and notification asks: which policy a
+trap or live Child SA holds for a kernel policy identity, whether a reqid is still in use,
+whether an SA (by destination, SPI, protocol) is ours.
+
+Contract: `PolicyHolders` and `ChildTable` answer what the full rebuilds they replace would
+(every trap's and child's policies in a dict, a child's over a trap's, the later-filed owner
+over the earlier) in O(1), so a teardown or rekey storm of N Child SAs costs O(N), not O(N^2).
+Every change goes through them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator
+
+from xfrmctl.daemon.indexed import IndexedDict
+from xfrmctl.ike.multimap import MultiMap
+from xfrmctl.kernel import reconcile as drift
+from xfrmctl.kernel.transaction import ChildSA
+from xfrmctl.kernel.types import Policy, PolicyId
+
+
+class PolicyHolders:
+    """Policies by kernel identity, each held by one or more owners (a trap's reqid, a Child
+    SA's inbound SPI); the policy of the owner filed last stands."""
+
+    def __init__(self) -> None:
+        self._by_id: MultiMap[PolicyId, Hashable, Policy] = MultiMap()
+        self._of: dict[Hashable, tuple[PolicyId, ...]] = {}
+
+    def put(self, owner: Hashable, policies: Iterable[Policy]) -> None:
+        """File `owner`'s policies (replacing what it held; a kept owner keeps its rank)."""
+        pairs = [(p.id, p) for p in policies]  # one PolicyId each: the index holds them
+        ids = tuple(dict.fromkeys(pid for pid, _ in pairs))
+        for pid in set(self._of.get(owner, ())) - set(ids):
+            self._release(owner, pid)
+        for pid, p in pairs:
+            self._by_id.put(pid, owner, p)
+        self._of[owner] = ids
+
+    def drop(self, owner: Hashable) -> None:
+        for pid in self._of.pop(owner, ()):
+            self._release(owner, pid)
+
+    def get(self, pid: PolicyId) -> Policy | None:
+        return self._by_id.last(pid)
+
+    def all(self) -> dict[PolicyId, Policy]:
+        return {pid: p for pid in self._by_id if (p := self._by_id.last(pid)) is not None}
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._of.clear()
+
+    def _release(self, owner: Hashable, pid: PolicyId) -> None:
+        self._by_id.remove(pid, owner)
+
+
+def _sas(child: ChildSA) -> Iterator[tuple[drift.SaKey, bool]]:
+    """The child's SAs by key, and whether each is on the inbound side."""
+    for sa, inbound in (
+        (child.inbound, True),
+        (child.comp_in, True),
+        (child.outbound, False),
+        (child.comp_out, False),
+    ):
+        if sa is not None:
+            yield drift.sa_key(sa), inbound
+
+
+class ChildTable(IndexedDict[int, ChildSA]):
+    """The Child SAs XfrmGlue installed, by inbound SPI, with their policies, reqids and SA
+    keys indexed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policies = PolicyHolders()
+        self._reqids: Counter[int] = Counter()
+        self._sa_keys: MultiMap[drift.SaKey, int, bool] = MultiMap()  # spi_in, inbound side
+
+    def _filed(self, spi_in: int, child: ChildSA) -> None:
+        self.policies.put(spi_in, child.policies)
+        self._reqids[child.inbound.reqid] += 1
+        for key, inbound in _sas(child):
+            self._sa_keys.put(key, spi_in, inbound)
+
+    def _cleared(self) -> None:
+        self.policies.clear()
+        self._reqids.clear()
+        self._sa_keys.clear()
+
+    def reqid_in_use(self, kreqid: int) -> bool:
+        return self._reqids[kreqid] > 0
+
+    def owner_of_sa(self, key: drift.SaKey, no_outbound: set[int]) -> int | None:
+        """The inbound SPI of the child that owns the SA `key`; an outbound SA not installed
+        yet (`no_outbound`, a rekey's deferred one) is not owned."""
+        for spi_in, inbound in self._sa_keys.items(key):
+            if inbound or spi_in not in no_outbound:
+                return spi_in
+        return None
+
+    def _unfiled(self, spi_in: int, child: ChildSA, replaced: bool) -> None:
+        if not replaced:  # a replacement re-files them in place, keeping the owner's rank
+            self.policies.drop(spi_in)
+        self._reqids[child.inbound.reqid] -= 1
+        if self._reqids[child.inbound.reqid] <= 0:
+            del self._reqids[child.inbound.reqid]
+        for key, _ in _sas(child):
+            self._sa_keys.remove(key, spi_in)
