@@ -57,8 +57,7 @@ class InstalledTable(IndexedDict[int, Installed]):
         self._by_out.remove(r.spi_out, spi_in)
 
     def _cleared(self) -> None:
-        self._by_conn.clear()
-        for index in (self._by_ike, self._by_replaced, self._by_out):
+        for index in (self._by_conn, self._by_ike, self._by_replaced, self._by_out):
             index.clear()
 
     # ------------------------------------------------------------------ the questions
