@@ -25,6 +25,10 @@ MAX_DEPTH = 64
 MIN_NODE_BUDGET = 100_000
 EXPANSION = 10  # values built per YAML event, at most, once past MIN_NODE_BUDGET
 
+# libyaml's parser when PyYAML was built with it (PyPI's wheels are): the pure-Python one costs
+# about 2 ms per connection, most of a `reload` of hundreds of connections (issue 15).
+LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass(frozen=True)
 class Position:
@@ -140,11 +144,11 @@ def _build(b: _Builder, node: Node, loc: Loc) -> Any:
     raise YamlError(Position(file, _mark_line(node)), loc, "unsupported YAML node")
 
 
-def _events(text: str, file: Path, base: Loc) -> int:
+def _events(text: str, file: Path, base: Loc, loader: type[yaml.SafeLoader]) -> int:
     """Walk the event stream (no recursion) to refuse deep nesting before composing; returns
     the number of events, the measure of how large a document may become."""
     depth = count = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=loader):
         count += 1
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -158,11 +162,24 @@ def _events(text: str, file: Path, base: Loc) -> int:
     return count
 
 
+def _parse(
+    text: str, file: Path, base: Loc, loader: type[yaml.SafeLoader]
+) -> tuple[int, Node | None]:
+    events = _events(text, file, base, loader)
+    return events, yaml.compose(text, Loader=loader)
+
+
 def load_yaml(text: str, file: Path, out: SourceMap, base: Loc = ()) -> Any:
     """Parse one document, recording positions under `base`; raises YamlError."""
     try:
-        events = _events(text, file, base)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        try:
+            events, node = _parse(text, file, base, LOADER)
+        except yaml.YAMLError:
+            if LOADER is yaml.SafeLoader:
+                raise
+            # libyaml counts columns in bytes and words problems its own way: errors are rare,
+            # so the pure-Python parser says where, in characters, as it always has.
+            events, node = _parse(text, file, base, yaml.SafeLoader)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
