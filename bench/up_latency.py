@@ -21,6 +21,8 @@ counts are what this measures, one `up` at a time as a user types it (no concurr
 `--daemon-callgrind LOW,HIGH` instead runs this script twice under callgrind (LOW and HIGH
 ups, no client) and prints the daemons' instructions per `up` (the difference over the
 difference in ups): deterministic, where the CPU ms move with the host's load.
+`--getae` (root) instead measures one GETAE request against the real kernel in a private
+network namespace: what `up` asked twice per child before its reply, until issue 15.
 `--profile FILE` writes a cProfile of the daemon phase. Last line (machine-readable):
 `daemon_cpu_ms=M ike_messages=N netlink_batches=N netlink_requests=N client_wall_ms=M
 client_cpu_ms=M [client_minstr=M]`.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import ipaddress
 import json
 import logging
 import os
@@ -52,6 +55,9 @@ from kernel_doubles import RecordedGlue
 
 from xfrmctl.daemon.control import ControlServer
 from xfrmctl.daemon.core import Daemon
+from xfrmctl.kernel import sa as ksa
+from xfrmctl.kernel.socket import Connection
+from xfrmctl.kernel.types import SaId, SpiRange, SpiRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 XFRMCTL = str(Path(sys.executable).parent / "xfrmctl")
@@ -216,6 +222,27 @@ def daemon_instructions(low: int, high: int, port: int) -> float:
     return (counts[1] - counts[0]) / (high - low) / 1e6
 
 
+async def getae_cost(requests: int) -> tuple[float, float]:
+    """CPU and wall microseconds of one GETAE (what `up` asked twice per child before its
+    reply) against the real kernel, on a larval SA in a private network namespace (root)."""
+    namespace = f"xfrmctl-up-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    conn = Connection(namespace)
+    try:
+        await conn.open()
+        src, dst = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
+        ask = SpiRequest(src, dst, reqid=0x58460001, spis=SpiRange(0x1000, 0x1000))
+        sa_id = SaId(dst, await ksa.allocate_spi(conn, ask))
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(requests):
+            await ksa.get_counters(conn, sa_id, src)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    finally:
+        conn.close()
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    return cpu / requests * 1e6, wall / requests * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ups", type=int, default=30, help="ups over the socket (daemon figures)")
@@ -228,7 +255,13 @@ def main() -> None:
         metavar="LOW,HIGH",
         help="instead: instructions per up in the daemons, from two runs under callgrind",
     )
+    ap.add_argument("--getae", action="store_true", help="instead: one GETAE's cost (root)")
     args = ap.parse_args()
+    if args.getae:
+        cpu_us, wall_us = asyncio.run(getae_cost(2000))
+        print(f"GETAE against the kernel: {cpu_us:.0f} us CPU, {wall_us:.0f} us wall each")
+        print(f"getae_cpu_us={cpu_us:.0f} getae_wall_us={wall_us:.0f}")
+        return
     if args.daemon_callgrind:
         low, high = (int(n) for n in args.daemon_callgrind.split(","))
         minstr = daemon_instructions(low, high, args.port)
