@@ -278,25 +278,42 @@ def test_the_console_script_hands_help_to_typer() -> None:
     assert "typer" in modules
 
 
-def test_the_fast_path_imports_only_what_it_needs(tmp_path: Path) -> None:
-    """Without site (the lab's guest has no editable-install finder to load pathlib and
-    friends first), a client command imports none of the modules a plain start can skip."""
+def _bare_fast_path(argv: list[str]) -> tuple[str, list[str]]:
+    """`fastcli.run(argv)` in an interpreter without site (the lab's guest has no
+    editable-install finder to load pathlib and friends first): what it printed, then its
+    exit status and the modules it imported."""
     root = Path(cli.__file__).resolve().parents[1]
     probe = (
-        "import sys, os\n"
+        "import sys\n"
         "before = set(sys.modules)\n"
         "from xfrmctl.fastcli import run\n"
-        f"code = run(['--socket', {str(tmp_path / 'none.sock')!r}, 'status', '--json'], {{}})\n"
-        "print(code, *sorted(set(sys.modules) - before))\n"
+        f"code = run({argv!r}, {{}})\n"
+        "print(code, *sorted(set(sys.modules) - before), file=sys.stderr)\n"
     )
-    out = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-S", "-c", probe],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(root)},
         check=True,
         timeout=60,
-    ).stdout.split()
+    )
+    return proc.stdout, proc.stderr.split("\n")[-2].split()
+
+
+def test_the_fast_path_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """A client command imports none of the modules a plain start can skip."""
+    _, out = _bare_fast_path(["--socket", str(tmp_path / "none.sock"), "status", "--json"])
     assert out[0] == "3" and "xfrmctl.client" in out
     skippable = {"typing", "pathlib", "contextlib", "warnings", "dataclasses", "datetime"}
     assert skippable & set(out) == set()
+
+
+def test_up_against_a_daemon_imports_neither_json_re_nor_socket(paths: dict[str, str]) -> None:
+    """The whole `xfrmctl up` (request, progress, reply, the IKE SA's age): json, re, enum,
+    socket and datetime cost ~55 M instructions per start."""
+    printed, loaded = _bare_fast_path(["--socket", paths["live"], "up", "site-b"])
+    assert "site-b[3]: ESTABLISHED" in printed and "established " in printed
+    assert loaded[0] == "0", loaded
+    heavy = {"json", "re", "enum", "socket", "datetime", "typing", "pathlib", "selectors"}
+    assert heavy & set(loaded) == set()

@@ -1,12 +1,14 @@
-"""Duration and size notation shared by every lifetime key (strongSwan's suffixes)."""
+"""Duration and size notation shared by every lifetime key (strongSwan's suffixes).
+
+`re` is imported only to parse: the CLI's fast path imports this module for
+`format_duration`, and `re` costs every `xfrmctl up` ~25 M instructions.
+"""
 
 from __future__ import annotations
 
-import re
-
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_NUMBER_RE = re.compile(r"^\s*(\d+)\s*([A-Za-z]?)\s*$")
+_NUMBER = r"^\s*(\d+)\s*([A-Za-z]?)\s*$"
 
 DURATION_PATTERN = r"^\s*\d+\s*[smhdSMHD]?\s*$"
 SIZE_PATTERN = r"^\s*\d+\s*[kmgtKMGT]?\s*$"
@@ -21,7 +23,9 @@ def _parse(value: object, units: dict[str, int], what: str, examples: str) -> in
             raise ValueError(f"a {what} cannot be negative, got {value}")
         return value
     if isinstance(value, str):
-        match = _NUMBER_RE.match(value)
+        import re  # compiled once, then from re's own cache
+
+        match = re.match(_NUMBER, value)
         if match and match.group(2).lower() in units:
             return int(match.group(1)) * units[match.group(2).lower()]
     raise ValueError(f"expected a {what} like {examples}, got {value!r}")

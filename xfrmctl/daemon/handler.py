@@ -122,15 +122,20 @@ class DaemonHandler:
             ) from None
         except UpFailed as exc:
             raise ControlError(exc.code, exc.args[0], exc.details) from None
-        return await self._up_result(name)
+        return await self._up_result(name, frozenset(r.spi_in for r in waiter.done_children))
 
-    async def _up_result(self, name: str) -> dict[str, Any]:
-        """The connection's first IKE SA as `status` shows it (built for that one only)."""
+    async def _up_result(self, name: str, fresh: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """The connection's first IKE SA as `status` shows it (built for that one only).
+
+        The pairs this request just installed (`fresh`, by inbound SPI) show the counters they
+        were installed with, zero, instead of the kernel's: asking costs two netlink round
+        trips (GETAE) per child between the install and the reply the user waits for.
+        """
         clock = _Clock(self.daemon.now(), time.time())
         ike = next(iter(self.daemon.engine.ike_sas(name)), None)
         if ike is None:
             return {}
-        return {"ike_sa": (await self._ike_status(ike, clock)).model_dump(mode="json")}
+        return {"ike_sa": (await self._ike_status(ike, clock, fresh)).model_dump(mode="json")}
 
     async def down(self, name: str, child: str | None, progress: Progress) -> dict[str, Any]:
         self._check_child(self._spec(name), child)
@@ -185,7 +190,9 @@ class DaemonHandler:
             drift=drift,
         )
 
-    async def _ike_status(self, ike: EngineIkeSa, clock: _Clock) -> IkeSaStatus:
+    async def _ike_status(
+        self, ike: EngineIkeSa, clock: _Clock, fresh: frozenset[int] = frozenset()
+    ) -> IkeSaStatus:
         return IkeSaStatus(
             name=ike.conn,
             unique_id=ike.ike_sa_id,
@@ -204,14 +211,16 @@ class DaemonHandler:
             rekey_in=clock.seconds_until(ike.rekey_at),
             reauth_in=clock.seconds_until(ike.reauth_at),
             adopted=ike.adopted,
-            children=[await self._child_status(c, clock) for c in ike.children],
+            children=[await self._child_status(c, clock, c.spi_in in fresh) for c in ike.children],
         )
 
-    async def _child_status(self, c: EngineChildSa, clock: _Clock) -> ChildSaStatus:
-        """The engine's view of a Child SA, with the kernel's counters and timers once the
-        pair is installed."""
+    async def _child_status(
+        self, c: EngineChildSa, clock: _Clock, fresh: bool = False
+    ) -> ChildSaStatus:
+        """The engine's view of a Child SA, with the kernel's counters (unless `fresh`: just
+        installed, so zero) and timers once the pair is installed."""
         entry = self.daemon.installed.get(c.spi_in)
-        counters = await self.daemon.kernel.counters(entry.ready) if entry else None
+        counters = await self.daemon.kernel.counters(entry.ready) if entry and not fresh else None
         return ChildSaStatus(
             name=c.name,
             unique_id=c.unique_id,
