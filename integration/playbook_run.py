@@ -15,20 +15,6 @@ BIN = REPO / ".venv" / "bin"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 Recap = dict[str, dict[str, int]]
-HEADER = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?:[\w.]+ : )?(.+?)\] \**$")
-
-
-def changed_tasks(out: str) -> list[str]:
-    """Names of the tasks and handlers that reported `changed` in a playbook's output."""
-    names: list[str] = []
-    current = ""
-    for line in out.splitlines():
-        header = HEADER.match(line)
-        if header:
-            current = header.group(1)
-        elif line.startswith("changed:") and current not in names:
-            names.append(current)
-    return names
 
 
 def ansible_env(home: Path) -> dict[str, str]:
