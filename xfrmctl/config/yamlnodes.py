@@ -30,8 +30,10 @@ EXPANSION = 10  # values built per YAML event, at most, once past MIN_NODE_BUDGE
 LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Position:
+    """One per key and item of the configuration: thousands on a large reload, no __dict__."""
+
     file: Path
     line: int  # 1-based
 
