@@ -1,10 +1,15 @@
-"""Turn the validated user configuration into the engine's plain connection specs."""
+"""Turn the validated user configuration into the engine's plain connection specs.
+
+Equal values (proposals, identities, pre-shared keys, kernel options) are one shared instance
+across the connections of one configuration: they are immutable, and a fleet's connections
+mostly repeat them (a reload of N connections would otherwise keep N copies of each).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from xfrmctl.config.model import parse_mark
 from xfrmctl.ike.engine import EndpointConfig
@@ -42,8 +47,23 @@ class SpecError(ValueError):
 _DPD_ACTIONS = {"clear": CloseAction.NONE, "trap": CloseAction.TRAP, "restart": CloseAction.START}
 
 
+T = TypeVar("T")
+A = TypeVar("A", bound=Auth | PeerAuth)
+
+
+class Shared:
+    """The first instance of each equal (hashable, immutable) value handed to it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, object] = {}
+
+    def __call__(self, value: T) -> T:
+        return self._seen.setdefault(value, value)  # type: ignore[return-value]
+
+
 def build_specs(config: LoadedConfig) -> list[ConnectionSpec]:
-    return [build_spec(config, name, conn) for name, conn in config.connections.items()]
+    shared = Shared()
+    return [build_spec(config, name, conn, shared) for name, conn in config.connections.items()]
 
 
 def _addresses(values: list[str]) -> tuple[IPAddress, ...]:
@@ -74,16 +94,17 @@ def _child(
     name: str,
     conn: tuple[str, Connection],
     child: Child,
-    local: IPAddress | None,
-    remote: IPAddress | None,
+    ends: tuple[IPAddress | None, IPAddress | None],
+    shared: Shared,
 ) -> ChildSpec:
     conn_name = conn[0]
     where = f"connection {conn_name!r} child {name!r}"
+    local, remote = ends
     return ChildSpec(
         name=name,
         local_ts=_selectors(child.local_selectors(), local, f"{where} local_ts"),
         remote_ts=_selectors(child.remote_selectors(), remote, f"{where} remote_ts"),
-        proposals=tuple(child.proposals()),
+        proposals=shared(tuple(child.proposals())),
         mode=Mode(child.mode),
         protocol=ProtocolId.AH if child.protocol == "ah" else ProtocolId.ESP,
         rekey_time=float(child.rekey_time),
@@ -98,14 +119,16 @@ def _child(
         start_action=StartAction(child.start_action),
         dpd_action=_DPD_ACTIONS[child.dpd_action],
         close_action=CloseAction(child.close_action),
-        kernel=KernelOptions(
-            replay_window=int(child.replay_window),
-            if_id_in=int(child.if_id_in or 0),
-            if_id_out=int(child.if_id_out or 0),
-            hw_offload=Offload(child.hw_offload),
-            interface=_interface(conn[1]),
-            mark_in=_mark(child.mark_in),
-            mark_out=_mark(child.mark_out),
+        kernel=shared(
+            KernelOptions(
+                replay_window=int(child.replay_window),
+                if_id_in=int(child.if_id_in or 0),
+                if_id_out=int(child.if_id_out or 0),
+                hw_offload=Offload(child.hw_offload),
+                interface=_interface(conn[1]),
+                mark_in=_mark(child.mark_in),
+                mark_out=_mark(child.mark_out),
+            )
         ),
         ipcomp=bool(child.ipcomp),
     )
@@ -157,7 +180,10 @@ def _remote_auth(config: LoadedConfig, name: str, conn: Connection) -> PeerAuth:
     return PeerCertAuth(TrustStore.from_pem_files(cacerts, pinned), revocation=revocation)
 
 
-def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionSpec:
+def build_spec(
+    config: LoadedConfig, name: str, conn: Connection, shared: Shared | None = None
+) -> ConnectionSpec:
+    shared = shared or Shared()
     local_addrs = _addresses(list(conn.local_addrs))
     remote_addrs = _addresses(list(conn.remote_addrs))
     local = local_addrs[0] if local_addrs else None
@@ -176,13 +202,13 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         name=name,
         local_addrs=local_addrs,
         remote_addrs=remote_addrs,
-        local_id=local_id,
-        remote_id=remote_id,
-        auth=_local_auth(config, name, conn),
-        remote_auth=_remote_auth(config, name, conn),
-        ike_proposals=tuple(conn.ike_proposals()),
+        local_id=shared(local_id),
+        remote_id=shared(remote_id),
+        auth=_shared_psk(_local_auth(config, name, conn), shared),
+        remote_auth=_shared_psk(_remote_auth(config, name, conn), shared),
+        ike_proposals=shared(tuple(conn.ike_proposals())),
         children=tuple(
-            _child(cname, (name, conn), child, local, remote)
+            _child(cname, (name, conn), child, (local, remote), shared)
             for cname, child in conn.children.items()
         ),
         remote_port=int(conn.remote_port),
@@ -196,6 +222,11 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         fragmentation=bool(conn.fragmentation),
         keep_alive=float(conn.keep_alive),
     )
+
+
+def _shared_psk(auth: A, shared: Shared) -> A:
+    """Certificate auth holds keys and trust stores compared by identity: never shared."""
+    return shared(auth) if isinstance(auth, PskAuth) else auth
 
 
 def endpoint_config(settings: Settings) -> EndpointConfig:
