@@ -38,7 +38,7 @@ from kernel_doubles import MemoryKernel, RecordedGlue
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.handler import DaemonHandler
 from xfrmctl.daemon.kernel_glue import KernelGlue
-from xfrmctl.daemon.main import _load
+from xfrmctl.daemon.main import _load, freeze_startup_heap
 from xfrmctl.daemon.specs import endpoint_config
 
 INI, RESP = "127.0.0.1", "127.0.0.2"
@@ -174,6 +174,7 @@ async def _daemon(config: Path, glue: bool) -> tuple[Daemon, DaemonHandler]:
     daemon = Daemon(specs, _kernel(glue), (s.port, s.port_nat_t), limits=endpoint_config(s))
     daemon.sockets._ipv6 = False
     daemon.drift.interval = s.reconcile_interval  # 0 here: the netlink double has no dumps
+    freeze_startup_heap()
     await daemon.start()
     return daemon, DaemonHandler(daemon, lambda: _load(config)[0])
 
