@@ -1,13 +1,15 @@
 """Turn the validated user configuration into the engine's plain connection specs.
 
-Equal values (proposals, identities, pre-shared keys, kernel options) are one shared instance
-across the connections of one configuration: they are immutable, and a fleet's connections
-mostly repeat them (a reload of N connections would otherwise keep N copies of each).
+Equal values (proposals, identities, pre-shared keys, kernel options) are made once and shared
+across the connections of one configuration, keyed by what was configured: they are immutable,
+and a fleet's connections mostly repeat them (a reload of N connections would otherwise parse
+and keep N copies of each).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -52,13 +54,16 @@ A = TypeVar("A", bound=Auth | PeerAuth)
 
 
 class Shared:
-    """The first instance of each equal (hashable, immutable) value handed to it."""
+    """Values made once per distinct input (a kind and the configured text or numbers) across
+    a configuration's connections; hashing the input is cheaper than comparing the values."""
 
     def __init__(self) -> None:
-        self._seen: dict[object, object] = {}
+        self._made: dict[Hashable, object] = {}
 
-    def __call__(self, value: T) -> T:
-        return self._seen.setdefault(value, value)  # type: ignore[return-value]
+    def __call__(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]  # type: ignore[return-value]
 
 
 def build_specs(config: LoadedConfig) -> list[ConnectionSpec]:
@@ -104,7 +109,9 @@ def _child(
         name=name,
         local_ts=_selectors(child.local_selectors(), local, f"{where} local_ts"),
         remote_ts=_selectors(child.remote_selectors(), remote, f"{where} remote_ts"),
-        proposals=shared(tuple(child.proposals())),
+        proposals=shared(
+            ("esp", child.protocol, tuple(child.proposal_texts())), lambda: tuple(child.proposals())
+        ),
         mode=Mode(child.mode),
         protocol=ProtocolId.AH if child.protocol == "ah" else ProtocolId.ESP,
         rekey_time=float(child.rekey_time),
@@ -119,18 +126,37 @@ def _child(
         start_action=StartAction(child.start_action),
         dpd_action=_DPD_ACTIONS[child.dpd_action],
         close_action=CloseAction(child.close_action),
-        kernel=shared(
-            KernelOptions(
-                replay_window=int(child.replay_window),
-                if_id_in=int(child.if_id_in or 0),
-                if_id_out=int(child.if_id_out or 0),
-                hw_offload=Offload(child.hw_offload),
-                interface=_interface(conn[1]),
-                mark_in=_mark(child.mark_in),
-                mark_out=_mark(child.mark_out),
-            )
-        ),
+        kernel=_shared_kernel(conn[1], child, shared),
         ipcomp=bool(child.ipcomp),
+    )
+
+
+def _shared_kernel(conn: Connection, child: Child, shared: Shared) -> KernelOptions:
+    if conn.interface is not None:  # the connection's own interface: not keyed here
+        return _kernel_options(conn, child)
+    return shared(("kernel", *_kernel_inputs(child)), lambda: _kernel_options(conn, child))
+
+
+def _kernel_inputs(child: Child) -> tuple[object, ...]:
+    return (
+        child.replay_window,
+        child.if_id_in,
+        child.if_id_out,
+        child.hw_offload,
+        child.mark_in,
+        child.mark_out,
+    )
+
+
+def _kernel_options(conn: Connection, child: Child) -> KernelOptions:
+    return KernelOptions(
+        replay_window=int(child.replay_window),
+        if_id_in=int(child.if_id_in or 0),
+        if_id_out=int(child.if_id_out or 0),
+        hw_offload=Offload(child.hw_offload),
+        interface=_interface(conn),
+        mark_in=_mark(child.mark_in),
+        mark_out=_mark(child.mark_out),
     )
 
 
@@ -190,23 +216,23 @@ def build_spec(
     remote = remote_addrs[0] if remote_addrs else None
     local_id_text = conn.local.id
     if local_id_text:
-        local_id = Identity.parse(str(local_id_text))
+        local_id = _identity(str(local_id_text), shared)
     elif local is not None:
-        local_id = Identity.parse(str(local))
+        local_id = _identity(str(local), shared)
     else:
         raise SpecError(f"connection {name!r}: set local.id or local_addrs")
     remote_id_text = str(conn.remote.id)
-    remote_id = None if remote_id_text == "%any" else Identity.parse(remote_id_text)
+    remote_id = None if remote_id_text == "%any" else _identity(remote_id_text, shared)
     over = float(conn.over_time or 0)
     return ConnectionSpec(
         name=name,
         local_addrs=local_addrs,
         remote_addrs=remote_addrs,
-        local_id=shared(local_id),
-        remote_id=shared(remote_id),
+        local_id=local_id,
+        remote_id=remote_id,
         auth=_shared_psk(_local_auth(config, name, conn), shared),
         remote_auth=_shared_psk(_remote_auth(config, name, conn), shared),
-        ike_proposals=shared(tuple(conn.ike_proposals())),
+        ike_proposals=shared(("ike", tuple(conn.proposals)), lambda: tuple(conn.ike_proposals())),
         children=tuple(
             _child(cname, (name, conn), child, (local, remote), shared)
             for cname, child in conn.children.items()
@@ -224,9 +250,16 @@ def build_spec(
     )
 
 
+def _identity(text: str, shared: Shared) -> Identity:
+    return shared(("id", text), lambda: Identity.parse(text))
+
+
 def _shared_psk(auth: A, shared: Shared) -> A:
     """Certificate auth holds keys and trust stores compared by identity: never shared."""
-    return shared(auth) if isinstance(auth, PskAuth) else auth
+    if isinstance(auth, PskAuth):
+        psk = auth.psk
+        return shared(("psk", psk), lambda: auth)
+    return auth
 
 
 def endpoint_config(settings: Settings) -> EndpointConfig:
