@@ -14,7 +14,7 @@ from xfrmctl.daemon.specs import build_spec, build_specs
 from xfrmctl.ike.spec import TsSpec, last_address
 
 
-def _conn(i: int, esp: str, remote_id: str) -> dict[str, object]:
+def _conn(i: int, esp: str, remote_id: str, window: int = 32) -> dict[str, object]:
     return {
         "local_addrs": ["192.0.2.1"],
         "remote_addrs": ["192.0.2.2"],
@@ -26,6 +26,7 @@ def _conn(i: int, esp: str, remote_id: str) -> dict[str, object]:
                 "local_ts": [f"10.1.{i}.0/24"],
                 "remote_ts": [f"10.2.{i}.0/24"],
                 "esp_proposals": [esp],
+                "replay_window": window,
             }
         },
     }
@@ -38,6 +39,7 @@ def test_equal_values_are_one_instance_and_the_specs_are_unchanged(tmp_path: Pat
         "c0": _conn(0, "aes256gcm16", "b.example"),
         "c1": _conn(1, "aes256gcm16", "b.example"),
         "c2": _conn(2, "aes128gcm16", "c.example"),
+        "c3": _conn(3, "aes128gcm16", "c.example", window=64),
     }
     config = tmp_path / "xfrmctl.yaml"
     config.write_text(yaml.safe_dump({"connections": conns}))
@@ -45,13 +47,16 @@ def test_equal_values_are_one_instance_and_the_specs_are_unchanged(tmp_path: Pat
     specs = build_specs(loaded)
     alone = [build_spec(loaded, name, conn) for name, conn in loaded.connections.items()]
     assert specs == alone  # sharing changes no value
-    c0, c1, c2 = specs
+    c0, c1, c2, c3 = specs
     assert c0.ike_proposals is c1.ike_proposals is c2.ike_proposals
     assert c0.local_id is c1.local_id is c2.local_id and c0.auth is c1.auth
     assert c0.remote_id is c1.remote_id and c2.remote_id != c0.remote_id
     assert c0.children[0].proposals is c1.children[0].proposals
     assert c2.children[0].proposals != c0.children[0].proposals
     assert c0.children[0].kernel is c2.children[0].kernel
+    assert c3.children[0].kernel.replay_window == 64 and c3.children[0].proposals is (
+        c2.children[0].proposals
+    )
     assert c0.children[0].local_ts != c1.children[0].local_ts
 
 

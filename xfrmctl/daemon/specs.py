@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Hashable
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -131,21 +132,16 @@ def _child(
     )
 
 
+# What KernelOptions is made of, besides the connection's interface.
+_KERNEL_KEYS = attrgetter(
+    "replay_window", "if_id_in", "if_id_out", "hw_offload", "mark_in", "mark_out"
+)
+
+
 def _shared_kernel(conn: Connection, child: Child, shared: Shared) -> KernelOptions:
     if conn.interface is not None:  # the connection's own interface: not keyed here
         return _kernel_options(conn, child)
-    return shared(("kernel", *_kernel_inputs(child)), lambda: _kernel_options(conn, child))
-
-
-def _kernel_inputs(child: Child) -> tuple[object, ...]:
-    return (
-        child.replay_window,
-        child.if_id_in,
-        child.if_id_out,
-        child.hw_offload,
-        child.mark_in,
-        child.mark_out,
-    )
+    return shared(("kernel", _KERNEL_KEYS(child)), lambda: _kernel_options(conn, child))
 
 
 def _kernel_options(conn: Connection, child: Child) -> KernelOptions:
