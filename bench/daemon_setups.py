@@ -286,6 +286,7 @@ def _reload_run(args: argparse.Namespace, n: int, port: int, trace: bool) -> dic
     """One N of the reload path, in fresh processes (initiator here, responder its child)."""
     cmd = [sys.executable, __file__, "--reload-side", "initiator", "--n", str(n)]
     cmd += ["--port", str(port), "--log-level", args.log_level, "--top", str(args.top)]
+    cmd += ["--reconcile", str(args.reconcile)]
     cmd += (["--glue"] if args.glue else []) + (["--trace"] if trace else [])
     cmd += ["--profile", args.profile] if args.profile and n == max(args.n) and not trace else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -344,6 +345,7 @@ def main() -> None:
     ap.add_argument("--reload", action="store_true", help="the lab's path: config + reload")
     ap.add_argument("--log-level", default="info", help="--reload: the daemons' log level")
     ap.add_argument("--top", type=int, default=0, help="--reload: largest tracemalloc holders")
+    ap.add_argument("--reconcile", type=float, default=10.0, help="--reload: drift interval, s")
     ap.add_argument("--reload-side", choices=["initiator", "responder"], help=argparse.SUPPRESS)
     ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)

@@ -10,7 +10,11 @@ responder in a child process of its own, so that CPU time, RSS and tracemalloc a
 - the interval runs until both sides hold N installed Child SA pairs, then 1 s more (as the
   lab waits before reading RSS).
 
-Logging goes to a file at `--log-level` (the lab's daemons log at info to a file). A run is
+Logging goes to a file at `--log-level` (the lab's daemons log at info to a file). The drift
+reconcile runs every `--reconcile` seconds (the lab's default: 10; the interval on the host is
+shorter than the lab's by about the emulation's factor, so a smaller one stands for the lab's
+reconciles; 0: none). With `--glue` it dumps what the netlink double holds; over the dict
+kernel it is free. A run is
 one fresh process per N (RSS growth is only meaningful there). `trace` runs the same with
 tracemalloc on both sides: what the interval allocated and still holds, per IKE SA, the
 configuration included; `top` prints the largest holders, grouped by traceback.
@@ -73,12 +77,12 @@ def _conn(name: str, me: str, peer: str, port: int, ts: tuple[str, str], start: 
     )
 
 
-def write_config(path: Path, port: int, conns: list[str]) -> None:
+def write_config(path: Path, port: int, conns: list[str], reconcile: float) -> None:
     """The lab's settings (half-open limits lifted), on our own ports."""
     path.write_text(
         f"settings:\n  port: {port}\n  port_nat_t: {port + 1}\n  cookie_threshold: 100000\n"
         "  cookie_threshold_ip: 100000\n  block_threshold: 100000\n"
-        "  init_limit_half_open: 100000\n  reconcile_interval: 0\n"
+        f"  init_limit_half_open: 100000\n  reconcile_interval: {reconcile}\n"
         "connections:\n" + "".join(conns)
     )
 
@@ -173,7 +177,7 @@ async def _daemon(config: Path, glue: bool) -> tuple[Daemon, DaemonHandler]:
     s = loaded.settings
     daemon = Daemon(specs, _kernel(glue), (s.port, s.port_nat_t), limits=endpoint_config(s))
     daemon.sockets._ipv6 = False
-    daemon.drift.interval = s.reconcile_interval  # 0 here: the netlink double has no dumps
+    daemon.drift.interval = s.reconcile_interval
     freeze_startup_heap()
     await daemon.start()
     return daemon, DaemonHandler(daemon, lambda: _load(config)[0])
@@ -185,7 +189,8 @@ async def responder(args: Any) -> None:
     _logging(work / "responder.log", args.log_level)
     cfg = work / "responder.yaml"
     pair = ("10.2.0.0/16", "10.1.0.0/16")
-    write_config(cfg, args.port + 2, [_conn("any", RESP, INI, args.port, pair, False)])
+    conns = [_conn("any", RESP, INI, args.port, pair, False)]
+    write_config(cfg, args.port + 2, conns, args.reconcile)
     daemon, _ = await _daemon(cfg, args.glue)
     meter = Meter(args.trace, args.top, args.profile and f"{args.profile}.responder")
     loop = asyncio.get_running_loop()
@@ -222,7 +227,14 @@ class Peer:
 async def _spawn_responder(args: Any, work: Path) -> Peer:
     cmd = [sys.executable, str(Path(__file__).with_name("daemon_setups.py")), "--reload-side"]
     cmd += ["responder", "--workdir", str(work), "--port", str(args.port)]
-    cmd += ["--log-level", args.log_level, "--top", str(args.top)]
+    cmd += [
+        "--log-level",
+        args.log_level,
+        "--top",
+        str(args.top),
+        "--reconcile",
+        str(args.reconcile),
+    ]
     cmd += (["--glue"] if args.glue else []) + (["--trace"] if args.trace else [])
     cmd += ["--profile", args.profile] if args.profile else []
     proc = await asyncio.create_subprocess_exec(
@@ -247,14 +259,14 @@ async def initiator(args: Any) -> None:
         peer = await _spawn_responder(args, work)
         cfg = work / "initiator.yaml"
         conns = initiator_conns(n, args.port + 2)
-        write_config(cfg, args.port, conns[: len(IDLE)])
+        write_config(cfg, args.port, conns[: len(IDLE)], args.reconcile)
         daemon, handler = await _daemon(cfg, args.glue)
         await asyncio.sleep(0.2)
         meter = Meter(args.trace, args.top, args.profile and f"{args.profile}.initiator")
         await peer.ask("mark")
         meter.mark()
         t0 = time.perf_counter()
-        write_config(cfg, args.port, conns)
+        write_config(cfg, args.port, conns, args.reconcile)
         result = await handler.reload()
         assert len(result["added"]) == n, result
         deadline = time.monotonic() + 60 + 2 * n
