@@ -65,8 +65,19 @@ def compare(
     policies: Iterable[Policy],
     ownership: Ownership = DEFAULT_OWNERSHIP,
 ) -> Drift:
-    drift = Drift()
     present = {sa_key(sa) for sa in sas}
+    return compare_keys(expected_sas, expected_policies, present, policies, ownership)
+
+
+def compare_keys(
+    expected_sas: Iterable[SA],
+    expected_policies: Iterable[Policy],
+    present: set[SaKey],
+    policies: Iterable[Policy],
+    ownership: Ownership = DEFAULT_OWNERSHIP,
+) -> Drift:
+    """`compare` with the SAs present given by their keys (all that matches an SA)."""
+    drift = Drift()
     drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
     by_slot: dict[tuple[PolicyId, int], Policy] = {}
     foreign: dict[PolicyId, list[Policy]] = {}
@@ -93,6 +104,6 @@ async def reconcile(
     ownership: Ownership = DEFAULT_OWNERSHIP,
 ) -> Drift:
     """Dump the SAD and the SPD once each and compare them with what we installed."""
-    sas = [sa async for sa in sa_ops.dump_sas(conn)]
+    present = {key async for key in sa_ops.dump_sa_keys(conn)}
     policies = [p async for p in policy_ops.dump_policies(conn)]
-    return compare(expected_sas, expected_policies, sas, policies, ownership)
+    return compare_keys(expected_sas, expected_policies, present, policies, ownership)
