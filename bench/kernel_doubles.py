@@ -76,6 +76,9 @@ class MemoryKernel(KernelGlue):
         yield KernelEvent("none")
 
 
+DUMP_MESSAGES = 32  # per dump datagram: about what the kernel packs into 16 KiB
+
+
 class RecordingNetlink:
     """Stands in for `kernel.socket.Connection`: every request succeeds; it keeps the SAs and
     policies installed, counts batches and requests, and hands each change to `notify` soon
@@ -103,8 +106,9 @@ class RecordingNetlink:
         raw = [
             NLMSG_HDR.pack(16 + len(b), reply, 0, 0, 0) + b for b in map(self._bodies.get, ids) if b
         ]
-        for message in decode_replies(raw):
-            yield message
+        for start in range(0, len(raw), DUMP_MESSAGES):  # one datagram's worth at a time
+            for message in decode_replies(raw[start : start + DUMP_MESSAGES]):
+                yield message
 
     async def request(self, req: Request) -> list[Any]:
         await self.batch([req])
