@@ -345,7 +345,7 @@ def main() -> None:
     ap.add_argument("--reload", action="store_true", help="the lab's path: config + reload")
     ap.add_argument("--log-level", default="info", help="--reload: the daemons' log level")
     ap.add_argument("--top", type=int, default=0, help="--reload: largest tracemalloc holders")
-    ap.add_argument("--reconcile", type=float, default=10.0, help="--reload: drift interval, s")
+    ap.add_argument("--reconcile", type=float, default=0.0, help="--reload: drift interval, s")
     ap.add_argument("--reload-side", choices=["initiator", "responder"], help=argparse.SUPPRESS)
     ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)

@@ -11,10 +11,10 @@ responder in a child process of its own, so that CPU time, RSS and tracemalloc a
   lab waits before reading RSS).
 
 Logging goes to a file at `--log-level` (the lab's daemons log at info to a file). The drift
-reconcile runs every `--reconcile` seconds (the lab's default: 10; the interval on the host is
-shorter than the lab's by about the emulation's factor, so a smaller one stands for the lab's
-reconciles; 0: none). With `--glue` it dumps what the netlink double holds; over the dict
-kernel it is free. A run is
+reconcile runs every `--reconcile` seconds (default 0: never). The lab's daemons run it every
+10 s, and their interval is longer than the host's by about the emulation's factor (~12), so
+`--reconcile 1` stands for the lab. With `--glue` it dumps what the netlink double holds,
+which then keeps the bodies it was sent (~2 KiB per pair, counted as the daemon's). A run is
 one fresh process per N (RSS growth is only meaningful there). `trace` runs the same with
 tracemalloc on both sides: what the interval allocated and still holds, per IKE SA, the
 configuration included; `top` prints the largest holders, grouped by traceback.
@@ -158,8 +158,8 @@ def _short(filename: str) -> str:
     return filename.rsplit("/", 1)[-1]
 
 
-def _kernel(glue: bool) -> KernelGlue:
-    return RecordedGlue() if glue else MemoryKernel()
+def _kernel(glue: bool, dumps: bool) -> KernelGlue:
+    return RecordedGlue(dumps) if glue else MemoryKernel()
 
 
 def _logging(path: Path, level: str) -> None:
@@ -175,7 +175,8 @@ async def _daemon(config: Path, glue: bool) -> tuple[Daemon, DaemonHandler]:
     """A daemon as `run_daemon` builds it (its reload reads the file again)."""
     specs, loaded = _load(config)
     s = loaded.settings
-    daemon = Daemon(specs, _kernel(glue), (s.port, s.port_nat_t), limits=endpoint_config(s))
+    kernel = _kernel(glue, s.reconcile_interval > 0)
+    daemon = Daemon(specs, kernel, (s.port, s.port_nat_t), limits=endpoint_config(s))
     daemon.sockets._ipv6 = False
     daemon.drift.interval = s.reconcile_interval
     freeze_startup_heap()
