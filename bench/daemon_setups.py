@@ -14,6 +14,11 @@ established IKE SA with one child holds (separate runs at the largest N: tracema
 growth of RSS).
 `--profile FILE` writes a cProfile of the largest N (FILE.setup, FILE.rekey, FILE.stop).
 
+`--reload` takes the lab benchmark's path instead (bench/reload_setups.py): daemons built from
+configuration files, the N connections added to the initiator's file and loaded by `reload`
+with `start_action: start`, the responder in a child process: CPU ms per setup, RSS growth
+and tracemalloc held per IKE SA, per side, the configuration included.
+
 Last line (machine-readable): one `n=N setups_per_s=R cpu_ms_per_setup=C ...` group per N.
 """
 
@@ -24,6 +29,7 @@ import asyncio
 import cProfile
 import gc
 import ipaddress
+import json
 import logging
 import subprocess
 import sys
@@ -37,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import reload_setups
 from kernel_doubles import MemoryKernel, RecordedGlue
 
 from xfrmctl.daemon.core import Daemon
@@ -275,6 +282,57 @@ def _rss_in_fresh_process(n: int, concurrency: int, port: int, glue: bool) -> fl
     return float(out.split()[-1])
 
 
+def _reload_run(args: argparse.Namespace, n: int, port: int, trace: bool) -> dict[str, Any]:
+    """One N of the reload path, in fresh processes (initiator here, responder its child)."""
+    cmd = [sys.executable, __file__, "--reload-side", "initiator", "--n", str(n)]
+    cmd += ["--port", str(port), "--log-level", args.log_level, "--top", str(args.top)]
+    cmd += ["--reconcile", str(args.reconcile)]
+    cmd += (["--glue"] if args.glue else []) + (["--trace"] if trace else [])
+    cmd += ["--profile", args.profile] if args.profile and n == max(args.n) and not trace else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def _reload_line(r: dict[str, Any], traced: dict[str, Any]) -> tuple[str, str]:
+    n = r["n"]
+    cpu = {side: r[side]["cpu_s"] * 1000 / n for side in ("initiator", "responder")}
+    rss = {side: r[side]["rss"] / 1024 / n for side in ("initiator", "responder")}
+    held = {side: traced[side]["traced"] / 1024 / n for side in ("initiator", "responder")}
+    text = (
+        f"N={n:5d}  {n / r['seconds']:7.1f} setups/s  CPU ms/setup {cpu['initiator']:5.2f} + "
+        f"{cpu['responder']:5.2f} = {cpu['initiator'] + cpu['responder']:5.2f}  "
+        f"KiB/IKE SA RSS {rss['initiator']:5.1f} / {rss['responder']:5.1f}  "
+        f"held {held['initiator']:5.1f} / {held['responder']:5.1f} (initiator / responder)"
+    )
+    for side in ("initiator", "responder"):
+        for line in traced[side]["top"]:
+            text += f"\n  {side[:4]} {line}"
+    fields = (
+        f"n={n} setups_per_s={n / r['seconds']:.1f} "
+        f"cpu_ms_per_setup={cpu['initiator'] + cpu['responder']:.2f} "
+        f"cpu_ms_ini={cpu['initiator']:.2f} cpu_ms_resp={cpu['responder']:.2f} "
+        f"rss_kib_ini={rss['initiator']:.1f} rss_kib_resp={rss['responder']:.1f} "
+        f"held_kib_ini={held['initiator']:.1f} held_kib_resp={held['responder']:.1f}"
+    )
+    return text, fields
+
+
+def reload_main(args: argparse.Namespace) -> None:
+    print(
+        f"reload path, kernel double: {'XfrmGlue over recorded netlink' if args.glue else 'dict'}"
+    )
+    fields = []
+    for i, n in enumerate(sorted(args.n)):
+        port = args.port + 10 * i
+        r = _reload_run(args, n, port, False)
+        traced = _reload_run(args, n, port + 5, True)
+        text, f = _reload_line(r, traced)
+        print(text, flush=True)
+        fields.append(f)
+    print(" ".join(fields))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="+", default=[100, 300, 1000])
@@ -284,7 +342,23 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc run")
     ap.add_argument("--profile", help="cProfile of the largest N to FILE.{setup,rekey,stop}")
     ap.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--reload", action="store_true", help="the lab's path: config + reload")
+    ap.add_argument("--log-level", default="info", help="--reload: the daemons' log level")
+    ap.add_argument("--top", type=int, default=0, help="--reload: largest tracemalloc holders")
+    ap.add_argument("--reconcile", type=float, default=0.0, help="--reload: drift interval, s")
+    ap.add_argument("--reload-side", choices=["initiator", "responder"], help=argparse.SUPPRESS)
+    ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.reload_side:
+        side = (
+            reload_setups.initiator if args.reload_side == "initiator" else reload_setups.responder
+        )
+        asyncio.run(side(args))
+        return
+    if args.reload:
+        reload_main(args)
+        return
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("xfrmctl").setLevel(logging.CRITICAL)
     if args.rss_only:

@@ -20,9 +20,11 @@ from xfrmctl.daemon.xfrm_glue import XfrmGlue
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 from xfrmctl.kernel import events as kev
+from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import Msg
 from xfrmctl.kernel.request import Request
 from xfrmctl.kernel.types import SA, Policy, PolicyId, SaId
+from xfrmctl.kernel.wire import NLMSG_HDR
 
 
 class MemoryKernel(KernelGlue):
@@ -74,17 +76,45 @@ class MemoryKernel(KernelGlue):
         yield KernelEvent("none")
 
 
+DUMP_MESSAGES = 32  # per dump datagram: about what the kernel packs into 16 KiB
+
+
 class RecordingNetlink:
     """Stands in for `kernel.socket.Connection`: every request succeeds; it keeps the SAs and
     policies installed, counts batches and requests, and hands each change to `notify` soon
-    after, as the kernel multicasts it (NEWPOLICY, DELSA, DELPOLICY)."""
+    after, as the kernel multicasts it (NEWPOLICY, DELSA, DELPOLICY). A dump (the drift
+    reconcile's GETSA, GETPOLICY) answers with what was installed, as NEWSA/NEWPOLICY messages
+    made of the bodies we sent, decoded as the kernel's would be (with `dumps` only: else it
+    answers a dump with nothing, and keeps no body)."""
 
-    def __init__(self, notify: Callable[[Any], None]) -> None:
+    def __init__(self, notify: Callable[[Any], None], dumps: bool = False) -> None:
+        self.keep_bodies = dumps  # off: the bodies (~2 KiB per pair) would count as ours
         self.batches = 0
         self.requests = 0
+        self.dumps = 0
         self.sas: dict[SaId, SA] = {}
         self.policies: dict[PolicyId, Policy] = {}
+        self._bodies: dict[Any, bytes] = {}  # SaId / PolicyId -> the body installing it
         self._notify = notify
+
+    async def dump(self, msg_type: int, body: bytes, ctx: Any = None) -> AsyncIterator[Any]:
+        self.dumps += 1
+        await asyncio.sleep(0)
+        reply, ids = (
+            (Msg.NEWSA, list(self.sas))
+            if msg_type == Msg.GETSA
+            else (Msg.NEWPOLICY, list(self.policies))
+        )
+        raw = [
+            NLMSG_HDR.pack(16 + len(b), reply, 0, 0, 0) + b for b in map(self._bodies.get, ids) if b
+        ]
+        for start in range(0, len(raw), DUMP_MESSAGES):  # one datagram's worth at a time
+            for message in decode_replies(raw[start : start + DUMP_MESSAGES]):
+                yield message
+
+    def _keep(self, key: Any, body: bytes) -> None:
+        if self.keep_bodies:
+            self._bodies[key] = body
 
     async def request(self, req: Request) -> list[Any]:
         await self.batch([req])
@@ -98,12 +128,16 @@ class RecordingNetlink:
             source: Any = req._source
             if req.msg_type in (Msg.NEWSA, Msg.UPDSA):
                 self.sas[source.id] = source
+                self._keep(source.id, req.body)
             elif req.msg_type == Msg.DELSA and (sa := self.sas.pop(source, None)) is not None:
+                self._bodies.pop(source, None)
                 events.append(kev.SaDeleted(sa))
             elif req.msg_type in (Msg.NEWPOLICY, Msg.UPDPOLICY):
                 self.policies[source.id] = source
+                self._keep(source.id, req.body)
                 events.append(kev.PolicyAdded(source, req.msg_type == Msg.UPDPOLICY))
             elif req.msg_type == Msg.DELPOLICY and (p := self.policies.pop(source, None)):
+                self._bodies.pop(source, None)
                 events.append(kev.PolicyDeleted(p))
         if events:
             asyncio.get_running_loop().call_soon(lambda: [self._notify(e) for e in events])
@@ -114,9 +148,9 @@ class RecordedGlue(XfrmGlue):
     """XfrmGlue over RecordingNetlink; the notifications of our own changes go through its
     drift filter as the event stream's would (none is drift: counted in `drift`, expect 0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dumps: bool = False) -> None:
         super().__init__()
-        self.netlink = RecordingNetlink(self._notified)
+        self.netlink = RecordingNetlink(self._notified, dumps)
         self.conn = cast(Any, self.netlink)
         self._opened = True
         self.notifications = 0

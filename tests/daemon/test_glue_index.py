@@ -91,3 +91,31 @@ def test_a_selector_range_becomes_its_smallest_covering_prefix() -> None:
     assert net("10.1.0.1", "10.1.0.2") == "10.1.0.0/30"
     assert net("0.0.0.0", "255.255.255.255") == "0.0.0.0/0"
     assert net("2001:db8::", "2001:db8::ffff") == "2001:db8::/112"
+
+
+def test_the_trap_table_by_connection_says_what_a_scan_says() -> None:
+    """remove_traps asks the index for a connection's traps; it must match a scan of all."""
+    from xfrmctl.daemon.glue_index import TrapTable
+
+    traps = TrapTable()
+
+    def scan(conn: str) -> list[tuple[int, tuple[str, str]]]:
+        return [(k, v) for k, v in traps.items() if v[0] == conn]
+
+    def agree() -> None:
+        for conn in ("a", "b", "c"):  # the same traps; a re-filed reqid comes last
+            assert sorted(traps.of_conn(conn)) == sorted(scan(conn)), conn
+
+    traps[1] = ("a", "x")
+    traps[2] = ("b", "x")
+    traps[3] = ("a", "y")
+    agree()
+    assert traps.of_conn("a") == scan("a")
+    traps[2] = ("a", "z")  # a reqid filed again under another connection
+    agree()
+    del traps[1]
+    agree()
+    traps.clear()
+    agree()
+    traps[4] = ("c", "x")
+    agree()

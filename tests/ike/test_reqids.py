@@ -72,3 +72,19 @@ def test_a_child_for_a_kernel_acquire_takes_its_traps_reqid_even_narrowed() -> N
         assert ts("10.1.0.0/16") not in ready.local_ts, ready.local_ts  # the peer narrowed
         trap = h.a.trap_reqid("a-to-b", "net")
         assert (ready.reqid == trap) is acquired, (acquired, ready.reqid, trap)
+
+
+def test_the_reqid_key_is_the_set_of_selectors_however_given() -> None:
+    """One selector is keyed as a 1-tuple (not a frozenset), more as a frozenset: the same
+    set in any order or repetition, or adopted from a snapshot's frozensets, is one reqid."""
+    h, _, _ = make_pair()
+    a, b, c = ts("10.1.0.1/32"), ts("10.1.0.2/32"), ts("10.2.0.0/16")
+    one = h.a.reqid("x", "n", [a], [c])
+    assert h.a.reqid("x", "n", [a, a], (c,)) == one
+    two = h.a.reqid("x", "n", [a, b], [c])
+    assert two != one and h.a.reqid("x", "n", [b, a, b], [c, c]) == two
+    h.a.adopt_reqids({("y", "m", frozenset({a}), frozenset({c})): two + 5})
+    assert h.a.reqid("y", "m", [a], [c]) == two + 5
+    assert all(
+        len(key[2]) == 1 and isinstance(key[2], tuple) for key in h.a.reqids() if key[0] == "y"
+    )

@@ -399,3 +399,30 @@ def test_sa_dump_request_has_no_body() -> None:
 
     assert asyncio.run(drain()) == []
     assert sent == [(m.Msg.GETSA, b"")]  # the netlink header alone
+
+
+def test_selector_networks_from_the_kernel_match_the_text_parse() -> None:
+    """unpack_network builds from the integer what formatting the address and parsing
+    ADDRESS/LEN (host bits cleared) gave: same value, same type, same errors."""
+    import ipaddress
+    import random
+
+    import pytest
+
+    from xfrmctl.kernel.fields import AF_INET, AF_INET6, DecodeError, unpack_network
+
+    rng = random.Random(15)
+    for family, size, cls in (
+        (AF_INET, 4, ipaddress.IPv4Address),
+        (AF_INET6, 16, ipaddress.IPv6Address),
+    ):
+        for _ in range(300):
+            raw = rng.randbytes(size) + bytes(16 - size)
+            prefixlen = rng.randint(0, 8 * size)
+            want = ipaddress.ip_network(f"{cls(raw[:size])}/{prefixlen}", strict=False)
+            got = unpack_network(raw, prefixlen, family)
+            assert got == want and type(got) is type(want)
+        with pytest.raises(ValueError):
+            unpack_network(bytes(16), 8 * size + 1, family)
+    with pytest.raises(DecodeError):
+        unpack_network(bytes(16), 0, 99)

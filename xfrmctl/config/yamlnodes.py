@@ -1,7 +1,13 @@
 """YAML loading that remembers where every key and item was written.
 
-PyYAML's `compose` keeps source marks on nodes; building plain values from the nodes ourselves
-lets validation errors say `xfrmctl.yaml:12: connections.site-b.children.lan.mode: ...`.
+PyYAML's events and nodes carry source marks; building plain values ourselves lets validation
+errors say `xfrmctl.yaml:12: connections.site-b.children.lan.mode: ...`.
+
+Two ways, one result: a plain document (no anchors, aliases, merge keys, tagged collections or
+complex keys: every generated configuration) is built straight from the parser's events, one
+pass and no node tree (a tree of 1000 connections holds ~16 MB that RSS never gives back, issue
+15). Anything else, and every error, goes through `compose` and the nodes as before, so
+messages and their lines do not depend on the way taken.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 Loc = tuple[str | int, ...]
 
@@ -30,8 +37,10 @@ EXPANSION = 10  # values built per YAML event, at most, once past MIN_NODE_BUDGE
 LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Position:
+    """One per key and item of the configuration: thousands on a large reload, no __dict__."""
+
     file: Path
     line: int  # 1-based
 
@@ -169,8 +178,121 @@ def _parse(
     return events, yaml.compose(text, Loader=loader)
 
 
+class _NotPlain(Exception):
+    """The document needs `compose` (or holds an error): the event builder gives up."""
+
+
+_RESOLVER = Resolver()
+_SPECIAL_KEY_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
+
+
+def _scalar_node(event: yaml.ScalarEvent) -> ScalarNode:
+    """The node `compose` would make of the event (the same tag resolution)."""
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+    start: Any = event.start_mark  # libyaml's Mark or PyYAML's: the same fields
+    end: Any = event.end_mark
+    return ScalarNode(tag, event.value, start, end, style=event.style)
+
+
+def _event_line(event: yaml.Event) -> int:
+    return int(event.start_mark.line) + 1 if event.start_mark is not None else 0
+
+
+@dataclass
+class _EventBuilder:
+    """Plain values straight from the event stream, as `_build` makes them from nodes."""
+
+    b: _Builder
+    events: Any  # iterator of yaml events
+
+    def scalar(self, node: ScalarNode, loc: Loc) -> Any:
+        try:
+            return self.b.scalar(node, loc)
+        finally:
+            self.b.ctor.constructed_objects.clear()  # it would keep every node alive
+
+    def value(self, event: Any, loc: Loc, depth: int) -> Any:
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise _NotPlain
+        if isinstance(event, yaml.ScalarEvent):
+            return self.scalar(_scalar_node(event), loc)
+        if event.tag not in (None, "!") or depth > MAX_DEPTH:
+            raise _NotPlain
+        if isinstance(event, yaml.MappingStartEvent):
+            return self.mapping(loc, depth)
+        if isinstance(event, yaml.SequenceStartEvent):
+            return self.sequence(loc, depth)
+        raise _NotPlain
+
+    def mapping(self, loc: Loc, depth: int) -> dict[str, Any]:
+        positions, result = self.b.out.positions, {}
+        while not isinstance(event := next(self.events), yaml.MappingEndEvent):
+            if not isinstance(event, yaml.ScalarEvent) or event.anchor is not None:
+                raise _NotPlain
+            node = _scalar_node(event)
+            if node.tag in _SPECIAL_KEY_TAGS:
+                raise _NotPlain
+            key = self.scalar(node, loc)
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise _NotPlain
+            key = str(key)
+            if key in result:
+                raise _NotPlain
+            positions[(*loc, key)] = Position(self.b.file, _mark_line(node))
+            event = next(self.events)
+            if key in RAW_TEXT_KEYS and isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    raise _NotPlain
+                result[key] = str(event.value)
+            else:
+                result[key] = self.value(event, (*loc, key), depth + 1)
+        return result
+
+    def sequence(self, loc: Loc, depth: int) -> list[Any]:
+        positions, items = self.b.out.positions, list[Any]()
+        while not isinstance(event := next(self.events), yaml.SequenceEndEvent):
+            index = len(items)
+            positions[(*loc, index)] = Position(self.b.file, _event_line(event))
+            items.append(self.value(event, (*loc, index), depth + 1))
+        return items
+
+
+def _from_events(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
+    """The plain document's value, its positions added to `out`; _NotPlain otherwise (and on
+    any error, which the compose path then reports)."""
+    positions = SourceMap()
+    events = iter(yaml.parse(text, Loader=LOADER))
+    try:
+        next(events)  # StreamStartEvent
+        event = next(events)
+        if isinstance(event, yaml.StreamEndEvent):
+            return None
+        root = next(events)
+        builder = _EventBuilder(_Builder(file, positions, MIN_NODE_BUDGET), events)
+        value = builder.value(root, base, 1)
+        if not isinstance(next(events), yaml.DocumentEndEvent) or not isinstance(
+            next(events), yaml.StreamEndEvent
+        ):
+            raise _NotPlain  # a second document: compose says so
+    except (yaml.YAMLError, YamlError, StopIteration) as exc:
+        raise _NotPlain from exc
+    out.positions.setdefault(base, Position(file, _event_line(root)))
+    out.positions.update(positions.positions)
+    return value
+
+
 def load_yaml(text: str, file: Path, out: SourceMap, base: Loc = ()) -> Any:
     """Parse one document, recording positions under `base`; raises YamlError."""
+    try:
+        return _from_events(text, file, out, base)
+    except _NotPlain:
+        return _from_nodes(text, file, out, base)
+
+
+def _from_nodes(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
+    """`compose`, then values from the nodes: any document, and every error placed."""
     try:
         try:
             events, node = _parse(text, file, base, LOADER)

@@ -1,11 +1,11 @@
 """XfrmGlue's bookkeeping with the indexes each removal and notification asks: which policy a
 trap or live Child SA holds for a kernel policy identity, whether a reqid is still in use,
-whether an SA (by destination, SPI, protocol) is ours.
+whether an SA (by destination, SPI, protocol) is ours, which traps a connection has.
 
-Contract: `PolicyHolders` and `ChildTable` answer what the full rebuilds they replace would
-(every trap's and child's policies in a dict, a child's over a trap's, the later-filed owner
-over the earlier) in O(1), so a teardown or rekey storm of N Child SAs costs O(N), not O(N^2).
-Every change goes through them.
+Contract: `PolicyHolders`, `ChildTable` and `TrapTable` answer what the full rebuilds or scans
+they replace would (every trap's and child's policies in a dict, a child's over a trap's, the
+later-filed owner over the earlier; a connection's traps) in O(1), so a teardown or rekey
+storm of N Child SAs costs O(N), not O(N^2). Every change goes through them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,29 @@ from xfrmctl.ike.multimap import MultiMap
 from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel.transaction import ChildSA
 from xfrmctl.kernel.types import Policy, PolicyId
+
+
+class TrapTable(IndexedDict[int, tuple[str, str]]):
+    """Trap reqid -> (connection, child), indexed by connection: a reload that changes N
+    trap connections removes each one's traps without walking all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_conn: MultiMap[str, int, None] = MultiMap()
+
+    def of_conn(self, conn: str) -> list[tuple[int, tuple[str, str]]]:
+        """The connection's traps (reqid, (connection, child)), in the order filed (a reqid
+        filed again counts from then: a scan of the dict would keep its first place)."""
+        return [(reqid, self[reqid]) for reqid in self._by_conn.members(conn)]
+
+    def _filed(self, key: int, value: tuple[str, str]) -> None:
+        self._by_conn.put(value[0], key, None)
+
+    def _unfiled(self, key: int, value: tuple[str, str], replaced: bool) -> None:
+        self._by_conn.remove(value[0], key)
+
+    def _cleared(self) -> None:
+        self._by_conn.clear()
 
 
 class PolicyHolders:

@@ -314,9 +314,8 @@ class DaemonHandler:
         for name in removed + changed:
             # Forget the old traps first, so that deleting the SAs also takes their policies.
             await self.daemon.kernel.remove_traps(name)
-            for ike in self.daemon.engine.ike_sas():
-                if ike.conn == name:
-                    self.daemon.call(self.daemon.engine.delete_ike, ike.ike_sa_id)
+            for ike_id in self.daemon.engine.ike_ids(name):  # not a snapshot of every SA
+                self.daemon.call(self.daemon.engine.delete_ike, ike_id)
         await self.daemon.apply_start_actions([new[n] for n in added + changed])
         return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -49,6 +50,15 @@ def _load(config_path: Path) -> tuple[list[ConnectionSpec], LoadedConfig]:
 def _metrics_address(loaded: LoadedConfig) -> tuple[str, int] | None:
     block = loaded.settings.metrics
     return None if block is None else block.address()
+
+
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, classes, the configuration) out of the cyclic GC's
+    full collections, which otherwise walk it all again each time: about a third of their
+    cost at 1000 IKE SAs (issue 15). Reference counting still frees any of it; only a cycle
+    made of start-up objects would stay, and those live as long as the daemon anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def default_kernel() -> KernelGlue:
@@ -120,6 +130,7 @@ async def run_daemon(
             log.error("reload failed: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_hup()))
+    freeze_startup_heap()  # before start: no IKE SA (adopted ones included) is frozen
     try:
         # IKE sockets first: a client that sees the control socket can use `up` at once.
         await daemon.start()

@@ -1,10 +1,18 @@
-"""Turn the validated user configuration into the engine's plain connection specs."""
+"""Turn the validated user configuration into the engine's plain connection specs.
+
+Equal values (proposals, identities, pre-shared keys, kernel options) are made once and shared
+across the connections of one configuration, keyed by what was configured: they are immutable,
+and a fleet's connections mostly repeat them (a reload of N connections would otherwise parse
+and keep N copies of each).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Hashable
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from xfrmctl.config.model import parse_mark
 from xfrmctl.ike.engine import EndpointConfig
@@ -42,8 +50,26 @@ class SpecError(ValueError):
 _DPD_ACTIONS = {"clear": CloseAction.NONE, "trap": CloseAction.TRAP, "restart": CloseAction.START}
 
 
+T = TypeVar("T")
+A = TypeVar("A", bound=Auth | PeerAuth)
+
+
+class Shared:
+    """Values made once per distinct input (a kind and the configured text or numbers) across
+    a configuration's connections; hashing the input is cheaper than comparing the values."""
+
+    def __init__(self) -> None:
+        self._made: dict[Hashable, object] = {}
+
+    def __call__(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]  # type: ignore[return-value]
+
+
 def build_specs(config: LoadedConfig) -> list[ConnectionSpec]:
-    return [build_spec(config, name, conn) for name, conn in config.connections.items()]
+    shared = Shared()
+    return [build_spec(config, name, conn, shared) for name, conn in config.connections.items()]
 
 
 def _addresses(values: list[str]) -> tuple[IPAddress, ...]:
@@ -74,16 +100,19 @@ def _child(
     name: str,
     conn: tuple[str, Connection],
     child: Child,
-    local: IPAddress | None,
-    remote: IPAddress | None,
+    ends: tuple[IPAddress | None, IPAddress | None],
+    shared: Shared,
 ) -> ChildSpec:
     conn_name = conn[0]
     where = f"connection {conn_name!r} child {name!r}"
+    local, remote = ends
     return ChildSpec(
         name=name,
         local_ts=_selectors(child.local_selectors(), local, f"{where} local_ts"),
         remote_ts=_selectors(child.remote_selectors(), remote, f"{where} remote_ts"),
-        proposals=tuple(child.proposals()),
+        proposals=shared(
+            ("esp", child.protocol, tuple(child.proposal_texts())), lambda: tuple(child.proposals())
+        ),
         mode=Mode(child.mode),
         protocol=ProtocolId.AH if child.protocol == "ah" else ProtocolId.ESP,
         rekey_time=float(child.rekey_time),
@@ -98,16 +127,32 @@ def _child(
         start_action=StartAction(child.start_action),
         dpd_action=_DPD_ACTIONS[child.dpd_action],
         close_action=CloseAction(child.close_action),
-        kernel=KernelOptions(
-            replay_window=int(child.replay_window),
-            if_id_in=int(child.if_id_in or 0),
-            if_id_out=int(child.if_id_out or 0),
-            hw_offload=Offload(child.hw_offload),
-            interface=_interface(conn[1]),
-            mark_in=_mark(child.mark_in),
-            mark_out=_mark(child.mark_out),
-        ),
+        kernel=_shared_kernel(conn[1], child, shared),
         ipcomp=bool(child.ipcomp),
+    )
+
+
+# What KernelOptions is made of, besides the connection's interface.
+_KERNEL_KEYS = attrgetter(
+    "replay_window", "if_id_in", "if_id_out", "hw_offload", "mark_in", "mark_out"
+)
+
+
+def _shared_kernel(conn: Connection, child: Child, shared: Shared) -> KernelOptions:
+    if conn.interface is not None:  # the connection's own interface: not keyed here
+        return _kernel_options(conn, child)
+    return shared(("kernel", _KERNEL_KEYS(child)), lambda: _kernel_options(conn, child))
+
+
+def _kernel_options(conn: Connection, child: Child) -> KernelOptions:
+    return KernelOptions(
+        replay_window=int(child.replay_window),
+        if_id_in=int(child.if_id_in or 0),
+        if_id_out=int(child.if_id_out or 0),
+        hw_offload=Offload(child.hw_offload),
+        interface=_interface(conn),
+        mark_in=_mark(child.mark_in),
+        mark_out=_mark(child.mark_out),
     )
 
 
@@ -157,20 +202,23 @@ def _remote_auth(config: LoadedConfig, name: str, conn: Connection) -> PeerAuth:
     return PeerCertAuth(TrustStore.from_pem_files(cacerts, pinned), revocation=revocation)
 
 
-def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionSpec:
+def build_spec(
+    config: LoadedConfig, name: str, conn: Connection, shared: Shared | None = None
+) -> ConnectionSpec:
+    shared = shared or Shared()
     local_addrs = _addresses(list(conn.local_addrs))
     remote_addrs = _addresses(list(conn.remote_addrs))
     local = local_addrs[0] if local_addrs else None
     remote = remote_addrs[0] if remote_addrs else None
     local_id_text = conn.local.id
     if local_id_text:
-        local_id = Identity.parse(str(local_id_text))
+        local_id = _identity(str(local_id_text), shared)
     elif local is not None:
-        local_id = Identity.parse(str(local))
+        local_id = _identity(str(local), shared)
     else:
         raise SpecError(f"connection {name!r}: set local.id or local_addrs")
     remote_id_text = str(conn.remote.id)
-    remote_id = None if remote_id_text == "%any" else Identity.parse(remote_id_text)
+    remote_id = None if remote_id_text == "%any" else _identity(remote_id_text, shared)
     over = float(conn.over_time or 0)
     return ConnectionSpec(
         name=name,
@@ -178,11 +226,11 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         remote_addrs=remote_addrs,
         local_id=local_id,
         remote_id=remote_id,
-        auth=_local_auth(config, name, conn),
-        remote_auth=_remote_auth(config, name, conn),
-        ike_proposals=tuple(conn.ike_proposals()),
+        auth=_shared_psk(_local_auth(config, name, conn), shared),
+        remote_auth=_shared_psk(_remote_auth(config, name, conn), shared),
+        ike_proposals=shared(("ike", tuple(conn.proposals)), lambda: tuple(conn.ike_proposals())),
         children=tuple(
-            _child(cname, (name, conn), child, local, remote)
+            _child(cname, (name, conn), child, (local, remote), shared)
             for cname, child in conn.children.items()
         ),
         remote_port=int(conn.remote_port),
@@ -196,6 +244,18 @@ def build_spec(config: LoadedConfig, name: str, conn: Connection) -> ConnectionS
         fragmentation=bool(conn.fragmentation),
         keep_alive=float(conn.keep_alive),
     )
+
+
+def _identity(text: str, shared: Shared) -> Identity:
+    return shared(("id", text), lambda: Identity.parse(text))
+
+
+def _shared_psk(auth: A, shared: Shared) -> A:
+    """Certificate auth holds keys and trust stores compared by identity: never shared."""
+    if isinstance(auth, PskAuth):
+        psk = auth.psk
+        return shared(("psk", psk), lambda: auth)
+    return auth
 
 
 def endpoint_config(settings: Settings) -> EndpointConfig:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from xfrmctl.daemon import ipcomp
-from xfrmctl.daemon.glue_index import ChildTable, PolicyHolders
+from xfrmctl.daemon.glue_index import ChildTable, PolicyHolders, TrapTable
 from xfrmctl.daemon.interfaces import InterfaceHolders
 from xfrmctl.daemon.kernel_glue import (
     ChildCounters,
@@ -184,7 +184,7 @@ class XfrmGlue(KernelGlue):
     def __init__(self, netns: str | None = None) -> None:
         self.conn = Connection(netns)
         self._opened = False
-        self.traps: dict[int, tuple[str, str]] = {}
+        self.traps = TrapTable()  # reqid -> (connection, child), by connection too
         self._trap_policies: dict[int, list[Policy]] = {}
         self._trap_held = PolicyHolders()  # _trap_policies by policy identity
         self._children = ChildTable()  # by spi_in, with their policies, reqids and SAs indexed
@@ -259,9 +259,7 @@ class XfrmGlue(KernelGlue):
 
     async def remove_traps(self, conn: str) -> None:
         await self._open()
-        for kreqid, (name, child) in list(self.traps.items()):
-            if name != conn:
-                continue
+        for kreqid, (name, child) in self.traps.of_conn(conn):
             del self.traps[kreqid]
             policies = self._trap_policies.pop(kreqid, [])
             self._trap_held.drop(kreqid)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -64,7 +64,18 @@ REQUEST_HANDLERS: dict[ExchangeType, RequestHandler] = {
 NATT_KEEPALIVE = b"\xff"
 
 
-ReqidKey = tuple[str, str, frozenset[TrafficSelector], frozenset[TrafficSelector]]
+SelectorSet = frozenset[TrafficSelector] | tuple[TrafficSelector]
+ReqidKey = tuple[str, str, SelectorSet, SelectorSet]
+
+
+def selector_set(selectors: Iterable[TrafficSelector]) -> SelectorSet:
+    """An order-free key for a set of selectors: one selector, the usual case, as a 1-tuple
+    (48 bytes; a frozenset is 216) since the reqid table keeps two per Child SA."""
+    unique = frozenset(selectors)
+    if len(unique) == 1:
+        (only,) = unique
+        return (only,)
+    return unique
 
 
 @dataclass(frozen=True)
@@ -377,7 +388,7 @@ class IkeEndpoint:
         share one, or each direction may take the other's SA and the peer drops the packet.
         A child agreed on exactly its configured selectors gets its trap's reqid.
         """
-        key = (conn, child, frozenset(local_ts), frozenset(remote_ts))
+        key = (conn, child, selector_set(local_ts), selector_set(remote_ts))
         if key not in self._reqids:  # after any a snapshot brought: never one handed out
             self._last_reqid += 1
             self._reqids[key] = self._last_reqid
@@ -395,6 +406,10 @@ class IkeEndpoint:
 
     def adopt_reqids(self, reqids: dict[ReqidKey, int]) -> None:
         """Keep a previous daemon's reqids, as its kernel policies and states carry them."""
+        reqids = {
+            (conn, child, selector_set(lts), selector_set(rts)): reqid
+            for (conn, child, lts, rts), reqid in reqids.items()
+        }
         merged = {**self._reqids, **reqids}
         if len(set(merged.values())) != len(merged) or any(
             self._reqids[k] != v for k, v in reqids.items() if k in self._reqids

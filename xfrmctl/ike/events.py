@@ -22,7 +22,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, slots=True)
 class Lifetimes(Value):
     """Kernel lifetimes for a Child SA: soft triggers our rekey, hard removes the SA."""
 
@@ -34,7 +34,7 @@ class Lifetimes(Value):
     hard_packets: int = 0
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, slots=True)
 class UdpEncap(Value):
     """ESP-in-UDP (RFC 3948) ports to program into the SA."""
 
@@ -47,7 +47,7 @@ DELETED_BY_PEER = "deleted by peer"
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Event(Value):
-    pass
+    __slots__ = ()  # so that the events the host keeps (ChildSaReady) can go without a __dict__
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -86,9 +86,10 @@ class IkeSaDeleted(Event):
     reason: str
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, slots=True)
 class ChildSaReady(Event):
-    """Everything the kernel needs for one pair of SAs (and its policies)."""
+    """Everything the kernel needs for one pair of SAs (and its policies). The daemon keeps
+    it while the pair is installed: slots, as for its Lifetimes and UdpEncap."""
 
     conn: str
     child: str

@@ -123,6 +123,13 @@ Auth = PskAuth | CertAuth  # how we prove ourselves
 PeerAuth = PskAuth | CertAuth | PeerCertAuth  # how the peer must prove itself
 
 
+def last_address(network: IPNetwork) -> IPAddress:
+    """`network.broadcast_address` without its cache: caching it grows the network's dict by
+    ~200 bytes, and every connection's selectors keep their networks."""
+    first = network.network_address
+    return type(first)(int(first) + (1 << (network.max_prefixlen - network.prefixlen)) - 1)
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class TsSpec(Value):
     """One configured traffic selector: a network plus optional protocol and port range."""
@@ -135,7 +142,7 @@ class TsSpec(Value):
     def to_selector(self) -> TrafficSelector:
         return TrafficSelector(
             self.network.network_address,
-            self.network.broadcast_address,
+            last_address(self.network),
             self.protocol,
             self.port_start,
             self.port_end,

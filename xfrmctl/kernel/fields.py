@@ -8,7 +8,7 @@ import ipaddress
 from typing import Any
 
 from xfrmctl.kernel.messages import XFRM_INF
-from xfrmctl.kernel.types import Address, Lifetime, Mark, Selector, network
+from xfrmctl.kernel.types import Address, Lifetime, Mark, Network, Selector
 
 AF_INET = 2
 AF_INET6 = 10
@@ -37,18 +37,27 @@ def unpack_addr(raw: bytes, family: int) -> Address:
     raise DecodeError(f"unknown address family {family}")
 
 
+def unpack_network(raw: bytes, prefixlen: int, family: int) -> Network:
+    """The prefix (host bits cleared) from the kernel's address and length, built from the
+    integer: formatting and parsing a string cost 4x, for each selector of each SA and policy
+    of a drift reconcile's dumps (issue 15)."""
+    if family == AF_INET:
+        return ipaddress.IPv4Network((int.from_bytes(raw[:4], "big"), prefixlen), strict=False)
+    if family == AF_INET6:
+        return ipaddress.IPv6Network((int.from_bytes(raw[:16], "big"), prefixlen), strict=False)
+    raise DecodeError(f"unknown address family {family}")
+
+
 def is_zero(raw: bytes) -> bool:
     return not any(raw)
 
 
 def get_selector(msg: dict[str, Any], fallback_family: int = 0, prefix: str = "sel_") -> Selector:
     family = msg[prefix + "family"] or fallback_family
-    src = unpack_addr(msg[prefix + "saddr"], family)
-    dst = unpack_addr(msg[prefix + "daddr"], family)
     try:
         return Selector(
-            network(f"{src}/{msg[prefix + 'prefixlen_s']}"),
-            network(f"{dst}/{msg[prefix + 'prefixlen_d']}"),
+            unpack_network(msg[prefix + "saddr"], msg[prefix + "prefixlen_s"], family),
+            unpack_network(msg[prefix + "daddr"], msg[prefix + "prefixlen_d"], family),
             proto=msg[prefix + "proto"],
             sport=msg[prefix + "sport"] if msg[prefix + "sport_mask"] else 0,
             dport=msg[prefix + "dport"] if msg[prefix + "dport_mask"] else 0,

@@ -65,25 +65,60 @@ def compare(
     policies: Iterable[Policy],
     ownership: Ownership = DEFAULT_OWNERSHIP,
 ) -> Drift:
-    drift = Drift()
     present = {sa_key(sa) for sa in sas}
-    drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
-    by_slot: dict[tuple[PolicyId, int], Policy] = {}
-    foreign: dict[PolicyId, list[Policy]] = {}
+    return compare_keys(expected_sas, expected_policies, present, policies, ownership)
+
+
+def compare_keys(
+    expected_sas: Iterable[SA],
+    expected_policies: Iterable[Policy],
+    present: set[SaKey],
+    policies: Iterable[Policy],
+    ownership: Ownership = DEFAULT_OWNERSHIP,
+) -> Drift:
+    """`compare` with the SAs present given by their keys (all that matches an SA)."""
+    scan = PolicyScan(expected_policies, ownership)
     for p in policies:
-        by_slot[(p.id, p.priority)] = p
-        if not ownership.owns_policy(p):
-            foreign.setdefault(p.id, []).append(p)
-    for ours in expected_policies:
-        found = by_slot.get((ours.id, ours.priority))
-        if found is None:
-            drift.missing_policies.append(ours)
-        elif not same_policy(found, ours):
-            drift.altered_policies.append(ours)
-        drift.shadows += [
-            Shadow(ours, p) for p in foreign.get(ours.id, []) if p.priority < ours.priority
-        ]
-    return drift
+        scan.add(p)
+    return scan.drift(expected_sas, present)
+
+
+class PolicyScan:
+    """What the comparison needs of the dumped policies, taken as they stream by: whether
+    each of ours is there and the same, and the foreign ones under our selectors. The rest
+    is dropped at once, so a dump of thousands of policies is never held (issue 15)."""
+
+    def __init__(self, expected: Iterable[Policy], ownership: Ownership) -> None:
+        self.expected = list(expected)
+        self.ownership = ownership
+        self._ours: dict[tuple[PolicyId, int], list[Policy]] = {}
+        for ours in self.expected:
+            self._ours.setdefault((ours.id, ours.priority), []).append(ours)
+        self._ids = {ours.id for ours in self.expected}
+        self._same: dict[int, bool] = {}  # id(ours): the last dumped in its slot is the same
+        self._foreign: dict[PolicyId, list[Policy]] = {}  # not ours, under one of our ids
+
+    def add(self, p: Policy) -> None:
+        for ours in self._ours.get((p.id, p.priority), ()):
+            self._same[id(ours)] = same_policy(p, ours)
+        if p.id in self._ids and not self.ownership.owns_policy(p):
+            self._foreign.setdefault(p.id, []).append(p)
+
+    def drift(self, expected_sas: Iterable[SA], present: set[SaKey]) -> Drift:
+        drift = Drift()
+        drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
+        for ours in self.expected:
+            same = self._same.get(id(ours))
+            if same is None:
+                drift.missing_policies.append(ours)
+            elif not same:
+                drift.altered_policies.append(ours)
+            drift.shadows += [
+                Shadow(ours, p)
+                for p in self._foreign.get(ours.id, [])
+                if p.priority < ours.priority
+            ]
+        return drift
 
 
 async def reconcile(
@@ -93,6 +128,8 @@ async def reconcile(
     ownership: Ownership = DEFAULT_OWNERSHIP,
 ) -> Drift:
     """Dump the SAD and the SPD once each and compare them with what we installed."""
-    sas = [sa async for sa in sa_ops.dump_sas(conn)]
-    policies = [p async for p in policy_ops.dump_policies(conn)]
-    return compare(expected_sas, expected_policies, sas, policies, ownership)
+    present = {key async for key in sa_ops.dump_sa_keys(conn)}
+    scan = PolicyScan(expected_policies, ownership)
+    async for p in policy_ops.dump_policies(conn):
+        scan.add(p)
+    return scan.drift(expected_sas, present)

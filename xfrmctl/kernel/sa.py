@@ -217,6 +217,23 @@ async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
             yield decode_sa(reply)
 
 
+def decode_sa_key(msg: Any) -> tuple[Address, int, Proto]:
+    """What the kernel finds an SA by (destination, SPI, protocol; RFC 4301 §4.1), from a
+    NEWSA message: all a drift reconcile needs of each dumped SA, without decode_sa's keys,
+    selector, lifetimes and counters (issue 15)."""
+    try:
+        return unpack_addr(msg["id_daddr"], msg["family"]), msg["id_spi"], Proto(msg["id_proto"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
+
+
+async def dump_sa_keys(conn: Connection) -> AsyncIterator[tuple[Address, int, Proto]]:
+    """The (destination, SPI, protocol) of every SA in the SAD."""
+    async for reply in conn.dump(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
+        if reply["header"]["type"] == Msg.NEWSA:
+            yield decode_sa_key(reply)
+
+
 async def flush_sas(conn: Connection, proto: Proto | None = None) -> None:
     body = wire.flush_sas_body(proto)
     await conn.request(Request(Msg.FLUSHSA, body, ACKED, ErrorContext("SA flush")))
