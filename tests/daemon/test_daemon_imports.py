@@ -20,6 +20,7 @@ DEFERRED = (
     "xfrmctl.ike.diagnosis",
     "xfrmctl.config.docstrings",  # the editor schema only
     "difflib",  # "did you mean" for an unknown configuration key only
+    "xfrmctl.daemon.status",  # the status reply's pydantic models: at the first reply
     # XFRM interfaces and offload only (the stale-interface scan at start is rtnl_scan's):
     "pyroute2.iproute.linux",
     "pyroute2.netlink.rtnl.marshal",
@@ -48,6 +49,12 @@ def test_the_daemon_starts_without_the_certificate_and_diagnosis_stacks() -> Non
     [
         ("import xfrmctl.ike.crypto.revocation", "cryptography.x509"),
         ("from xfrmctl.daemon import revocation as r; r._opener()", "urllib.request"),
+        (
+            "from types import SimpleNamespace as S\n"
+            "from xfrmctl.daemon.handler import _connection_status as c\n"
+            "c(S(name='a', local_addrs=[], remote_addrs=[], children=[]), False)",
+            "xfrmctl.daemon.status",
+        ),
         (
             "from xfrmctl.kernel.interfaces import _ipr; _ipr(None).__enter__()",
             "pyroute2.iproute.linux",
