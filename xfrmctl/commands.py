@@ -166,9 +166,19 @@ def version(session: Session) -> None:
     echo(f"daemon {reply.get('version')} (control protocol {reply.get('protocol')})")
 
 
+def without_pydantic_plugins() -> None:
+    """Before the configuration models are built: pydantic looks for plugins in every
+    installed distribution's entry points at its first model (~18 M instructions per `check`
+    or daemon start in the lab's venv); xfrmctl uses none. An operator's own
+    PYDANTIC_DISABLE_PLUGINS setting is kept."""
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
 def check(config: str | os.PathLike[str]) -> None:
     """Validate a configuration and its includes: every issue on stderr, exit 2 on errors."""
     from pathlib import Path  # pydantic and pathlib: only for `check` and `daemon`
+
+    without_pydantic_plugins()
 
     from xfrmctl.config import check_config
 
@@ -190,6 +200,7 @@ def daemon(
     import asyncio  # the daemon's own imports: paid by `xfrmctl daemon` only
     from pathlib import Path
 
+    without_pydantic_plugins()
     from xfrmctl.daemon.main import run_daemon
 
     path = Path(socket) if socket is not None else _configured_socket(Path(config))

@@ -87,3 +87,24 @@ def test_client_commands_do_not_import_netlink_or_crypto(
     assert "xfrmctl.client" in modules  # the CLI (run as __main__) really loaded
     heavy = {m for m in modules if m.split(".")[0] in forbidden}
     assert heavy == set()
+
+
+def test_check_never_scans_for_pydantic_plugins(tmp_path: Path) -> None:
+    """`check` (and the daemon) skip pydantic's entry-point scan; an operator's own setting
+    of PYDANTIC_DISABLE_PLUGINS is kept."""
+    config = tmp_path / "x.yaml"
+    config.write_text("connections: {}\n")
+    probe = (
+        "import os, sys\n"
+        "from xfrmctl import commands\n"
+        f"commands.check({str(config)!r})\n"
+        "from pydantic.plugin import _loader\n"
+        "print(os.environ['PYDANTIC_DISABLE_PLUGINS'], _loader._plugins is None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    run = [sys.executable, "-c", probe]
+    out = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["__all__", "True"]
+    env["PYDANTIC_DISABLE_PLUGINS"] = "some-plugin"
+    out = subprocess.run(run, capture_output=True, text=True, env=env, check=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["some-plugin", "False"]  # scanned, as asked

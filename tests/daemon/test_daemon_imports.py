@@ -20,6 +20,11 @@ DEFERRED = (
     "xfrmctl.ike.diagnosis",
     "xfrmctl.config.docstrings",  # the editor schema only
     "difflib",  # "did you mean" for an unknown configuration key only
+    "xfrmctl.daemon.status",  # the status reply's pydantic models: at the first reply
+    # XFRM interfaces and offload only (the stale-interface scan at start is rtnl_scan's):
+    "pyroute2.iproute.linux",
+    "pyroute2.netlink.rtnl.marshal",
+    "pyroute2.ethtool.ethtool",
 )
 
 
@@ -32,7 +37,9 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_the_daemon_starts_without_the_certificate_and_diagnosis_stacks() -> None:
-    loaded = _loaded_after("import xfrmctl.daemon.main, xfrmctl.config.loader")
+    loaded = _loaded_after(
+        "import xfrmctl.daemon.main, xfrmctl.config.loader, xfrmctl.daemon.xfrm_glue"
+    )
     assert "xfrmctl.daemon.core" in loaded  # the daemon really loaded
     assert sorted(m for m in DEFERRED if m in loaded) == []
 
@@ -42,6 +49,16 @@ def test_the_daemon_starts_without_the_certificate_and_diagnosis_stacks() -> Non
     [
         ("import xfrmctl.ike.crypto.revocation", "cryptography.x509"),
         ("from xfrmctl.daemon import revocation as r; r._opener()", "urllib.request"),
+        (
+            "from types import SimpleNamespace as S\n"
+            "from xfrmctl.daemon.handler import _connection_status as c\n"
+            "c(S(name='a', local_addrs=[], remote_addrs=[], children=[]), False)",
+            "xfrmctl.daemon.status",
+        ),
+        (
+            "from xfrmctl.kernel.interfaces import _ipr; _ipr(None).__enter__()",
+            "pyroute2.iproute.linux",
+        ),
     ],
 )
 def test_the_deferred_stacks_load_where_used(code: str, needs: str) -> None:

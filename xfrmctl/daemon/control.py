@@ -16,12 +16,14 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from xfrmctl import __version__
-from xfrmctl.daemon.status import StatusReport
+
+if TYPE_CHECKING:
+    from xfrmctl.daemon.status import StatusReport  # its models load at the first reply
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024

@@ -9,20 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xfrmctl.daemon.control import ControlError, Progress
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.keys import export_tables
-from xfrmctl.daemon.status import (
-    ChildConfigStatus,
-    ChildSaStatus,
-    ConnectionStatus,
-    DriftStatus,
-    IkeSaStatus,
-    StatusReport,
-    child_kernel_fields,
-)
 from xfrmctl.daemon.waiters import UpFailed, Waiter
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.exchanges import IkeState
@@ -30,6 +21,11 @@ from xfrmctl.ike.sa import ChildState
 from xfrmctl.ike.spec import ConnectionSpec
 from xfrmctl.ike.status import ChildSaStatus as EngineChildSa
 from xfrmctl.ike.status import IkeSaStatus as EngineIkeSa
+
+if TYPE_CHECKING:
+    # The status reply's pydantic models load at the first `status` or `up` reply: building
+    # them costs every daemon start (~37 M instructions), and a daemon serves before either.
+    from xfrmctl.daemon.status import ChildSaStatus, ConnectionStatus, IkeSaStatus, StatusReport
 
 UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
 DOWN_TIMEOUT = 30.0
@@ -173,6 +169,8 @@ class DaemonHandler:
         return result
 
     async def status(self, name: str | None) -> StatusReport:
+        from xfrmctl.daemon.status import DriftStatus, StatusReport
+
         clock = _Clock(self.daemon.now(), time.time())
         ike_list = [await self._ike_status(ike, clock) for ike in self.daemon.engine.ike_sas(name)]
         active = {s.name for s in ike_list}
@@ -193,6 +191,8 @@ class DaemonHandler:
     async def _ike_status(
         self, ike: EngineIkeSa, clock: _Clock, fresh: frozenset[int] = frozenset()
     ) -> IkeSaStatus:
+        from xfrmctl.daemon.status import IkeSaStatus
+
         return IkeSaStatus(
             name=ike.conn,
             unique_id=ike.ike_sa_id,
@@ -219,6 +219,8 @@ class DaemonHandler:
     ) -> ChildSaStatus:
         """The engine's view of a Child SA, with the kernel's counters (unless `fresh`: just
         installed, so zero) and timers once the pair is installed."""
+        from xfrmctl.daemon.status import ChildSaStatus, child_kernel_fields
+
         entry = self.daemon.installed.get(c.spi_in)
         counters = await self.daemon.kernel.counters(entry.ready) if entry and not fresh else None
         return ChildSaStatus(
@@ -336,6 +338,8 @@ class _Clock:
 
 
 def _connection_status(spec: ConnectionSpec, active: bool) -> ConnectionStatus:
+    from xfrmctl.daemon.status import ChildConfigStatus, ConnectionStatus
+
     return ConnectionStatus(
         name=spec.name,
         local_addrs=[str(a) for a in spec.local_addrs],

@@ -20,12 +20,16 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from xfrmctl.kernel import rtnl_scan
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.types import family_of
+
+if TYPE_CHECKING:
+    from pyroute2.iproute.linux import IPRoute
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -64,6 +68,10 @@ class LinkState:
 
 @contextmanager
 def _ipr(netns: str | None) -> Iterator[IPRoute]:
+    # Imported here: its rtnetlink marshal loads every traffic-control module, and a daemon
+    # start with no interface configured and nothing stale never needs it (rtnl_scan).
+    from pyroute2.iproute.linux import IPRoute
+
     with IPRoute(netns=netns) if netns else IPRoute() as ipr:
         yield ipr
 
@@ -188,6 +196,8 @@ def _route_key(route: object) -> dict[str, object]:
 def remove_stale(netns: str | None = None, keep: frozenset[str] = frozenset()) -> list[str]:
     """What an earlier run left (after kill -9): our links and our routes, except through
     the interfaces in `keep` (already taken over by this run)."""
+    if netns is None and not _maybe_stale():
+        return []
     removed: list[str] = []
     try:
         with _ipr(netns) as ipr:
@@ -203,3 +213,11 @@ def remove_stale(netns: str | None = None, keep: frozenset[str] = frozenset()) -
     except NetlinkError as exc:
         raise InterfaceError(f"removing stale interfaces: {exc.args[-1]}") from None
     return removed
+
+
+def _maybe_stale() -> bool:
+    """False only when a cheap scan of this namespace finds no link or route of ours."""
+    try:
+        return rtnl_scan.ours_present(RTPROT_XFRMCTL)
+    except OSError:
+        return True  # the full path reports what fails, as before

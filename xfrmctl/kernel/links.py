@@ -11,9 +11,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from pyroute2.ethtool.ethtool import Ethtool
-from pyroute2.iproute.linux import IPRoute
-
 from xfrmctl.kernel.errors import XfrmError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -28,6 +25,10 @@ class Device:
 
 def device_of_address(address: Address, netns: str | None = None) -> Device:
     """The device that holds `address` in `netns` (None: this namespace); XfrmError if none."""
+    # Imported here: only offload needs it, and its rtnetlink marshal costs every daemon start
+    # (it loads every traffic-control module).
+    from pyroute2.iproute.linux import IPRoute
+
     with IPRoute(netns=netns) if netns else IPRoute() as ipr:
         found = ipr.get_addr(address=str(address))
         if not found:
@@ -40,6 +41,8 @@ def device_of_address(address: Address, netns: str | None = None) -> Device:
 
 def _esp_offload(name: str) -> bool:
     """Whether the device's IPsec crypto offload is available and on (ethtool -k)."""
+    from pyroute2.ethtool.ethtool import Ethtool  # offload only, as IPRoute above
+
     ethtool = Ethtool()
     try:
         feature = ethtool.get_features(name).features.get("esp-hw-offload")
