@@ -435,15 +435,17 @@ def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
 
 
 def parallel_args(pytest_args: list[str], cpus: int) -> list[str]:
-    """pytest-xdist options: one worker per guest CPU for a suite run. Scenarios are separate
-    namespaces, and under TCG each guest CPU is a host thread, so two run in about the time
-    of one. A module whose module-scoped fixture serves all its cases stays on one worker
+    """pytest-xdist options: one worker more than the guest has CPUs for a suite run.
+    Scenarios are separate namespaces, and under TCG each guest CPU is a host thread, so two
+    run in about the time of one; with one worker per CPU a fifth of the CPU time stayed
+    idle while scenarios waited on timers (conftest.py's "lab CPU" line), and a third worker
+    fills most of it. A module whose module-scoped fixture serves all its cases stays on one worker
     (conftest.py's scheduler). A developer's single scenario (-k, or a ::node
     id) runs in-process, with no worker start-up; XFRMCTL_LAB_WORKERS or -n overrides."""
     if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in pytest_args):
         return []
     selective = any(a == "-k" or "::" in a for a in pytest_args)
-    workers = int(os.environ.get("XFRMCTL_LAB_WORKERS", "1" if selective else str(cpus)))
+    workers = int(os.environ.get("XFRMCTL_LAB_WORKERS", "1" if selective else str(cpus + 1)))
     parallel = ["-n", str(workers), "--dist", "load", "--no-loadscope-reorder"]
     return parallel if workers > 1 else ["-p", "no:xdist"]
 
