@@ -135,6 +135,9 @@ def test_a_stale_route_is_seen(ns: str, family: str) -> None:
     assert ip(ns, family, "route", "show", "proto", str(PROTO)).strip()
     assert _in(ns, SCAN.format(PROTO)) == "True"
     assert _in(ns, SCAN.format(PROTO + 1)) == "False"
+    # A route through a device is of scope link: removed, not refused with ESRCH.
+    assert _in(ns, STALE) == "[]"
+    assert ip(ns, family, "route", "show", "proto", str(PROTO)).strip() == ""
 
 
 @pytest.mark.netns

@@ -182,15 +182,21 @@ def _remove_routes(ipr: IPRoute, index: int | None, spare: frozenset[int] = froz
 
 
 def _route_key(route: object) -> dict[str, object]:
+    """The dumped route exactly: without its scope the kernel matches no IPv4 route of scope
+    link (one through a device, no gateway) and answers ESRCH."""
     get = route.get_attr  # type: ignore[attr-defined]
-    return {
+    key = {
         "family": route["family"],  # type: ignore[index]
         "dst": get("RTA_DST"),
         "dst_len": route["dst_len"],  # type: ignore[index]
         "oif": get("RTA_OIF"),
         "table": get("RTA_TABLE") or route["table"],  # type: ignore[index]
+        "scope": route["scope"],  # type: ignore[index]
         "proto": RTPROT_XFRMCTL,
     }
+    if get("RTA_PRIORITY") is not None:
+        key["priority"] = get("RTA_PRIORITY")
+    return key
 
 
 def remove_stale(netns: str | None = None, keep: frozenset[str] = frozenset()) -> list[str]:
