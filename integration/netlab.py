@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zygote import ForkedProcess
+
 Command = str | Sequence[str]
 _counter = itertools.count()
 NSIM_BUS = Path("/sys/bus/netdevsim")
@@ -60,7 +62,7 @@ class SaCounters:
 class Host:
     name: str
     ns: str
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    processes: list[subprocess.Popen[str] | ForkedProcess] = field(default_factory=list)
 
     def run(
         self, cmd: Command, check: bool = True, timeout: float = 60
@@ -73,6 +75,11 @@ class Host:
                 f"[{self.name}] {cmd!r} exited {proc.returncode}\n"
                 f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
             )
+        return proc
+
+    def adopt(self, proc: ForkedProcess) -> ForkedProcess:
+        """A process started in this host by other means (a zygote's child): killed at teardown."""
+        self.processes.append(proc)
         return proc
 
     def popen(self, cmd: Command, **kwargs: object) -> subprocess.Popen[str]:

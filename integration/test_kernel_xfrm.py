@@ -240,9 +240,9 @@ def test_udp_encapsulation(lab: Pair) -> None:
         assert lab.xa.get_sa(ca.outbound.id) == ca.outbound
     finally:
         for host in (lab.a, lab.b):
-            for proc in host.processes:
-                proc.kill()
-                proc.wait()
+            for process in host.processes:
+                process.kill()
+                process.wait()
             host.processes.clear()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from netlab import Host
+from zygote import ForkedProcess, Zygote, exec_wanted
 
 from xfrmctl.client import ControlClient
 
@@ -35,7 +36,7 @@ class Daemon:
         # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
         self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
         self.runs = 0
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[str] | ForkedProcess | None = None
         self.killed = False
         self.log = workdir / f"{host.name}-daemon.log"
 
@@ -44,11 +45,14 @@ class Daemon:
         self.runs += 1
         self.killed = False
         self.log = self.workdir / f"{self.host.name}-daemon-{self.runs}.log"
-        self.proc = self.host.popen(
-            [XFRMCTL, "daemon", "--config", str(self.cfg), "--socket", str(self.sock)],
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        argv = ["daemon", "--config", str(self.cfg), "--socket", str(self.sock)]
+        if exec_wanted():
+            self.proc = self.host.popen(
+                [XFRMCTL, *argv], stdout=self.log.open("w"), stderr=subprocess.STDOUT
+            )
+        else:
+            self.log.write_text("")
+            self.proc = self.host.adopt(Zygote.shared().spawn(self.host.ns, argv, self.log))
         return self
 
     def wait_ready(self) -> Daemon:
@@ -75,7 +79,7 @@ class Daemon:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.kill()  # `ip netns exec` execs the daemon: this is the daemon itself
+        self.proc.kill()  # `ip netns exec` execs the daemon, and a zygote's child is it
         self.proc.wait(timeout=30)
         self.killed = True
 
