@@ -62,7 +62,7 @@ def main() -> int:
                     psk=write_psk(out, "shared"),
                 )
             )
-            daemons.append(Xfrmctl(host, out, cfg))
+            daemons.append(Xfrmctl(host, out, cfg, cold=True))
         da = daemons[0]
         step("alice: xfrmctl up office")
         show(da.cli("up", "office").stdout)

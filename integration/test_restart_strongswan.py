@@ -139,6 +139,7 @@ def test_restarts_keep_the_tunnel_then_kill9_starts_clean(net: Network, lab_out:
                 stderr=subprocess.STDOUT,
             )
             time.sleep(1)
+            restarts_began = time.monotonic()
             for _ in range(3):
                 restart_stop(da)
                 assert state.stat().st_mode & 0o777 == 0o600
@@ -155,11 +156,13 @@ def test_restarts_keep_the_tunnel_then_kill9_starts_clean(net: Network, lab_out:
                     carried,
                     deadlines,
                 )
+            restarts_took = time.monotonic() - restarts_began
             time.sleep(1)
             pinger.send_signal(signal.SIGINT)  # ping prints its statistics and exits
             out, _ = pinger.communicate(timeout=30)
         sent, received = ping_stats(out)
-        assert sent > 20 * 10 and received == sent, out
+        # 20 pings a second were due all along (half that rate proves it never stalled)
+        assert sent > 10 * restarts_took and received == sent, (out, restarts_took)
         assert_only_esp(cap.text)
         assert charon_inits(charon) == inits, "charon saw a new IKE_SA_INIT"
         assert "clean start" not in da.log.read_text(), da.log.read_text()

@@ -76,7 +76,9 @@ def test_up_traffic_status_down(net: Network, lab_out: Path) -> None:
     cfg_a = config(workdir, "a", "10.99.0.1", "10.99.0.2", host_to_host("10.99.0.1", "10.99.0.2"))
     cfg_a.write_text("settings:\n  key_export: true\n" + cfg_a.read_text())  # xfrmctl keys
     cfg_b = config(workdir, "b", "10.99.0.2", "10.99.0.1", host_to_host("10.99.0.2", "10.99.0.1"))
-    da = Xfrmctl(a, workdir, cfg_a, wait=False)
+    # a's daemon and CLI run as a user runs them (the console script, exec'd cold), not
+    # forked from the lab's zygote as elsewhere
+    da = Xfrmctl(a, workdir, cfg_a, wait=False, cold=True)
     db = Xfrmctl(b, workdir, cfg_b)
     da.wait_ready()
     try:

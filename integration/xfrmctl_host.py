@@ -31,8 +31,10 @@ class Daemon:
     """One xfrmctl daemon in one host, started by `spawn` and restartable (each run logs to its
     own file); ready when it logs so, since a killed daemon leaves its socket file behind."""
 
-    def __init__(self, host: Host, workdir: Path, cfg: Path) -> None:
+    def __init__(self, host: Host, workdir: Path, cfg: Path, cold: bool = False) -> None:
         self.host, self.workdir, self.cfg = host, workdir, cfg
+        # cold: exec the console script as a user would, rather than fork the lab's zygote
+        self.cold = cold or exec_wanted()
         # Unix sockets cannot live on the lab's 9p-shared folders: keep them in /run.
         self.sock = Path("/run/xfrmctl-lab") / f"{host.ns}.sock"
         self.runs = 0
@@ -46,7 +48,7 @@ class Daemon:
         self.killed = False
         self.log = self.workdir / f"{self.host.name}-daemon-{self.runs}.log"
         argv = ["daemon", "--config", str(self.cfg), "--socket", str(self.sock)]
-        if exec_wanted():
+        if self.cold:
             self.proc = self.host.popen(
                 [XFRMCTL, *argv], stdout=self.log.open("w"), stderr=subprocess.STDOUT
             )
@@ -64,7 +66,11 @@ class Daemon:
         return self
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = self.host.run([XFRMCTL, "--socket", str(self.sock), *args], check=False, timeout=180)
+        argv = ["--socket", str(self.sock), *args]
+        if self.cold:
+            proc = self.host.run([XFRMCTL, *argv], check=False, timeout=180)
+        else:
+            proc = Zygote.shared().run(self.host.ns, argv, timeout=180)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"xfrmctl {' '.join(args)} exited {proc.returncode}:\n"
@@ -98,8 +104,10 @@ class Xfrmctl(Daemon):
     `wait_ready`): each start is seconds of Python imports under TCG, and the guest has two
     CPUs."""
 
-    def __init__(self, host: Host, workdir: Path, cfg: Path, wait: bool = True) -> None:
-        super().__init__(host, workdir, cfg)
+    def __init__(
+        self, host: Host, workdir: Path, cfg: Path, wait: bool = True, cold: bool = False
+    ) -> None:
+        super().__init__(host, workdir, cfg, cold)
         self.spawn()
         if wait:
             self.wait_ready()
