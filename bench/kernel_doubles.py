@@ -98,6 +98,13 @@ class RecordingNetlink:
         self._notify = notify
 
     async def dump(self, msg_type: int, body: bytes, ctx: Any = None) -> AsyncIterator[Any]:
+        async for raw in self.dump_raw(msg_type, body, ctx):
+            for message in decode_replies(raw):
+                yield message
+
+    async def dump_raw(
+        self, msg_type: int, body: bytes, ctx: Any = None
+    ) -> AsyncIterator[list[bytes]]:
         self.dumps += 1
         await asyncio.sleep(0)
         reply, ids = (
@@ -109,8 +116,7 @@ class RecordingNetlink:
             NLMSG_HDR.pack(16 + len(b), reply, 0, 0, 0) + b for b in map(self._bodies.get, ids) if b
         ]
         for start in range(0, len(raw), DUMP_MESSAGES):  # one datagram's worth at a time
-            for message in decode_replies(raw[start : start + DUMP_MESSAGES]):
-                yield message
+            yield raw[start : start + DUMP_MESSAGES]
 
     def _keep(self, key: Any, body: bytes) -> None:
         if self.keep_bodies:

@@ -43,7 +43,14 @@ from xfrmctl.kernel import (
     Xfrm,
     XfrmError,
 )
-from xfrmctl.kernel.events import ALL_GROUPS, Acquire, PolicyAdded, PolicyDeleted
+from xfrmctl.kernel.events import (
+    ALL_GROUPS,
+    SA_ADDS,
+    Acquire,
+    EventStream,
+    PolicyAdded,
+    PolicyDeleted,
+)
 
 pytestmark = [
     pytest.mark.netns,
@@ -293,6 +300,35 @@ def test_acquire_and_policy_events(ns: str) -> None:
     assert acquire.policy == added.policy and acquire.seq != 0
     assert str(acquire.selector.dst) == f"{PEER}/32" and acquire.selector.proto == 17
     assert isinstance(deleted, PolicyDeleted) and deleted.policy == added.policy
+
+
+def test_echo_of_our_own_policy_installs_is_not_reported(ns: str) -> None:
+    """The daemon's stream skips its own policy adds undecoded; a foreign add and the
+    deletion of ours still come through (drift needs both)."""
+
+    async def scenario() -> list[object]:
+        seen: list[object] = []
+        async with AsyncXfrm(ns) as xa:
+            await xa.flush_policies()
+            stream = EventStream(ns, ALL_GROUPS, ignore=SA_ADDS, owned_reqid=OWN.owns_reqid)
+            async with stream:
+                sel = Selector.of(f"{LOCAL}/32", f"{PEER}/32")
+                mine = Policy(sel, Dir.OUT, (Template(Proto.ESP, Mode.TRANSPORT, OWN.reqid(9)),))
+                other = Selector.of(f"{LOCAL}/32", f"{PEER}/32", proto=17)
+                theirs = Policy(other, Dir.OUT, (Template(Proto.ESP, Mode.TRANSPORT, 77),))
+                await xa.add_policy(mine)
+                await xa.add_policy(theirs)
+                await xa.delete_policy(mine.id)
+                it = stream.__aiter__()
+                while len(seen) < 2:
+                    seen.append(await asyncio.wait_for(it.__anext__(), 5))
+            await xa.flush_policies()
+        return seen
+
+    added, deleted = asyncio.run(scenario())
+    assert isinstance(added, PolicyAdded) and added.policy.templates[0].reqid == 77
+    assert isinstance(deleted, PolicyDeleted)
+    assert deleted.policy.templates[0].reqid == OWN.reqid(9)
 
 
 def send_udp(ns: str, bypass: bool) -> None:

@@ -14,6 +14,7 @@ from pyroute2_reference import encode, encode_policy, encode_sa, sa_id_msg
 from xfrmctl.kernel import messages as m
 from xfrmctl.kernel import wire
 from xfrmctl.kernel.events import Acquire, Expire, Mapping, decode_event
+from xfrmctl.kernel.fields import DecodeError
 from xfrmctl.kernel.policy import add_request as policy_add_request
 from xfrmctl.kernel.policy import delete_request as policy_delete_request
 from xfrmctl.kernel.sa import add_request, allocspi_request, delete_request, dump_sas
@@ -426,3 +427,83 @@ def test_selector_networks_from_the_kernel_match_the_text_parse() -> None:
             unpack_network(bytes(16), 8 * size + 1, family)
     with pytest.raises(DecodeError):
         unpack_network(bytes(16), 0, 99)
+
+
+def test_policy_template_reqids_read_in_place() -> None:
+    """What the notification filter reads without decoding agrees with the full decode,
+    also with other attributes around the templates and a message not at offset 0."""
+    pol = Policy(
+        Selector.of("10.1.0.0/16", "10.2.0.0/16"),
+        Dir.OUT,
+        (
+            Template(
+                Proto.ESP, Mode.TUNNEL, 0x58460007, ip_address("192.0.2.1"), ip_address("192.0.2.2")
+            ),
+            Template(Proto.AH, Mode.TRANSPORT, 6),
+        ),
+        mark=Mark(0x10, 0xF0),
+        if_id=5,
+    )
+    raw = b"\0" * 12 + _sent(policy_add_request(pol))
+    length = len(raw) - 12
+    assert m.policy_template_reqids(raw, 12, length) == [0x58460007, 6]
+    bare = _sent(policy_add_request(Policy(pol.selector, Dir.IN)))
+    assert m.policy_template_reqids(bare, 0, len(bare)) == []
+    broken = bytearray(raw)
+    struct.pack_into("=H", broken, 12 + 16 + 168, 3)  # an attribute shorter than its header
+    assert m.policy_template_reqids(bytes(broken), 12, length) is None
+
+
+def test_notification_marshal_leaves_ignored_and_owned_messages_undecoded() -> None:
+    from xfrmctl.kernel.events import SA_ADDS, NotificationMarshal
+
+    def policy(reqids: tuple[int, ...]) -> Policy:
+        templates = tuple(Template(Proto.ESP, Mode.TRANSPORT, r) for r in reqids)
+        return Policy(Selector.of("10.1.0.0/16", "10.2.0.0/16"), Dir.OUT, templates)
+
+    def parse(marshal: NotificationMarshal, p: Policy) -> list[Any]:
+        return list(marshal.parse(_sent(policy_add_request(p))))
+
+    owned = NotificationMarshal(SA_ADDS, lambda reqid: reqid >= 100)
+    assert parse(owned, policy((100, 101))) == []
+    for reported in ((100, 7), (7,), ()):
+        (msg,) = parse(owned, policy(reported))
+        assert decode_event(msg).policy.templates == policy(reported).templates  # type: ignore[union-attr]
+    (msg,) = parse(NotificationMarshal(frozenset(), None), policy((100,)))
+    assert msg["header"]["type"] == m.Msg.NEWPOLICY
+    sa = _sent(
+        add_request(
+            SA(
+                ip_address("192.0.2.1"),
+                ip_address("192.0.2.2"),
+                0x1234,
+                reqid=100,
+                aead=Aead("rfc4106(gcm(aes))", bytes(36), 128),
+            )
+        )
+    )
+    assert list(owned.parse(sa)) == []
+    assert len(list(NotificationMarshal(frozenset(), None).parse(sa))) == 1
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [("192.0.2.1", "192.0.2.2"), ("2001:db8::1", "2001:db8::2")]
+)
+def test_sa_key_read_in_place_matches_the_full_decode(src: str, dst: str) -> None:
+    from xfrmctl.kernel.marshal import decode_replies
+    from xfrmctl.kernel.sa import decode_sa_key, sa_key_in_place
+
+    sa = SA(
+        ip_address(src),
+        ip_address(dst),
+        0xC0FFEE01,
+        proto=Proto.ESP,
+        reqid=7,
+        aead=Aead("rfc4106(gcm(aes))", bytes(36), 128),
+        mark=Mark(0x10, 0xFF),
+    )
+    raw = _sent(add_request(sa))
+    (msg,) = decode_replies([raw])
+    assert sa_key_in_place(raw) == decode_sa_key(msg) == (ip_address(dst), 0xC0FFEE01, Proto.ESP)
+    with pytest.raises(DecodeError):
+        sa_key_in_place(raw[:100])

@@ -134,12 +134,21 @@ class FakeKernel:
     async def dump(
         self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[Any]:
+        async for raw in self.dump_raw(msg_type, body, ctx):
+            for message in decode_replies(raw):
+                yield message
+
+    async def dump_raw(
+        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
+    ) -> AsyncIterator[list[bytes]]:
         if msg_type == Msg.GETSA:
-            for sa in list(self.sas.values()):
-                yield _reply(Msg.NEWSA, wire.sa_body(sa))
+            mtype, bodies = Msg.NEWSA, [wire.sa_body(sa) for sa in self.sas.values()]
         else:
-            for pol in list(self.policies.values()):
-                yield _reply(Msg.NEWPOLICY, wire.policy_body(pol))
+            mtype, bodies = Msg.NEWPOLICY, [wire.policy_body(p) for p in self.policies.values()]
+        # two messages a datagram, as the kernel packs several into each
+        raw = [wire.NLMSG_HDR.pack(16 + len(b), mtype, 0, 0, 0) + b for b in bodies]
+        for i in range(0, len(raw), 2):
+            yield raw[i : i + 2]
 
 
 def child(n: int = 1, reqid: int | None = None) -> tx.ChildSA:

@@ -562,7 +562,11 @@ class XfrmGlue(KernelGlue):
 
     async def open_events(self) -> None:
         if self._stream is None:
-            stream = kev.EventStream(self._netns, kev.ALL_GROUPS)  # SA/policy: drift
+            # SA/policy groups: drift. Never decoded: SA adds (drift is about removals) and
+            # the echo of our own policy installs (what `_drift_detail` would drop anyway).
+            stream = kev.EventStream(
+                self._netns, kev.ALL_GROUPS, ignore=kev.SA_ADDS, owned_reqid=ours
+            )
             await stream.open()
             self._stream = stream
 

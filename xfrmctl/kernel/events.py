@@ -9,7 +9,7 @@ reopens, and the consumer should resynchronise by dumping.
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -18,7 +18,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.fields import DecodeError, get_selector, unpack_addr
-from xfrmctl.kernel.messages import Group, Msg
+from xfrmctl.kernel.marshal import XfrmMarshal
+from xfrmctl.kernel.messages import Group, Msg, policy_template_reqids
 from xfrmctl.kernel.policy import decode_policy, decode_policy_attr, decode_policy_info
 from xfrmctl.kernel.sa import decode_sa, decode_sa_attr
 from xfrmctl.kernel.socket import XfrmSocket
@@ -194,16 +195,55 @@ def _acquire(msg: Any) -> Acquire:
     )
 
 
-class EventStream:
-    """`async with EventStream(netns) as events: async for event in events: ...`"""
+SA_ADDS = frozenset({int(Msg.NEWSA), int(Msg.UPDSA)})
+_POLICY_ADDS = frozenset({int(Msg.NEWPOLICY), int(Msg.UPDPOLICY)})
 
-    def __init__(self, netns: str | None = None, groups: Iterable[Group] = DEFAULT_GROUPS) -> None:
+
+class NotificationMarshal(XfrmMarshal):
+    """Leaves undecoded what the consumer said it will not look at: the types in `ignore`,
+    and policy adds whose templates all carry reqids `owned` accepts (the echo of our own
+    installs). Decoding is most of a notification's cost, and a busy daemon is told of every
+    SA and policy it installs itself (issue 15)."""
+
+    def __init__(self, ignore: frozenset[int], owned: Callable[[int], bool] | None) -> None:
+        super().__init__()
+        self.ignore, self.owned = ignore, owned
+
+    def parse_one_message(
+        self, key: int, flags: int, sequence_number: int, data: bytes, offset: int, length: int
+    ) -> Any:
+        if key in self.ignore:
+            return None
+        if key in _POLICY_ADDS and self.owned is not None:
+            reqids = policy_template_reqids(data, offset, length)
+            if reqids and all(map(self.owned, reqids)):
+                return None
+        return super().parse_one_message(key, flags, sequence_number, data, offset, length)
+
+
+class EventStream:
+    """`async with EventStream(netns) as events: async for event in events: ...`
+
+    `ignore`: message types never reported (nor decoded). `owned_reqid`: policy adds whose
+    templates' reqids it accepts are not reported either; a policy with any other template,
+    or none, still is."""
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        groups: Iterable[Group] = DEFAULT_GROUPS,
+        ignore: frozenset[int] = frozenset(),
+        owned_reqid: Callable[[int], bool] | None = None,
+    ) -> None:
         self.netns = netns
         self.mask = group_mask(groups)
+        self.ignore, self.owned_reqid = ignore, owned_reqid
         self.sock: XfrmSocket | None = None
 
     async def open(self) -> None:
         sock = XfrmSocket(netns=self.netns)
+        if self.ignore or self.owned_reqid is not None:
+            sock.set_marshal(NotificationMarshal(self.ignore, self.owned_reqid))
         try:
             await sock.bind(groups=self.mask)
         except OSError as exc:

@@ -281,6 +281,32 @@ def fields_size(fields: tuple[tuple[str, str], ...]) -> int:
     return sum(struct.calcsize(fmt) for _, fmt in fields)
 
 
+_NLA = struct.Struct("=HH")
+_REQID = struct.Struct("=I")
+_REQID_AT = 44  # in xfrm_user_tmpl: xfrm_id (24), family (2+2), saddr (16)
+_POLICY_ATTRS_AT = 16 + fields_size(USERPOLICY_INFO)  # nlmsghdr, xfrm_userpolicy_info (168)
+_TMPL = int(Attr.TMPL)
+
+
+def policy_template_reqids(data: bytes, offset: int, length: int) -> list[int] | None:
+    """The reqids of the templates of the NEWPOLICY/UPDPOLICY message at `offset`, read in
+    place: enough to tell whose policy a notification is about without decoding it (issue
+    15). None when the attributes do not parse; the caller then decodes it in full."""
+    pos, end = offset + _POLICY_ATTRS_AT, offset + length
+    reqids: list[int] = []
+    while pos + 4 <= end:
+        nla_len, nla_type = _NLA.unpack_from(data, pos)
+        if nla_len < 4 or pos + nla_len > end:
+            return None
+        if nla_type & 0x3FFF == _TMPL:
+            if (nla_len - 4) % USER_TMPL.size:
+                return None
+            for at in range(pos + 4, pos + nla_len, USER_TMPL.size):
+                reqids.append(_REQID.unpack_from(data, at + _REQID_AT)[0])
+        pos += (nla_len + 3) & ~3
+    return reqids
+
+
 # --- fast decoding ------------------------------------------------------------------------------
 
 

@@ -238,6 +238,15 @@ class Connection:
         self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[Any]:
         """Every message of a dump (GETSA, GETPOLICY), decoded; the kernel's error raised."""
+        async for raw in self.dump_raw(msg_type, body, ctx):
+            for message in decode_replies(raw):
+                yield message
+
+    async def dump_raw(
+        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
+    ) -> AsyncIterator[list[bytes]]:
+        """A dump's messages undecoded, a datagram's worth at a time (each one netlink message
+        from its header): for a reader that needs a few fixed fields of each."""
         await self.sock.setup_endpoint()
         seq = self._next_seq()
         header = NLMSG_HDR.pack(
@@ -256,8 +265,8 @@ class Connection:
                 code = exc.errno or errno.EIO
                 break
             messages, code, text = self._dump_part(datagram, seq)
-            for message in decode_replies(messages):
-                yield message
+            if messages:
+                yield messages
         if code:
             raise KernelError.from_netlink(msg_type, code, text, ctx)
 
