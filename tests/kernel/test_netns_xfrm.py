@@ -331,6 +331,39 @@ def test_echo_of_our_own_policy_installs_is_not_reported(ns: str) -> None:
     assert deleted.policy.templates[0].reqid == OWN.reqid(9)
 
 
+def test_the_kernel_echoes_our_policies_byte_for_byte(ns: str) -> None:
+    """The reconcile settles a dumped policy unread when it prints as the request that
+    installed it: true of this kernel's dump for our policy shapes (tunnel and transport
+    templates, mark and if_id, a block policy), so the fast path is the one taken."""
+    from xfrmctl.kernel.messages import policy_print
+    from xfrmctl.kernel.policy import dump_policy_messages, request_message
+
+    ours = [
+        tunnel_policy(Dir.OUT, OWN.reqid(3)),
+        tunnel_policy(Dir.IN, OWN.reqid(3), priority=200),
+        Policy(
+            Selector.of(f"{LOCAL}/32", f"{PEER}/32", proto=17),
+            Dir.OUT,
+            (Template(Proto.ESP, Mode.TRANSPORT, OWN.reqid(4)),),
+            priority=375,
+        ),
+        Policy(Selector.of("10.7.0.0/16", "10.8.0.0/16"), Dir.FWD, action=Action.BLOCK),
+    ]
+
+    async def scenario() -> list[bytes]:
+        async with AsyncXfrm(ns) as xa:
+            await xa.flush_policies()
+            for p in ours:
+                await xa.add_policy(p)
+            dumped = [raw async for raw in dump_policy_messages(xa.conn)]
+            await xa.flush_policies()
+        return dumped
+
+    dumped = {policy_print(raw, 0, len(raw)) for raw in asyncio.run(scenario())}
+    sent = {policy_print(raw, 0, len(raw)) for raw in map(request_message, ours)}
+    assert None not in sent and dumped == sent
+
+
 def send_udp(ns: str, bypass: bool) -> None:
     code = textwrap.dedent(
         f"""

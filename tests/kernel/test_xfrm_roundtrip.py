@@ -3,6 +3,7 @@ request body wire.py packs is the bytes pyroute2 encodes for the same message (t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -479,3 +480,82 @@ def test_the_streamed_policy_comparison_is_the_held_one(
         [(s.ours, s.theirs) for s in drift.shadows],
     )
     assert got == _reference_policy_drift(expected + expected[:1], dumped)
+
+
+def _owned(policy: Policy, n: int) -> Policy:
+    from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP
+
+    templates = tuple(
+        dataclasses.replace(t, reqid=DEFAULT_OWNERSHIP.reqid(n + i))
+        for i, t in enumerate(policy.templates)
+    )
+    return dataclasses.replace(policy, templates=templates)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(policies(), max_size=5), st.lists(policies(), max_size=5), st.data())
+def test_the_byte_compared_policy_scan_is_the_decoded_one(
+    expected: list[Policy], others: list[Policy], data: st.DataObject
+) -> None:
+    """The reconcile settles a dumped policy that prints as one of ours without decoding
+    it, and decodes the rest: the same drift as comparing decoded policies. Half of ours
+    carry owned reqids (the byte path); dumped ones may be ours, ours at another priority,
+    ours with other templates, or foreign under our ids."""
+    from xfrmctl.kernel.policy import request_message
+    from xfrmctl.kernel.reconcile import PolicyScan
+    from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP
+
+    expected = [
+        _owned(p, 1 + 8 * i) if data.draw(st.booleans()) else p for i, p in enumerate(expected)
+    ]
+    dumped = [p for p in expected if data.draw(st.booleans())]
+    dumped += [dataclasses.replace(p, priority=p.priority ^ 1) for p in expected[:1]]
+    dumped += [_owned(p, 200) for p in expected[1:2] if p.templates]
+    dumped += [
+        dataclasses.replace(p, selector=q.selector, dir=q.dir, mark=q.mark, if_id=q.if_id)
+        for p, q in zip(others, expected, strict=False)
+    ]
+    dumped = data.draw(st.permutations(dumped + others))
+    scan = PolicyScan(expected + expected[:1], DEFAULT_OWNERSHIP)
+    for p in dumped:
+        scan.add_message(request_message(p))
+    drift = scan.drift([], set())
+    got = (
+        drift.missing_policies,
+        drift.altered_policies,
+        [(s.ours, s.theirs) for s in drift.shadows],
+    )
+    assert got == _reference_policy_drift(expected + expected[:1], dumped)
+
+
+def test_a_dumped_policy_printing_as_ours_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xfrmctl.kernel import policy as policy_ops
+    from xfrmctl.kernel.reconcile import PolicyScan
+    from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP
+
+    ours = _owned(
+        Policy(
+            Selector.of("10.1.0.0/16", "10.2.0.0/16"),
+            Dir.OUT,
+            (
+                Template(
+                    Proto.ESP, Mode.TUNNEL, 0, IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2")
+                ),
+            ),
+            priority=375,
+            mark=Mark(0x10, 0xF0),
+            if_id=3,
+        ),
+        5,
+    )
+
+    def no_decoding(raw: bytes) -> Policy:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(policy_ops, "decode_policy_message", no_decoding)
+    scan = PolicyScan([ours], DEFAULT_OWNERSHIP)
+    scan.add_message(policy_ops.request_message(ours))
+    assert not scan.drift([], set())
+    altered = dataclasses.replace(ours, action=Action.BLOCK)
+    with pytest.raises(AssertionError, match="decoded"):
+        scan.add_message(policy_ops.request_message(altered))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pyroute2.netlink import NotInitialized, nla, nlmsg
 
@@ -286,6 +286,53 @@ _REQID = struct.Struct("=I")
 _REQID_AT = 44  # in xfrm_user_tmpl: xfrm_id (24), family (2+2), saddr (16)
 _POLICY_ATTRS_AT = 16 + fields_size(USERPOLICY_INFO)  # nlmsghdr, xfrm_userpolicy_info (168)
 _TMPL = int(Attr.TMPL)
+
+
+_MARK, _IF_ID, _POLICY_TYPE = int(Attr.MARK), int(Attr.IF_ID), int(Attr.POLICY_TYPE)
+_PRIORITY = struct.Struct("=I")
+_PRIORITY_AT, _DIR_AT, _ACTION_AT = 16 + 152, 16 + 160, 16 + 161
+
+
+class PolicyPrint(NamedTuple):
+    """What decides a policy's identity and its effect on packets, as bytes: equal prints
+    are equal policies, so a reconcile can match a dumped policy with the one it installed
+    without decoding either (issue 15). Unequal prints prove nothing (the caller decodes)."""
+
+    identity: bytes  # selector, direction, mark, if_id
+    priority: int
+    effect: bytes  # action, templates
+
+
+def policy_print(data: bytes, offset: int, length: int) -> PolicyPrint | None:
+    """The print of the NEWPOLICY/UPDPOLICY message at `offset` (a dump reply, or a request
+    we built); None if it carries attributes the print does not cover (a security context)."""
+    if length < _POLICY_ATTRS_AT:
+        return None
+    body = offset + 16
+    pos, end = offset + _POLICY_ATTRS_AT, offset + length
+    tmpl = mark = if_id = b""
+    while pos + 4 <= end:
+        nla_len, nla_type = _NLA.unpack_from(data, pos)
+        if nla_len < 4 or pos + nla_len > end:
+            return None
+        kind = nla_type & 0x3FFF
+        payload = data[pos + 4 : pos + nla_len]
+        if kind == _TMPL:
+            tmpl = payload
+        elif kind == _MARK:
+            mark = payload
+        elif kind == _IF_ID:
+            if_id = payload
+        elif kind != _POLICY_TYPE:
+            return None
+        pos += (nla_len + 3) & ~3
+    identity = b"".join(
+        (data[body : body + 56], data[offset + _DIR_AT : offset + _DIR_AT + 1], mark, b"/", if_id)
+    )
+    (priority,) = _PRIORITY.unpack_from(data, offset + _PRIORITY_AT)
+    return PolicyPrint(
+        identity, priority, data[offset + _ACTION_AT : offset + _ACTION_AT + 1] + tmpl
+    )
 
 
 def policy_template_reqids(data: bytes, offset: int, length: int) -> list[int] | None:

@@ -4,6 +4,7 @@ packed by xfrmctl.kernel.wire), and policies decoded from what the kernel sends.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from xfrmctl.kernel.fields import (
     is_zero,
     unpack_addr,
 )
+from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import Msg, unpack_templates
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
@@ -135,12 +137,34 @@ async def get_policy(conn: Connection, pid: PolicyId) -> Policy:
     return decode_policy(replies[0])
 
 
+_TYPE = struct.Struct("=H")  # nlmsg_type, after nlmsg_len
+_DIR_AT = 16 + 160  # xfrm_userpolicy_info.dir
+
+
 async def dump_policies(conn: Connection) -> AsyncIterator[Policy]:
+    async for raw in dump_policy_messages(conn):
+        yield decode_policy_message(raw)
+
+
+async def dump_policy_messages(conn: Connection) -> AsyncIterator[bytes]:
+    """The SPD's NEWPOLICY messages, undecoded (see `messages.policy_print`)."""
     body = wire.POLICY_DUMP_BODY
-    async for reply in conn.dump(Msg.GETPOLICY, body, ErrorContext("policy dump")):
-        # Per-socket policies (dir >= 3: XFRM_POLICY_MAX + dir) are not SPD entries.
-        if reply["header"]["type"] == Msg.NEWPOLICY and reply["dir"] < 3:
-            yield decode_policy(reply)
+    async for messages in conn.dump_raw(Msg.GETPOLICY, body, ErrorContext("policy dump")):
+        for raw in messages:
+            # Per-socket policies (dir >= 3: XFRM_POLICY_MAX + dir) are not SPD entries.
+            if _TYPE.unpack_from(raw, 4)[0] == Msg.NEWPOLICY and raw[_DIR_AT] < 3:
+                yield raw
+
+
+def decode_policy_message(raw: bytes) -> Policy:
+    (msg,) = decode_replies([raw])
+    return decode_policy(msg)
+
+
+def request_message(policy: Policy) -> bytes:
+    """The NEWPOLICY message that installs `policy`, framed as the kernel would echo it."""
+    body = wire.policy_body(policy)
+    return wire.NLMSG_HDR.pack(16 + len(body), Msg.NEWPOLICY, 0, 0, 0) + body
 
 
 async def flush_policies(conn: Connection) -> None:

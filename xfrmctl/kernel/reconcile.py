@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from xfrmctl.kernel import policy as policy_ops
 from xfrmctl.kernel import sa as sa_ops
+from xfrmctl.kernel.messages import PolicyPrint, policy_print
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, Ownership
 from xfrmctl.kernel.types import SA, Address, Policy, PolicyId, Proto
@@ -97,6 +98,30 @@ class PolicyScan:
         self._ids = {ours.id for ours in self.expected}
         self._same: dict[int, bool] = {}  # id(ours): the last dumped in its slot is the same
         self._foreign: dict[PolicyId, list[Policy]] = {}  # not ours, under one of our ids
+        # Our policies by print and priority: a dumped policy printing as every one of ours
+        # in its slot (all owned) is settled unread.
+        self._prints: dict[tuple[bytes, int], list[tuple[Policy, bytes | None]]] = {}
+        for ours in self.expected:
+            raw = policy_ops.request_message(ours)
+            mine = policy_print(raw, 0, len(raw))
+            if mine is not None:
+                effect = mine.effect if ownership.owns_policy(ours) else None
+                self._prints.setdefault((mine.identity, mine.priority), []).append((ours, effect))
+
+    def add_message(self, raw: bytes) -> None:
+        """A dumped NEWPOLICY message: compared as bytes when it prints as ours at the same
+        priority (at scale nearly all are), else decoded and compared field by field."""
+        dumped = policy_print(raw, 0, len(raw))
+        if dumped is None or not self._settled(dumped):
+            self.add(policy_ops.decode_policy_message(raw))
+
+    def _settled(self, dumped: PolicyPrint) -> bool:
+        slot = self._prints.get((dumped.identity, dumped.priority))
+        if not slot or any(effect != dumped.effect for _, effect in slot):
+            return False  # not ours, or another effect, or not owned (effect None): decode
+        for ours, _ in slot:
+            self._same[id(ours)] = True
+        return True
 
     def add(self, p: Policy) -> None:
         for ours in self._ours.get((p.id, p.priority), ()):
@@ -130,6 +155,6 @@ async def reconcile(
     """Dump the SAD and the SPD once each and compare them with what we installed."""
     present = {key async for key in sa_ops.dump_sa_keys(conn)}
     scan = PolicyScan(expected_policies, ownership)
-    async for p in policy_ops.dump_policies(conn):
-        scan.add(p)
+    async for raw in policy_ops.dump_policy_messages(conn):
+        scan.add_message(raw)
     return scan.drift(expected_sas, present)
