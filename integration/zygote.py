@@ -20,10 +20,12 @@ exit status (negative: the signal, as `subprocess` reports it) to the request's 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +95,16 @@ class Zygote:
             cwd=REPO,
         )
         self._count = 0
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """End the zygote (EOF on its requests) and remove its status files."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @classmethod
     def shared(cls) -> Zygote:
