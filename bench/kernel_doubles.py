@@ -20,7 +20,6 @@ from xfrmctl.daemon.xfrm_glue import XfrmGlue
 from xfrmctl.ike.events import ChildSaReady
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 from xfrmctl.kernel import events as kev
-from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import Msg
 from xfrmctl.kernel.request import Request
 from xfrmctl.kernel.types import SA, Policy, PolicyId, SaId
@@ -96,11 +95,6 @@ class RecordingNetlink:
         self.policies: dict[PolicyId, Policy] = {}
         self._bodies: dict[Any, bytes] = {}  # SaId / PolicyId -> the body installing it
         self._notify = notify
-
-    async def dump(self, msg_type: int, body: bytes, ctx: Any = None) -> AsyncIterator[Any]:
-        async for raw in self.dump_raw(msg_type, body, ctx):
-            for message in decode_replies(raw):
-                yield message
 
     async def dump_raw(
         self, msg_type: int, body: bytes, ctx: Any = None

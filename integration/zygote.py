@@ -112,14 +112,18 @@ class Zygote:
             cls._instance = cls()
         return cls._instance
 
+    def _next_path(self, suffix: str) -> Path:
+        """A file of its own in the zygote's folder."""
+        self._count += 1
+        return self.dir / f"{self._count}{suffix}"
+
     def spawn(
         self, ns: str, argv: list[str], log: Path, stderr: Path | None = None
     ) -> ForkedProcess:
         """Fork a child running `xfrmctl ARGV...` in namespace `ns`, writing to `log` (and its
         stderr there too unless `stderr` is given)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._count += 1
-        status = self.dir / f"{self._count}.status"
+        status = self._next_path(".status")
         request = {"ns": ns, "argv": argv, "log": str(log), "status": str(status)}
         if stderr is not None:
             request["stderr"] = str(stderr)
@@ -136,7 +140,7 @@ class Zygote:
     def run(self, ns: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """`xfrmctl ARGV...` in namespace `ns` to completion, as `subprocess.run` would capture
         it; the child is killed if it outlives `timeout`."""
-        out, err = self.dir / f"{self._count + 1}.out", self.dir / f"{self._count + 1}.err"
+        out, err = self._next_path(".out"), self._next_path(".err")
         child = self.spawn(ns, argv, out, err)
         try:
             code = child.wait(timeout)

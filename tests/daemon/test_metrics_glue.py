@@ -14,13 +14,13 @@ from xfrmctl.daemon.kernel_glue import ChildCounters
 def test_one_dump_for_every_pair() -> None:
     k = FakeKernel()
     dumps: list[int] = []
-    real_dump = k.dump
+    real_dump = k.dump_raw
 
     def counting_dump(msg_type: int, *args: Any) -> Any:
         dumps.append(msg_type)
         return real_dump(msg_type, *args)
 
-    k.dump = counting_dump
+    k.dump_raw = counting_dump
     glue = glue_on(k)
     one, two, gone = ready(0x1001, 0x2001), ready(0x1002, 0x2002), ready(0x1003, 0x2003)
 

@@ -390,10 +390,12 @@ def test_sa_dump_request_has_no_body() -> None:
     sent: list[tuple[int, bytes]] = []
 
     class RecordingConnection:
-        async def dump(self, msg_type: int, body: bytes, ctx: Any = None) -> AsyncIterator[Any]:
+        async def dump_raw(
+            self, msg_type: int, body: bytes, ctx: Any = None
+        ) -> AsyncIterator[list[bytes]]:
             sent.append((msg_type, body))
-            for reply in ():
-                yield reply
+            for messages in ():
+                yield messages
 
     async def drain() -> list[Any]:
         return [sa async for sa in dump_sas(RecordingConnection())]  # type: ignore[arg-type]

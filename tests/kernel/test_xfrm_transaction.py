@@ -131,13 +131,6 @@ class FakeKernel:
         self.batches.append(log)
         return requests
 
-    async def dump(
-        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
-    ) -> AsyncIterator[Any]:
-        async for raw in self.dump_raw(msg_type, body, ctx):
-            for message in decode_replies(raw):
-                yield message
-
     async def dump_raw(
         self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[list[bytes]]:

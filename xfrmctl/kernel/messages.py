@@ -281,16 +281,40 @@ def fields_size(fields: tuple[tuple[str, str], ...]) -> int:
     return sum(struct.calcsize(fmt) for _, fmt in fields)
 
 
+def field_offset(fields: tuple[tuple[str, str], ...], name: str) -> int:
+    """Where field `name` starts in a struct laid out by `fields`."""
+    return fields_size(fields[: [n for n, _ in fields].index(name)])
+
+
 _NLA = struct.Struct("=HH")
-_REQID = struct.Struct("=I")
+_U16 = struct.Struct("=H")
+_U32 = struct.Struct("=I")
 _REQID_AT = 44  # in xfrm_user_tmpl: xfrm_id (24), family (2+2), saddr (16)
 _POLICY_ATTRS_AT = 16 + fields_size(USERPOLICY_INFO)  # nlmsghdr, xfrm_userpolicy_info (168)
-_TMPL = int(Attr.TMPL)
+POLICY_DIR_AT = 16 + field_offset(USERPOLICY_INFO, "dir")  # in a NEWPOLICY message
+_PRIORITY_AT = 16 + field_offset(USERPOLICY_INFO, "priority")
+_ACTION_AT = 16 + field_offset(USERPOLICY_INFO, "action")
+_TMPL, _MARK, _IF_ID = int(Attr.TMPL), int(Attr.MARK), int(Attr.IF_ID)
+_POLICY_TYPE = int(Attr.POLICY_TYPE)
 
 
-_MARK, _IF_ID, _POLICY_TYPE = int(Attr.MARK), int(Attr.IF_ID), int(Attr.POLICY_TYPE)
-_PRIORITY = struct.Struct("=I")
-_PRIORITY_AT, _DIR_AT, _ACTION_AT = 16 + 152, 16 + 160, 16 + 161
+def message_type(raw: bytes) -> int:
+    """nlmsg_type of the netlink message that starts `raw`."""
+    return int(_U16.unpack_from(raw, 4)[0])
+
+
+def _policy_attrs(data: bytes, offset: int, length: int) -> dict[int, bytes] | None:
+    """The attributes of the NEWPOLICY/UPDPOLICY message at `offset`, by type, unparsed;
+    None when they do not parse (the caller then decodes the message in full)."""
+    pos, end = offset + _POLICY_ATTRS_AT, offset + length
+    attrs: dict[int, bytes] = {}
+    while pos + 4 <= end:
+        nla_len, nla_type = _NLA.unpack_from(data, pos)
+        if nla_len < 4 or pos + nla_len > end:
+            return None
+        attrs[nla_type & 0x3FFF] = data[pos + 4 : pos + nla_len]
+        pos += (nla_len + 3) & ~3
+    return attrs
 
 
 class PolicyPrint(NamedTuple):
@@ -306,52 +330,28 @@ class PolicyPrint(NamedTuple):
 def policy_print(data: bytes, offset: int, length: int) -> PolicyPrint | None:
     """The print of the NEWPOLICY/UPDPOLICY message at `offset` (a dump reply, or a request
     we built); None if it carries attributes the print does not cover (a security context)."""
-    if length < _POLICY_ATTRS_AT:
+    attrs = _policy_attrs(data, offset, length) if length >= _POLICY_ATTRS_AT else None
+    if attrs is None or not attrs.keys() <= {_TMPL, _MARK, _IF_ID, _POLICY_TYPE}:
         return None
-    body = offset + 16
-    pos, end = offset + _POLICY_ATTRS_AT, offset + length
-    tmpl = mark = if_id = b""
-    while pos + 4 <= end:
-        nla_len, nla_type = _NLA.unpack_from(data, pos)
-        if nla_len < 4 or pos + nla_len > end:
-            return None
-        kind = nla_type & 0x3FFF
-        payload = data[pos + 4 : pos + nla_len]
-        if kind == _TMPL:
-            tmpl = payload
-        elif kind == _MARK:
-            mark = payload
-        elif kind == _IF_ID:
-            if_id = payload
-        elif kind != _POLICY_TYPE:
-            return None
-        pos += (nla_len + 3) & ~3
-    identity = b"".join(
-        (data[body : body + 56], data[offset + _DIR_AT : offset + _DIR_AT + 1], mark, b"/", if_id)
-    )
-    (priority,) = _PRIORITY.unpack_from(data, offset + _PRIORITY_AT)
-    return PolicyPrint(
-        identity, priority, data[offset + _ACTION_AT : offset + _ACTION_AT + 1] + tmpl
-    )
+    selector = data[offset + 16 : offset + 16 + fields_size(SELECTOR)]
+    direction = data[offset + POLICY_DIR_AT : offset + POLICY_DIR_AT + 1]
+    identity = b"".join((selector, direction, attrs.get(_MARK, b""), b"/", attrs.get(_IF_ID, b"")))
+    (priority,) = _U32.unpack_from(data, offset + _PRIORITY_AT)
+    action = data[offset + _ACTION_AT : offset + _ACTION_AT + 1]
+    return PolicyPrint(identity, priority, action + attrs.get(_TMPL, b""))
 
 
 def policy_template_reqids(data: bytes, offset: int, length: int) -> list[int] | None:
     """The reqids of the templates of the NEWPOLICY/UPDPOLICY message at `offset`, read in
     place: enough to tell whose policy a notification is about without decoding it (issue
     15). None when the attributes do not parse; the caller then decodes it in full."""
-    pos, end = offset + _POLICY_ATTRS_AT, offset + length
-    reqids: list[int] = []
-    while pos + 4 <= end:
-        nla_len, nla_type = _NLA.unpack_from(data, pos)
-        if nla_len < 4 or pos + nla_len > end:
-            return None
-        if nla_type & 0x3FFF == _TMPL:
-            if (nla_len - 4) % USER_TMPL.size:
-                return None
-            for at in range(pos + 4, pos + nla_len, USER_TMPL.size):
-                reqids.append(_REQID.unpack_from(data, at + _REQID_AT)[0])
-        pos += (nla_len + 3) & ~3
-    return reqids
+    attrs = _policy_attrs(data, offset, length)
+    if attrs is None:
+        return None
+    tmpl = attrs.get(_TMPL, b"")
+    if len(tmpl) % USER_TMPL.size:
+        return None
+    return [_U32.unpack_from(tmpl, at + _REQID_AT)[0] for at in range(0, len(tmpl), USER_TMPL.size)]
 
 
 # --- fast decoding ------------------------------------------------------------------------------

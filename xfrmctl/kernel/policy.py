@@ -4,7 +4,6 @@ packed by xfrmctl.kernel.wire), and policies decoded from what the kernel sends.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from xfrmctl.kernel.fields import (
     unpack_addr,
 )
 from xfrmctl.kernel.marshal import decode_replies
-from xfrmctl.kernel.messages import Msg, unpack_templates
+from xfrmctl.kernel.messages import POLICY_DIR_AT, Msg, message_type, unpack_templates
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
     Action,
@@ -137,10 +136,6 @@ async def get_policy(conn: Connection, pid: PolicyId) -> Policy:
     return decode_policy(replies[0])
 
 
-_TYPE = struct.Struct("=H")  # nlmsg_type, after nlmsg_len
-_DIR_AT = 16 + 160  # xfrm_userpolicy_info.dir
-
-
 async def dump_policies(conn: Connection) -> AsyncIterator[Policy]:
     async for raw in dump_policy_messages(conn):
         yield decode_policy_message(raw)
@@ -152,7 +147,7 @@ async def dump_policy_messages(conn: Connection) -> AsyncIterator[bytes]:
     async for messages in conn.dump_raw(Msg.GETPOLICY, body, ErrorContext("policy dump")):
         for raw in messages:
             # Per-socket policies (dir >= 3: XFRM_POLICY_MAX + dir) are not SPD entries.
-            if _TYPE.unpack_from(raw, 4)[0] == Msg.NEWPOLICY and raw[_DIR_AT] < 3:
+            if message_type(raw) == Msg.NEWPOLICY and raw[POLICY_DIR_AT] < 3:
                 yield raw
 
 

@@ -20,6 +20,7 @@ from xfrmctl.kernel.fields import (
     is_zero,
     unpack_addr,
 )
+from xfrmctl.kernel.marshal import decode_replies
 from xfrmctl.kernel.messages import (
     AE_LVAL,
     AE_RVAL,
@@ -29,7 +30,9 @@ from xfrmctl.kernel.messages import (
     STATE_ESN,
     USERSA_INFO,
     Msg,
+    field_offset,
     fields_size,
+    message_type,
 )
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import (
@@ -216,8 +219,8 @@ async def get_sa(conn: Connection, sa_id: SaId, mark: Mark | None = None) -> SA:
 
 
 async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
-    async for reply in conn.dump(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
-        if reply["header"]["type"] == Msg.NEWSA:
+    async for messages in conn.dump_raw(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
+        for reply in decode_replies([m for m in messages if message_type(m) == Msg.NEWSA]):
             yield decode_sa(reply)
 
 
@@ -235,9 +238,8 @@ def decode_sa_key(msg: Any) -> tuple[Address, int, Proto]:
 _SA_ID = struct.Struct("=16s4sB")  # xfrm_id: daddr, spi (network order), proto
 _SA_ID_AT = 16 + fields_size(SELECTOR)
 _SA_FAMILY = struct.Struct("=H")
-_SA_FAMILY_AT = 16 + fields_size(USERSA_INFO[: [n for n, _ in USERSA_INFO].index("family")])
+_SA_FAMILY_AT = 16 + field_offset(USERSA_INFO, "family")
 _SA_MIN = 16 + fields_size(USERSA_INFO)
-_MSG_TYPE = struct.Struct("=H")  # nlmsg_type, after nlmsg_len
 
 
 def sa_key_in_place(raw: bytes) -> tuple[Address, int, Proto]:
@@ -257,7 +259,7 @@ async def dump_sa_keys(conn: Connection) -> AsyncIterator[tuple[Address, int, Pr
     """The (destination, SPI, protocol) of every SA in the SAD."""
     async for messages in conn.dump_raw(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
         for raw in messages:
-            if _MSG_TYPE.unpack_from(raw, 4)[0] == Msg.NEWSA:
+            if message_type(raw) == Msg.NEWSA:
                 yield sa_key_in_place(raw)
 
 

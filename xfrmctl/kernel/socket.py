@@ -29,7 +29,7 @@ from pyroute2.netlink import (
 from pyroute2.netlink.nlsocket import AsyncNetlinkSocket
 
 from xfrmctl.kernel.errors import ErrorContext, KernelError, XfrmError
-from xfrmctl.kernel.marshal import ExtAckError, XfrmMarshal, decode_replies, ext_ack_message
+from xfrmctl.kernel.marshal import ExtAckError, XfrmMarshal, ext_ack_message
 from xfrmctl.kernel.request import Request
 from xfrmctl.kernel.wire import NLMSG_HDR
 
@@ -105,7 +105,7 @@ class Connection:
         """Send requests in as few sendmsg calls as possible; fill in each one's result."""
         if any(req.flags & NLM_F_DUMP == NLM_F_DUMP for req in requests):
             # The kernel sends a dump over several reads, after the barrier that ends a batch.
-            raise ValueError("dump requests cannot be batched: use Connection.dump()")
+            raise ValueError("dump requests cannot be batched: use Connection.dump_raw()")
         await self.sock.setup_endpoint()
         if self._max_batch == 0:
             sock = self.sock.socket
@@ -234,19 +234,12 @@ class Connection:
             raise req.error
         return req.replies or []
 
-    async def dump(
-        self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
-    ) -> AsyncIterator[Any]:
-        """Every message of a dump (GETSA, GETPOLICY), decoded; the kernel's error raised."""
-        async for raw in self.dump_raw(msg_type, body, ctx):
-            for message in decode_replies(raw):
-                yield message
-
     async def dump_raw(
         self, msg_type: int, body: bytes, ctx: ErrorContext | None = None
     ) -> AsyncIterator[list[bytes]]:
-        """A dump's messages undecoded, a datagram's worth at a time (each one netlink message
-        from its header): for a reader that needs a few fixed fields of each."""
+        """Every message of a dump (GETSA, GETPOLICY), a datagram's worth at a time, undecoded
+        (each one netlink message from its header: `marshal.decode_replies` decodes them, a
+        reader that needs a few fixed fields takes them in place); the kernel's error raised."""
         await self.sock.setup_endpoint()
         seq = self._next_seq()
         header = NLMSG_HDR.pack(
