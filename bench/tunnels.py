@@ -26,6 +26,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,10 @@ IKE, ESP = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 TPUT = ("10.5.0.1", "10.6.0.1", "tput.bench")
 LATENCY_CONNS = 5  # extra connections for `up` latency, initiated one by one afterwards
 FIRST = 210 * 256  # the first-packet connections' sites: host_ip(FIRST + j, side)
+# Configurations, secrets and logs of both stacks live on the guest's tmpfs during the run, as
+# on a machine's local disk, and are copied to --out at the end: the lab's 9p share makes every
+# write a round trip to the host, which xfrmctl's line-flushed log would pay per setup.
+RUN = Path("/run/xfrmctl-bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -373,7 +378,7 @@ def x_conn(
 
 
 def start_xfrmctl(host: Host, workdir: Path, cfg: Path) -> tuple[subprocess.Popen[str], Path]:
-    sock = Path("/run/xfrmctl-bench") / f"{host.ns}.sock"
+    sock = RUN / f"{host.ns}.sock"
     log = workdir / f"{host.name}-xfrmctl.log"
     proc = host.popen(
         [XFRMCTL, "daemon", "--config", str(cfg), "--socket", str(sock)],
@@ -477,13 +482,17 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run in the lab guest: ./lab.sh bench (needs root and ESP)")
-    workdir = args.out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    workdir = RUN / f"work-{stamp}"
     workdir.mkdir(parents=True)
-    Path("/run/xfrmctl-bench").mkdir(exist_ok=True)
-    xf = run_xfrmctl(workdir, args.n, args.iperf_seconds)
-    report(xf)
-    swan = run_strongswan(workdir, args.n, args.iperf_seconds)
-    report(swan)
+    try:
+        xf = run_xfrmctl(workdir, args.n, args.iperf_seconds)
+        report(xf)
+        swan = run_strongswan(workdir, args.n, args.iperf_seconds)
+        report(swan)
+    finally:
+        shutil.copytree(workdir, args.out / f"bench-{stamp}")
+        shutil.rmtree(workdir)
     for res in (swan, xf):
         if any(count < 2 * args.n for count in res.sas.values()):
             raise SystemExit(f"{res.name}: expected {2 * args.n} SAs in each kernel: {res.sas}")

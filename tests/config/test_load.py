@@ -133,3 +133,35 @@ def test_empty_file_is_a_valid_empty_config(write: Write) -> None:
     main = write("xfrmctl.yaml", "# nothing yet\n")
     assert errors_of(main) == []
     assert load_config(Path(main)).connections == {}
+
+
+def _shared_psk_conns(count: int) -> str:
+    one = PSK_CONN.split("connections:\n", 1)[1]
+    return "connections:\n" + "".join(one.replace("site-b:", f"site-{i}:") for i in range(count))
+
+
+def test_a_psk_file_shared_by_many_connections_is_read_once(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xfrmctl.config.loader as loader
+
+    write("site-b.psk", "shared-key", 0o600)
+    reads: list[Path] = []
+
+    def counting(path: Path) -> bytes:
+        reads.append(path)
+        return loader.decode_psk(path.read_bytes(), str(path))
+
+    monkeypatch.setattr(loader, "read_psk", counting)
+    config = load_config(write("xfrmctl.yaml", _shared_psk_conns(50)))
+    assert [config.psk_bytes(f"site-{i}") for i in (0, 49)] == [b"shared-key"] * 2
+    assert len(reads) == 1
+    load_config(write("xfrmctl.yaml", _shared_psk_conns(2)))
+    assert len(reads) == 2  # the next load reads it again: a changed key is seen
+
+
+def test_a_refused_shared_psk_file_is_named_at_every_connection(write: Write) -> None:
+    write("site-b.psk", "shared-key", 0o644)
+    errors = errors_of(write("xfrmctl.yaml", _shared_psk_conns(3)))
+    for i in range(3):
+        assert any(f"connections.site-{i}.psk_file" in e and "world-readable" in e for e in errors)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,12 +189,34 @@ def _resolve_paths(data: dict[str, Any], out: _Collector) -> None:
                 ]
 
 
+class _ReadOnce:
+    """A secrets reader that reads each file once per load, failures included: a fleet's
+    thousand connections often share one psk_file."""
+
+    def __init__(self, read: Callable[[Path], bytes]) -> None:
+        self._read = read
+        self._done: dict[Path, bytes | SecretError] = {}
+
+    def __call__(self, path: Path) -> bytes:
+        if path not in self._done:
+            try:
+                self._done[path] = self._read(path)
+            except SecretError as exc:
+                self._done[path] = exc
+        got = self._done[path]
+        if isinstance(got, SecretError):
+            raise got
+        return got
+
+
 def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
+    psk_of = _ReadOnce(read_psk)
+    key_of = _ReadOnce(lambda path: read_private_file(path, "private key"))
     for name, conn in config.model.connections.items():
         loc: Loc = ("connections", name)
         if conn.uses_psk and conn.psk_file is not None:
             try:
-                config._psks[name] = read_psk(conn.psk_file)
+                config._psks[name] = psk_of(conn.psk_file)
             except SecretError as exc:
                 out.add((*loc, "psk_file"), str(exc))
         elif conn.uses_psk and conn.psk is not None:
@@ -208,7 +231,7 @@ def _load_secrets(config: LoadedConfig, out: _Collector) -> None:
             )
         if conn.local.auth == "pubkey" and conn.local.key is not None:
             try:
-                config._keys[name] = read_private_file(conn.local.key, "private key")
+                config._keys[name] = key_of(conn.local.key)
             except SecretError as exc:
                 out.add((*loc, "local", "key"), str(exc))
         for side, key in (("local", "certs"), ("remote", "cacerts"), ("remote", "certs")):

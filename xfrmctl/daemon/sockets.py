@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -132,7 +133,7 @@ class IkeSockets:
                 if not data.startswith(NON_ESP_MARKER):
                     continue  # ESP the kernel did not take; nothing for IKE
                 data = data[4:]
-            remote = (ipaddress.ip_address(peer[0].split("%")[0]), int(peer[1]))
+            remote = (_peer_address(peer[0]), int(peer[1]))
             try:
                 self._receiver(data, (local_ip, entry.port), remote)
             except Exception:  # a bad datagram must never stop the daemon
@@ -150,7 +151,7 @@ class IkeSockets:
             data = NON_ESP_MARKER + data
         ancdata = [_pktinfo(local[0])]
         try:
-            entry.sock.sendmsg([data], ancdata, 0, (str(remote[0]), remote[1]))
+            entry.sock.sendmsg([data], ancdata, 0, (_text(remote[0]), remote[1]))
         except OSError as exc:
             log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc)
 
@@ -160,7 +161,9 @@ class IkeSockets:
         entry = self._find(family, local[1])
         if entry is not None:
             with contextlib.suppress(OSError):
-                entry.sock.sendmsg([b"\xff"], [_pktinfo(local[0])], 0, (str(remote[0]), remote[1]))
+                entry.sock.sendmsg(
+                    [b"\xff"], [_pktinfo(local[0])], 0, (_text(remote[0]), remote[1])
+                )
 
     def _find(self, family: int, port: int) -> IkeSocket | None:
         for entry in self._sockets:
@@ -181,12 +184,34 @@ def _local_address(ancdata: list[tuple[int, int, bytes]], family: int) -> IPAddr
     for level, kind, data in ancdata:
         if family == socket.AF_INET and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
             # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
-            return ipaddress.IPv4Address(data[8:12])
+            return _packed_address(data[8:12])
         if family == socket.AF_INET6 and level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
-            return ipaddress.IPv6Address(data[:16])
+            return _packed_address(data[:16])
     return None
 
 
+# A daemon talks to few addresses, each in thousands of datagrams: parsing and formatting
+# them once each (ipaddress does it in Python) was a visible share of a setup's CPU.
+_ADDRESSES = 4096
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
+def _peer_address(text: str) -> IPAddress:
+    """recvmsg's peer text, an IPv6 scope (`%eth0`) dropped."""
+    return ipaddress.ip_address(text.split("%")[0])
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
+def _packed_address(packed: bytes) -> IPAddress:
+    return ipaddress.ip_address(packed)
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
+def _text(addr: IPAddress) -> str:
+    return str(addr)
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
 def _pktinfo(addr: IPAddress) -> tuple[int, int, bytes]:
     if addr.version == 4:
         return (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, addr.packed, bytes(4)))
