@@ -559,3 +559,15 @@ def test_a_dumped_policy_printing_as_ours_is_not_decoded(monkeypatch: pytest.Mon
     altered = dataclasses.replace(ours, action=Action.BLOCK)
     with pytest.raises(AssertionError, match="decoded"):
         scan.add_message(policy_ops.request_message(altered))
+
+
+def test_a_selector_keeps_the_hash_of_its_fields() -> None:
+    """The hash is kept once taken (issue 15): still that of the fields, and a selector
+    made from another by `replace` has its own."""
+    one = Selector.of("10.1.0.0/16", "10.2.0.0/16", proto=6, dport=443)
+    fields = (one.src, one.dst, one.proto, one.sport, one.dport, one.ifindex)
+    assert hash(one) == hash(fields) == hash(one)
+    other = dataclasses.replace(one, dport=80)
+    assert hash(other) == hash((one.src, one.dst, 6, 0, 80, 0)) != hash(one)
+    assert {one: "a", other: "b"}[Selector.of("10.1.0.0/16", "10.2.0.0/16", 6, 0, 80)] == "b"
+    assert "_hash" not in repr(one) and one == Selector.of("10.1.0.0/16", "10.2.0.0/16", 6, 0, 443)

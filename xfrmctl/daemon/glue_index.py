@@ -69,7 +69,7 @@ class PolicyHolders:
         return self._by_id.last(pid)
 
     def all(self) -> dict[PolicyId, Policy]:
-        return {pid: p for pid in self._by_id if (p := self._by_id.last(pid)) is not None}
+        return dict(self._by_id.lasts())
 
     def clear(self) -> None:
         self._by_id.clear()

@@ -61,6 +61,11 @@ class MultiMap(Generic[K, M, V]):
             return None
         return cur[1] if isinstance(cur, tuple) else next(reversed(cur.values()))
 
+    def lasts(self) -> Iterator[tuple[K, V]]:
+        """Every key with the value of its member filed last, in one pass (no lookups)."""
+        for key, cur in self._map.items():
+            yield key, (cur[1] if isinstance(cur, tuple) else next(reversed(cur.values())))
+
     def __iter__(self) -> Iterator[K]:
         return iter(self._map)
 

@@ -293,6 +293,7 @@ _REQID_AT = 44  # in xfrm_user_tmpl: xfrm_id (24), family (2+2), saddr (16)
 _POLICY_ATTRS_AT = 16 + fields_size(USERPOLICY_INFO)  # nlmsghdr, xfrm_userpolicy_info (168)
 POLICY_DIR_AT = 16 + field_offset(USERPOLICY_INFO, "dir")  # in a NEWPOLICY message
 _PRIORITY_AT = 16 + field_offset(USERPOLICY_INFO, "priority")
+_SELECTOR_END = 16 + fields_size(SELECTOR)  # the selector opens xfrm_userpolicy_info
 _ACTION_AT = 16 + field_offset(USERPOLICY_INFO, "action")
 _TMPL, _MARK, _IF_ID = int(Attr.TMPL), int(Attr.MARK), int(Attr.IF_ID)
 _POLICY_TYPE = int(Attr.POLICY_TYPE)
@@ -333,7 +334,7 @@ def policy_print(data: bytes, offset: int, length: int) -> PolicyPrint | None:
     attrs = _policy_attrs(data, offset, length) if length >= _POLICY_ATTRS_AT else None
     if attrs is None or not attrs.keys() <= {_TMPL, _MARK, _IF_ID, _POLICY_TYPE}:
         return None
-    selector = data[offset + 16 : offset + 16 + fields_size(SELECTOR)]
+    selector = data[offset + 16 : offset + _SELECTOR_END]
     direction = data[offset + POLICY_DIR_AT : offset + POLICY_DIR_AT + 1]
     identity = b"".join((selector, direction, attrs.get(_MARK, b""), b"/", attrs.get(_IF_ID, b"")))
     (priority,) = _U32.unpack_from(data, offset + _PRIORITY_AT)

@@ -90,23 +90,23 @@ class PolicyScan:
     is dropped at once, so a dump of thousands of policies is never held (issue 15)."""
 
     def __init__(self, expected: Iterable[Policy], ownership: Ownership) -> None:
-        self.expected = list(expected)
         self.ownership = ownership
+        self.expected = [(ours, ours.id) for ours in expected]  # each id built once
         self._ours: dict[tuple[PolicyId, int], list[Policy]] = {}
-        for ours in self.expected:
-            self._ours.setdefault((ours.id, ours.priority), []).append(ours)
-        self._ids = {ours.id for ours in self.expected}
-        self._same: dict[int, bool] = {}  # id(ours): the last dumped in its slot is the same
-        self._foreign: dict[PolicyId, list[Policy]] = {}  # not ours, under one of our ids
+        self._ids: set[PolicyId] = set()
         # Our policies by print and priority: a dumped policy printing as every one of ours
         # in its slot (all owned) is settled unread.
         self._prints: dict[tuple[bytes, int], list[tuple[Policy, bytes | None]]] = {}
-        for ours in self.expected:
+        for ours, pid in self.expected:
+            self._ours.setdefault((pid, ours.priority), []).append(ours)
+            self._ids.add(pid)
             raw = policy_ops.request_message(ours)
             mine = policy_print(raw, 0, len(raw))
             if mine is not None:
                 effect = mine.effect if ownership.owns_policy(ours) else None
                 self._prints.setdefault((mine.identity, mine.priority), []).append((ours, effect))
+        self._same: dict[int, bool] = {}  # id(ours): the last dumped in its slot is the same
+        self._foreign: dict[PolicyId, list[Policy]] = {}  # not ours, under one of our ids
 
     def add_message(self, raw: bytes) -> None:
         """A dumped NEWPOLICY message: compared as bytes when it prints as ours at the same
@@ -132,17 +132,16 @@ class PolicyScan:
     def drift(self, expected_sas: Iterable[SA], present: set[SaKey]) -> Drift:
         drift = Drift()
         drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
-        for ours in self.expected:
+        for ours, pid in self.expected:
             same = self._same.get(id(ours))
             if same is None:
                 drift.missing_policies.append(ours)
             elif not same:
                 drift.altered_policies.append(ours)
-            drift.shadows += [
-                Shadow(ours, p)
-                for p in self._foreign.get(ours.id, [])
-                if p.priority < ours.priority
-            ]
+            if pid in self._foreign:
+                drift.shadows += [
+                    Shadow(ours, p) for p in self._foreign[pid] if p.priority < ours.priority
+                ]
         return drift
 
 

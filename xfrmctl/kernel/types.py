@@ -73,6 +73,16 @@ class Selector:
     sport: int = 0
     dport: int = 0
     ifindex: int = 0
+    # Selectors key the policy indexes and every reconcile's scan, and hashing two ipaddress
+    # networks takes several Python calls: the hash is kept once taken (issue 15).
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.src, self.dst, self.proto, self.sport, self.dport, self.ifindex))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     def __post_init__(self) -> None:
         if self.src.version != self.dst.version:
