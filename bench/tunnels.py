@@ -65,10 +65,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # ------------------------------------------------------------------------ pure parts
 
 
-def cpu_seconds(stat: str, clk_tck: int = CLK_TCK) -> float:
-    """utime + stime of a /proc/PID/stat line (the command may hold spaces and parentheses)."""
+def cpu_times(stat: str, clk_tck: int = CLK_TCK) -> tuple[float, float]:
+    """(utime, stime) of a /proc/PID/stat line (the command may hold spaces and parentheses)."""
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / clk_tck  # fields 14 and 15 of stat(5)
+    return int(fields[11]) / clk_tck, int(fields[12]) / clk_tck  # fields 14 and 15 of stat(5)
+
+
+def cpu_seconds(stat: str, clk_tck: int = CLK_TCK) -> float:
+    """utime + stime of a /proc/PID/stat line."""
+    return sum(cpu_times(stat, clk_tck))
 
 
 def rss_kib(status: str) -> int:
@@ -114,12 +119,14 @@ def host_ip(i: int, side: int) -> str:
 @dataclass
 class Sample:
     cpu_s: float
+    sys_s: float  # of cpu_s, in the kernel (XFRM installs, sockets, netlink)
     rss_kib: int
 
 
 def sample(pid: int) -> Sample:
     proc = Path(f"/proc/{pid}")
-    return Sample(cpu_seconds((proc / "stat").read_text()), rss_kib((proc / "status").read_text()))
+    user, system = cpu_times((proc / "stat").read_text())
+    return Sample(user + system, system, rss_kib((proc / "status").read_text()))
 
 
 @dataclass
@@ -128,6 +135,7 @@ class StackResult:
     n: int
     setup_s: float = 0.0
     cpu_ms_per_setup: dict[str, float] = field(default_factory=dict)
+    sys_ms_per_setup: dict[str, float] = field(default_factory=dict)  # the kernel's part
     kib_per_ike_sa: dict[str, float] = field(default_factory=dict)
     idle_rss_kib: dict[str, int] = field(default_factory=dict)
     sas: dict[str, int] = field(default_factory=dict)
@@ -172,6 +180,7 @@ def measure_setup(
     for side, pid in pids.items():
         after = sample(pid)
         res.cpu_ms_per_setup[side] = (after.cpu_s - before[side].cpu_s) * 1000 / res.n
+        res.sys_ms_per_setup[side] = (after.sys_s - before[side].sys_s) * 1000 / res.n
         res.kib_per_ike_sa[side] = (after.rss_kib - before[side].rss_kib) / res.n
     res.sas = {h.name: sad_count(h.run("ip xfrm state count").stdout) for h in (ini, resp)}
 
@@ -461,7 +470,8 @@ def report(res: StackResult) -> None:
     print(
         f"{res.name:10s} N={res.n}: {f['setups_per_s']:7.2f} setups/s ({res.setup_s:.1f} s), "
         f"CPU ms/setup initiator {res.cpu_ms_per_setup['initiator']:.1f} responder "
-        f"{res.cpu_ms_per_setup['responder']:.1f}, KiB/IKE SA initiator "
+        f"{res.cpu_ms_per_setup['responder']:.1f} (system {res.sys_ms_per_setup['initiator']:.1f}"
+        f" / {res.sys_ms_per_setup['responder']:.1f}), KiB/IKE SA initiator "
         f"{res.kib_per_ike_sa['initiator']:.1f} responder {res.kib_per_ike_sa['responder']:.1f} "
         f"(idle RSS {res.idle_rss_kib['initiator']}/{res.idle_rss_kib['responder']} KiB), "
         f"SAs {res.sas}, up median {f['up_latency_s']:.2f} s "
@@ -479,23 +489,33 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="IKE SAs (one Child SA each)")
     ap.add_argument("--iperf-seconds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("XFRMCTL_LAB_OUT", "lab-out")))
+    ap.add_argument(
+        "--only",
+        choices=("xfrmctl", "strongswan"),
+        help="one stack's figures, no ratios (to profile it: see bench/README.md)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run in the lab guest: ./lab.sh bench (needs root and ESP)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     workdir = RUN / f"work-{stamp}"
     workdir.mkdir(parents=True)
+    runs = {"xfrmctl": run_xfrmctl, "strongswan": run_strongswan}
+    results: dict[str, StackResult] = {}
     try:
-        xf = run_xfrmctl(workdir, args.n, args.iperf_seconds)
-        report(xf)
-        swan = run_strongswan(workdir, args.n, args.iperf_seconds)
-        report(swan)
+        for name, run in runs.items():
+            if args.only in (None, name):
+                results[name] = run(workdir, args.n, args.iperf_seconds)
+                report(results[name])
     finally:
         shutil.copytree(workdir, args.out / f"bench-{stamp}")
         shutil.rmtree(workdir)
-    for res in (swan, xf):
+    for res in results.values():
         if any(count < 2 * args.n for count in res.sas.values()):
             raise SystemExit(f"{res.name}: expected {2 * args.n} SAs in each kernel: {res.sas}")
+    if args.only:
+        return
+    xf, swan = results["xfrmctl"], results["strongswan"]
     if swan.iperf_mbit_s:
         print(f"iperf3 ratio {xf.iperf_mbit_s / swan.iperf_mbit_s:.3f} (same kernel: expect ~1)")
     print(ratio_line(xf.figures(), swan.figures(), args.n), flush=True)

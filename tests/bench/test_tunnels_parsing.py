@@ -83,3 +83,8 @@ def _phases() -> ModuleType:
     sys.modules["tunnel_phases"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def test_cpu_times_splits_user_and_system(tunnels: ModuleType) -> None:
+    stat = "7 (charon-systemd) S 1 7 7 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 17 0"
+    assert tunnels.cpu_times(stat, clk_tck=100) == pytest.approx((2.5, 0.5))

@@ -173,3 +173,25 @@ def test_volume_and_time_lifetimes_reach_both_sas() -> None:
         assert (lt.soft_seconds, lt.hard_seconds) == (3000, 3300)
         assert (lt.soft_bytes, lt.hard_bytes) == (1 << 20, 2 << 20)
         assert (lt.soft_packets, lt.hard_packets) == (5000, 9000)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_in_and_fwd_policies_share_one_template_tuple(compress: bool) -> None:
+    """Memory (issue 15): the templates are made once per direction, fwd's being in's, and
+    are the ones each direction needs (IPComp's optional outside the outbound policy)."""
+    from xfrmctl.daemon.xfrm_glue import _policies
+    from xfrmctl.kernel.types import Mode as KMode
+    from xfrmctl.kernel.types import Proto, Selector
+
+    local, remote = ip_address("192.0.2.1"), ip_address("192.0.2.2")
+    sels = [Selector.of("10.1.0.0/16", "10.2.0.0/16"), Selector.of("10.1.0.0/16", "10.3.0.0/16")]
+    pols = _policies(sels, KMode.TUNNEL, Proto.ESP, 7, local, remote, KernelOptions(), compress)
+    by_dir = {d: [p for p in pols if p.dir == d] for d in (Dir.IN, Dir.FWD, Dir.OUT)}
+    inbound = by_dir[Dir.IN][0].templates
+    assert all(p.templates is inbound for p in by_dir[Dir.IN] + by_dir[Dir.FWD])
+    assert inbound[0].src == remote and inbound[0].dst == local
+    outbound = by_dir[Dir.OUT][0].templates
+    assert outbound[0].src == local and not any(t.optional for t in outbound)
+    assert (
+        all(t.optional for t in inbound if t.proto == Proto.COMP) and len(inbound) == 1 + compress
+    )

@@ -68,6 +68,7 @@ class Daemon:
         self.stats = Stats()  # event counters for the metrics endpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the engine deadline it was set for
         self._tasks: list[asyncio.Task[None]] = []
         self.stop_timeout = STOP_TIMEOUT
         self.restarts = RestartBackoff()
@@ -242,10 +243,17 @@ class Daemon:
             self._enqueue(functools.partial(self._send, dgrams))
         else:
             self._send_now(dgrams)
-        deadline = self.engine.next_timer()
+        self._arm(self.engine.next_timer())
+
+    def _arm(self, deadline: float | None) -> None:
+        """One loop timer, at the engine's next deadline. Most events leave that deadline
+        where it was: the timer then stays (a new TimerHandle per event adds up, issue 15)."""
         if self._timer is not None:
+            if deadline == self._timer_at:
+                return
             self._timer.cancel()
             self._timer = None
+        self._timer_at = deadline
         if deadline is not None:
             self._timer = self.loop.call_at(max(deadline, self.now()), self._on_timer)
 

@@ -154,24 +154,21 @@ def _policies(
         ends = (local, remote) if direction == Dir.OUT else (remote, local)
         return ipcomp.templates(proto, mode, reqid, ends if tunnel else None, direction, compress)
 
+    # One tuple of templates per direction, shared by every selector's policies (fwd's are
+    # in's): thousands of Child SAs hold them.
+    inbound, outbound = tmpl(Dir.IN), tmpl(Dir.OUT)
     for sel in selectors:
         reverse = Selector(sel.dst, sel.src, sel.proto, sel.dport, sel.sport)
+        priority = policy_priority(reverse)
         for direction in (Dir.IN, Dir.FWD) if tunnel else (Dir.IN,):
             out.append(
-                Policy(
-                    reverse,
-                    direction,
-                    tmpl(direction),
-                    priority=policy_priority(reverse),
-                    mark=mark_in,
-                    if_id=if_in,
-                )
+                Policy(reverse, direction, inbound, priority=priority, mark=mark_in, if_id=if_in)
             )
         out.append(
             Policy(
                 sel,
                 Dir.OUT,
-                tmpl(Dir.OUT),
+                outbound,
                 priority=policy_priority(sel),
                 mark=mark_out,
                 if_id=if_out,
