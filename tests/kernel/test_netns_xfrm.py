@@ -50,6 +50,7 @@ from xfrmctl.kernel.events import (
     EventStream,
     PolicyAdded,
     PolicyDeleted,
+    SaDeleted,
 )
 
 pytestmark = [
@@ -329,6 +330,31 @@ def test_echo_of_our_own_policy_installs_is_not_reported(ns: str) -> None:
     assert isinstance(added, PolicyAdded) and added.policy.templates[0].reqid == 77
     assert isinstance(deleted, PolicyDeleted)
     assert deleted.policy.templates[0].reqid == OWN.reqid(9)
+
+
+def test_the_deletion_of_an_sa_no_longer_held_is_not_reported(ns: str) -> None:
+    """The kernel's DELSA is read in place (xfrm_usersa_id): the daemon's stream reports
+    the deletion of an SA it still holds (drift) and drops, undecoded, the echo of one it
+    removed itself. Larval SAs (ALLOCSPI) stand in for SAs on a kernel without ESP."""
+
+    async def scenario() -> list[object]:
+        async with AsyncXfrm(ns) as xa:
+            await xa.flush_sas()
+            ask = SpiRequest(PEER, LOCAL, reqid=OWN.reqid(3), spis=SpiRange(0xD000, 0xD0FF))
+            held_spi, gone_spi = await xa.allocate_spi(ask), await xa.allocate_spi(ask)
+            held = {(LOCAL, held_spi, Proto.ESP)}
+            stream = EventStream(ns, ALL_GROUPS, ignore=SA_ADDS, held_sa=held.__contains__)
+            async with stream:
+                await xa.delete_sa(SaId(LOCAL, gone_spi))
+                await xa.delete_sa(SaId(LOCAL, held_spi))
+                it = stream.__aiter__()
+                first = await asyncio.wait_for(it.__anext__(), 5)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(it.__anext__(), 0.5)
+        return [first, held_spi]
+
+    deleted, held_spi = asyncio.run(scenario())
+    assert isinstance(deleted, SaDeleted) and deleted.sa.spi == held_spi
 
 
 def test_the_kernel_echoes_our_policies_byte_for_byte(ns: str) -> None:

@@ -509,3 +509,24 @@ def test_sa_key_read_in_place_matches_the_full_decode(src: str, dst: str) -> Non
     assert sa_key_in_place(raw) == decode_sa_key(msg) == (ip_address(dst), 0xC0FFEE01, Proto.ESP)
     with pytest.raises(DecodeError):
         sa_key_in_place(raw[:100])
+
+
+@pytest.mark.parametrize("dst", ["198.51.100.7", "2001:db8::7"])
+def test_a_deleted_sa_is_read_in_place_and_left_undecoded_unless_held(dst: str) -> None:
+    """DELSA opens with xfrm_usersa_id: (destination, SPI, protocol) read in place; the
+    marshal decodes only the deletions of SAs the consumer still holds (issue 15)."""
+    from xfrmctl.kernel.events import SA_ADDS, NotificationMarshal
+    from xfrmctl.kernel.sa import deleted_sa_key_in_place
+
+    key = (ip_address(dst), 0xDEADBEEF, Proto.AH)
+    raw = _sent(delete_request(SaId(*key)))
+    assert deleted_sa_key_in_place(raw, 0, len(raw)) == key
+    framed = bytes(8) + raw
+    assert deleted_sa_key_in_place(framed, 8, len(raw)) == key
+    assert deleted_sa_key_in_place(raw, 0, 30) is None
+    held: set[object] = set()
+    marshal = NotificationMarshal(SA_ADDS, None, held.__contains__)
+    assert list(marshal.parse(raw)) == []
+    held.add(key)
+    (msg,) = marshal.parse(raw)
+    assert msg["header"]["type"] == m.Msg.DELSA

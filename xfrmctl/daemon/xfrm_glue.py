@@ -559,10 +559,15 @@ class XfrmGlue(KernelGlue):
 
     async def open_events(self) -> None:
         if self._stream is None:
-            # SA/policy groups: drift. Never decoded: SA adds (drift is about removals) and
-            # the echo of our own policy installs (what `_drift_detail` would drop anyway).
+            # SA/policy groups: drift. Never decoded: SA adds (drift is about removals), the
+            # echo of our own policy installs and of the removals of SAs we no longer hold
+            # (what `_drift_detail` would drop anyway).
             stream = kev.EventStream(
-                self._netns, kev.ALL_GROUPS, ignore=kev.SA_ADDS, owned_reqid=ours
+                self._netns,
+                kev.ALL_GROUPS,
+                ignore=kev.SA_ADDS,
+                owned_reqid=ours,
+                held_sa=self._holds_sa,
             )
             await stream.open()
             self._stream = stream
@@ -617,13 +622,16 @@ class XfrmGlue(KernelGlue):
                     sas[drift.sa_key(sa)] = (spi_in, sa)
         return sas, self._held_policies()
 
+    def _holds_sa(self, key: drift.SaKey) -> bool:
+        return self._children.owner_of_sa(key, self._no_outbound) is not None
+
     def _drift_detail(self, event: kev.Event) -> str | None:
         """What a notification changed of ours, or None: our own removals are not drift (we
         forget an object before deleting it), nor our own installs (they match what we own)."""
         if isinstance(event, kev.SasFlushed | kev.PoliciesFlushed | kev.Overrun):
             return type(event).__name__
         if isinstance(event, kev.SaDeleted) and ours(event.sa.reqid):
-            if self._children.owner_of_sa(drift.sa_key(event.sa), self._no_outbound) is not None:
+            if self._holds_sa(drift.sa_key(event.sa)):
                 return f"{event.sa.id} deleted"
         elif isinstance(event, kev.PolicyDeleted | kev.PolicyAdded):
             if isinstance(event, kev.PolicyDeleted) != DEFAULT_OWNERSHIP.owns_policy(event.policy):

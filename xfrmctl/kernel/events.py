@@ -21,7 +21,7 @@ from xfrmctl.kernel.fields import DecodeError, get_selector, unpack_addr
 from xfrmctl.kernel.marshal import XfrmMarshal
 from xfrmctl.kernel.messages import Group, Msg, policy_template_reqids
 from xfrmctl.kernel.policy import decode_policy, decode_policy_attr, decode_policy_info
-from xfrmctl.kernel.sa import decode_sa, decode_sa_attr
+from xfrmctl.kernel.sa import SaKey, decode_sa, decode_sa_attr, deleted_sa_key_in_place
 from xfrmctl.kernel.socket import XfrmSocket
 from xfrmctl.kernel.types import (
     SA,
@@ -197,17 +197,24 @@ def _acquire(msg: Any) -> Acquire:
 
 SA_ADDS = frozenset({int(Msg.NEWSA), int(Msg.UPDSA)})
 _POLICY_ADDS = frozenset({int(Msg.NEWPOLICY), int(Msg.UPDPOLICY)})
+_SA_DELETE = int(Msg.DELSA)
 
 
 class NotificationMarshal(XfrmMarshal):
     """Leaves undecoded what the consumer said it will not look at: the types in `ignore`,
-    and policy adds whose templates all carry reqids `owned` accepts (the echo of our own
-    installs). Decoding is most of a notification's cost, and a busy daemon is told of every
-    SA and policy it installs itself (issue 15)."""
+    policy adds whose templates all carry reqids `owned` accepts (the echo of our own
+    installs), and SA deletions whose (destination, SPI, protocol) `held` rejects (the echo
+    of our own removals). Decoding is most of a notification's cost, and a busy daemon is
+    told of every SA and policy it installs or removes itself (issue 15)."""
 
-    def __init__(self, ignore: frozenset[int], owned: Callable[[int], bool] | None) -> None:
+    def __init__(
+        self,
+        ignore: frozenset[int],
+        owned: Callable[[int], bool] | None,
+        held: Callable[[SaKey], bool] | None = None,
+    ) -> None:
         super().__init__()
-        self.ignore, self.owned = ignore, owned
+        self.ignore, self.owned, self.held = ignore, owned, held
 
     def parse_one_message(
         self, key: int, flags: int, sequence_number: int, data: bytes, offset: int, length: int
@@ -218,6 +225,10 @@ class NotificationMarshal(XfrmMarshal):
             reqids = policy_template_reqids(data, offset, length)
             if reqids and all(map(self.owned, reqids)):
                 return None
+        if key == _SA_DELETE and self.held is not None:
+            sa_key = deleted_sa_key_in_place(data, offset, length)
+            if sa_key is not None and not self.held(sa_key):
+                return None
         return super().parse_one_message(key, flags, sequence_number, data, offset, length)
 
 
@@ -226,7 +237,8 @@ class EventStream:
 
     `ignore`: message types never reported (nor decoded). `owned_reqid`: policy adds whose
     templates' reqids it accepts are not reported either; a policy with any other template,
-    or none, still is."""
+    or none, still is. `held_sa`: SA deletions are reported only for (destination, SPI,
+    protocol) it accepts, asked when the notification arrives."""
 
     def __init__(
         self,
@@ -234,16 +246,17 @@ class EventStream:
         groups: Iterable[Group] = DEFAULT_GROUPS,
         ignore: frozenset[int] = frozenset(),
         owned_reqid: Callable[[int], bool] | None = None,
+        held_sa: Callable[[SaKey], bool] | None = None,
     ) -> None:
         self.netns = netns
         self.mask = group_mask(groups)
-        self.ignore, self.owned_reqid = ignore, owned_reqid
+        self.ignore, self.owned_reqid, self.held_sa = ignore, owned_reqid, held_sa
         self.sock: XfrmSocket | None = None
 
     async def open(self) -> None:
         sock = XfrmSocket(netns=self.netns)
-        if self.ignore or self.owned_reqid is not None:
-            sock.set_marshal(NotificationMarshal(self.ignore, self.owned_reqid))
+        if self.ignore or self.owned_reqid is not None or self.held_sa is not None:
+            sock.set_marshal(NotificationMarshal(self.ignore, self.owned_reqid, self.held_sa))
         try:
             await sock.bind(groups=self.mask)
         except OSError as exc:

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from xfrmctl.kernel import policy as policy_ops
 from xfrmctl.kernel import sa as sa_ops
 from xfrmctl.kernel.messages import PolicyPrint, policy_print
+from xfrmctl.kernel.sa import SaKey as SaKey  # the reconcile speaks of it too
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, Ownership
-from xfrmctl.kernel.types import SA, Address, Policy, PolicyId, Proto
-
-SaKey = tuple[Address, int, Proto]
+from xfrmctl.kernel.types import SA, Policy, PolicyId
 
 
 def sa_key(sa: SA) -> SaKey:

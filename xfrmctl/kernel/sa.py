@@ -28,6 +28,7 @@ from xfrmctl.kernel.messages import (
     OFFLOAD_PACKET,
     SELECTOR,
     STATE_ESN,
+    USERSA_ID,
     USERSA_INFO,
     Msg,
     field_offset,
@@ -58,6 +59,8 @@ from xfrmctl.kernel.types import (
 
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 ACKED = NLM_F_REQUEST | NLM_F_ACK
+
+SaKey = tuple[Address, int, Proto]  # how the kernel finds an SA (RFC 4301 §4.1)
 
 
 def _module(proto: Proto, family: int) -> str:
@@ -253,6 +256,24 @@ def sa_key_in_place(raw: bytes) -> tuple[Address, int, Proto]:
         return unpack_addr(daddr, family), int.from_bytes(spi, "big"), Proto(proto)
     except ValueError as exc:
         raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
+
+
+# A DELSA notification opens with xfrm_usersa_id (the deleted SA follows as XFRMA_SA).
+_DELETED_ID = struct.Struct("=16s4sHB")  # daddr, spi (network order), family, proto
+_DELETED_MIN = 16 + fields_size(USERSA_ID)
+
+
+def deleted_sa_key_in_place(data: bytes, offset: int, length: int) -> SaKey | None:
+    """(destination, SPI, protocol) of the DELSA notification at `offset`, read in place,
+    or None if it does not parse: enough to tell whether the SA was one of ours before
+    decoding it (issue 15: a rekey storm echoes every old SA we delete)."""
+    if length < _DELETED_MIN:
+        return None
+    daddr, spi, family, proto = _DELETED_ID.unpack_from(data, offset + 16)
+    try:
+        return unpack_addr(daddr, family), int.from_bytes(spi, "big"), Proto(proto)
+    except (DecodeError, ValueError):
+        return None
 
 
 async def dump_sa_keys(conn: Connection) -> AsyncIterator[tuple[Address, int, Proto]]:
