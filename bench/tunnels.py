@@ -26,6 +26,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,7 @@ FIRST = 210 * 256  # the first-packet connections' sites: host_ip(FIRST + j, sid
 # on a machine's local disk, and are copied to --out at the end: the lab's 9p share makes every
 # write a round trip to the host, which xfrmctl's line-flushed log would pay per setup.
 RUN = Path("/run/xfrmctl-bench")
+METRICS_PORT = 9468  # each xfrmctl daemon's Prometheus endpoint, in its own namespace
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -113,6 +115,20 @@ def host_ip(i: int, side: int) -> str:
     return f"10.{side}.{(i + 1) // 256}.{(i + 1) % 256}"
 
 
+def prom_value(text: str, name: str) -> float:
+    """The value of sample `name` (labels included, as written) in a Prometheus text
+    exposition; 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def charon_retransmits(log: str) -> int:
+    """charon's "retransmit N of request" lines (IKE level 1, which the bench logs)."""
+    return len(re.findall(r"\] retransmit \d+ of request", log))
+
+
 # ------------------------------------------------------------------------ measuring a daemon
 
 
@@ -143,6 +159,7 @@ class StackResult:
     first_packet_s: list[float] = field(default_factory=list)
     storm: StormResult = field(default_factory=StormResult)
     iperf_mbit_s: float = 0.0
+    retransmits: dict[str, int] = field(default_factory=dict)  # IKE requests sent again
 
     def figures(self) -> dict[str, float]:
         return {
@@ -352,6 +369,9 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
         res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
     finally:
         net.close()
+    for side, host in (("initiator", "ini"), ("responder", "resp")):
+        log = workdir / f"{host}-charon.log"
+        res.retransmits[side] = charon_retransmits(log.read_text()) if log.exists() else -1
     return res
 
 
@@ -360,6 +380,7 @@ def xfrmctl_yaml(workdir: Path, name: str, conns: list[str]) -> Path:
     cfg.write_text(
         "settings:\n  cookie_threshold: 100000\n  cookie_threshold_ip: 100000\n"
         "  block_threshold: 100000\n  init_limit_half_open: 100000\n"
+        f"  metrics: {{listen: '127.0.0.1:{METRICS_PORT}'}}\n"
         "connections:\n" + "".join(conns)
     )
     return cfg
@@ -460,9 +481,22 @@ def run_xfrmctl(workdir: Path, n: int, iperf_s: int) -> StackResult:
 
         res.storm = rekey_storm(ini, INI, storm, site_pair(0), timeout=60 + n * 1.0)
         res.iperf_mbit_s = iperf(ini, resp, TPUT[0], TPUT[1], iperf_s)
+        for side, host in (("initiator", ini), ("responder", resp)):
+            res.retransmits[side] = int(
+                prom_value(scrape(host), "xfrmctl_ike_retransmissions_total")
+            )
     finally:
         net.close()
     return res
+
+
+def scrape(host: Host) -> str:
+    """The daemon's Prometheus text, from inside its namespace."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    code = (
+        f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=30).read().decode())"
+    )
+    return host.run([sys.executable, "-c", code], timeout=60).stdout
 
 
 def report(res: StackResult) -> None:
@@ -479,7 +513,8 @@ def report(res: StackResult) -> None:
         f"first packet median {f['first_packet_s']:.2f} s, "
         f"rekey storm {res.storm.completed}/{res.storm.children} in {res.storm.seconds:.1f} s "
         f"({res.storm.failed} failed, {res.storm.lost} of {res.storm.pings_sent} pings lost), "
-        f"iperf3 {res.iperf_mbit_s:.0f} Mbit/s",
+        f"iperf3 {res.iperf_mbit_s:.0f} Mbit/s, IKE retransmissions over the run "
+        f"{res.retransmits.get('initiator', -1)} / {res.retransmits.get('responder', -1)}",
         flush=True,
     )
 

@@ -88,3 +88,20 @@ def _phases() -> ModuleType:
 def test_cpu_times_splits_user_and_system(tunnels: ModuleType) -> None:
     stat = "7 (charon-systemd) S 1 7 7 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 17 0"
     assert tunnels.cpu_times(stat, clk_tck=100) == pytest.approx((2.5, 0.5))
+
+
+def test_prom_value_and_charon_retransmits(tunnels: ModuleType) -> None:
+    text = (
+        "# HELP xfrmctl_ike_retransmissions_total IKE requests we sent again.\n"
+        "xfrmctl_ike_retransmissions_total 12.0\n"
+        'xfrmctl_ike_engine_events_total{kind="retransmitted_request"} 3.0\n'
+    )
+    assert tunnels.prom_value(text, "xfrmctl_ike_retransmissions_total") == 12
+    assert tunnels.prom_value(text, 'xfrmctl_ike_engine_events_total{kind="x"}') == 0
+    log = (
+        "Dec  6 10:00:01 05[IKE] retransmit 1 of request with message ID 0\n"
+        "Dec  6 10:00:02 06[IKE] retransmit 2 of request with message ID 1\n"
+        "Dec  6 10:00:03 07[IKE] received retransmit of request with ID 0, retransmitting"
+        " response\n"
+    )
+    assert tunnels.charon_retransmits(log) == 2
