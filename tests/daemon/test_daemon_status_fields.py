@@ -81,3 +81,18 @@ def test_interface_offload_ipcomp_and_marks_are_reported(tmp_path: Path) -> None
             await db.stop()
 
     asyncio.run(scenario())
+
+
+def test_every_ike_sa_state_is_shown_as_the_protocol_documents_it() -> None:
+    """docs/control-protocol.md lists the IKE SA states a client may see; the engine's own
+    (init-sent, half-open, dead, ...) are mapped onto them, none shown raw."""
+    import re
+
+    from xfrmctl.daemon.handler import IKE_STATES
+    from xfrmctl.ike.exchanges import IkeState
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "control-protocol.md").read_text()
+    line = next(x for x in doc.split("\n- ") if x.startswith("IKE SA `state`"))
+    documented = set(re.findall(r"`([A-Z]+)`", line))
+    assert {s.value for s in IkeState} == set(IKE_STATES)
+    assert set(IKE_STATES.values()) <= documented, documented

@@ -274,6 +274,9 @@ class Settings(_Strict):
     """Half-open IKE SAs from one IP address beyond which that address must return a cookie."""
     block_threshold: Annotated[int, Field(ge=1)] = 5
     """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
+    start_window: Annotated[int, Field(ge=0)] = 64
+    """IKE SAs that `start_action: start` sets up at once (in IKE_SA_INIT or IKE_AUTH); the
+    other connections to start wait their turn, in order. 0: all at once."""
     metrics: Metrics | None = None
     """Prometheus metrics endpoint; none (off) by default."""
     key_export: bool = False

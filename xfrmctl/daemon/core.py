@@ -28,6 +28,7 @@ from xfrmctl.daemon.nat_mapping import port_change, remap
 from xfrmctl.daemon.restart import RestartBackoff
 from xfrmctl.daemon.revocation import RevocationFetcher
 from xfrmctl.daemon.sockets import Address, IkeSockets
+from xfrmctl.daemon.starts import StartQueue
 from xfrmctl.daemon.tracing import MessageLog, tracing_wanted
 from xfrmctl.daemon.waiters import Waiter, Waiters, failure_text, offer_details
 from xfrmctl.ike import events as ev
@@ -75,6 +76,7 @@ class Daemon:
         self.fetcher = RevocationFetcher()  # CRL/OCSP fetches the engine asked for
         self._stopping = False
         self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
+        self.starts = StartQueue(self.engine, self._start)  # start_action: start, in turn
         # Graceful restart (adopt.py): where a restart stop leaves the IKE SAs for the next
         # daemon, how old a state file may be, and how many starts adopted IKE SAs.
         self.state_path: Path | None = None
@@ -147,10 +149,12 @@ class Daemon:
         self.initiate_starts(specs)
 
     def initiate_starts(self, specs: list[ConnectionSpec]) -> None:
+        """start_action: start, through the start window (daemon/starts.py)."""
         for spec in specs:
             starts = [c.name for c in spec.children if c.start_action == StartAction.START]
             if starts:
-                self.call(self.engine.initiate, spec.name, starts)
+                self.starts.add(spec.name, starts)
+        self._pump()
 
     async def stop(self, keep: bool = False) -> None:
         """SIGTERM: tell peers, remove every SA and policy we installed, exit clean.
@@ -165,9 +169,11 @@ class Daemon:
             return
         if keep and self.state_path is not None and await adopt.hand_over(self, self.state_path):
             self._stopping = self.handover.stopping = True
+            self.starts.clear()
             await self._halt_io()
             return
         self._stopping = self.handover.stopping = True
+        self.starts.clear()
         loop = self.loop
         deadline = loop.time() + self.stop_timeout
         try:
@@ -231,11 +237,10 @@ class Daemon:
         self._pump()
 
     def _pump(self) -> None:
-        while (event := self.engine.next_event()) is not None:
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("error handling %s", type(event).__name__)
+        self._handle_events()
+        if self.starts.waiting and not self._stopping:
+            self.starts.fill()  # an event may have freed room in the start window
+            self._handle_events()
         dgrams = self.engine.datagrams_to_send()
         if dgrams and self.queue.busy:
             # Answer only once the kernel holds what the answer announces: a peer acting on
@@ -244,6 +249,16 @@ class Daemon:
         else:
             self._send_now(dgrams)
         self._arm(self.engine.next_timer())
+
+    def _handle_events(self) -> None:
+        while (event := self.engine.next_event()) is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("error handling %s", type(event).__name__)
+
+    def _start(self, conn: str, children: list[str]) -> int:
+        return int(self.engine.initiate(conn, children, now=self.now()))
 
     def _arm(self, deadline: float | None) -> None:
         """One loop timer, at the engine's next deadline. Most events leave that deadline

@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from xfrmctl.daemon.status import ChildSaStatus, ConnectionStatus, IkeSaStatus, StatusReport
 
 UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
+
+# The engine's IKE SA states as docs/control-protocol.md names them for users.
+IKE_STATES = {
+    IkeState.INIT_SENT.value: "CONNECTING",
+    IkeState.AUTH_SENT.value: "CONNECTING",
+    IkeState.INIT_RESPONDED.value: "CONNECTING",
+    IkeState.ESTABLISHED.value: "ESTABLISHED",
+    IkeState.REKEYED.value: "REKEYED",
+    IkeState.DELETING.value: "DELETING",
+    IkeState.DEAD.value: "DELETED",
+}
 DOWN_TIMEOUT = 30.0
 
 log = logging.getLogger("xfrmctl.daemon")
@@ -196,7 +207,7 @@ class DaemonHandler:
         return IkeSaStatus(
             name=ike.conn,
             unique_id=ike.ike_sa_id,
-            state=ike.state.upper(),
+            state=IKE_STATES.get(ike.state, ike.state.upper()),
             initiator=ike.initiator,
             local_addr=str(ike.local[0]),
             local_port=ike.local[1],

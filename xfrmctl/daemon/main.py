@@ -95,6 +95,7 @@ async def run_daemon(
     daemon.state_max_age = settings.restart_state_max_age
 
     daemon.drift.interval = settings.reconcile_interval
+    daemon.starts.window = settings.start_window
     metrics = MetricsServer(daemon)
 
     def reload_specs() -> list[ConnectionSpec]:
@@ -102,6 +103,7 @@ async def run_daemon(
         metrics.bind(_metrics_address(loaded))  # OSError: the reload is refused, saying why
         handler.key_export = loaded.settings.key_export
         daemon.drift.interval = loaded.settings.reconcile_interval
+        daemon.starts.window = loaded.settings.start_window
         return specs
 
     handler = DaemonHandler(daemon, reload_specs, key_export=settings.key_export)
