@@ -375,13 +375,19 @@ def run_strongswan(workdir: Path, n: int, iperf_s: int) -> StackResult:
     return res
 
 
+# `--xfrmctl-setting KEY=VALUE`: more settings for both xfrmctl daemons (experiments).
+EXTRA_SETTINGS: list[tuple[str, str]] = []
+
+
 def xfrmctl_yaml(workdir: Path, name: str, conns: list[str]) -> Path:
     cfg = workdir / f"{name}.yaml"
     cfg.write_text(
         "settings:\n  cookie_threshold: 100000\n  cookie_threshold_ip: 100000\n"
         "  block_threshold: 100000\n  init_limit_half_open: 100000\n"
         f"  metrics: {{listen: '127.0.0.1:{METRICS_PORT}'}}\n"
-        "connections:\n" + "".join(conns)
+        + "".join(f"  {key}: {value}\n" for key, value in EXTRA_SETTINGS)
+        + "connections:\n"
+        + "".join(conns)
     )
     return cfg
 
@@ -529,7 +535,19 @@ def main() -> None:
         choices=("xfrmctl", "strongswan"),
         help="one stack's figures, no ratios (to profile it: see bench/README.md)",
     )
+    ap.add_argument(
+        "--xfrmctl-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for both xfrmctl daemons, e.g. start_window=0 (repeatable)",
+    )
     args = ap.parse_args()
+    for item in args.xfrmctl_setting:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            ap.error(f"--xfrmctl-setting {item!r}: expected KEY=VALUE")
+        EXTRA_SETTINGS.append((key, value))
     if os.geteuid() != 0:
         raise SystemExit("run in the lab guest: ./lab.sh bench (needs root and ESP)")
     stamp = time.strftime("%Y%m%dT%H%M%S")

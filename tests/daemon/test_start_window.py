@@ -47,13 +47,19 @@ def started(engine: FakeEngine) -> list[str]:
     return list(engine.conn_of.values())
 
 
-def test_the_window_bounds_connecting_ike_sas_and_keeps_the_order() -> None:
+def queued(window: int, n: int) -> tuple[FakeEngine, StartQueue]:
+    """A queue of `n` connections to start, filled once."""
     engine = FakeEngine()
     queue = StartQueue(engine, engine.initiate)  # type: ignore[arg-type]
-    queue.window = 2
-    for i in range(6):
+    queue.window = window
+    for i in range(n):
         queue.add(f"c{i}", ["net"])
     queue.fill()
+    return engine, queue
+
+
+def test_the_window_bounds_connecting_ike_sas_and_keeps_the_order() -> None:
+    engine, queue = queued(2, 6)
     assert started(engine) == ["c0", "c1"] and queue.waiting == 4
     engine.states[1] = IkeState.AUTH_SENT  # still connecting
     queue.fill()
@@ -69,12 +75,7 @@ def test_the_window_bounds_connecting_ike_sas_and_keeps_the_order() -> None:
 
 
 def test_window_zero_starts_everything_at_once() -> None:
-    engine = FakeEngine()
-    queue = StartQueue(engine, engine.initiate)  # type: ignore[arg-type]
-    queue.window = 0
-    for i in range(100):
-        queue.add(f"c{i}", ["net"])
-    queue.fill()
+    engine, _ = queued(0, 100)
     assert len(started(engine)) == 100
 
 
