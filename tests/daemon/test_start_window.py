@@ -47,14 +47,17 @@ def started(engine: FakeEngine) -> list[str]:
     return list(engine.conn_of.values())
 
 
+PATIENCE = 4.0
+
+
 def queued(window: int, n: int) -> tuple[FakeEngine, StartQueue]:
-    """A queue of `n` connections to start, filled once."""
+    """A queue of `n` connections to start, filled once at time 0."""
     engine = FakeEngine()
-    queue = StartQueue(engine, engine.initiate)  # type: ignore[arg-type]
+    queue = StartQueue(engine, engine.initiate, PATIENCE)  # type: ignore[arg-type]
     queue.window = window
     for i in range(n):
         queue.add(f"c{i}", ["net"])
-    queue.fill()
+    queue.fill(0.0)
     return engine, queue
 
 
@@ -62,16 +65,27 @@ def test_the_window_bounds_connecting_ike_sas_and_keeps_the_order() -> None:
     engine, queue = queued(2, 6)
     assert started(engine) == ["c0", "c1"] and queue.waiting == 4
     engine.states[1] = IkeState.AUTH_SENT  # still connecting
-    queue.fill()
+    queue.fill(1.0)
     assert started(engine) == ["c0", "c1"]
     engine.states[1] = IkeState.ESTABLISHED
-    queue.fill()
+    queue.fill(1.0)
     assert started(engine) == ["c0", "c1", "c2"]
     del engine.states[2], engine.conn_of[2]  # failed and forgotten
     engine.gone.add("c3")  # removed by a reload: skipped
     engine.conn_of[99], engine.states[99] = "c4", IkeState.ESTABLISHED  # up meanwhile
-    queue.fill()
+    queue.fill(1.0)
     assert started(engine) == ["c0", "c2", "c4", "c5"] and queue.waiting == 0
+
+
+def test_a_start_unanswered_for_a_retransmission_timeout_makes_room() -> None:
+    """A dead peer must not hold the connections behind it through every retransmission."""
+    engine, queue = queued(2, 5)
+    queue.fill(PATIENCE - 0.1)
+    assert started(engine) == ["c0", "c1"]  # both still INIT_SENT, within the patience
+    queue.fill(PATIENCE + 0.1)
+    assert started(engine) == ["c0", "c1", "c2", "c3"]
+    queue.fill(PATIENCE + 1.0)
+    assert started(engine) == ["c0", "c1", "c2", "c3"]  # c2 and c3 have their own patience
 
 
 def test_window_zero_starts_everything_at_once() -> None:

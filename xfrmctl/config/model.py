@@ -275,8 +275,9 @@ class Settings(_Strict):
     block_threshold: Annotated[int, Field(ge=1)] = 5
     """Half-open IKE SAs from one IP address beyond which its IKE_SA_INIT requests are dropped."""
     start_window: Annotated[int, Field(ge=0)] = 64
-    """IKE SAs that `start_action: start` sets up at once (in IKE_SA_INIT or IKE_AUTH); the
-    other connections to start wait their turn, in order. 0: all at once."""
+    """IKE SAs that `start_action: start` sets up at once (in IKE_SA_INIT or IKE_AUTH, for at
+    most one retransmission timeout); the other connections to start wait their turn, in
+    order. 0: all at once."""
     metrics: Metrics | None = None
     """Prometheus metrics endpoint; none (off) by default."""
     key_export: bool = False

@@ -76,7 +76,8 @@ class Daemon:
         self.fetcher = RevocationFetcher()  # CRL/OCSP fetches the engine asked for
         self._stopping = False
         self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
-        self.starts = StartQueue(self.engine, self._start)  # start_action: start, in turn
+        # start_action: start, in turn; one unanswered for a retransmission timeout makes room
+        self.starts = StartQueue(self.engine, self._start, config.retransmit_timeout)
         # Graceful restart (adopt.py): where a restart stop leaves the IKE SAs for the next
         # daemon, how old a state file may be, and how many starts adopted IKE SAs.
         self.state_path: Path | None = None
@@ -239,7 +240,7 @@ class Daemon:
     def _pump(self) -> None:
         self._handle_events()
         if self.starts.waiting and not self._stopping:
-            self.starts.fill()  # an event may have freed room in the start window
+            self.starts.fill(self.now())  # an event may have freed room in the window
             self._handle_events()
         dgrams = self.engine.datagrams_to_send()
         if dgrams and self.queue.busy:

@@ -3,9 +3,12 @@
 Contract: the IKE SAs the daemon initiates on its own for `start_action: start` (at start and
 on `reload`) go through `StartQueue`. At most `window` of them are connecting (IKE_SA_INIT or
 IKE_AUTH in flight, RFC 7296 §1.2) at any time; the others wait in the order they were asked
-for and start as earlier ones are established or fail. A queued connection that has an IKE SA
-by the time its turn comes (an `xfrmctl up`, the peer's initiation) is not started again; one
-removed by a reload meanwhile is dropped. `window` 0: no limit, every start at once.
+for and start as earlier ones are established or fail, or have waited `patience` seconds (the
+first retransmission timeout: a peer that has not answered by then is down or swamped, and
+must not hold the connections behind it through ~165 s of retransmissions). A queued
+connection that has an IKE SA by the time its turn comes (an `xfrmctl up`, the peer's
+initiation) is not started again; one removed by a reload meanwhile is dropped. `window` 0: no
+limit, every start at once.
 
 Why: a daemon starting thousands of connections would send every IKE_SA_INIT at once. The peer
 answers them in turn, most after the 4 s retransmission timeout (RFC 7296 §2.1), so they are
@@ -34,12 +37,13 @@ Initiate = Callable[[str, list[str]], int]  # starts one; returns the IKE SA id
 
 
 class StartQueue:
-    def __init__(self, engine: IkeEndpoint, initiate: Initiate) -> None:
+    def __init__(self, engine: IkeEndpoint, initiate: Initiate, patience: float) -> None:
         self.engine = engine
         self.initiate = initiate
         self.window = DEFAULT_WINDOW
+        self.patience = patience
         self._waiting: collections.deque[Start] = collections.deque()
-        self._connecting: set[int] = set()  # IKE SA ids started from here, maybe still connecting
+        self._connecting: dict[int, float] = {}  # IKE SA id started from here: when
 
     @property
     def waiting(self) -> int:
@@ -52,18 +56,21 @@ class StartQueue:
         self._waiting.clear()
         self._connecting.clear()
 
-    def fill(self) -> None:
+    def fill(self, now: float) -> None:
         """Start waiting connections while the window has room (after every engine event)."""
         if not self._waiting:
             return
-        self._connecting = {i for i in self._connecting if self.engine.ike_state(i) in _CONNECTING}
+        since = now - self.patience
+        self._connecting = {
+            i: at
+            for i, at in self._connecting.items()
+            if at > since and self.engine.ike_state(i) in _CONNECTING
+        }
         while self._waiting and (not self.window or len(self._connecting) < self.window):
             conn, children = self._waiting.popleft()
-            if any(
-                self.engine.ike_ids(conn, state) for state in (IkeState.ESTABLISHED, *_CONNECTING)
-            ):
+            if any(self.engine.ike_ids(conn, s) for s in (IkeState.ESTABLISHED, *_CONNECTING)):
                 continue  # up meanwhile (`xfrmctl up`, the peer): not a second IKE SA
             try:
-                self._connecting.add(self.initiate(conn, children))
+                self._connecting[self.initiate(conn, children)] = now
             except LocalProtocolError as exc:
                 log.info("%s: not started: %s", conn, exc)  # e.g. removed by a reload
