@@ -17,14 +17,17 @@ from xfrmctl.daemon.main import run_daemon
 from xfrmctl.daemon.starts import StartQueue
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.settings import EndpointConfig
 
 PORT = BASE_PORT + 760
+PATIENCE = 4.0  # the fake engine's retransmission timeout
 
 
 class FakeEngine:
     """What the queue asks of the engine: each IKE SA's state, a connection's IKE SAs."""
 
     def __init__(self) -> None:
+        self.config = EndpointConfig(retransmit_timeout=PATIENCE)
         self.states: dict[int, IkeState] = {}
         self.conn_of: dict[int, str] = {}
         self.gone: set[str] = set()  # connections a reload removed
@@ -47,13 +50,10 @@ def started(engine: FakeEngine) -> list[str]:
     return list(engine.conn_of.values())
 
 
-PATIENCE = 4.0
-
-
 def queued(window: int, n: int) -> tuple[FakeEngine, StartQueue]:
     """A queue of `n` connections to start, filled once at time 0."""
     engine = FakeEngine()
-    queue = StartQueue(engine, engine.initiate, PATIENCE)  # type: ignore[arg-type]
+    queue = StartQueue(engine, engine.initiate)  # type: ignore[arg-type]
     queue.window = window
     for i in range(n):
         queue.add(f"c{i}", ["net"])
@@ -175,3 +175,24 @@ def test_the_setting_reaches_the_daemon_and_a_reload_changes_it(tmp_path: Path) 
 
     first, second, code = asyncio.run(scenario())
     assert (first, second, code) == (2, 5, 0)
+
+
+def test_a_dead_peer_does_not_hold_up_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody answers (no responder): with a window of one, each start makes room for the
+    next after one retransmission timeout (0.5 s in these daemons)."""
+    from xfrmctl.daemon import starts
+
+    a, _ = _many(tmp_path, 3, port=PORT + 20)
+    monkeypatch.setattr(starts, "DEFAULT_WINDOW", 1)
+
+    async def scenario() -> None:
+        da, _, _ = await make_daemon(a)
+        try:
+            names = [f"c{n}" for n in range(3)]
+            await until(lambda: all(da.engine.ike_ids(n, IkeState.INIT_SENT) for n in names), 5)
+        finally:
+            await da.stop()
+
+    asyncio.run(scenario())

@@ -76,8 +76,7 @@ class Daemon:
         self.fetcher = RevocationFetcher()  # CRL/OCSP fetches the engine asked for
         self._stopping = False
         self.drift = DriftWatch(self)  # others' changes to our kernel objects, repaired
-        # start_action: start, in turn; one unanswered for a retransmission timeout makes room
-        self.starts = StartQueue(self.engine, self._start, config.retransmit_timeout)
+        self.starts = StartQueue(self.engine, self._start)  # start_action: start, in turn
         # Graceful restart (adopt.py): where a restart stop leaves the IKE SAs for the next
         # daemon, how old a state file may be, and how many starts adopted IKE SAs.
         self.state_path: Path | None = None

@@ -3,9 +3,9 @@
 Contract: the IKE SAs the daemon initiates on its own for `start_action: start` (at start and
 on `reload`) go through `StartQueue`. At most `window` of them are connecting (IKE_SA_INIT or
 IKE_AUTH in flight, RFC 7296 §1.2) at any time; the others wait in the order they were asked
-for and start as earlier ones are established or fail, or have waited `patience` seconds (the
-first retransmission timeout: a peer that has not answered by then is down or swamped, and
-must not hold the connections behind it through ~165 s of retransmissions). A queued
+for and start as earlier ones are established or fail, or have gone unanswered for the
+engine's first retransmission timeout (a peer that has not answered by then is down or
+swamped, and must not hold the connections behind it through ~165 s of retransmissions). A queued
 connection that has an IKE SA by the time its turn comes (an `xfrmctl up`, the peer's
 initiation) is not started again; one removed by a reload meanwhile is dropped. `window` 0: no
 limit, every start at once.
@@ -37,11 +37,10 @@ Initiate = Callable[[str, list[str]], int]  # starts one; returns the IKE SA id
 
 
 class StartQueue:
-    def __init__(self, engine: IkeEndpoint, initiate: Initiate, patience: float) -> None:
+    def __init__(self, engine: IkeEndpoint, initiate: Initiate) -> None:
         self.engine = engine
         self.initiate = initiate
         self.window = DEFAULT_WINDOW
-        self.patience = patience
         self._waiting: collections.deque[Start] = collections.deque()
         self._connecting: dict[int, float] = {}  # IKE SA id started from here: when
 
@@ -60,7 +59,7 @@ class StartQueue:
         """Start waiting connections while the window has room (after every engine event)."""
         if not self._waiting:
             return
-        since = now - self.patience
+        since = now - self.engine.config.retransmit_timeout
         self._connecting = {
             i: at
             for i, at in self._connecting.items()
