@@ -258,7 +258,7 @@ class Daemon:
                 log.exception("error handling %s", type(event).__name__)
 
     def _start(self, conn: str, children: list[str]) -> int:
-        return int(self.engine.initiate(conn, children, now=self.now()))
+        return self.engine.initiate(conn, children, now=self.now())
 
     def _arm(self, deadline: float | None) -> None:
         """One loop timer, at the engine's next deadline. Most events leave that deadline

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from xfrmctl.daemon.status import ChildSaStatus, ConnectionStatus, IkeSaStatus, StatusReport
 
 UP_TIMEOUT = 180.0  # longer than the engine's retransmission give-up (~165 s)
+DOWN_TIMEOUT = 30.0
 
 # The engine's IKE SA states as docs/control-protocol.md names them for users.
 IKE_STATES = {
@@ -39,7 +40,6 @@ IKE_STATES = {
     IkeState.DELETING.value: "DELETING",
     IkeState.DEAD.value: "DELETED",
 }
-DOWN_TIMEOUT = 30.0
 
 log = logging.getLogger("xfrmctl.daemon")
 

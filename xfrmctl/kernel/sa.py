@@ -227,7 +227,7 @@ async def dump_sas(conn: Connection) -> AsyncIterator[SA]:
             yield decode_sa(reply)
 
 
-def decode_sa_key(msg: Any) -> tuple[Address, int, Proto]:
+def decode_sa_key(msg: Any) -> SaKey:
     """What the kernel finds an SA by (destination, SPI, protocol; RFC 4301 §4.1), from a
     NEWSA message: all a drift reconcile needs of each dumped SA, without decode_sa's keys,
     selector, lifetimes and counters (issue 15)."""
@@ -245,17 +245,22 @@ _SA_FAMILY_AT = 16 + field_offset(USERSA_INFO, "family")
 _SA_MIN = 16 + fields_size(USERSA_INFO)
 
 
-def sa_key_in_place(raw: bytes) -> tuple[Address, int, Proto]:
+def _key(daddr: bytes, spi: bytes, family: int, proto: int) -> SaKey:
+    """An SA key from the raw xfrm_id fields (SPI in network order) and the family."""
+    try:
+        return unpack_addr(daddr, family), int.from_bytes(spi, "big"), Proto(proto)
+    except ValueError as exc:
+        raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
+
+
+def sa_key_in_place(raw: bytes) -> SaKey:
     """decode_sa_key's answer read straight from a NEWSA message's fixed part: a reconcile
     reads every SA in the SAD, and decoding each in full was most of its cost (issue 15)."""
     if len(raw) < _SA_MIN:
         raise DecodeError(f"cannot decode an SA from the kernel: {len(raw)}-byte message")
     daddr, spi, proto = _SA_ID.unpack_from(raw, _SA_ID_AT)
     (family,) = _SA_FAMILY.unpack_from(raw, _SA_FAMILY_AT)
-    try:
-        return unpack_addr(daddr, family), int.from_bytes(spi, "big"), Proto(proto)
-    except ValueError as exc:
-        raise DecodeError(f"cannot decode an SA from the kernel: {exc}") from exc
+    return _key(daddr, spi, family, proto)
 
 
 # A DELSA notification opens with xfrm_usersa_id (the deleted SA follows as XFRMA_SA).
@@ -271,12 +276,12 @@ def deleted_sa_key_in_place(data: bytes, offset: int, length: int) -> SaKey | No
         return None
     daddr, spi, family, proto = _DELETED_ID.unpack_from(data, offset + 16)
     try:
-        return unpack_addr(daddr, family), int.from_bytes(spi, "big"), Proto(proto)
-    except (DecodeError, ValueError):
+        return _key(daddr, spi, family, proto)
+    except DecodeError:
         return None
 
 
-async def dump_sa_keys(conn: Connection) -> AsyncIterator[tuple[Address, int, Proto]]:
+async def dump_sa_keys(conn: Connection) -> AsyncIterator[SaKey]:
     """The (destination, SPI, protocol) of every SA in the SAD."""
     async for messages in conn.dump_raw(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
         for raw in messages:
