@@ -4,9 +4,18 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# The interpreter: Debian's own /usr/bin/python3 where it is 3.11 or newer, else the first
+# python3 on PATH. Debian builds it with PGO and LTO and links libpython statically; a
+# from-source build (pyenv's default: --enable-shared, no --enable-optimizations) runs the
+# daemon 15-40% slower and starts ~160 ms later under the lab's emulation (bench/README.md).
+python=python3
+if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+    python=/usr/bin/python3
+fi
+
 need_apt=""
-command -v python3 >/dev/null 2>&1 || need_apt="$need_apt python3"
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+command -v "$python" >/dev/null 2>&1 || need_apt="$need_apt python3"
+if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need_apt="$need_apt python3-venv"
 fi
 command -v git >/dev/null 2>&1 || need_apt="$need_apt git"
@@ -20,12 +29,17 @@ if [ -n "$need_apt" ]; then
     apt-get install -y -q --no-install-recommends $need_apt
 fi
 
-# The virtualenv, reinstalled only when pyproject.toml changed.
+# The virtualenv, reinstalled when pyproject.toml or the interpreter changed.
+base=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))' 2>/dev/null)" != "$base" ]; then
+    echo "setup: rebuilding .venv on $base" >&2
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$python" -m venv .venv
 fi
 stamp=.venv/.xfrmctl-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(sha256sum pyproject.toml | cut -d" " -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
