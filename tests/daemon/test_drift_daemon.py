@@ -159,6 +159,52 @@ def test_the_periodic_reconcile_runs_at_the_interval(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+class SlowDumpKernel(DriftKernel):
+    """A reconcile whose dumps take `cost` seconds, as thousands of SAs do."""
+
+    cost = 0.03
+
+    async def reconcile(self) -> KernelDrift:
+        await asyncio.sleep(self.cost)
+        return await super().reconcile()
+
+
+def test_the_periodic_reconcile_is_spaced_out_to_its_budget(tmp_path: Path) -> None:
+    """A 0.03 s reconcile at a 0.05 s interval runs again after 3 s (1% of the time), not 20
+    times a second; a notification still gets its reconcile at once."""
+    a, _ = loopback_pair(tmp_path, BASE_PORT + 929)
+
+    async def scenario() -> None:
+        da, _, ka = await make_daemon(a, SlowDumpKernel())
+        try:
+            da.drift.interval = 0.05
+            await until(lambda: ka.reconciles >= 1, timeout=5)
+            await until(lambda: da.drift.cost > 0, timeout=5)
+            assert da.drift.period == pytest.approx(SlowDumpKernel.cost / drift_mod.BUDGET, rel=0.5)
+            await asyncio.sleep(1.0)
+            assert ka.reconciles == 1, "the periodic reconcile ignored its budget"
+            await ka.queue.put(KernelEvent("drift", detail="SAs flushed"))
+            await until(lambda: ka.reconciles == 2, timeout=2)
+        finally:
+            await da.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_stretched_period_has_bounds() -> None:
+    watch = drift_mod.DriftWatch.__new__(drift_mod.DriftWatch)
+    watch.interval, watch.cost = 10.0, 0.001
+    assert watch.period == 10.0  # cheap: the interval as configured
+    watch.cost = 0.5
+    assert watch.period == 50.0
+    watch.cost = 60.0
+    assert watch.period == drift_mod.LONGEST
+    watch.interval = 3600.0
+    assert watch.period == 3600.0  # a longer interval than LONGEST stands
+    watch.interval = 0.0
+    assert watch.period == 0.0  # notifications only
+
+
 def _multi(tmp: Path, side: str, port: int, names: list[str], chg_life: str = "") -> Path:
     """Daemon `side` (a: 127.0.0.1 at `port`, b: 127.0.0.2 at `port` + 2) with one connection
     per name, each with its own identities; `chg_life`: chg's child life_time."""

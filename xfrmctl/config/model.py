@@ -283,8 +283,8 @@ class Settings(_Strict):
     key_export: bool = False
     """Let root export the live SAs' keys for Wireshark (`xfrmctl keys`); off by default."""
     reconcile_interval: Annotated[float, Field(ge=0, le=3600)] = 10.0
-    """Seconds between checks that our SAs/policies are still in the kernel; 0: only on
-    kernel notifications."""
+    """Shortest seconds between checks that our SAs/policies are still in the kernel
+    (stretched so they take at most 1% of the daemon's time); 0: only on notifications."""
     revocation_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds one CRL or OCSP fetch may take before it counts as failed."""
     restart_state: Path | None = None

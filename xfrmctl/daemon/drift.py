@@ -15,6 +15,11 @@ us, or lost notifications). Repairs:
 
 Loops are bounded: notification-driven reconciles are limited to `BURST` per window (the
 interval, at least `MIN_WINDOW`), and a Child SA is rekeyed for drift at most once per window.
+
+The periodic reconcile is a safety net behind the notifications, and its dumps grow with the
+number of SAs: the interval is its shortest period, stretched so that it takes at most `BUDGET`
+of the daemon's time (a reconcile that took 0.5 s waits 50 s), never beyond `LONGEST` (or the
+interval, if longer). Notification-driven reconciles are not spaced out.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ log = logging.getLogger("xfrmctl.daemon")
 DEFAULT_INTERVAL = 10.0
 MIN_WINDOW = 5.0
 BURST = 10  # notification-driven reconciles per window
+BUDGET = 0.01  # share of the daemon's time the periodic reconcile may take
+LONGEST = 600.0  # s: the periodic reconcile's longest stretched period
 GIVE_UP = 120.0  # a repair rekey not done by then is forgotten (the engine reports why)
 KINDS = ("sa_missing", "policy_missing", "policy_altered", "policy_shadowed")
 
@@ -64,10 +71,18 @@ class DriftWatch:
         self._queued = False
         self._burst: collections.deque[float] = collections.deque()
         self._deferred: asyncio.TimerHandle | None = None
+        self.cost = 0.0  # s: the last reconcile's dumps and comparison, wall time
 
     @property
     def window(self) -> float:
         return max(self.interval, MIN_WINDOW)
+
+    @property
+    def period(self) -> float:
+        """Seconds between periodic reconciles: the interval, stretched to the budget."""
+        if self.interval <= 0:
+            return 0.0
+        return max(self.interval, min(self.cost / BUDGET, LONGEST))
 
     def counts(self) -> dict[str, dict[str, int]]:
         self.settle()
@@ -123,7 +138,7 @@ class DriftWatch:
         while True:
             await asyncio.sleep(min(self.interval, 1.0) if self.interval > 0 else 1.0)
             now = self.daemon.now()
-            if 0 < self.interval <= now - last and not self.daemon._stopping:
+            if 0 < self.period <= now - last and not self.daemon._stopping:
                 last = now
                 self._enqueue()
 
@@ -132,7 +147,10 @@ class DriftWatch:
     async def reconcile(self) -> None:
         """One dump each, then repairs; a kernel-queue job, so no install runs meanwhile."""
         self._queued = False  # a notification from now on needs another look
+        start = self.daemon.now()
         drift = await self.daemon.kernel.reconcile()
+        self.cost = self.daemon.now() - start
+        log.debug("reconcile took %.3f s; next periodic one in %.0f s", self.cost, self.period)
         if drift is None or self.daemon._stopping:
             return
         self.settle()
