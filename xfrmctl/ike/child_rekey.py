@@ -61,17 +61,15 @@ class ChildRekeyTask(child_create.CreateChildTask):
         if (
             peer_new is not None
             and peer_new in sa.lookup_children()
-            and child.rekey_nonces
-            and peer_new.rekey_nonces
+            and child.lowest_nonce
+            and peer_new.lowest_nonce
+            and child.lowest_nonce < peer_new.lowest_nonce
         ):
-            ours_min = min(child.rekey_nonces)
-            theirs_min = min(peer_new.rekey_nonces)
-            if ours_min < theirs_min:
-                # Our exchange holds the lowest nonce: our new SA is the redundant one.
-                sa.ep.remove_child(sa, child, now, "redundant after rekey collision", True)
-                old.state = ChildState.REKEYED
-                old.replaced_by = peer_new
-                return
+            # Our exchange holds the lowest nonce: our new SA is the redundant one.
+            sa.ep.remove_child(sa, child, now, "redundant after rekey collision", True)
+            old.state = ChildState.REKEYED
+            old.replaced_by = peer_new
+            return
         old.state = ChildState.REKEYED
         old.replaced_by = child
         if old in sa.lookup_children():

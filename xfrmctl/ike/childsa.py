@@ -21,7 +21,7 @@ from xfrmctl.ike.payloads import NotifyPayload, Payload, SaPayload, TrafficSelec
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import ChildSa, IkeSa
 from xfrmctl.ike.spec import ChildSpec, Mode
-from xfrmctl.ike.transforms import Proposal, Transform
+from xfrmctl.ike.transforms import Proposal, Transform, kept
 from xfrmctl.ike.ts import covered, narrow
 
 
@@ -211,6 +211,7 @@ def install(
     replaces the larval state it made for the packet, whatever selectors were agreed."""
     if sa.crypto is None:
         raise RemoteProtocolError("no IKE keys for a Child SA", None)
+    chosen = kept(chosen)
     spi_out = int.from_bytes(chosen.spi, "big")
     encrs = chosen.of_type(TransformType.ENCR)
     integs = [t for t in chosen.of_type(TransformType.INTEG) if t.id != IntegId.NONE]
@@ -251,7 +252,7 @@ def install(
         now + soft if soft > 0 else None,
         now + hard,
         tfc_padding=not _has(payloads, NotifyType.ESP_TFC_PADDING_NOT_SUPPORTED),
-        rekey_nonces=(ni, nr),
+        lowest_nonce=min(ni, nr) if replaces else None,
         cpi_in=cpis[0],
         cpi_out=cpis[1],
     )

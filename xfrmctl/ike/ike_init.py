@@ -36,7 +36,7 @@ from xfrmctl.ike.payloads import KePayload, NoncePayload, NotifyPayload, Payload
 from xfrmctl.ike.proposals import proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import Address, Host, IkeCrypto, IkeSa, Task
 from xfrmctl.ike.spec import ConnectionSpec, Encap, PskAuth
-from xfrmctl.ike.transforms import Proposal
+from xfrmctl.ike.transforms import Proposal, kept
 
 MAX_COOKIE_ROUNDS = 3
 MAX_KE_ROUNDS = 3
@@ -71,7 +71,7 @@ def setup_keys(sa: IkeSa, chosen: Proposal, shared: bytes) -> None:
     prf, integ, encr = ike_algorithms(chosen)
     keys = derive_ike_keys(prf, integ, encr, sa.ni, sa.nr, shared, sa.spi_i, sa.spi_r)
     sa.crypto = IkeCrypto(prf, integ, encr, keys, sa.initiator)
-    sa.proposal = chosen
+    sa.proposal = kept(chosen)
 
 
 class InitTask(Task):

@@ -32,7 +32,7 @@ from xfrmctl.ike.negotiation import (
 from xfrmctl.ike.payloads import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
 from xfrmctl.ike.sa import IkeCrypto, IkeSa, Task
-from xfrmctl.ike.transforms import Proposal
+from xfrmctl.ike.transforms import Proposal, kept
 
 MAX_RETRIES = 5
 RETRY_AFTER = 60.0  # a failed rekey is tried again this much later
@@ -57,9 +57,8 @@ def _new_sa(
         old.crypto.prf, old.crypto.keys.sk_d, prf, integ, encr, shared, ni, nr, spi_i, spi_r
     )
     new.crypto = IkeCrypto(prf, integ, encr, keys, initiator)
-    new.proposal = chosen
-    new.ni, new.nr = ni, nr
-    new.rekey_nonces = (ni, nr)
+    new.proposal = kept(chosen)
+    new.lowest_nonce = min(ni, nr)
     new.transition(Transition.REKEY_MADE)
     new.established_at = now
     new.peer_id = old.peer_id
@@ -201,12 +200,12 @@ class IkeRekeyTask(Task):
         peer_new = self.collision
         if (
             peer_new is None
-            or peer_new.rekey_nonces is None
+            or peer_new.lowest_nonce is None
             or peer_new.state != IkeState.ESTABLISHED
-            or new.rekey_nonces is None
+            or new.lowest_nonce is None
         ):
             return False
-        if min(new.rekey_nonces) < min(peer_new.rekey_nonces):
+        if new.lowest_nonce < peer_new.lowest_nonce:
             # The peer deletes the old SA; its new one takes the children.
             move_children(sa, peer_new, now)
             new.delete(now, "redundant after IKE rekey collision", notify_peer=True)

@@ -157,7 +157,8 @@ class ChildSa:
     expire_at: float
     state: ChildState = ChildState.INSTALLED
     tfc_padding: bool = True
-    rekey_nonces: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    # the lower nonce of the rekey that made it, for collisions (RFC 7296 §2.8.1); else None
+    lowest_nonce: bytes | None = field(default=None, repr=False)
     replaced_by: ChildSa | None = None
     cpi_in: int = 0  # IPComp CPIs (RFC 3173); 0: no IPComp
     cpi_out: int = 0
@@ -239,6 +240,7 @@ class IkeSa:
         "last_inbound",
         "last_response",
         "local",
+        "lowest_nonce",
         "my_mid",
         "nat_local",
         "nat_remote",
@@ -258,7 +260,6 @@ class IkeSa:
         "reauth_by",
         "reauth_of",
         "rekey_at",
-        "rekey_nonces",
         "remote",
         "replaced_by",
         "retry_at",
@@ -331,7 +332,7 @@ class IkeSa:
         self.retry_at: float | None = None
         self.expire_at: float | None = None  # drop silently then (redundant rekey SAs)
         self.close_after_response = ""
-        self.rekey_nonces: tuple[bytes, bytes] | None = None
+        self.lowest_nonce: bytes | None = None  # of the rekey that made it (§2.8.2)
         self.replaced_by: IkeSa | None = None
         self.candidates: list[ConnectionSpec] = []
         self.pending_children: list[tuple[str, tuple[TrafficSelector, ...] | None]] = []
@@ -589,10 +590,11 @@ class IkeSa:
             self.delete(now, self.close_after_response, notify_peer=False)
 
     def _forget_init_messages(self) -> None:
-        """Once authenticated, the IKE_SA_INIT messages (signed into AUTH, RFC 7296 §2.15)
-        and the half-open retransmission check need them no more: about 600 bytes per SA."""
+        """Once authenticated, the IKE_SA_INIT messages and nonces (signed into AUTH, RFC 7296
+        §2.15; the nonces also key the first Child SA, §2.17) and the half-open retransmission
+        check need them no more: about 700 bytes per SA."""
         if self.state == IkeState.ESTABLISHED and self.init_request:
-            self.init_request = self.init_response = b""
+            self.init_request = self.init_response = self.ni = self.nr = b""
 
     # -------------------------------------------------------------------------------- teardown
 

@@ -28,7 +28,7 @@ _ID_ENUMS = {
 }
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Transform:
     """One transform: its type, its IANA ID and, for variable-length ciphers, the key length."""
 
@@ -41,7 +41,7 @@ class Transform:
         return f"{name}_{self.key_length}" if self.key_length is not None else name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Proposal:
     """A proposal: a protocol and, per transform type, the acceptable alternatives.
 
@@ -56,3 +56,19 @@ class Proposal:
 
     def of_type(self, ttype: TransformType) -> tuple[Transform, ...]:
         return tuple(t for t in self.transforms if t.type == ttype)
+
+
+KEPT_MAX = 256  # distinct transform sets shared; a peer cycling through more gets copies
+_kept: dict[tuple[Transform, ...], tuple[Transform, ...]] = {}
+
+
+def kept(p: Proposal) -> Proposal:
+    """The agreed proposal as an SA keeps it: its transforms one tuple shared by every SA that
+    agreed on the same ones (a decoded proposal is a dozen objects; thousands of SAs keep one
+    each, issue 15). The SPI stays the SA's own."""
+    transforms = _kept.get(p.transforms)
+    if transforms is None:
+        if len(_kept) >= KEPT_MAX:
+            return p
+        transforms = _kept[p.transforms] = p.transforms
+    return p if transforms is p.transforms else Proposal(p.protocol, transforms, p.num, p.spi)
