@@ -228,6 +228,26 @@ def test_failed_policy_restores_previous_trap_and_removes_sas() -> None:
     ]
 
 
+def test_known_policies_are_not_asked_for_and_are_what_a_rollback_restores() -> None:
+    """A rekey's policies are the caller's own: it says what it holds, so the batch carries no
+    GETPOLICY for them (one per policy, decoded in full, per rekey before) and a failed
+    install puts back the caller's version."""
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    trap_in = Policy(c.policies[1].selector, Dir.IN, (Template(reqid=OWN.reqid(1)),), priority=7)
+    k.policies[trap_in.id] = trap_in
+    held = {trap_in.id: trap_in}
+    out_policy = next(p for p in c.policies if p.dir == Dir.OUT)
+    k.reject.add(out_policy.id)
+    with pytest.raises(tx.TransactionError):
+        run(tx.install_child(k, c, known=held.get))  # type: ignore[arg-type]
+    asked = [pid for batch in k.batches for op, pid in batch if op == "GETPOLICY"]
+    assert len(asked) == len(c.policies) - 1  # all but the held one
+    assert k.policies == {trap_in.id: trap_in}
+    assert ("UPDPOLICY", "IN") in k.batches[2]
+
+
 def test_without_replace_existing_policy_is_an_error() -> None:
     k = FakeKernel()
     c = child()

@@ -433,13 +433,13 @@ class XfrmGlue(KernelGlue):
     ) -> ChildSA:
         child = self._child(ready, device.index if device else None)
         try:
-            await tx.install_child(self.conn, child, outbound=outbound)
+            await tx.install_child(self.conn, child, outbound=outbound, known=self._held)
         except XfrmError as exc:
             if device is None:
                 raise
             fall_back(ready, device, exc)  # raises unless hw_offload is auto
             child = self._child(ready)
-            await tx.install_child(self.conn, child, outbound=outbound)
+            await tx.install_child(self.conn, child, outbound=outbound, known=self._held)
         return child
 
     async def install_outbound(self, ready: ChildSaReady) -> None:

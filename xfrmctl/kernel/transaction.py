@@ -28,7 +28,7 @@ from xfrmctl.kernel import policy as policy_ops
 from xfrmctl.kernel import sa as sa_ops
 from xfrmctl.kernel.errors import NotFoundError, XfrmError
 from xfrmctl.kernel.socket import Connection, Request
-from xfrmctl.kernel.types import SA, Dir, Policy
+from xfrmctl.kernel.types import SA, Dir, Policy, PolicyId
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +101,13 @@ async def install_children(
     *,
     replace_policies: bool = True,
     outbound: bool = True,
+    known: Callable[[PolicyId], Policy | None] | None = None,
 ) -> None:
     """Install Child SAs all or nothing. `replace_policies` updates existing (e.g. trap)
     policies in place and restores them on rollback; otherwise existing ones are an error.
-    Without `outbound` the outbound SAs are left for `install_outbound` (rekeys)."""
+    Without `outbound` the outbound SAs are left for `install_outbound` (rekeys). `known`
+    answers what the caller installed and still holds at a policy identity: that is what a
+    rollback restores, without asking the kernel (a rekey's policies are all its own)."""
     sa_reqs: list[tuple[SA, Request]] = []
     for child in children:
         if child.comp_in is not None:
@@ -118,7 +121,11 @@ async def install_children(
         if outbound:
             sa_reqs += _outbound_requests(child)
     policies = [p for child in children for p in child.ordered_policies()]
-    lookups = [policy_ops.get_request(p.id) for p in policies] if replace_policies else []
+    previous: list[Policy | None] = [
+        known(p.id) if known is not None and replace_policies else None for p in policies
+    ]
+    asked = [i for i, old in enumerate(previous) if old is None] if replace_policies else []
+    lookups = [policy_ops.get_request(policies[i].id) for i in asked]
     await conn.batch([r for _, r in sa_reqs] + lookups)
 
     def undo_sas() -> list[Request]:
@@ -129,8 +136,7 @@ async def install_children(
         leftovers = await _undo(conn, undo_sas())
         raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
 
-    previous: list[Policy | None] = [None] * len(policies)
-    for i, look in enumerate(lookups):
+    for i, look in zip(asked, lookups, strict=True):
         if look.ok and look.replies:
             previous[i] = policy_ops.decode_policy(look.replies[0])
     make = policy_ops.update_request if replace_policies else policy_ops.add_request
@@ -152,9 +158,16 @@ async def install_children(
 
 
 async def install_child(
-    conn: Connection, child: ChildSA, *, replace_policies: bool = True, outbound: bool = True
+    conn: Connection,
+    child: ChildSA,
+    *,
+    replace_policies: bool = True,
+    outbound: bool = True,
+    known: Callable[[PolicyId], Policy | None] | None = None,
 ) -> None:
-    await install_children(conn, [child], replace_policies=replace_policies, outbound=outbound)
+    await install_children(
+        conn, [child], replace_policies=replace_policies, outbound=outbound, known=known
+    )
 
 
 async def install_outbound(conn: Connection, child: ChildSA) -> None:
