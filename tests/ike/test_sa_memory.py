@@ -7,6 +7,7 @@ from harness import make_pair
 
 from xfrmctl.ike.events import ChildSaReady, IkeSaEstablished
 from xfrmctl.ike.exchanges import IkeState
+from xfrmctl.ike.sa import NO_CERTREQ
 
 
 def test_established_sas_drop_the_init_messages_and_have_no_dict() -> None:
@@ -21,6 +22,8 @@ def test_established_sas_drop_the_init_messages_and_have_no_dict() -> None:
         assert sa.ni == sa.nr == b""  # signed into AUTH, keyed the first Child SA: done
         (child,) = sa.children
         assert child.lowest_nonce is None  # only a rekey's SAs need it, for collisions
+        assert sa.reassembly is None  # no fragments: no table
+        assert sa.peer_certreq is NO_CERTREQ  # PSK: no CERTREQ, and one shared empty set
         assert not hasattr(sa, "__dict__") and not hasattr(child, "__dict__")
         assert not hasattr(sa.tasks, "__dict__")
         assert not hasattr(sa.proposal, "__dict__") and not hasattr(child.proposal, "__dict__")

@@ -54,6 +54,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Address = tuple[IPAddress, int]
 
 
+NO_CERTREQ: frozenset[bytes] = frozenset()  # shared: an empty frozenset is 216 bytes
+
+
 class Task:
     """One exchange we initiate: `build` the request, then `on_response` or `on_give_up`.
 
@@ -311,12 +314,12 @@ class IkeSa:
         self.outstanding: Outstanding | None = None
         self.tasks = TaskQueue()
         self.last_response: tuple[int, list[bytes]] | None = None
-        self.reassembly: dict[bool, Reassembly] = {}
+        self.reassembly: dict[bool, Reassembly] | None = None  # made by a first fragment
         self.nat_local = False
         self.nat_remote = False
         self.peer_fragmentation = False
         self.peer_hash_algorithms: list[int] | None = None
-        self.peer_certreq: frozenset[bytes] = frozenset()  # CA key hashes (RFC 7296 §3.7)
+        self.peer_certreq = NO_CERTREQ  # CA key hashes (RFC 7296 §3.7)
         self.rekey_at: float | None = None
         self.reauth_at: float | None = None
         self.hard_at: float | None = None  # over_time past the first rekey/reauth: delete
@@ -475,6 +478,8 @@ class IkeSa:
         if isinstance(last, SkfPayload):
             if msg.exchange == ExchangeType.IKE_SA_INIT:
                 raise MalformedMessage("fragment in IKE_SA_INIT", notify=None)
+            if self.reassembly is None:
+                self.reassembly = {}
             r = self.reassembly.get(msg.is_response)
             if r is None or r.message_id != msg.message_id:
                 r = Reassembly(msg.message_id, last.total)
@@ -482,6 +487,8 @@ class IkeSa:
             if not r.add(last.number, last.total, inner_next, plain):
                 return None
             del self.reassembly[msg.is_response]
+            if not self.reassembly:
+                self.reassembly = None
             self.peer_fragmentation = True
             return r.payloads()
         return decode_inner(inner_next, plain)
