@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -91,18 +92,42 @@ def sad_count(text: str) -> int:
     return int(text.split()[-1])
 
 
-def ratio_line(xfrmctl: dict[str, float], swan: dict[str, float], n: int) -> str:
+RATIO_KEYS = (
+    ("setups_per_s", "ratio_setups_per_s"),
+    ("cpu_ms_per_setup", "ratio_cpu_ms_per_setup"),
+    ("kib_per_ike_sa", "ratio_kib_per_ike_sa"),
+    ("up_latency_s", "ratio_up_latency"),
+    ("first_packet_s", "ratio_first_packet"),
+    ("rekey_storm_s", "ratio_rekey_storm"),
+)
+
+
+def ratios(xfrmctl: dict[str, float], swan: dict[str, float]) -> dict[str, float]:
+    """xfrmctl/strongSwan per figure, NaN where strongSwan's is 0."""
+    return {key: xfrmctl[key] / swan[key] if swan.get(key) else math.nan for key, _ in RATIO_KEYS}
+
+
+def median_ratios(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds' ratios: each round pairs the two stacks under the
+    same load, so its ratio is the comparable quantity, and the median drops a round that one
+    stack ran on a busy host."""
+    return {
+        key: statistics.median(r[key] for r in rounds) if rounds else math.nan
+        for key, _ in RATIO_KEYS
+    }
+
+
+def round_order(k: int) -> tuple[str, str]:
+    """Which stack runs first in round k (from 1): alternating, so neither always runs on a
+    freshly booted guest."""
+    return ("xfrmctl", "strongswan") if k % 2 else ("strongswan", "xfrmctl")
+
+
+def ratio_line(rs: dict[str, float], n: int, rounds: int = 1) -> str:
     """Setup rate as xfrmctl/strongSwan (above 1: xfrmctl faster); the rest xfrmctl/strongSwan
     (below 1: xfrmctl cheaper or quicker)."""
-
-    def r(key: str) -> str:
-        return f"{xfrmctl[key] / swan[key]:.3f}" if swan.get(key) else "nan"
-
-    return (
-        f"ratio_setups_per_s={r('setups_per_s')} ratio_cpu_ms_per_setup={r('cpu_ms_per_setup')} "
-        f"ratio_kib_per_ike_sa={r('kib_per_ike_sa')} ratio_up_latency={r('up_latency_s')} "
-        f"ratio_first_packet={r('first_packet_s')} ratio_rekey_storm={r('rekey_storm_s')} n={n}"
-    )
+    line = " ".join(f"{name}={rs[key]:.3f}" for key, name in RATIO_KEYS) + f" n={n}"
+    return line + (f" rounds={rounds}" if rounds > 1 else "")
 
 
 def site_pair(i: int) -> tuple[str, str]:
@@ -542,7 +567,16 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a setting for both xfrmctl daemons, e.g. start_window=0 (repeatable)",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run both stacks this many times, alternating which goes first; the last line "
+        "gives each ratio's median over the rounds",
+    )
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
     for item in args.xfrmctl_setting:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -553,25 +587,40 @@ def main() -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     workdir = RUN / f"work-{stamp}"
     workdir.mkdir(parents=True)
-    runs = {"xfrmctl": run_xfrmctl, "strongswan": run_strongswan}
-    results: dict[str, StackResult] = {}
+    per_round: list[dict[str, float]] = []
     try:
-        for name, run in runs.items():
-            if args.only in (None, name):
-                results[name] = run(workdir, args.n, args.iperf_seconds)
-                report(results[name])
+        for k in range(1, args.rounds + 1):
+            results = run_round(workdir, k, args)
+            if args.only:
+                continue
+            xf, swan = results["xfrmctl"], results["strongswan"]
+            if swan.iperf_mbit_s:
+                iperf = xf.iperf_mbit_s / swan.iperf_mbit_s
+                print(f"iperf3 ratio {iperf:.3f} (same kernel: expect ~1)")
+            per_round.append(ratios(xf.figures(), swan.figures()))
+            if args.rounds > 1:
+                print(f"round {k}: {ratio_line(per_round[-1], args.n)}", flush=True)
     finally:
         shutil.copytree(workdir, args.out / f"bench-{stamp}")
         shutil.rmtree(workdir)
+    if not args.only:
+        print(ratio_line(median_ratios(per_round), args.n, args.rounds), flush=True)
+
+
+def run_round(workdir: Path, k: int, args: argparse.Namespace) -> dict[str, StackResult]:
+    """Both stacks (or --only's) once, in round k's order; each round's files apart."""
+    runs = {"xfrmctl": run_xfrmctl, "strongswan": run_strongswan}
+    where = workdir if args.rounds == 1 else workdir / f"round-{k}"
+    where.mkdir(exist_ok=True)
+    results: dict[str, StackResult] = {}
+    for name in round_order(k):
+        if args.only in (None, name):
+            results[name] = runs[name](where, args.n, args.iperf_seconds)
+            report(results[name])
     for res in results.values():
         if any(count < 2 * args.n for count in res.sas.values()):
             raise SystemExit(f"{res.name}: expected {2 * args.n} SAs in each kernel: {res.sas}")
-    if args.only:
-        return
-    xf, swan = results["xfrmctl"], results["strongswan"]
-    if swan.iperf_mbit_s:
-        print(f"iperf3 ratio {xf.iperf_mbit_s / swan.iperf_mbit_s:.3f} (same kernel: expect ~1)")
-    print(ratio_line(xf.figures(), swan.figures(), args.n), flush=True)
+    return results
 
 
 if __name__ == "__main__":

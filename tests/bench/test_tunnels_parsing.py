@@ -45,11 +45,25 @@ def test_ratio_line_is_xfrmctl_over_strongswan(tunnels: ModuleType) -> None:
     sw = {"setups_per_s": 20.0, "cpu_ms_per_setup": 20.0, "kib_per_ike_sa": 10.0, "up_latency_s": 4}
     xf |= {"first_packet_s": 1.0, "rekey_storm_s": 5.0}
     sw |= {"first_packet_s": 2.0, "rekey_storm_s": 10.0}
-    assert tunnels.ratio_line(xf, sw, 200) == (
+    assert tunnels.ratio_line(tunnels.ratios(xf, sw), 200) == (
         "ratio_setups_per_s=1.500 ratio_cpu_ms_per_setup=0.500 ratio_kib_per_ike_sa=0.500 "
         "ratio_up_latency=0.500 ratio_first_packet=0.500 ratio_rekey_storm=0.500 n=200"
     )
-    assert "ratio_setups_per_s=nan" in tunnels.ratio_line(xf, {**sw, "setups_per_s": 0.0}, 1)
+    zero = tunnels.ratios(xf, {**sw, "setups_per_s": 0.0})
+    assert "ratio_setups_per_s=nan" in tunnels.ratio_line(zero, 1)
+
+
+def test_rounds_give_each_ratio_its_median_and_alternate_the_order(tunnels: ModuleType) -> None:
+    """A round whose xfrmctl half ran on a busy host (CPU ratio 1.9) does not decide the
+    figure: the median of three paired ratios does."""
+    keys = [key for key, _ in tunnels.RATIO_KEYS]
+    rounds = [dict.fromkeys(keys, 1.5), dict.fromkeys(keys, 1.9), dict.fromkeys(keys, 1.4)]
+    med = tunnels.median_ratios(rounds)
+    assert med == dict.fromkeys(keys, 1.5)
+    line = tunnels.ratio_line(med, 1000, rounds=3)
+    assert line.startswith("ratio_setups_per_s=1.500 ") and line.endswith(" n=1000 rounds=3")
+    assert [tunnels.round_order(k)[0] for k in (1, 2, 3)] == ["xfrmctl", "strongswan", "xfrmctl"]
+    assert set(tunnels.round_order(2)) == {"xfrmctl", "strongswan"}
 
 
 def test_site_addresses_are_distinct_and_skip_the_network_address(tunnels: ModuleType) -> None:
