@@ -326,6 +326,7 @@ class Charon:
         (self.dir / "swanctl.conf").write_text(swan_file(conns))
         conf = charon_conf(workdir, host.name, vici)
         self.env = [f"STRONGSWAN_CONF={conf}", f"SWANCTL_DIR={self.dir}"]
+        Path(vici).unlink(missing_ok=True)  # an earlier round's charon leaves its socket
         self.proc = host.popen(["env", *self.env, CHARON], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not Path(vici).exists():
