@@ -85,3 +85,39 @@ def test_sigusr2_then_sigterm_writes_the_state_file_beside_the_socket(tmp_path: 
     assert json.loads(state.read_text())["engine"]["ike_sas"] == []
     code, kernel = asyncio.run(serve(keep=False))  # takes the file, then a plain stop
     assert code == 0 and not state.exists() and ("remove_all", 0) in kernel.log
+
+
+def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("INVOCATION_ID", "0123")
+    monkeypatch.setattr(restart_request, "own_unit", lambda _: "xfrmctl.service")
+
+
+def test_a_query_killed_by_systemds_stop_sweep_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """systemd's SIGTERM reaches every process of the unit: the first query dies of it."""
+    marker = tmp_path / "killed-once"
+    fake_systemctl(
+        tmp_path,
+        monkeypatch,
+        f"if [ ! -e {marker} ]; then touch {marker}; kill -TERM $$; fi\ncat <<'END'\n{JOBS}END",
+    )
+    caplog.set_level("INFO", "xfrmctl.daemon")
+    assert asyncio.run(restart_request.systemd_restart_pending()) is True
+    assert "killed by signal 15: asking again" in caplog.text
+
+
+def test_a_query_killed_every_time_or_failing_is_a_stop_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_systemctl(tmp_path, monkeypatch, f"kill -TERM $$\ncat <<'END'\n{JOBS}END")
+    assert asyncio.run(restart_request.systemd_restart_pending()) is False
+    assert f"killed {restart_request.ATTEMPTS} times: tearing down" in caplog.text
+    fake_systemctl(tmp_path, monkeypatch, "echo 'Failed to connect to bus' >&2\nexit 1")
+    caplog.clear()
+    assert asyncio.run(restart_request.systemd_restart_pending()) is False
+    assert "failed (exit 1: Failed to connect to bus): tearing down" in caplog.text

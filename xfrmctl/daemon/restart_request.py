@@ -19,6 +19,8 @@ log = logging.getLogger("xfrmctl.daemon")
 
 RESTART_JOBS = frozenset({"restart", "try-restart", "reload-or-restart", "try-reload-or-restart"})
 QUERY_TIMEOUT = 3.0
+ATTEMPTS = 3
+LIST_JOBS = ("systemctl", "list-jobs", "--no-legend", "--plain", "--no-pager")
 
 
 def own_unit(cgroup: str) -> str | None:
@@ -50,24 +52,44 @@ async def systemd_restart_pending() -> bool:
         unit = None
     if unit is None:
         return False
+    for _ in range(ATTEMPTS):
+        jobs = await _list_jobs()
+        if jobs is not None:
+            return restart_pending(jobs, unit)
+    log.warning("systemctl list-jobs was killed %d times: tearing down", ATTEMPTS)
+    return False
+
+
+async def _list_jobs() -> str | None:
+    """systemctl's job list; "" when it cannot be had, None when systemd's stop killed the query.
+
+    A stop or restart sends SIGTERM to every process of the unit's cgroup, and systemd reads the
+    cgroup again until no new process turns up: a query forked in that window is killed with
+    the rest. Asked again, it runs after systemd's sweep.
+    """
     try:
         proc = await asyncio.create_subprocess_exec(
-            "systemctl",
-            "list-jobs",
-            "--no-legend",
-            "--plain",
-            "--no-pager",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            *LIST_JOBS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
     except OSError as exc:
         log.warning("cannot ask systemd whether this is a restart (%s): tearing down", exc)
-        return False
+        return ""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), QUERY_TIMEOUT)
+        out, err = await asyncio.wait_for(proc.communicate(), QUERY_TIMEOUT)
     except TimeoutError:
         proc.kill()
         await proc.wait()
         log.warning("systemctl list-jobs did not answer in %.0f s: tearing down", QUERY_TIMEOUT)
-        return False
-    return restart_pending(out.decode(errors="replace"), unit)
+        return ""
+    if proc.returncode is not None and proc.returncode < 0:
+        log.info("systemctl list-jobs was killed by signal %d: asking again", -proc.returncode)
+        return None
+    if proc.returncode:
+        why = err.decode(errors="replace").strip().splitlines()
+        log.warning(
+            "systemctl list-jobs failed (exit %d%s): tearing down",
+            proc.returncode,
+            f": {why[0]}" if why else "",
+        )
+        return ""
+    return out.decode(errors="replace")
