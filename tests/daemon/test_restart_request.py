@@ -42,11 +42,8 @@ def test_outside_systemd_a_sigterm_is_a_stop(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_asks_systemctl_under_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A fake `systemctl` on PATH answers with a restart job for our cgroup's unit."""
-    fake = tmp_path / "systemctl"
-    fake.write_text(f"#!/bin/sh\ncat <<'END'\n{JOBS.replace('xfrmctl.service', 'me.service')}END\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setenv("INVOCATION_ID", "0123")
+    jobs = JOBS.replace("xfrmctl.service", "me.service")
+    fake_systemctl(tmp_path, monkeypatch, f"cat <<'END'\n{jobs}END")
     monkeypatch.setattr(restart_request, "own_unit", lambda _: "me.service")
     assert asyncio.run(restart_request.systemd_restart_pending()) is True
     monkeypatch.setattr(restart_request, "own_unit", lambda _: "other-unit.service")
