@@ -67,10 +67,14 @@ def test_the_window_bounds_connecting_ike_sas_and_keeps_the_order() -> None:
     engine.states[1] = IkeState.AUTH_SENT  # still connecting
     queue.fill(1.0)
     assert started(engine) == ["c0", "c1"]
-    engine.states[1] = IkeState.ESTABLISHED
+    engine.states[1] = IkeState.ESTABLISHED  # unknown to the queue until the host says so
+    queue.fill(1.0)
+    assert started(engine) == ["c0", "c1"]
+    queue.settled(1)  # the IkeSaEstablished event
     queue.fill(1.0)
     assert started(engine) == ["c0", "c1", "c2"]
     del engine.states[2], engine.conn_of[2]  # failed and forgotten
+    queue.settled(2)  # the IkeSaDeleted event
     engine.gone.add("c3")  # removed by a reload: skipped
     engine.conn_of[99], engine.states[99] = "c4", IkeState.ESTABLISHED  # up meanwhile
     queue.fill(1.0)

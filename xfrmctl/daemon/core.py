@@ -318,6 +318,7 @@ class Daemon:
             event.proposal,
         )
         self.stats.on_event(event)
+        self.starts.settled(event.ike_sa_id)
         self.restarts.succeeded(event.conn)
         self.failures.succeeded(event.conn)
         self.waiters.progress(
@@ -353,6 +354,7 @@ class Daemon:
     def _on_ike_deleted(self, event: ev.IkeSaDeleted) -> None:
         log.info("%s: IKE SA #%d deleted: %s", event.conn, event.ike_sa_id, event.reason)
         self.messages.forget(event.ike_sa_id)
+        self.starts.settled(event.ike_sa_id)
         self._enqueue(functools.partial(self._ike_gone, event))
 
     def _on_authentication_failed(self, event: ev.AuthenticationFailed) -> None:

@@ -5,7 +5,9 @@ on `reload`) go through `StartQueue`. At most `window` of them are connecting (I
 IKE_AUTH in flight, RFC 7296 §1.2) at any time; the others wait in the order they were asked
 for and start as earlier ones are established or fail, or have gone unanswered for the
 engine's first retransmission timeout (a peer that has not answered by then is down or
-swamped, and must not hold the connections behind it through ~165 s of retransmissions). A queued
+swamped, and must not hold the connections behind it through ~165 s of retransmissions). The
+host tells the queue of each IKE SA established or deleted (`settled`): no scan of the window
+per event, which cost O(window) engine lookups after every datagram. A queued
 connection that has an IKE SA by the time its turn comes (an `xfrmctl up`, the peer's
 initiation) is not started again; one removed by a reload meanwhile is dropped. `window` 0: no
 limit, every start at once.
@@ -55,16 +57,20 @@ class StartQueue:
         self._waiting.clear()
         self._connecting.clear()
 
+    def settled(self, ike_sa_id: int) -> None:
+        """The IKE SA is established or gone (the engine's events): its place is free."""
+        self._connecting.pop(ike_sa_id, None)
+
     def fill(self, now: float) -> None:
         """Start waiting connections while the window has room (after every engine event)."""
         if not self._waiting:
             return
         since = now - self.engine.config.retransmit_timeout
-        self._connecting = {
-            i: at
-            for i, at in self._connecting.items()
-            if at > since and self.engine.ike_state(i) in _CONNECTING
-        }
+        while self._connecting:  # in start order: the oldest first
+            oldest = next(iter(self._connecting))
+            if self._connecting[oldest] > since:
+                break
+            del self._connecting[oldest]  # unanswered for a retransmission timeout
         while self._waiting and (not self.window or len(self._connecting) < self.window):
             conn, children = self._waiting.popleft()
             if any(self.engine.ike_ids(conn, s) for s in (IkeState.ESTABLISHED, *_CONNECTING)):
