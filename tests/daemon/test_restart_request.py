@@ -40,14 +40,18 @@ def test_outside_systemd_a_sigterm_is_a_stop(monkeypatch: pytest.MonkeyPatch) ->
     assert asyncio.run(restart_request.systemd_restart_pending()) is False
 
 
-def test_asks_systemctl_under_systemd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_asks_systemctl_under_systemd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A fake `systemctl` on PATH answers with a restart job for our cgroup's unit."""
     jobs = JOBS.replace("xfrmctl.service", "me.service")
     fake_systemctl(tmp_path, monkeypatch, f"cat <<'END'\n{jobs}END")
+    caplog.set_level("INFO", "xfrmctl.daemon")
     monkeypatch.setattr(restart_request, "own_unit", lambda _: "me.service")
     assert asyncio.run(restart_request.systemd_restart_pending()) is True
     monkeypatch.setattr(restart_request, "own_unit", lambda _: "other-unit.service")
     assert asyncio.run(restart_request.systemd_restart_pending()) is False
+    assert "systemd lists no restart job for other-unit.service: a stop" in caplog.text
 
 
 def test_sigusr2_then_sigterm_writes_the_state_file_beside_the_socket(tmp_path: Path) -> None:

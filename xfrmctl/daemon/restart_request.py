@@ -54,8 +54,12 @@ async def systemd_restart_pending() -> bool:
         return False
     for _ in range(ATTEMPTS):
         jobs = await _list_jobs()
-        if jobs is not None:
-            return restart_pending(jobs, unit)
+        if jobs is None:
+            continue
+        if restart_pending(jobs, unit):
+            return True
+        log.info("systemd lists no restart job for %s: a stop", unit)
+        return False
     log.warning("systemctl list-jobs was killed %d times: tearing down", ATTEMPTS)
     return False
 
