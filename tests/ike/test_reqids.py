@@ -1,4 +1,5 @@
-"""Reqids: one per child config and agreed selector set, kept across rekeys.
+"""Reqids: one per child config and agreed selector set, kept across rekeys, reused only
+after a quarantine and only when no live Child SA or configured trap holds them.
 
 The kernel ties a policy to its SA by reqid alone; Child SAs narrowed inside one config must
 not share one (see IkeEndpoint.reqid)."""
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from harness import child_spec, make_pair, mirror
 
-from xfrmctl.ike.events import ChildSaReady
+from xfrmctl.ike.events import ChildSaReady, NegotiationFailed
+from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.payloads import TrafficSelector
+from xfrmctl.ike.reqids import LIMIT, SWEEP_AT_LEAST, ReqidKey, ReqidsExhausted, ReqidTable
 
 
 def ts(prefix: str) -> TrafficSelector:
@@ -88,3 +92,102 @@ def test_the_reqid_key_is_the_set_of_selectors_however_given() -> None:
     assert all(
         len(key[2]) == 1 and isinstance(key[2], tuple) for key in h.a.reqids() if key[0] == "y"
     )
+
+
+# ------------------------------------------------------------------ reuse (ike/reqids.py)
+
+
+class Uses:
+    """What the engine would answer `in_use` with: reqids of live Child SAs, kept keys."""
+
+    def __init__(self) -> None:
+        self.live: set[int] = set()
+        self.kept: set[ReqidKey] = set()
+
+    def __call__(self) -> tuple[set[int], set[ReqidKey]]:
+        return set(self.live), set(self.kept)
+
+
+def key(n: int) -> ReqidKey:
+    return ("c", "net", (ts(f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}/32"),), (ts("11.0.0.0/8"),))
+
+
+def test_a_released_reqid_waits_out_its_quarantine_and_fresh_numbers_go_first() -> None:
+    uses = Uses()
+    table = ReqidTable(uses, limit=3, quarantine=10.0)
+    assert [table.get(key(n), now=0.0) for n in range(3)] == [1, 2, 3]
+    uses.live = {2, 3}  # key(0)'s Child SA is gone
+    with pytest.raises(ReqidsExhausted, match="2 of 3 in use, 1 released less than 10 s ago"):
+        table.get(key(3), now=5.0)  # reqid 1's kernel state may still be on its way out
+    assert table.get(key(1)) == 2 and table.get(key(2)) == 3  # the live ones keep theirs
+    assert table.get(key(3), now=15.0) == 1  # released at 5 s, quarantined 10 s
+    uses.live = {1, 2, 3}
+    assert table.get(key(3)) == 1
+
+
+def test_a_configured_trap_keeps_its_reqid_without_any_child_sa() -> None:
+    uses = Uses()
+    table = ReqidTable(uses, limit=2, quarantine=0.0)
+    trap = table.get(key(0), now=0.0)
+    uses.kept = {key(0)}
+    other = table.get(key(1), now=0.0)
+    assert table.sweep() == 1  # key(1) had no Child SA; the trap's key stays
+    assert table.get(key(0)) == trap and table.get(key(2), now=1.0) == other
+
+
+def test_a_daemon_that_agreed_a_million_selector_sets_holds_only_the_live_ones() -> None:
+    """A responder narrowing road warriors' /32s: each client's Child SA comes and goes.
+    The table follows the live ones, and no two live Child SAs ever share a reqid."""
+    uses = Uses()
+    table = ReqidTable(uses, limit=LIMIT, quarantine=120.0)
+    live: dict[int, int] = {}  # client -> reqid
+    for n in range(200_000):
+        live[n] = table.get(key(n % 60_000 + 60_000 * (n // 60_000 % 2)), now=n * 0.01)
+        if len(live) > 500:  # 500 clients connected at any time
+            del live[n - 500]
+        uses.live = set(live.values())
+        assert len(uses.live) == len(live)
+    assert len(table) < 2 * max(SWEEP_AT_LEAST, 500) + 1
+
+
+def test_after_a_restart_the_gaps_in_the_adopted_reqids_come_back_quarantined() -> None:
+    """The previous daemon released reqids the snapshot no longer lists: they are lost only
+    until the numbers run out, then quarantined from that moment."""
+    uses = Uses()
+    table = ReqidTable(uses, limit=4, quarantine=10.0)
+    table.adopt({key(0): 4})  # 1-3 were the previous daemon's, released before it stopped
+    uses.live = {4}
+    with pytest.raises(ReqidsExhausted):
+        table.get(key(1), now=100.0)
+    assert table.get(key(1), now=110.0) == 1
+
+
+def test_a_responder_out_of_reqids_refuses_that_child_sa_only() -> None:
+    """NO_ADDITIONAL_SAS (RFC 7296 §3.10.1) for the Child SA, the IKE SA and its first
+    child stand; once that child is gone and quarantined, its reqid serves the next."""
+    narrow = (
+        child_spec("one", "10.1.0.1/32", "10.2.0.1/32"),
+        child_spec("two", "10.1.0.2/32", "10.2.0.2/32"),
+    )
+    h, _, _ = make_pair(children=narrow, b={"children": (mirror(child_spec("wide")),)})
+    h.b.reqid_table.limit, h.b.reqid_table.quarantine = 1, 30.0
+    h.a.initiate("a-to-b", ["one"], now=h.now)
+    h.run(2.0)
+    (first,) = h.of("b", ChildSaReady)
+    h.a.initiate_child("a-to-b", "two", h.now)
+    h.run(2.0)
+    (failed,) = h.of("a", NegotiationFailed)
+    assert failed.child == "two" and failed.reason == "NO_ADDITIONAL_SAS", failed
+    (refused,) = h.of("b", NegotiationFailed)  # the responder's operator sees why
+    assert refused.child == "wide" and "no reqid free: 1 of 1 in use" in refused.reason
+    assert len(h.of("b", ChildSaReady)) == 1 and h.a.ike_ids("a-to-b", IkeState.ESTABLISHED)
+    h.a.delete_child(h.of("a", ChildSaReady)[0].spi_in, h.now)
+    h.run(2.0)
+    h.a.initiate_child("a-to-b", "two", h.now)  # the sweep this asks for starts the quarantine
+    h.run(2.0)
+    assert len(h.of("a", NegotiationFailed)) == 2
+    h.run(30.0)
+    h.a.initiate_child("a-to-b", "two", h.now)
+    h.run(2.0)
+    second = h.of("b", ChildSaReady)[1]
+    assert second.reqid == first.reqid and second.local_ts != first.local_ts

@@ -139,7 +139,7 @@ class Daemon:
                 if child.start_action == StartAction.TRAP:
                     try:
                         await self.kernel.install_trap(
-                            spec, child, self.engine.trap_reqid(spec.name, child.name)
+                            spec, child, self.engine.trap_reqid(spec.name, child.name, self.now())
                         )
                     except Exception as exc:
                         log.error("%s/%s: cannot install trap: %s", spec.name, child.name, exc)
@@ -431,7 +431,7 @@ class Daemon:
             if c.dpd_action == CloseAction.TRAP and c.start_action != StartAction.TRAP
         ]
         for child in traps:
-            reqid = self.engine.trap_reqid(conn, child.name)
+            reqid = self.engine.trap_reqid(conn, child.name, self.now())
             self._enqueue(functools.partial(self.kernel.install_trap, spec, child, reqid))
         if restart:
             armed = self.restarts.schedule(conn, self.loop, lambda: self._restart(conn, restart))
@@ -464,7 +464,7 @@ class Daemon:
         )
         if child.close_action == CloseAction.TRAP:
             if child.start_action != StartAction.TRAP:  # a trap child's policies stay anyway
-                reqid = self.engine.trap_reqid(gone.conn, child.name)
+                reqid = self.engine.trap_reqid(gone.conn, child.name, self.now())
                 self._enqueue(functools.partial(self.kernel.install_trap, spec, child, reqid))
         else:
             self.loop.call_soon(self._reinitiate, gone.conn, child.name)

@@ -19,6 +19,7 @@ from xfrmctl.ike.iana import EsnId, IntegId, NotifyType, ProtocolId, TransformTy
 from xfrmctl.ike.negotiation import error_notify
 from xfrmctl.ike.payloads import NotifyPayload, Payload, SaPayload, TrafficSelector, TsPayload
 from xfrmctl.ike.proposals import format_proposal, proposal_is_acceptable, select_proposal
+from xfrmctl.ike.reqids import ReqidsExhausted
 from xfrmctl.ike.sa import ChildSa, IkeSa
 from xfrmctl.ike.spec import ChildSpec, Mode
 from xfrmctl.ike.transforms import Proposal, Transform, kept
@@ -187,6 +188,27 @@ def check_response(
     return chosen, tsi, tsr
 
 
+def _reqid(
+    sa: IkeSa,
+    spec: ChildSpec,
+    local_ts: tuple[TrafficSelector, ...],
+    remote_ts: tuple[TrafficSelector, ...],
+    now: float,
+    replaces: ChildSa | None,
+    acquired: bool,
+) -> int:
+    """A rekey keeps its reqid; none left is NO_ADDITIONAL_SAS (RFC 7296 §3.10.1) for this
+    Child SA only, before any key is derived."""
+    if replaces:
+        return replaces.reqid
+    try:
+        if acquired:
+            return sa.ep.trap_reqid(sa.conn_name, spec.name, now)
+        return sa.ep.reqid(sa.conn_name, spec.name, local_ts, remote_ts, now)
+    except ReqidsExhausted as exc:
+        raise RemoteProtocolError(str(exc), NotifyType.NO_ADDITIONAL_SAS) from None
+
+
 def install(
     sa: IkeSa,
     spec: ChildSpec,
@@ -211,6 +233,23 @@ def install(
     replaces the larval state it made for the packet, whatever selectors were agreed."""
     if sa.crypto is None:
         raise RemoteProtocolError("no IKE keys for a Child SA", None)
+    try:
+        reqid = _reqid(sa, spec, local_ts, remote_ts, now, replaces, acquired)
+    except RemoteProtocolError as exc:  # the initiator's was reported before (finish_child)
+        if not exchange_initiator:
+            sa.emit(
+                NegotiationFailed(
+                    sa.conn_name,
+                    sa.id,
+                    spec.name,
+                    str(exc),
+                    offers.our_child(sa.spec, spec, sa),
+                    offers.peer_seen(sa, (chosen,), local_ts, remote_ts),
+                    sa.remote,
+                    initiator=False,
+                )
+            )
+        raise
     chosen = kept(chosen)
     spi_out = int.from_bytes(chosen.spi, "big")
     encrs = chosen.of_type(TransformType.ENCR)
@@ -229,12 +268,6 @@ def install(
     esn = any(t.id == EsnId.ESN for t in chosen.of_type(TransformType.ESN))
     soft = spec.rekey_time - sa.ep.jitter(spec.rand_time) if spec.rekey_time > 0 else 0.0
     hard = spec.life_time if spec.life_time > 0 else math.inf
-    if replaces:
-        reqid = replaces.reqid
-    elif acquired:
-        reqid = sa.ep.trap_reqid(sa.conn_name, spec.name)
-    else:
-        reqid = sa.ep.reqid(sa.conn_name, spec.name, local_ts, remote_ts)
     child = ChildSa(
         spec,
         sa.ep.next_id(),
@@ -339,6 +372,7 @@ def finish_child(
         return None
     try:
         chosen, tsi, tsr = check_response(sa, spec, payloads, ignore_ke)
+        _reqid(sa, spec, tsi, tsr, now, replaces, acquired)  # none left: fails here, keyless
     except RemoteProtocolError as exc:
         sa.emit(
             NegotiationFailed(

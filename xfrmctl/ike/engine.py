@@ -45,6 +45,7 @@ from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.ratelimit import RateLimiter
+from xfrmctl.ike.reqids import ReqidKey, ReqidTable, selector_set
 from xfrmctl.ike.revocation_state import Revocations
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
@@ -62,20 +63,6 @@ REQUEST_HANDLERS: dict[ExchangeType, RequestHandler] = {
 }
 
 NATT_KEEPALIVE = b"\xff"
-
-
-SelectorSet = frozenset[TrafficSelector] | tuple[TrafficSelector]
-ReqidKey = tuple[str, str, SelectorSet, SelectorSet]
-
-
-def selector_set(selectors: Iterable[TrafficSelector]) -> SelectorSet:
-    """An order-free key for a set of selectors: one selector, the usual case, as a 1-tuple
-    (48 bytes; a frozenset is 216) since the reqid table keeps two per Child SA."""
-    unique = frozenset(selectors)
-    if len(unique) == 1:
-        (only,) = unique
-        return (only,)
-    return unique
 
 
 @dataclass(frozen=True)
@@ -123,8 +110,7 @@ class IkeEndpoint:
         self._events: deque[Event] = deque()
         self._out: list[Datagram] = []
         self._ids = 0
-        self._reqids: dict[ReqidKey, int] = {}
-        self._last_reqid = 0  # the largest handed out or adopted (reqids are never reused)
+        self.reqid_table = ReqidTable(self._reqids_in_use)  # ike/reqids.py
         self.index = sa_index.SaIndex()  # by ID, connection and Child SA: no scans per event
         # Dropped and answered-without-state messages, by kind, for the host's statistics.
         self.counters: Counter[str] = Counter()
@@ -384,6 +370,7 @@ class IkeEndpoint:
         child: str,
         local_ts: Sequence[TrafficSelector],
         remote_ts: Sequence[TrafficSelector],
+        now: float | None = None,
     ) -> int:
         """One reqid per child config and selector set, kept across rekeys (as strongSwan).
 
@@ -391,37 +378,37 @@ class IkeEndpoint:
         inbound packet came through an SA of the reqid its policy names. Two Child SAs of one
         config narrowed to different selectors (a peer's /32 children under our /24) must not
         share one, or each direction may take the other's SA and the peer drops the packet.
-        A child agreed on exactly its configured selectors gets its trap's reqid.
+        A child agreed on exactly its configured selectors gets its trap's reqid. Raises
+        ReqidsExhausted when every reqid is taken (ike/reqids.py).
         """
-        key = (conn, child, selector_set(local_ts), selector_set(remote_ts))
-        if key not in self._reqids:  # after any a snapshot brought: never one handed out
-            self._last_reqid += 1
-            self._reqids[key] = self._last_reqid
-        return self._reqids[key]
+        return self.reqid_table.get(_reqid_key(conn, child, local_ts, remote_ts), now)
 
-    def trap_reqid(self, conn: str, child: str) -> int:
+    def trap_reqid(self, conn: str, child: str, now: float | None = None) -> int:
         """The reqid of `child`'s configured selectors: its trap policies' and ACQUIREs'."""
-        spec = self.specs[conn]
-        cfg = next(c for c in spec.children if c.name == child)
+        return self.reqid_table.get(self._trap_key(conn, child), now)
+
+    def _trap_key(self, conn: str, child: str) -> ReqidKey:
+        cfg = next(c for c in self.specs[conn].children if c.name == child)
         local = [ts.to_selector() for ts in cfg.local_ts]
-        return self.reqid(conn, child, local, [ts.to_selector() for ts in cfg.remote_ts])
+        return _reqid_key(conn, child, local, [ts.to_selector() for ts in cfg.remote_ts])
+
+    def _reqids_in_use(self) -> tuple[set[int], set[ReqidKey]]:
+        """What keeps a reqid: a Child SA that carries it, or a configured child (its trap)."""
+        live = {c.reqid for sa in self.sas.values() for c in sa.children}
+        kept = {self._trap_key(n, c.name) for n, spec in self.specs.items() for c in spec.children}
+        return live, kept
 
     def reqids(self) -> dict[ReqidKey, int]:
-        return dict(self._reqids)
+        return self.reqid_table.items()
 
     def adopt_reqids(self, reqids: dict[ReqidKey, int]) -> None:
         """Keep a previous daemon's reqids, as its kernel policies and states carry them."""
-        reqids = {
-            (conn, child, selector_set(lts), selector_set(rts)): reqid
-            for (conn, child, lts, rts), reqid in reqids.items()
-        }
-        merged = {**self._reqids, **reqids}
-        if len(set(merged.values())) != len(merged) or any(
-            self._reqids[k] != v for k, v in reqids.items() if k in self._reqids
-        ):
-            raise ValueError("the snapshot's reqids collide with ones already handed out")
-        self._reqids = merged
-        self._last_reqid = max(merged.values(), default=0)
+        self.reqid_table.adopt(
+            {
+                (c, ch, selector_set(lts), selector_set(rts)): r
+                for (c, ch, lts, rts), r in reqids.items()
+            }
+        )
 
     def emit(self, event: Event) -> None:
         if isinstance(event, ChildSaReady):
@@ -616,3 +603,9 @@ def _linked(sa: IkeSa) -> Iterator[IkeSa]:
     for other in (sa.reauth_of, sa.reauth_by):
         if other is not None:
             yield other
+
+
+def _reqid_key(
+    conn: str, child: str, local: Iterable[TrafficSelector], remote: Iterable[TrafficSelector]
+) -> ReqidKey:
+    return conn, child, selector_set(local), selector_set(remote)

@@ -335,27 +335,27 @@ def handle_request(sa: IkeSa, msg: Message, payloads: list[Payload], now: float)
     if any(isinstance(p, SaPayload) for p in payloads):
         try:
             child, chosen, tsi, tsr = childsa.select(sa, payloads, ignore_ke=True)
-        except RemoteProtocolError as exc:
+            spi_in = sa.ep.allocate_spi(child.protocol)
+            cpis = ipcomp.respond(sa, child, payloads)
+            childsa.install(
+                sa,
+                child,
+                chosen,
+                spi_in,
+                False,
+                sa.ni,
+                sa.nr,
+                None,
+                tsr,
+                tsi,
+                now,
+                payloads,
+                cpis=cpis,
+            )
+        except RemoteProtocolError as exc:  # the IKE SA stands without this Child SA (§1.2)
             if exc.notify is None:
                 raise
             response.append(NotifyPayload(exc.notify, exc.notify_data))
             return response
-        spi_in = sa.ep.allocate_spi(child.protocol)
-        cpis = ipcomp.respond(sa, child, payloads)
-        childsa.install(
-            sa,
-            child,
-            chosen,
-            spi_in,
-            False,
-            sa.ni,
-            sa.nr,
-            None,
-            tsr,
-            tsi,
-            now,
-            payloads,
-            cpis=cpis,
-        )
         response += childsa.response_payloads(chosen, spi_in, tsi, tsr, child.mode, cpis[0])
     return response
