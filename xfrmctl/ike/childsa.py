@@ -188,6 +188,15 @@ def check_response(
     return chosen, tsi, tsr
 
 
+def _failed(sa: IkeSa, spec: ChildSpec, reason: str, peer: Offer, initiator: bool) -> None:
+    ours = offers.our_child(sa.spec, spec, sa)
+    sa.emit(
+        NegotiationFailed(
+            sa.conn_name, sa.id, spec.name, reason, ours, peer, sa.remote, initiator=initiator
+        )
+    )
+
+
 def _reqid(
     sa: IkeSa,
     spec: ChildSpec,
@@ -237,18 +246,8 @@ def install(
         reqid = _reqid(sa, spec, local_ts, remote_ts, now, replaces, acquired)
     except RemoteProtocolError as exc:  # the initiator's was reported before (finish_child)
         if not exchange_initiator:
-            sa.emit(
-                NegotiationFailed(
-                    sa.conn_name,
-                    sa.id,
-                    spec.name,
-                    str(exc),
-                    offers.our_child(sa.spec, spec, sa),
-                    offers.peer_seen(sa, (chosen,), local_ts, remote_ts),
-                    sa.remote,
-                    initiator=False,
-                )
-            )
+            peer = offers.peer_seen(sa, (chosen,), local_ts, remote_ts)
+            _failed(sa, spec, str(exc), peer, initiator=False)
         raise
     chosen = kept(chosen)
     spi_out = int.from_bytes(chosen.spi, "big")
@@ -374,18 +373,7 @@ def finish_child(
         chosen, tsi, tsr = check_response(sa, spec, payloads, ignore_ke)
         _reqid(sa, spec, tsi, tsr, now, replaces, acquired)  # none left: fails here, keyless
     except RemoteProtocolError as exc:
-        sa.emit(
-            NegotiationFailed(
-                sa.conn_name,
-                sa.id,
-                spec.name,
-                str(exc),
-                offers.our_child(sa.spec, spec, sa),
-                offers.peer_seen(sa),
-                sa.remote,
-                initiator=True,
-            )
-        )
+        _failed(sa, spec, str(exc), offers.peer_seen(sa), initiator=True)
         return None
     return install(
         sa,
