@@ -220,3 +220,48 @@ def test_rebind_moves_the_endpoint_to_ipv6_and_off(tmp_path: Path) -> None:
             await da.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_slow_render_runs_off_the_loop_on_a_copy_of_the_counters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10,000 Child SAs a render takes seconds of an emulated guest (issue 15): the loop
+    must go on serving IKE meanwhile, and what it counts then must not change the scrape."""
+    import time
+
+    from xfrmctl.daemon import metrics_exposition
+
+    a, _ = loopback_pair(tmp_path, PORT + 30)
+    real_render = metrics_exposition.render
+
+    def slow_render(snap: object) -> bytes:
+        time.sleep(0.6)
+        return real_render(snap)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics_exposition, "render", slow_render)
+
+    async def scenario() -> tuple[int, float]:
+        da, _, _ = await make_daemon(a)
+        server = await serving(da, HTTP + 3)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+                da.stats.messages["in"] += 1  # events counted while the render runs
+
+        try:
+            before = da.stats.messages["in"]
+            task = asyncio.create_task(ticker())
+            samples = await scrape(HTTP + 3)
+            task.cancel()
+            return ticks, value(samples, "xfrmctl_ike_messages_total", direction="in") - before
+        finally:
+            await server.close()
+            await da.stop()
+
+    ticks, counted = asyncio.run(scenario())
+    assert ticks >= 10, f"the loop stood still for the render ({ticks} ticks in 0.6 s)"
+    assert counted < ticks, "the scrape showed counts made after its snapshot"

@@ -530,3 +530,35 @@ def test_a_deleted_sa_is_read_in_place_and_left_undecoded_unless_held(dst: str) 
     held.add(key)
     (msg,) = marshal.parse(raw)
     assert msg["header"]["type"] == m.Msg.DELSA
+
+
+@pytest.mark.parametrize("dst", ["192.0.2.2", "2001:db8::2"])
+def test_sa_counters_read_in_place_match_the_full_decode(dst: str) -> None:
+    """A metrics scrape reads every SA's counters in place (issue 15): the same numbers as
+    decode_sa's, at the offsets of xfrm_lifetime_cur and xfrm_stats in xfrm_usersa_info."""
+    import struct
+
+    from xfrmctl.kernel.marshal import decode_replies
+    from xfrmctl.kernel.sa import decode_sa, sa_counters_in_place
+
+    sa = SA(
+        ip_address("192.0.2.1" if ":" not in dst else "2001:db8::1"),
+        ip_address(dst),
+        0xC0FFEE02,
+        proto=Proto.ESP,
+        reqid=9,
+        aead=Aead("rfc4106(gcm(aes))", bytes(36), 128),
+    )
+    raw = bytearray(_sent(add_request(sa)))
+    at = 16 + 56 + 24 + 16 + 64  # nlmsghdr, selector, id, saddr, lifetime_cfg
+    struct.pack_into("=QQQQIII", raw, at, 123456789, 4242, 1700000000, 1700000100, 64, 7, 3)
+    (msg,) = decode_replies([bytes(raw)])
+    key, counters = sa_counters_in_place(bytes(raw))
+    assert key == (ip_address(dst), 0xC0FFEE02, Proto.ESP)
+    assert counters == decode_sa(msg).counters
+    assert (counters.bytes, counters.packets, counters.replay_errors) == (123456789, 4242, 7)
+    assert (counters.add_time, counters.use_time, counters.integrity_failures) == (
+        1700000000,
+        1700000100,
+        3,
+    )

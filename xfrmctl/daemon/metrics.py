@@ -2,8 +2,9 @@
 
 Contract: `Stats` counts what the daemon saw (engine events of RFC 7296 exchanges, messages,
 kernel install latency) with O(1) work per event; everything else is read when scraped. A scrape
-takes one snapshot on the event loop (the engine's SAs and one kernel SA dump for every pair),
-then renders it with prometheus_client's `generate_latest`: no thread ever reads daemon state.
+takes one snapshot on the event loop (the engine's SAs and one kernel SA dump for every pair,
+read in place), then renders that copy with prometheus_client's `generate_latest` in a worker
+thread: no thread ever reads daemon state, and the loop goes on serving IKE meanwhile.
 No metric carries key material; labels are configured connection and child names.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import copy
+import dataclasses
 import logging
 import socket
 from collections import Counter
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from xfrmctl.daemon.kernel_glue import ChildCounters
 from xfrmctl.ike import events as ev
-from xfrmctl.ike.status import IkeSaStatus
+from xfrmctl.ike.status import IkeSaBrief
 
 if TYPE_CHECKING:
     from xfrmctl.daemon.core import Daemon
@@ -59,6 +62,12 @@ class Stats:
         elif isinstance(event, ev.PeerDead):
             self.dpd_failures[event.conn] += 1
 
+    def copy(self) -> Stats:
+        """A copy the events that follow do not change (the scrape renders it off the loop)."""
+        return dataclasses.replace(
+            self, **{f.name: copy.copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        )
+
     def failed(self, conn: str, child: str, reason: str) -> None:
         """A failure the daemon itself detected (e.g. KERNEL_ERROR on install)."""
         self.failures[(conn, child, reason)] += 1
@@ -91,7 +100,7 @@ class Snapshot:
     """What one scrape shows, copied on the event loop."""
 
     stats: Stats
-    ike_sas: list[IkeSaStatus]
+    ike_sas: list[IkeSaBrief]
     children: list[ChildView]
     now: float
     half_open: int
@@ -121,8 +130,8 @@ async def take_snapshot(daemon: Daemon) -> Snapshot:
     ]
     engine = daemon.engine
     return Snapshot(
-        stats=daemon.stats,
-        ike_sas=engine.ike_sas(),
+        stats=daemon.stats.copy(),
+        ike_sas=engine.ike_briefs(),
         children=children,
         now=now,
         half_open=engine.half_open_count(),
@@ -188,7 +197,9 @@ class MetricsServer:
                 # (seconds under emulation) and most daemons never serve metrics.
                 from xfrmctl.daemon.metrics_exposition import CONTENT_TYPE, render
 
-                body = render(await take_snapshot(self.daemon))
+                # Rendered in a thread: at 10,000 Child SAs it takes seconds of an emulated
+                # guest, and the IKE traffic must not wait that long for the loop.
+                body = await asyncio.to_thread(render, await take_snapshot(self.daemon))
                 await _reply(writer, "200 OK", body, CONTENT_TYPE)
         except (
             OSError,

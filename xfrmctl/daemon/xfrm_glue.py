@@ -523,9 +523,7 @@ class XfrmGlue(KernelGlue):
         """One SA dump for all pairs (a metrics scrape), not two GETAE requests per pair."""
         await self._open()
         try:
-            dumped = {
-                (sa.dst, sa.spi, sa.proto): sa.counters async for sa in ksa.dump_sas(self.conn)
-            }
+            dumped = {key: counters async for key, counters in ksa.dump_sa_counters(self.conn)}
         except XfrmError:
             return {}
         found: dict[int, ChildCounters] = {}

@@ -50,7 +50,14 @@ from xfrmctl.ike.revocation_state import Revocations
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
 from xfrmctl.ike.spec import ConnectionSpec
-from xfrmctl.ike.status import ChildSaStatus, IkeSaStatus, child_status, ike_status
+from xfrmctl.ike.status import (
+    ChildSaStatus,
+    IkeSaBrief,
+    IkeSaStatus,
+    child_status,
+    ike_brief,
+    ike_status,
+)
 from xfrmctl.ike.trace import format_message
 
 __all__ = ["IKE_PORT", "Address", "Datagram", "EndpointConfig", "IkeEndpoint"]
@@ -324,6 +331,9 @@ class IkeEndpoint:
         proposals and selectors, so one connection's must not cost every SA's."""
         sas = self.sas.values() if conn is None else self.index.of_conn(conn)
         return [ike_status(sa) for sa in sas]
+
+    def ike_briefs(self) -> list[IkeSaBrief]:
+        return [ike_brief(sa) for sa in self.sas.values()]
 
     def child_sas(self) -> list[ChildSaStatus]:
         return [child_status(sa, c) for sa in self.sas.values() for c in sa.children]

@@ -263,6 +263,20 @@ def sa_key_in_place(raw: bytes) -> SaKey:
     return _key(daddr, spi, family, proto)
 
 
+# xfrm_lifetime_cur's bytes, packets, add and use time, then xfrm_stats (replay window
+# skipped): replays and integrity failures.
+_SA_COUNTERS = struct.Struct("=QQQQ4xII")
+_SA_COUNTERS_AT = 16 + field_offset(USERSA_INFO, "cur_bytes")
+
+
+def sa_counters_in_place(raw: bytes) -> tuple[SaKey, Counters]:
+    """An SA's key and counters straight from a NEWSA message's fixed part: a metrics scrape
+    reads every SA, and decoding each in full (keys included) took over 30 s of an emulated
+    guest at 20,000 SAs (issue 15)."""
+    key = sa_key_in_place(raw)
+    return key, Counters(*_SA_COUNTERS.unpack_from(raw, _SA_COUNTERS_AT))
+
+
 # A DELSA notification opens with xfrm_usersa_id (the deleted SA follows as XFRMA_SA).
 _DELETED_ID = struct.Struct("=16s4sHB")  # daddr, spi (network order), family, proto
 _DELETED_MIN = 16 + fields_size(USERSA_ID)
@@ -287,6 +301,14 @@ async def dump_sa_keys(conn: Connection) -> AsyncIterator[SaKey]:
         for raw in messages:
             if message_type(raw) == Msg.NEWSA:
                 yield sa_key_in_place(raw)
+
+
+async def dump_sa_counters(conn: Connection) -> AsyncIterator[tuple[SaKey, Counters]]:
+    """The key and counters of every SA in the SAD, nothing decoded beyond them."""
+    async for messages in conn.dump_raw(Msg.GETSA, wire.SA_DUMP_BODY, ErrorContext("SA dump")):
+        for raw in messages:
+            if message_type(raw) == Msg.NEWSA:
+                yield sa_counters_in_place(raw)
 
 
 async def flush_sas(conn: Connection, proto: Proto | None = None) -> None:
