@@ -177,7 +177,7 @@ class VendorPayload(Payload):
         return self.data
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class TrafficSelector:
     """One address range with a protocol and port range (RFC 7296 §3.13.1)."""
 
@@ -298,6 +298,9 @@ class UnknownPayload(Payload):
 # Decoding
 
 
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
 class _Reader:
     """Bounds-checked cursor: every read names what it was reading when data runs out."""
 
@@ -319,7 +322,9 @@ class _Reader:
         return out
 
     def unpack(self, fmt: str, field_name: str) -> tuple[int, ...]:
-        s = struct.Struct(fmt)
+        s = _STRUCTS.get(fmt)
+        if s is None:  # the formats are this module's literals: a handful
+            s = _STRUCTS[fmt] = struct.Struct(fmt)
         return s.unpack(self.take(s.size, field_name))
 
     def rest(self) -> bytes:

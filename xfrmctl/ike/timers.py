@@ -120,9 +120,17 @@ def _applies(timer: Timer, sa: IkeSa) -> bool:
     return not timer.established_only or sa.state == IkeState.ESTABLISHED
 
 
+# The rows that run before the IKE SA is up: asked after every event, so chosen once.
+_ALWAYS = tuple(t for t in TIMERS if not t.established_only)
+
+
 def next_deadline(sa: IkeSa) -> float | None:
-    times = [t for timer in TIMERS if _applies(timer, sa) and (t := timer.due(sa)) is not None]
-    return min(times) if times else None
+    best: float | None = None
+    for timer in TIMERS if sa.state == IkeState.ESTABLISHED else _ALWAYS:
+        t = timer.due(sa)
+        if t is not None and (best is None or t < best):
+            best = t
+    return best
 
 
 def fire(sa: IkeSa, now: float) -> None:
