@@ -24,16 +24,13 @@ PATIENCE = 4.0  # the fake engine's retransmission timeout
 
 
 class FakeEngine:
-    """What the queue asks of the engine: each IKE SA's state, a connection's IKE SAs."""
+    """What the queue asks of the engine: a connection's IKE SAs in a state."""
 
     def __init__(self) -> None:
         self.config = EndpointConfig(retransmit_timeout=PATIENCE)
         self.states: dict[int, IkeState] = {}
         self.conn_of: dict[int, str] = {}
         self.gone: set[str] = set()  # connections a reload removed
-
-    def ike_state(self, ike_sa_id: int) -> IkeState | None:
-        return self.states.get(ike_sa_id)
 
     def ike_ids(self, conn: str, state: IkeState | None = None) -> list[int]:
         return [i for i, c in self.conn_of.items() if c == conn and self.states[i] == state]

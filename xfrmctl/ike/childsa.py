@@ -132,18 +132,8 @@ def select(
             raise RemoteProtocolError(f"Child SA proposal with a {len(chosen.spi)}-byte SPI")
         return spec, chosen, n_tsi, n_tsr
     first = specs[0] if specs else None
-    sa.emit(
-        NegotiationFailed(
-            sa.conn_name,
-            sa.id,
-            first.name if first else None,
-            name_of(NotifyType, reason),
-            offers.our_child(sa.spec, first, sa),
-            offers.peer_seen(sa, sa_p.proposals, tsr, tsi),
-            sa.remote,
-            initiator=False,
-        )
-    )
+    peer = offers.peer_seen(sa, sa_p.proposals, tsr, tsi)
+    _failed(sa, first, name_of(NotifyType, reason), peer, initiator=False)
     raise RemoteProtocolError(f"no matching child: {reason.name}", reason)
 
 
@@ -188,11 +178,13 @@ def check_response(
     return chosen, tsi, tsr
 
 
-def _failed(sa: IkeSa, spec: ChildSpec, reason: str, peer: Offer, initiator: bool) -> None:
+def _failed(sa: IkeSa, spec: ChildSpec | None, reason: str, peer: Offer, initiator: bool) -> None:
+    """A Child SA that did not come about: both sides' offers, for `explain` and metrics."""
     ours = offers.our_child(sa.spec, spec, sa)
+    child = spec.name if spec else None
     sa.emit(
         NegotiationFailed(
-            sa.conn_name, sa.id, spec.name, reason, ours, peer, sa.remote, initiator=initiator
+            sa.conn_name, sa.id, child, reason, ours, peer, sa.remote, initiator=initiator
         )
     )
 
@@ -356,17 +348,8 @@ def finish_child(
     err = error_notify(payloads)
     if err is not None or not any(isinstance(p, SaPayload) for p in payloads):
         reason = name_of(NotifyType, err.notify_type) if err else "no SA payload in response"
-        sa.emit(
-            NegotiationFailed(
-                sa.conn_name,
-                sa.id,
-                spec.name,
-                reason,
-                offers.our_child(sa.spec, spec, sa),
-                offers.peer_seen(sa, hidden=offers.hidden_by(reason)),
-                sa.remote,
-                initiator=True,
-            )
+        _failed(
+            sa, spec, reason, offers.peer_seen(sa, hidden=offers.hidden_by(reason)), initiator=True
         )
         return None
     try:

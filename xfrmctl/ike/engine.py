@@ -340,11 +340,6 @@ class IkeEndpoint:
 
     # Cheap questions for the host's bookkeeping: no snapshot formatted, no scan of all SAs.
 
-    def ike_state(self, ike_sa_id: int) -> IkeState | None:
-        """The state of IKE SA `ike_sa_id`; None once it is gone."""
-        sa = self.index.by_id.get(ike_sa_id)
-        return None if sa is None else sa.state
-
     def ike_ids(self, conn: str, state: IkeState | None = None) -> list[int]:
         """IDs of connection `conn`'s IKE SAs (in `state` only, if given)."""
         return [s.id for s in self.index.of_conn(conn) if state is None or s.state == state]
