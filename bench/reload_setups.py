@@ -239,8 +239,8 @@ async def _spawn_responder(args: Any, work: Path) -> Peer:
     cmd += (["--glue"] if args.glue else []) + (["--trace"] if args.trace else [])
     cmd += ["--profile", args.profile] if args.profile else []
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
+        *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24
+    )  # the limit: a long --top is one line of JSON
     peer = Peer(proc)
     assert proc.stdout is not None
     if (await proc.stdout.readline()).decode().strip() != "ready":

@@ -424,7 +424,8 @@ def test_selector_networks_from_the_kernel_match_the_text_parse() -> None:
             prefixlen = rng.randint(0, 8 * size)
             want = ipaddress.ip_network(f"{cls(raw[:size])}/{prefixlen}", strict=False)
             got = unpack_network(raw, prefixlen, family)
-            assert got == want and type(got) is type(want)
+            assert got == want and hash(got) == hash(want) and isinstance(got, type(want))
+            assert str(got) == str(want) and repr(got) == repr(want)
         with pytest.raises(ValueError):
             unpack_network(bytes(16), 8 * size + 1, family)
     with pytest.raises(DecodeError):

@@ -7,6 +7,8 @@ import re
 import socket
 from dataclasses import dataclass
 
+from xfrmctl.kernel.types import compact
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,7 +43,7 @@ class Selector:
         """Replace `dynamic` by the single-host prefix of the IKE SA's address."""
         if self.network is not None:
             return self
-        net = ipaddress.ip_network(address)
+        net = compact(ipaddress.ip_network(address))
         return Selector(net, self.protocol, self.port_start, self.port_end)
 
 
@@ -95,7 +97,7 @@ def parse_selector(text: str) -> Selector:
         network = None
     else:
         try:
-            network = ipaddress.ip_network(net_text, strict=True)
+            network = compact(ipaddress.ip_network(net_text, strict=True))
         except ValueError as exc:
             detail = str(exc)
             if "host bits set" in detail:

@@ -59,6 +59,7 @@ from xfrmctl.kernel.types import (
     Proto,
     Selector,
     Template,
+    host_network,
 )
 from xfrmctl.kernel.types import Mode as KMode
 
@@ -84,6 +85,8 @@ def ours(reqid: int) -> bool:
 
 def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     # A range that is not one prefix is widened to the smallest covering prefix.
+    if ts.start == ts.end:
+        return host_network(ts.start)  # the usual road warrior's: shares the engine's address
     net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(ts.start)
     # Not broadcast_address (nor num_addresses, which reads it): a cached property that gives
     # every network a __dict__, and our Selectors keep thousands of networks.

@@ -8,7 +8,7 @@ import ipaddress
 from typing import Any
 
 from xfrmctl.kernel.messages import XFRM_INF
-from xfrmctl.kernel.types import Address, Lifetime, Mark, Network, Selector
+from xfrmctl.kernel.types import Address, Lifetime, Mark, Network, Selector, host_network
 
 AF_INET = 2
 AF_INET6 = 10
@@ -42,8 +42,12 @@ def unpack_network(raw: bytes, prefixlen: int, family: int) -> Network:
     integer: formatting and parsing a string cost 4x, for each selector of each SA and policy
     of a drift reconcile's dumps (issue 15)."""
     if family == AF_INET:
+        if prefixlen == 32:
+            return host_network(ipaddress.IPv4Address(raw[:4]))
         return ipaddress.IPv4Network((int.from_bytes(raw[:4], "big"), prefixlen), strict=False)
     if family == AF_INET6:
+        if prefixlen == 128:
+            return host_network(ipaddress.IPv6Address(raw[:16]))
         return ipaddress.IPv6Network((int.from_bytes(raw[:16], "big"), prefixlen), strict=False)
     raise DecodeError(f"unknown address family {family}")
 

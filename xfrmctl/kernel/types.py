@@ -56,7 +56,59 @@ def address(value: str | Address) -> Address:
 def network(value: str | Network | Address) -> Network:
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return value
-    return ipaddress.ip_network(value, strict=False)
+    return compact(ipaddress.ip_network(value, strict=False))
+
+
+class _Host4(ipaddress.IPv4Network):
+    """A one-address IPv4 network without the closure the stdlib's constructor attaches to
+    each one as `hosts` (see `host_network`)."""
+
+    def hosts(self) -> list[ipaddress.IPv4Address]:  # type: ignore[override]
+        return [self.network_address]
+
+    def __repr__(self) -> str:
+        return f"IPv4Network('{self}')"
+
+
+class _Host6(ipaddress.IPv6Network):
+    """`_Host4` for IPv6."""
+
+    def hosts(self) -> list[ipaddress.IPv6Address]:  # type: ignore[override]
+        return [self.network_address]
+
+    def __repr__(self) -> str:
+        return f"IPv6Network('{self}')"
+
+
+def host_network(addr: Address) -> Network:
+    """The network of `addr` alone (/32, /128), equal to and hashing as `ip_network(addr)`.
+
+    Why: the stdlib gives every one-address network its own `hosts` closure and a new
+    address object, 480 bytes in all; this one shares `addr` and takes about 100. Every
+    host-to-host Child SA keeps two in its policies' selectors, and a responder for road
+    warriors keeps thousands (issue 15).
+    """
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.scope_id is not None:  # a network has no zone: the address without it
+            addr = ipaddress.IPv6Address(int(addr))
+        net6 = _Host6.__new__(_Host6)
+        net6.network_address = addr
+        net6.netmask, net6._prefixlen = _Host6._make_netmask(128)  # type: ignore[attr-defined]
+        return net6
+    net4 = _Host4.__new__(_Host4)
+    net4.network_address = addr
+    net4.netmask, net4._prefixlen = _Host4._make_netmask(32)  # type: ignore[attr-defined]
+    return net4
+
+
+def compact(net: Network) -> Network:
+    """`net`, as `host_network` builds it when it holds one address."""
+    if net.prefixlen == net.max_prefixlen and type(net) in _STDLIB:
+        return host_network(net.network_address)
+    return net
+
+
+_STDLIB = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 def family_of(addr: Address | Network) -> int:
