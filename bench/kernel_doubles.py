@@ -22,7 +22,7 @@ from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 from xfrmctl.kernel import events as kev
 from xfrmctl.kernel.messages import Msg
 from xfrmctl.kernel.request import Request
-from xfrmctl.kernel.types import SA, Policy, PolicyId, SaId
+from xfrmctl.kernel.types import SA, Address, Policy, PolicyId, SaId
 from xfrmctl.kernel.wire import NLMSG_HDR
 
 
@@ -91,7 +91,9 @@ class RecordingNetlink:
         self.batches = 0
         self.requests = 0
         self.dumps = 0
-        self.sas: dict[SaId, SA] = {}
+        # What a DELSA's notification names of an SA (its id, source, reqid), not the SA
+        # itself: the kernel keeps its keys outside our process, and so must the double.
+        self.sas: dict[SaId, tuple[Address, int]] = {}
         self.policies: dict[PolicyId, Policy] = {}
         self._bodies: dict[Any, bytes] = {}  # SaId / PolicyId -> the body installing it
         self._notify = notify
@@ -127,11 +129,13 @@ class RecordingNetlink:
         for req in requests:
             source: Any = req._source
             if req.msg_type in (Msg.NEWSA, Msg.UPDSA):
-                self.sas[source.id] = source
+                self.sas[source.id] = (source.src, source.reqid)
                 self._keep(source.id, req.body)
             elif req.msg_type == Msg.DELSA and (sa := self.sas.pop(source, None)) is not None:
                 self._bodies.pop(source, None)
-                events.append(kev.SaDeleted(sa))
+                src, reqid = sa
+                gone = SA(src, source.dst, source.spi, source.proto, reqid=reqid, mark=source.mark)
+                events.append(kev.SaDeleted(gone))
             elif req.msg_type in (Msg.NEWPOLICY, Msg.UPDPOLICY):
                 self.policies[source.id] = source
                 self._keep(source.id, req.body)

@@ -180,6 +180,41 @@ def _policies(
     return out
 
 
+
+def _slim(sa: SA | None) -> SA | None:
+    """An installed SA as the glue keeps it: what names it to the kernel (removal, counters,
+    drift), its reqid and offload; not its keys, algorithms and lifetimes (issue 15)."""
+    if sa is None:
+        return None
+    return SA(
+        src=sa.src,
+        dst=sa.dst,
+        spi=sa.spi,
+        proto=sa.proto,
+        mode=sa.mode,
+        reqid=sa.reqid,
+        mark=sa.mark,
+        if_id=sa.if_id,
+        offload=sa.offload,
+        flags=sa.flags,
+    )
+
+
+def _kept(child: ChildSA) -> ChildSA:
+    """What the glue keeps of a pair once every SA of it is in: its SAs slimmed, its
+    policies whole (a removal restores them, a reconcile compares them). The keys stay in
+    the ChildSaReady the daemon keeps, and `XfrmGlue._full` rebuilds an SA from it."""
+    inbound, outbound = _slim(child.inbound), _slim(child.outbound)
+    assert inbound is not None and outbound is not None
+    return replace(
+        child,
+        inbound=inbound,
+        outbound=outbound,
+        comp_in=_slim(child.comp_in),
+        comp_out=_slim(child.comp_out),
+    )
+
+
 class XfrmGlue(KernelGlue):
     def __init__(self, netns: str | None = None) -> None:
         self.conn = Connection(netns)
@@ -426,7 +461,8 @@ class XfrmGlue(KernelGlue):
         except BaseException:
             await self.interfaces.release(holder)
             raise
-        self._children[ready.spi_in] = child
+        # A pair whose outbound SA waits keeps it whole until `install_outbound`.
+        self._children[ready.spi_in] = _kept(child) if outbound else child
         if not outbound:
             self._no_outbound.add(ready.spi_in)
         self.offloaded[ready.spi_in] = device.name if device and child.inbound.offload else ""
@@ -447,9 +483,12 @@ class XfrmGlue(KernelGlue):
 
     async def install_outbound(self, ready: ChildSaReady) -> None:
         await self._open()
-        child = self._children.get(ready.spi_in) or self._child(ready)
+        kept = self._children.get(ready.spi_in)
+        child = self._full(ready, kept) if kept is not None else self._child(ready)
         await tx.install_outbound(self.conn, child)
         self._no_outbound.discard(ready.spi_in)
+        if kept is not None and ready.spi_in in self._children:
+            self._children[ready.spi_in] = _kept(child)
 
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
@@ -498,15 +537,26 @@ class XfrmGlue(KernelGlue):
         if child is None or ready.encap is None:
             return
         e = ready.encap
+        full = self._full(ready, child)
         sa_in = replace(
-            child.inbound, encap=replace_ports(child.inbound.encap, e.remote_port, e.local_port)
+            full.inbound, encap=replace_ports(full.inbound.encap, e.remote_port, e.local_port)
         )
         sa_out = replace(
-            child.outbound, encap=replace_ports(child.outbound.encap, e.local_port, e.remote_port)
+            full.outbound, encap=replace_ports(full.outbound.encap, e.local_port, e.remote_port)
         )
         for sa in (sa_in, sa_out):
             await ksa.update_sa(self.conn, sa)
-        self._children[ready.spi_in] = replace(child, inbound=sa_in, outbound=sa_out)
+        updated = replace(full, inbound=sa_in, outbound=sa_out)
+        self._children[ready.spi_in] = updated if full is child else _kept(updated)
+
+    def _full(self, ready: ChildSaReady, kept: ChildSA) -> ChildSA:
+        """`kept` with its SAs whole: as kept when they are (adopted from the kernel, or an
+        outbound SA still waiting), else rebuilt from `ready`, on the same offload device."""
+        if not kept.inbound.larval:
+            return kept
+        offload = kept.inbound.offload
+        built = self._child(ready, offload.ifindex if offload is not None else None)
+        return replace(built, policies=kept.policies, inbound_larval=kept.inbound_larval)
 
     def offload_of(self, spi_in: int) -> str:
         return self.offloaded.get(spi_in, "")

@@ -339,3 +339,18 @@ def test_prf_plus_limit() -> None:
     p = prf_for(prf(PrfId.HMAC_SHA2_256))
     with pytest.raises(CryptoError, match="prf\\+"):
         prf_plus(p, b"k", b"s", 255 * 32 + 1)
+
+
+def test_every_sa_of_a_transform_shares_one_algorithm_object() -> None:
+    """Stateless algorithm objects are made once per transform, not per IKE SA (issue 15:
+    two per SA, ~240 bytes), and a transform of another key length gets its own."""
+    gcm = encr_for(Transform(TransformType.ENCR, EncrId.AES_GCM_16, 256))
+    assert encr_for(Transform(TransformType.ENCR, EncrId.AES_GCM_16, 256)) is gcm
+    assert encr_for(Transform(TransformType.ENCR, EncrId.AES_GCM_16, 128)) is not gcm
+    assert prf_for(prf(PrfId.HMAC_SHA2_256)) is prf_for(prf(PrfId.HMAC_SHA2_256))
+    integ = Transform(TransformType.INTEG, IntegId.HMAC_SHA2_256_128)
+    assert integ_for(integ) is integ_for(Transform(TransformType.INTEG, IntegId.HMAC_SHA2_256_128))
+    with pytest.raises(UnsupportedAlgorithm):  # refused every time, not remembered as good
+        encr_for(Transform(TransformType.ENCR, EncrId.AES_CBC, 1000))
+    with pytest.raises(UnsupportedAlgorithm):
+        encr_for(Transform(TransformType.ENCR, EncrId.AES_CBC, 1000))
