@@ -86,6 +86,13 @@ class FakeKernel:
     def _fail(self, req: Request, code: int) -> None:
         req.error = KernelError.from_netlink(req.msg_type, code, None, req.ctx)
 
+    async def request(self, req: Request) -> list[Any]:
+        """As `Connection.request`: one request through `batch`, its error raised."""
+        await self.batch([req])
+        if req.error is not None:
+            raise req.error
+        return req.replies or []
+
     async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
         log = []
         for req in requests:
