@@ -5,6 +5,7 @@ stale index would restore the wrong policy or call our own DELSA drift."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 
 from glue_helpers import A, B, FakeKernel, glue_on, ready
@@ -16,7 +17,7 @@ from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.proposals import parse_proposals
 from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, Identity, PskAuth, TsSpec
 from xfrmctl.kernel import reconcile as drift
-from xfrmctl.kernel.types import Policy, PolicyId
+from xfrmctl.kernel.types import Policy, PolicyId, Proto
 
 
 def trap_spec() -> ConnectionSpec:
@@ -119,3 +120,34 @@ def test_the_trap_table_by_connection_says_what_a_scan_says() -> None:
     agree()
     traps[4] = ("c", "x")
     agree()
+
+
+def test_pairs_sharing_spi_values_are_told_apart_by_their_sas() -> None:
+    """The SA index is keyed by SPI alone: an SPI used both ways by one pair, or by another
+    pair towards another peer, must still name the right owner, side by side."""
+    k = FakeKernel()
+    glue = glue_on(k)
+    c = ipaddress.ip_address("192.0.2.3")
+    same_both_ways = ready(0x1001, 0x1001)
+    other_peer = dataclasses.replace(ready(0x2001, 0x1001), remote=c, unique_id=0x2001)
+    waiting = dataclasses.replace(ready(0x3001, 0x2001), remote=c, unique_id=0x3001)
+
+    async def scenario() -> None:
+        await glue.install_child(same_both_ways)
+        await glue.install_child(other_peer)
+        await glue.install_child(waiting, outbound=False)
+        agree(glue, k)
+        owner = glue._children.owner_of_sa
+        assert owner((A, 0x1001, Proto.ESP), glue._no_outbound) == 0x1001
+        assert owner((B, 0x1001, Proto.ESP), glue._no_outbound) == 0x1001
+        assert owner((c, 0x1001, Proto.ESP), glue._no_outbound) == 0x2001
+        assert owner((c, 0x2001, Proto.ESP), glue._no_outbound) is None  # not in yet
+        assert owner((A, 0x2001, Proto.ESP), glue._no_outbound) == 0x2001
+        await glue.install_outbound(waiting)
+        assert owner((c, 0x2001, Proto.ESP), glue._no_outbound) == 0x3001
+        await glue.remove_child(same_both_ways)
+        agree(glue, k)
+        assert owner((B, 0x1001, Proto.ESP), glue._no_outbound) is None
+        assert owner((c, 0x1001, Proto.ESP), glue._no_outbound) == 0x2001
+
+    asyncio.run(scenario())

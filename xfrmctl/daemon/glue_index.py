@@ -17,7 +17,7 @@ from xfrmctl.daemon.indexed import IndexedDict
 from xfrmctl.ike.multimap import MultiMap
 from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel.transaction import ChildSA
-from xfrmctl.kernel.types import Policy, PolicyId
+from xfrmctl.kernel.types import SA, Policy, PolicyId
 
 
 class TrapTable(IndexedDict[int, tuple[str, str]]):
@@ -79,8 +79,8 @@ class PolicyHolders:
         self._by_id.remove(pid, owner)
 
 
-def _sas(child: ChildSA) -> Iterator[tuple[drift.SaKey, bool]]:
-    """The child's SAs by key, and whether each is on the inbound side."""
+def _sas(child: ChildSA) -> Iterator[tuple[SA, bool]]:
+    """The child's SAs, and whether each is on the inbound side."""
     for sa, inbound in (
         (child.inbound, True),
         (child.comp_in, True),
@@ -88,7 +88,7 @@ def _sas(child: ChildSA) -> Iterator[tuple[drift.SaKey, bool]]:
         (child.comp_out, False),
     ):
         if sa is not None:
-            yield drift.sa_key(sa), inbound
+            yield sa, inbound
 
 
 class ChildTable(IndexedDict[int, ChildSA]):
@@ -99,18 +99,20 @@ class ChildTable(IndexedDict[int, ChildSA]):
         super().__init__()
         self.policies = PolicyHolders()
         self._reqids: Counter[int] = Counter()
-        self._sa_keys: MultiMap[drift.SaKey, int, bool] = MultiMap()  # spi_in, inbound side
+        # By SPI alone, the SA's own int (a (dst, SPI, protocol) key per SA cost 64 bytes, two
+        # per pair); the rare pairs that share an SPI are told apart by their SAs.
+        self._by_spi: MultiMap[int, int, None] = MultiMap()  # the pairs' spi_in
 
     def _filed(self, spi_in: int, child: ChildSA) -> None:
         self.policies.put(spi_in, child.policies)
         self._reqids[child.inbound.reqid] += 1
-        for key, inbound in _sas(child):
-            self._sa_keys.put(key, spi_in, inbound)
+        for sa, _ in _sas(child):
+            self._by_spi.put(sa.spi, spi_in, None)
 
     def _cleared(self) -> None:
         self.policies.clear()
         self._reqids.clear()
-        self._sa_keys.clear()
+        self._by_spi.clear()
 
     def reqid_in_use(self, kreqid: int) -> bool:
         return self._reqids[kreqid] > 0
@@ -118,9 +120,10 @@ class ChildTable(IndexedDict[int, ChildSA]):
     def owner_of_sa(self, key: drift.SaKey, no_outbound: set[int]) -> int | None:
         """The inbound SPI of the child that owns the SA `key`; an outbound SA not installed
         yet (`no_outbound`, a rekey's deferred one) is not owned."""
-        for spi_in, inbound in self._sa_keys.items(key):
-            if inbound or spi_in not in no_outbound:
-                return spi_in
+        for spi_in in self._by_spi.members(key[1]):
+            for sa, inbound in _sas(self[spi_in]):
+                if drift.sa_key(sa) == key and (inbound or spi_in not in no_outbound):
+                    return spi_in
         return None
 
     def _unfiled(self, spi_in: int, child: ChildSA, replaced: bool) -> None:
@@ -129,5 +132,5 @@ class ChildTable(IndexedDict[int, ChildSA]):
         self._reqids[child.inbound.reqid] -= 1
         if self._reqids[child.inbound.reqid] <= 0:
             del self._reqids[child.inbound.reqid]
-        for key, _ in _sas(child):
-            self._sa_keys.remove(key, spi_in)
+        for sa, _ in _sas(child):
+            self._by_spi.remove(sa.spi, spi_in)

@@ -180,7 +180,6 @@ def _policies(
     return out
 
 
-
 def _slim(sa: SA | None) -> SA | None:
     """An installed SA as the glue keeps it: what names it to the kernel (removal, counters,
     drift), its reqid and offload; not its keys, algorithms and lifetimes (issue 15)."""
