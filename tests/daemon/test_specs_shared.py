@@ -58,6 +58,9 @@ def test_equal_values_are_one_instance_and_the_specs_are_unchanged(tmp_path: Pat
         c2.children[0].proposals
     )
     assert c0.children[0].local_ts != c1.children[0].local_ts
+    assert c0.local_addrs is c3.local_addrs and c0.remote_addrs is c3.remote_addrs
+    assert c0.dpd_delay is c3.dpd_delay and c0.rekey_time is c3.rekey_time  # one float each
+    assert c0.children[0].rekey_time is c3.children[0].rekey_time
 
 
 @pytest.mark.parametrize(

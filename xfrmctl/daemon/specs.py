@@ -72,14 +72,25 @@ def build_specs(config: LoadedConfig) -> list[ConnectionSpec]:
     return [build_spec(config, name, conn, shared) for name, conn in config.connections.items()]
 
 
-def _addresses(values: list[str]) -> tuple[IPAddress, ...]:
+def _addresses(values: list[str], shared: Shared) -> tuple[IPAddress, ...]:
+    texts = tuple(str(value) for value in values)
+    return shared(("addrs", texts), lambda: _parse_addresses(texts))
+
+
+def _parse_addresses(texts: tuple[str, ...]) -> tuple[IPAddress, ...]:
     out: list[IPAddress] = []
-    for value in values:
-        text = str(value)
+    for text in texts:
         if text in ("%any", "0.0.0.0/0", "::/0"):
             continue
         out.append(ipaddress.ip_network(text, strict=False).network_address)
     return tuple(out)
+
+
+def _seconds(value: float, shared: Shared) -> float:
+    """One float object per distinct time across the configuration (each is 24 bytes, and a
+    connection has about ten)."""
+    number = float(value)
+    return shared(("float", number), lambda: number)
 
 
 def _selectors(
@@ -115,9 +126,9 @@ def _child(
         ),
         mode=Mode(child.mode),
         protocol=ProtocolId.AH if child.protocol == "ah" else ProtocolId.ESP,
-        rekey_time=float(child.rekey_time),
-        life_time=float(child.life_time or child.rekey_time),
-        rand_time=float(child.rand_time or 0),
+        rekey_time=_seconds(child.rekey_time, shared),
+        life_time=_seconds(child.life_time or child.rekey_time, shared),
+        rand_time=_seconds(child.rand_time or 0, shared),
         rekey_bytes=int(child.rekey_bytes),
         life_bytes=int(child.life_bytes or 0),
         rand_bytes=int(child.rand_bytes or 0),
@@ -206,8 +217,8 @@ def build_spec(
     config: LoadedConfig, name: str, conn: Connection, shared: Shared | None = None
 ) -> ConnectionSpec:
     shared = shared or Shared()
-    local_addrs = _addresses(list(conn.local_addrs))
-    remote_addrs = _addresses(list(conn.remote_addrs))
+    local_addrs = _addresses(list(conn.local_addrs), shared)
+    remote_addrs = _addresses(list(conn.remote_addrs), shared)
     local = local_addrs[0] if local_addrs else None
     remote = remote_addrs[0] if remote_addrs else None
     local_id_text = conn.local.id
@@ -219,7 +230,7 @@ def build_spec(
         raise SpecError(f"connection {name!r}: set local.id or local_addrs")
     remote_id_text = str(conn.remote.id)
     remote_id = None if remote_id_text == "%any" else _identity(remote_id_text, shared)
-    over = float(conn.over_time or 0)
+    over = _seconds(conn.over_time or 0, shared)
     return ConnectionSpec(
         name=name,
         local_addrs=local_addrs,
@@ -234,15 +245,15 @@ def build_spec(
             for cname, child in conn.children.items()
         ),
         remote_port=int(conn.remote_port),
-        rekey_time=float(conn.rekey_time),
-        reauth_time=float(conn.reauth_time),
+        rekey_time=_seconds(conn.rekey_time, shared),
+        reauth_time=_seconds(conn.reauth_time, shared),
         over_time=over,
-        rand_time=float(conn.rand_time if conn.rand_time is not None else over),
-        dpd_delay=float(conn.dpd_delay),
-        dpd_timeout=float(conn.dpd_timeout),
+        rand_time=_seconds(conn.rand_time if conn.rand_time is not None else over, shared),
+        dpd_delay=_seconds(conn.dpd_delay, shared),
+        dpd_timeout=_seconds(conn.dpd_timeout, shared),
         encap=Encap(conn.encap),
         fragmentation=bool(conn.fragmentation),
-        keep_alive=float(conn.keep_alive),
+        keep_alive=_seconds(conn.keep_alive, shared),
     )
 
 
