@@ -20,6 +20,9 @@ def test_established_sas_drop_the_init_messages_and_have_no_dict() -> None:
         assert sa.state == IkeState.ESTABLISHED
         assert sa.init_request == sa.init_response == b""
         assert sa.ni == sa.nr == b""  # signed into AUTH, keyed the first Child SA: done
+        assert sa.crypto is not None and sa.crypto.keys.sk_pi == sa.crypto.keys.sk_pr == b""
+        assert sa.crypto.keys.sk_d and sa.crypto.keys.sk_ei  # what the SA still needs
+        assert not hasattr(sa.crypto.keys, "__dict__") and not hasattr(sa.crypto, "__dict__")
         (child,) = sa.children
         assert child.lowest_nonce is None  # only a rekey's SAs need it, for collisions
         assert sa.reassembly is None  # no fragments: no table

@@ -49,20 +49,22 @@ class PolicyHolders:
 
     def __init__(self) -> None:
         self._by_id: MultiMap[PolicyId, Hashable, Policy] = MultiMap()
-        self._of: dict[Hashable, tuple[PolicyId, ...]] = {}
+        # Each owner's policies as it filed them (a Child SA's own tuple: no copy of its ids).
+        self._of: dict[Hashable, tuple[Policy, ...]] = {}
 
     def put(self, owner: Hashable, policies: Iterable[Policy]) -> None:
         """File `owner`'s policies (replacing what it held; a kept owner keeps its rank)."""
-        pairs = [(p.id, p) for p in policies]  # one PolicyId each: the index holds them
-        ids = tuple(dict.fromkeys(pid for pid, _ in pairs))
-        for pid in set(self._of.get(owner, ())) - set(ids):
+        filed = policies if isinstance(policies, tuple) else tuple(policies)
+        pairs = [(p.id, p) for p in filed]  # one PolicyId each: the index holds them
+        ids = {pid for pid, _ in pairs}
+        for pid in {p.id for p in self._of.get(owner, ())} - ids:
             self._release(owner, pid)
         for pid, p in pairs:
             self._by_id.put(pid, owner, p)
-        self._of[owner] = ids
+        self._of[owner] = filed
 
     def drop(self, owner: Hashable) -> None:
-        for pid in self._of.pop(owner, ()):
+        for pid in {p.id for p in self._of.pop(owner, ())}:
             self._release(owner, pid)
 
     def get(self, pid: PolicyId) -> Policy | None:

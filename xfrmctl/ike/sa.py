@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -533,7 +533,7 @@ class IkeSa:
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = data
         o.task.on_response(self, payloads, now)
-        self._forget_init_messages()
+        self._forget_auth_inputs()
         self.kick(now)
 
     def _receive_request(
@@ -593,16 +593,23 @@ class IkeSa:
                 self.close_after_response = f"IKE_AUTH failed: {exc}"
         self.peer_mid += 1
         self.send_response(msg, response)
-        self._forget_init_messages()
+        self._forget_auth_inputs()
         if self.close_after_response:
             self.delete(now, self.close_after_response, notify_peer=False)
 
-    def _forget_init_messages(self) -> None:
-        """Once authenticated, the IKE_SA_INIT messages and nonces (signed into AUTH, RFC 7296
-        §2.15; the nonces also key the first Child SA, §2.17) and the half-open retransmission
-        check need them no more: about 700 bytes per SA."""
-        if self.state == IkeState.ESTABLISHED and self.init_request:
+    def _forget_auth_inputs(self) -> None:
+        """Once authenticated, what only IKE_AUTH needed: the IKE_SA_INIT messages and nonces
+        (signed into AUTH, RFC 7296 §2.15; the nonces also key the first Child SA, §2.17; the
+        half-open retransmission check) and SK_pi/SK_pr, which key nothing but the AUTH
+        payloads (§2.15; a rekeyed IKE SA never uses its own). About 830 bytes per SA, and
+        two secrets fewer in memory."""
+        if self.state != IkeState.ESTABLISHED:
+            return
+        if self.init_request:
             self.init_request = self.init_response = self.ni = self.nr = b""
+        crypto = self.crypto
+        if crypto is not None and crypto.keys.sk_pi:
+            crypto.keys = replace(crypto.keys, sk_pi=b"", sk_pr=b"")
 
     # -------------------------------------------------------------------------------- teardown
 

@@ -11,12 +11,14 @@ from xfrmctl.ike.crypto.algorithms import Encr, Integ, Prf, prf_plus
 class _NoKeysInRepr:
     """Keys must never end up in logs, so repr shows only field names and lengths."""
 
+    __slots__ = ()  # an IKE SA keeps its keys for life: no __dict__ beside them
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{f.name}=<{len(getattr(self, f.name))} bytes>" for f in fields(self))  # type: ignore[arg-type]
         return f"{type(self).__name__}({parts})"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class IkeKeys(_NoKeysInRepr):
     sk_d: bytes
     sk_ai: bytes
@@ -27,7 +29,7 @@ class IkeKeys(_NoKeysInRepr):
     sk_pr: bytes
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class ChildKeys(_NoKeysInRepr):
     """`_i` keys protect traffic initiator→responder; integ_* are empty for AEAD."""
 
