@@ -347,7 +347,7 @@ def _create(
     """The half-open IKE SA, its keys, and our response."""
     ep, local, remote = req.ep, req.local, req.remote
     sa = IkeSa(ep, spec, False, req.msg.spi_i, ep.new_spi(), local, remote, now)
-    sa.candidates = candidates
+    sa.candidates = tuple(candidates)
     sa.ni = nonce_p.data
     sa.nr = ep.random(NONCE_SIZE)
     setup_keys(sa, chosen, shared)

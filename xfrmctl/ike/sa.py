@@ -338,7 +338,7 @@ class IkeSa:
         self.close_after_response = ""
         self.lowest_nonce: bytes | None = None  # of the rekey that made it (§2.8.2)
         self.replaced_by: IkeSa | None = None
-        self.candidates: list[ConnectionSpec] = []
+        self.candidates: tuple[ConnectionSpec, ...] = ()  # responder, until authenticated
         self.pending_children: list[tuple[str, tuple[TrafficSelector, ...] | None]] = []
         self.adopted = resumed
 
@@ -600,13 +600,14 @@ class IkeSa:
     def _forget_auth_inputs(self) -> None:
         """Once authenticated, what only IKE_AUTH needed: the IKE_SA_INIT messages and nonces
         (signed into AUTH, RFC 7296 §2.15; the nonces also key the first Child SA, §2.17; the
-        half-open retransmission check) and SK_pi/SK_pr, which key nothing but the AUTH
-        payloads (§2.15; a rekeyed IKE SA never uses its own). About 830 bytes per SA, and
-        two secrets fewer in memory."""
+        half-open retransmission check), the responder's candidate connections, and SK_pi
+        and SK_pr, which key nothing but the AUTH payloads (§2.15; a rekeyed IKE SA never
+        uses its own). About 900 bytes per SA, and two secrets fewer in memory."""
         if self.state != IkeState.ESTABLISHED:
             return
         if self.init_request:
             self.init_request = self.init_response = self.ni = self.nr = b""
+            self.candidates = ()
         crypto = self.crypto
         if crypto is not None and crypto.keys.sk_pi:
             crypto.keys = replace(crypto.keys, sk_pi=b"", sk_pr=b"")
