@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from xfrmctl.ike.multimap import MultiMap
+from xfrmctl.ike.multimap import MemberMap, MultiMap
 
 
 def test_multimap_answers_as_a_dict_of_dicts() -> None:
@@ -26,3 +26,34 @@ def test_multimap_answers_as_a_dict_of_dicts() -> None:
             assert mm.items(k) == list(members.items())
             assert mm.last(k) == list(members.values())[-1]
         assert dict(mm.lasts()) == {k: list(v.values())[-1] for k, v in model.items()}
+
+
+def test_member_map_answers_as_a_dict_of_ordered_sets() -> None:
+    rng = random.Random(11)
+    mm: MemberMap[int, int] = MemberMap()
+    model: dict[int, dict[int, None]] = {}
+    for _ in range(3000):
+        key, member = rng.randrange(8), rng.randrange(4)
+        if rng.random() < 0.6:
+            mm.put(key, member)
+            model.setdefault(key, {})[member] = None
+        else:
+            mm.remove(key, member)
+            model.get(key, {}).pop(member, None)
+            if key in model and not model[key]:
+                del model[key]
+        assert sorted(mm) == sorted(model)
+        for k in range(9):
+            assert mm.members(k) == list(model.get(k, {})), k
+            assert (k in mm) == (k in model)
+    assert not isinstance(next(iter(mm._map.values()), 0), tuple)
+
+
+def test_a_member_map_key_with_one_member_holds_it_bare() -> None:
+    mm: MemberMap[str, int] = MemberMap()
+    member = 123456789
+    mm.put("conn", member)
+    assert mm._map["conn"] is member  # no (member, None) tuple
+    mm.put("conn", 7)
+    mm.remove("conn", 7)
+    assert mm._map["conn"] is member

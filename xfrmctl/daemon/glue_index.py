@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
 
 from xfrmctl.daemon.indexed import IndexedDict
-from xfrmctl.ike.multimap import MultiMap
+from xfrmctl.ike.multimap import MemberMap, MultiMap
 from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel.transaction import ChildSA
 from xfrmctl.kernel.types import SA, Policy, PolicyId
@@ -26,7 +26,7 @@ class TrapTable(IndexedDict[int, tuple[str, str]]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._by_conn: MultiMap[str, int, None] = MultiMap()
+        self._by_conn: MemberMap[str, int] = MemberMap()
 
     def of_conn(self, conn: str) -> list[tuple[int, tuple[str, str]]]:
         """The connection's traps (reqid, (connection, child)), in the order filed (a reqid
@@ -34,7 +34,7 @@ class TrapTable(IndexedDict[int, tuple[str, str]]):
         return [(reqid, self[reqid]) for reqid in self._by_conn.members(conn)]
 
     def _filed(self, key: int, value: tuple[str, str]) -> None:
-        self._by_conn.put(value[0], key, None)
+        self._by_conn.put(value[0], key)
 
     def _unfiled(self, key: int, value: tuple[str, str], replaced: bool) -> None:
         self._by_conn.remove(value[0], key)
@@ -103,13 +103,13 @@ class ChildTable(IndexedDict[int, ChildSA]):
         self._reqids: Counter[int] = Counter()
         # By SPI alone, the SA's own int (a (dst, SPI, protocol) key per SA cost 64 bytes, two
         # per pair); the rare pairs that share an SPI are told apart by their SAs.
-        self._by_spi: MultiMap[int, int, None] = MultiMap()  # the pairs' spi_in
+        self._by_spi: MemberMap[int, int] = MemberMap()  # the pairs' spi_in
 
     def _filed(self, spi_in: int, child: ChildSA) -> None:
         self.policies.put(spi_in, child.policies)
         self._reqids[child.inbound.reqid] += 1
         for sa, _ in _sas(child):
-            self._by_spi.put(sa.spi, spi_in, None)
+            self._by_spi.put(sa.spi, spi_in)
 
     def _cleared(self) -> None:
         self.policies.clear()

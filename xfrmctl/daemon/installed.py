@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from xfrmctl.daemon.indexed import IndexedDict
 from xfrmctl.ike import events as ev
-from xfrmctl.ike.multimap import MultiMap
+from xfrmctl.ike.multimap import MemberMap
 
 
 @dataclass(slots=True)
@@ -35,18 +35,18 @@ class Installed:
 class InstalledTable(IndexedDict[int, Installed]):
     def __init__(self) -> None:
         super().__init__()
-        self._by_conn: MultiMap[str, int, None] = MultiMap()  # conn -> spi_in
-        self._by_ike: MultiMap[int, int, None] = MultiMap()  # ready.ike_sa_id -> spi_in
-        self._by_replaced: MultiMap[int, int, None] = MultiMap()  # replaces_spi_in -> spi_in
-        self._by_out: MultiMap[int, int, None] = MultiMap()  # spi_out -> spi_in
+        self._by_conn: MemberMap[str, int] = MemberMap()  # conn -> spi_in
+        self._by_ike: MemberMap[int, int] = MemberMap()  # ready.ike_sa_id -> spi_in
+        self._by_replaced: MemberMap[int, int] = MemberMap()  # replaces_spi_in -> spi_in
+        self._by_out: MemberMap[int, int] = MemberMap()  # spi_out -> spi_in
 
     def _filed(self, spi_in: int, entry: Installed) -> None:
         r = entry.ready
-        self._by_conn.put(r.conn, spi_in, None)
-        self._by_ike.put(r.ike_sa_id, spi_in, None)
+        self._by_conn.put(r.conn, spi_in)
+        self._by_ike.put(r.ike_sa_id, spi_in)
         if r.replaces_spi_in is not None:
-            self._by_replaced.put(r.replaces_spi_in, spi_in, None)
-        self._by_out.put(r.spi_out, spi_in, None)
+            self._by_replaced.put(r.replaces_spi_in, spi_in)
+        self._by_out.put(r.spi_out, spi_in)
 
     def _unfiled(self, spi_in: int, entry: Installed, replaced: bool) -> None:
         r = entry.ready

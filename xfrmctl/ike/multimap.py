@@ -4,7 +4,8 @@ indexes the engine and the daemon keep per SA.
 Contract: as a `dict[key, dict[member, value]]` (re-filing a member keeps its place; a key
 without members is gone), but a key with one member, the usual case (one IKE SA per
 connection, one pair per outbound SPI), holds a (member, value) tuple of 56 bytes instead of
-a dict of about 200: thousands of SAs, several indexes each.
+a dict of about 200: thousands of SAs, several indexes each. `MemberMap` is the same without
+values, a single member held bare.
 """
 
 from __future__ import annotations
@@ -65,6 +66,55 @@ class MultiMap(Generic[K, M, V]):
         """Every key with the value of its member filed last, in one pass (no lookups)."""
         for key, cur in self._map.items():
             yield key, (cur[1] if isinstance(cur, tuple) else next(reversed(cur.values())))
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._map)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def clear(self) -> None:
+        self._map.clear()
+
+
+class MemberMap(Generic[K, M]):
+    """`MultiMap` without values (key -> members, in the order filed): a key with one member
+    holds the member itself, not a (member, None) tuple of 56 bytes. Members must not be
+    dicts (that is how several members are told from one)."""
+
+    def __init__(self) -> None:
+        self._map: dict[K, M | dict[M, None]] = {}
+
+    def put(self, key: K, member: M) -> None:
+        if key not in self._map:
+            self._map[key] = member
+            return
+        cur = self._map[key]
+        if isinstance(cur, dict):
+            cur[member] = None
+        elif cur != member:
+            self._map[key] = {cur: None, member: None}
+
+    def remove(self, key: K, member: M) -> None:
+        if key not in self._map:
+            return
+        cur = self._map[key]
+        if not isinstance(cur, dict):
+            if cur == member:
+                del self._map[key]
+            return
+        cur.pop(member, None)
+        if len(cur) == 1:
+            self._map[key] = next(iter(cur))
+        elif not cur:
+            del self._map[key]
+
+    def members(self, key: K) -> list[M]:
+        """The key's members, first filed first."""
+        if key not in self._map:
+            return []
+        cur = self._map[key]
+        return list(cur) if isinstance(cur, dict) else [cur]
 
     def __iter__(self) -> Iterator[K]:
         return iter(self._map)
