@@ -16,11 +16,27 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 M = TypeVar("M", bound=Hashable)
 V = TypeVar("V")
+S = TypeVar("S")
 
 
-class MultiMap(Generic[K, M, V]):
+class _Keys(Generic[K, S]):
+    """What both maps answer of their keys alone (`S`: what a key holds)."""
+
+    _map: dict[K, S]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._map)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def clear(self) -> None:
+        self._map.clear()
+
+
+class MultiMap(_Keys[K, tuple[M, V] | dict[M, V]], Generic[K, M, V]):
     def __init__(self) -> None:
-        self._map: dict[K, tuple[M, V] | dict[M, V]] = {}
+        self._map = {}
 
     def put(self, key: K, member: M, value: V) -> None:
         cur = self._map.get(key)
@@ -67,23 +83,14 @@ class MultiMap(Generic[K, M, V]):
         for key, cur in self._map.items():
             yield key, (cur[1] if isinstance(cur, tuple) else next(reversed(cur.values())))
 
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._map)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._map
-
-    def clear(self) -> None:
-        self._map.clear()
-
-
-class MemberMap(Generic[K, M]):
+class MemberMap(_Keys[K, M | dict[M, None]], Generic[K, M]):
     """`MultiMap` without values (key -> members, in the order filed): a key with one member
     holds the member itself, not a (member, None) tuple of 56 bytes. Members must not be
     dicts (that is how several members are told from one)."""
 
     def __init__(self) -> None:
-        self._map: dict[K, M | dict[M, None]] = {}
+        self._map = {}
 
     def put(self, key: K, member: M) -> None:
         if key not in self._map:
@@ -115,12 +122,3 @@ class MemberMap(Generic[K, M]):
             return []
         cur = self._map[key]
         return list(cur) if isinstance(cur, dict) else [cur]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._map)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._map
-
-    def clear(self) -> None:
-        self._map.clear()
