@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from xfrmctl.ike.multimap import MemberMap, MultiMap
+
+
+def _model(model: dict[Any, dict[Any, Any]], key: Any, member: Any, value: Any, put: bool) -> None:
+    """What a put or a removal does to the dict of dicts both maps stand for."""
+    if put:
+        model.setdefault(key, {})[member] = value
+        return
+    model.get(key, {}).pop(member, None)
+    if key in model and not model[key]:
+        del model[key]
 
 
 def test_multimap_answers_as_a_dict_of_dicts() -> None:
@@ -13,14 +24,12 @@ def test_multimap_answers_as_a_dict_of_dicts() -> None:
     model: dict[int, dict[str, int]] = {}
     for step in range(3000):
         key, member = rng.randrange(8), rng.choice("abc")
-        if rng.random() < 0.6:
+        put = rng.random() < 0.6
+        if put:
             mm.put(key, member, step)
-            model.setdefault(key, {})[member] = step
         else:
             mm.remove(key, member)
-            model.get(key, {}).pop(member, None)
-            if key in model and not model[key]:
-                del model[key]
+        _model(model, key, member, step, put)
         assert sorted(mm) == sorted(model)
         for k, members in model.items():
             assert mm.items(k) == list(members.items())
@@ -34,14 +43,12 @@ def test_member_map_answers_as_a_dict_of_ordered_sets() -> None:
     model: dict[int, dict[int, None]] = {}
     for _ in range(3000):
         key, member = rng.randrange(8), rng.randrange(4)
-        if rng.random() < 0.6:
+        put = rng.random() < 0.6
+        if put:
             mm.put(key, member)
-            model.setdefault(key, {})[member] = None
         else:
             mm.remove(key, member)
-            model.get(key, {}).pop(member, None)
-            if key in model and not model[key]:
-                del model[key]
+        _model(model, key, member, None, put)
         assert sorted(mm) == sorted(model)
         for k in range(9):
             assert mm.members(k) == list(model.get(k, {})), k
