@@ -27,6 +27,8 @@ PLAIN = [
     "1: one\n2: two\n",
     "k: !!str 500\nid: !!int 5\n",
     "x: |\n  literal\n  text\ny: >\n  folded\n",
+    # the same text in every style and tag, twice: what one constructs to is not another's
+    "a: '1'\nb: 1\nc: \"1\"\nd: !!str 1\ne: 1\nf: '1'\ng: !!float 1\nh: [1, '1', yes, 'yes']\n",
 ]
 NOT_PLAIN = [
     "a: &x [1]\nb: *x\n",

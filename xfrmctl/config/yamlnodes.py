@@ -12,12 +12,21 @@ messages and their lines do not depend on the way taken.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
@@ -200,62 +209,83 @@ def _event_line(event: yaml.Event) -> int:
     return int(event.start_mark.line) + 1 if event.start_mark is not None else 0
 
 
+# What an untagged or tagged scalar event constructs to, by (tag, implicit, style, text): a
+# fleet's configuration repeats its keys and most values thousands of times, and resolving and
+# constructing each again was most of a large reload's YAML time (issue 15). Only immutable
+# results are kept, and errors never are.
+_CACHED_TYPES = (str, int, float, bool, type(None), datetime.date, datetime.datetime, bytes)
+_SCALARS_KEPT = 4096
+
+
 @dataclass
 class _EventBuilder:
     """Plain values straight from the event stream, as `_build` makes them from nodes."""
 
     b: _Builder
     events: Any  # iterator of yaml events
+    known: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
-    def scalar(self, node: ScalarNode, loc: Loc) -> Any:
+    def tagged(self, event: Any, loc: Loc) -> tuple[str, Any]:
+        """The event's resolved tag and value, as `_build` makes them from its node."""
+        key = (event.tag, event.implicit, event.style, event.value)
+        got = self.known.get(key)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+        node = _scalar_node(event)
         try:
-            return self.b.scalar(node, loc)
+            got = node.tag, self.b.scalar(node, loc)
         finally:
             self.b.ctor.constructed_objects.clear()  # it would keep every node alive
+        if type(got[1]) in _CACHED_TYPES and len(self.known) < _SCALARS_KEPT:
+            self.known[key] = got
+        return got
 
     def value(self, event: Any, loc: Loc, depth: int) -> Any:
-        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+        kind = type(event)
+        if kind is AliasEvent or event.anchor is not None:
             raise _NotPlain
-        if isinstance(event, yaml.ScalarEvent):
-            return self.scalar(_scalar_node(event), loc)
+        if kind is ScalarEvent:
+            return self.tagged(event, loc)[1]
         if event.tag not in (None, "!") or depth > MAX_DEPTH:
             raise _NotPlain
-        if isinstance(event, yaml.MappingStartEvent):
+        if kind is MappingStartEvent:
             return self.mapping(loc, depth)
-        if isinstance(event, yaml.SequenceStartEvent):
+        if kind is SequenceStartEvent:
             return self.sequence(loc, depth)
         raise _NotPlain
 
     def mapping(self, loc: Loc, depth: int) -> dict[str, Any]:
-        positions, result = self.b.out.positions, {}
-        while not isinstance(event := next(self.events), yaml.MappingEndEvent):
-            if not isinstance(event, yaml.ScalarEvent) or event.anchor is not None:
+        positions, file, events, result = self.b.out.positions, self.b.file, self.events, {}
+        while type(event := next(events)) is not MappingEndEvent:
+            if type(event) is not ScalarEvent or event.anchor is not None:
                 raise _NotPlain
-            node = _scalar_node(event)
-            if node.tag in _SPECIAL_KEY_TAGS:
+            tag, key = self.tagged(event, loc)
+            if tag in _SPECIAL_KEY_TAGS:
                 raise _NotPlain
-            key = self.scalar(node, loc)
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                raise _NotPlain
-            key = str(key)
+            if type(key) is not str:
+                if not isinstance(key, int) or isinstance(key, bool):
+                    raise _NotPlain
+                key = str(key)
             if key in result:
                 raise _NotPlain
-            positions[(*loc, key)] = Position(self.b.file, _mark_line(node))
-            event = next(self.events)
-            if key in RAW_TEXT_KEYS and isinstance(event, yaml.ScalarEvent):
+            here = (*loc, key)
+            positions[here] = Position(file, _event_line(event))
+            event = next(events)
+            if key in RAW_TEXT_KEYS and type(event) is ScalarEvent:
                 if event.anchor is not None:
                     raise _NotPlain
                 result[key] = str(event.value)
             else:
-                result[key] = self.value(event, (*loc, key), depth + 1)
+                result[key] = self.value(event, here, depth + 1)
         return result
 
     def sequence(self, loc: Loc, depth: int) -> list[Any]:
-        positions, items = self.b.out.positions, list[Any]()
-        while not isinstance(event := next(self.events), yaml.SequenceEndEvent):
-            index = len(items)
-            positions[(*loc, index)] = Position(self.b.file, _event_line(event))
-            items.append(self.value(event, (*loc, index), depth + 1))
+        positions, file, events = self.b.out.positions, self.b.file, self.events
+        items: list[Any] = []
+        while type(event := next(events)) is not SequenceEndEvent:
+            here = (*loc, len(items))
+            positions[here] = Position(file, _event_line(event))
+            items.append(self.value(event, here, depth + 1))
         return items
 
 
