@@ -7,6 +7,7 @@ guess. Parsing happens at load time so `xfrmctl check` reports a bad ID with its
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -105,8 +106,12 @@ def parse_dn(text: str) -> list[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_identity(text: str) -> Identity | None:
-    """Type an identity string; None means `%any`. Raises ValueError naming what is wrong."""
+    """Type an identity string; None means `%any`. Raises ValueError naming what is wrong.
+
+    Cached (an Identity is immutable): a fleet's connections share their identities, each
+    parsed when validated and again for the specs (issue 15)."""
     text = text.strip()
     if not text:
         raise ValueError("identity is empty")

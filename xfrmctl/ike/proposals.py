@@ -133,8 +133,12 @@ def _lookup(token: str, protocol: ProtocolId) -> Transform:
     return t
 
 
+@functools.lru_cache(maxsize=256)
 def parse_proposal(text: str, protocol: ProtocolId) -> Proposal:
-    """One proposal, e.g. IKE "aes256gcm16-prfsha384-x25519", ESP "aes256gcm16-x25519" (PFS)."""
+    """One proposal, e.g. IKE "aes256gcm16-prfsha384-x25519", ESP "aes256gcm16-x25519" (PFS).
+
+    Cached (a Proposal is immutable): a fleet's connections repeat a few proposals, and a
+    reload checked each one's text twice (issue 15). Errors are raised again, not kept."""
     if not isinstance(text, str):
         raise ProposalSyntaxError("", f"proposal must be a string, not {type(text).__name__}")
     if protocol not in (ProtocolId.IKE, ProtocolId.ESP, ProtocolId.AH):
