@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemon_helpers import write_config
@@ -111,3 +113,40 @@ def test_ike_sockets_get_bypass_policies(ns: str) -> None:
     ).stdout
     assert "socket in" in out and "socket out" in out, out
     assert ip(ns, "xfrm", "policy").strip() == ""  # gone with the socket
+
+
+def test_the_glue_reads_no_echo_of_its_own_changes(ns: str, tmp_path: Path) -> None:
+    """The drift stream is opened with the glue's own port id: installing and removing a
+    trap leaves nothing to read on it, while a foreign policy still arrives."""
+    cfg = write_config(
+        tmp_path, "a", "192.0.2.1", "192.0.2.2", 500, 500, "a.example", "b.example",
+        child_extra="start_action: trap",
+    )  # fmt: skip
+    (spec,) = build_specs(load_config(cfg))
+    glue = XfrmGlue(ns)
+
+    def queued(stream: Any) -> int:
+        """Datagrams the loop already took, plus one if the socket holds another."""
+        taken = stream.sock.msg_queue.root.qsize()
+        try:
+            stream.sock.socket.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+        except BlockingIOError:
+            return int(taken)
+        return int(taken) + 1
+
+    async def scenario() -> tuple[int, int]:
+        await glue.open_events()
+        stream = glue._stream
+        assert stream is not None and stream.echo_of == glue.conn.portid
+        await glue.install_trap(spec, spec.children[0], 1)
+        await glue.remove_traps("tun")
+        await asyncio.sleep(0.2)
+        ours = queued(stream)
+        policy(ns, "192.0.2.1/32", "203.0.113.5/32", "out", FOREIGN)
+        await asyncio.sleep(0.2)
+        foreign = queued(stream)
+        stream.close()
+        return ours, foreign
+
+    ours, foreign = asyncio.run(scenario())
+    assert ours == 0 and foreign > 0

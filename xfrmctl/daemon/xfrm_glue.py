@@ -609,15 +609,18 @@ class XfrmGlue(KernelGlue):
 
     async def open_events(self) -> None:
         if self._stream is None:
-            # SA/policy groups: drift. Never decoded: SA adds (drift is about removals), the
-            # echo of our own policy installs and of the removals of SAs we no longer hold
-            # (what `_drift_detail` would drop anyway).
+            # SA/policy groups: drift. Never read: the echo of our own requests (the kernel
+            # drops it). Never decoded: SA adds (drift is about removals), policy adds of our
+            # reqids and the removals of SAs we no longer hold (what `_drift_detail` would
+            # drop anyway).
+            await self._open()
             stream = kev.EventStream(
                 self._netns,
                 kev.ALL_GROUPS,
                 ignore=kev.SA_ADDS,
                 owned_reqid=ours,
                 held_sa=self._holds_sa,
+                echo_of=self.conn.portid,
             )
             await stream.open()
             self._stream = stream

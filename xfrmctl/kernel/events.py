@@ -8,6 +8,7 @@ reopens, and the consumer should resynchronise by dumping.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from xfrmctl.kernel.echo_filter import attach_echo_filter
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.fields import DecodeError, get_selector, unpack_addr
 from xfrmctl.kernel.marshal import XfrmMarshal
@@ -238,7 +240,9 @@ class EventStream:
     `ignore`: message types never reported (nor decoded). `owned_reqid`: policy adds whose
     templates' reqids it accepts are not reported either; a policy with any other template,
     or none, still is. `held_sa`: SA deletions are reported only for (destination, SPI,
-    protocol) it accepts, asked when the notification arrives."""
+    protocol) it accepts, asked when the notification arrives. `echo_of`: the netlink port id
+    our requests carry; the kernel itself then drops the echo of the SA and policy changes
+    they make (`kernel.echo_filter`), before anything is read."""
 
     def __init__(
         self,
@@ -247,10 +251,12 @@ class EventStream:
         ignore: frozenset[int] = frozenset(),
         owned_reqid: Callable[[int], bool] | None = None,
         held_sa: Callable[[SaKey], bool] | None = None,
+        echo_of: int | None = None,
     ) -> None:
         self.netns = netns
         self.mask = group_mask(groups)
         self.ignore, self.owned_reqid, self.held_sa = ignore, owned_reqid, held_sa
+        self.echo_of = echo_of
         self.sock: XfrmSocket | None = None
 
     async def open(self) -> None:
@@ -262,6 +268,11 @@ class EventStream:
         except OSError as exc:
             sock.close()
             raise XfrmError(f"cannot subscribe to XFRM notifications: {exc}") from exc
+        if self.echo_of is not None:
+            # A kernel without socket filters only costs the reads: the marshal's filters
+            # above still leave our echo undecoded.
+            with contextlib.suppress(OSError):
+                attach_echo_filter(sock.socket, self.echo_of)
         self.sock = sock
 
     def close(self) -> None:

@@ -101,6 +101,12 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
+    @property
+    def portid(self) -> int:
+        """The `nlmsg_pid` our requests carry, and with them the kernel's notifications of
+        the changes they make (`kernel.echo_filter`); the socket's bound port once open."""
+        return int(self.sock.epid or os.getpid())
+
     async def batch(self, requests: Sequence[Request]) -> Sequence[Request]:
         """Send requests in as few sendmsg calls as possible; fill in each one's result."""
         if any(req.flags & NLM_F_DUMP == NLM_F_DUMP for req in requests):
@@ -138,7 +144,7 @@ class Connection:
         or its error; the NOOP's ACK comes last, so when it arrives every request without an
         error has succeeded. One answer to read per failure, not one per request.
         """
-        pid = self.sock.epid or os.getpid()
+        pid = self.portid
         pending: dict[int, Request] = {}
         parts: list[bytes] = []
         header = NLMSG_HDR.pack
