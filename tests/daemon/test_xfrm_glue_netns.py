@@ -22,6 +22,7 @@ from netns_tools import fresh_netns, ip
 from xfrmctl.config import load_config
 from xfrmctl.daemon.specs import build_specs
 from xfrmctl.daemon.xfrm_glue import REQID_BASE, XfrmGlue
+from xfrmctl.ike.spec import ConnectionSpec
 
 pytestmark = [
     pytest.mark.netns,
@@ -48,12 +49,18 @@ def larval(ns: str, dst: str, reqid: int) -> None:
        "reqid", str(reqid), "mode", "transport")  # fmt: skip
 
 
-def test_traps_cleanup_reload_and_stop_touch_only_ours(ns: str, tmp_path: Path) -> None:
+def trap_spec(tmp_path: Path) -> ConnectionSpec:
+    """Connection `tun`, child `host`: 192.0.2.1 <-> 192.0.2.2, trapped."""
     cfg = write_config(
         tmp_path, "a", "192.0.2.1", "192.0.2.2", 500, 500, "a.example", "b.example",
         child_extra="start_action: trap",
     )  # fmt: skip
     (spec,) = build_specs(load_config(cfg))
+    return spec
+
+
+def test_traps_cleanup_reload_and_stop_touch_only_ours(ns: str, tmp_path: Path) -> None:
+    spec = trap_spec(tmp_path)
     glue = XfrmGlue(ns)
 
     async def scenario() -> None:
@@ -118,11 +125,7 @@ def test_ike_sockets_get_bypass_policies(ns: str) -> None:
 def test_the_glue_reads_no_echo_of_its_own_changes(ns: str, tmp_path: Path) -> None:
     """The drift stream is opened with the glue's own port id: installing and removing a
     trap leaves nothing to read on it, while a foreign policy still arrives."""
-    cfg = write_config(
-        tmp_path, "a", "192.0.2.1", "192.0.2.2", 500, 500, "a.example", "b.example",
-        child_extra="start_action: trap",
-    )  # fmt: skip
-    (spec,) = build_specs(load_config(cfg))
+    spec = trap_spec(tmp_path)
     glue = XfrmGlue(ns)
 
     def queued(stream: Any) -> int:
