@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from xfrmctl.ike.errors import MalformedMessage
@@ -298,37 +298,120 @@ class UnknownPayload(Payload):
 # Decoding
 
 
-_STRUCTS: dict[str, struct.Struct] = {}
+_PROPOSAL = struct.Struct("!BBHBBBB")
+_TRANSFORM = struct.Struct("!BBHBBH")
+_U16 = struct.Struct("!H")
+_U8_3X = struct.Struct("!B3x")
+_U8 = struct.Struct("!B")
+_U16_U16 = struct.Struct("!HH")
+_NOTIFY = struct.Struct("!BBH")  # also the Delete header
+_TS = struct.Struct("!BBHHH")
+_KEY_LENGTH = TransformAttr.KEY_LENGTH
+_TRANSFORM_TYPES = TransformType._value2member_map_
+_PROTOCOLS = ProtocolId._value2member_map_
+# Decoded transforms, shared: a peer sends the same few in every SA payload. Bounded, since
+# a hostile one may send any (type, id, key length).
+_TRANSFORMS: dict[tuple[int, int, int | None], Transform] = {}
+_TRANSFORMS_KEPT = 1024
 
 
 class _Reader:
-    """Bounds-checked cursor: every read names what it was reading when data runs out."""
+    """Bounds-checked cursor: every read names what it was reading when data runs out. The
+    names take `{}` for an argument, formatted only then (most reads succeed)."""
 
-    def __init__(self, data: bytes, what: str) -> None:
+    __slots__ = ("arg", "data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str, arg: object = None) -> None:
         self.data = data
         self.pos = 0
         self.what = what
+        self.arg = arg
 
     def remaining(self) -> int:
         return len(self.data) - self.pos
 
-    def take(self, n: int, field_name: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise MalformedMessage(
-                f"{self.what}: {field_name} needs {n} bytes, only {self.remaining()} left"
-            )
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+    def take(self, n: int, field_name: str, arg: object = None) -> bytes:
+        pos = self.pos
+        end = pos + n
+        if n < 0 or end > len(self.data):
+            raise self._short(n, field_name, arg)
+        self.pos = end
+        return self.data[pos:end]
 
-    def unpack(self, fmt: str, field_name: str) -> tuple[int, ...]:
-        s = _STRUCTS.get(fmt)
-        if s is None:  # the formats are this module's literals: a handful
-            s = _STRUCTS[fmt] = struct.Struct(fmt)
-        return s.unpack(self.take(s.size, field_name))
+    def unpack(self, s: struct.Struct, field_name: str, arg: object = None) -> tuple[int, ...]:
+        pos = self.pos
+        end = pos + s.size
+        if end > len(self.data):
+            raise self._short(s.size, field_name, arg)
+        self.pos = end
+        return s.unpack_from(self.data, pos)
 
     def rest(self) -> bytes:
         return self.take(self.remaining(), "rest")
+
+    def _short(self, n: int, field_name: str, arg: object) -> MalformedMessage:
+        what = self.what.format(self.arg)
+        return MalformedMessage(
+            f"{what}: {field_name.format(arg)} needs {n} bytes, only {self.remaining()} left"
+        )
+
+
+def _transform(ttype: int, tid: int, key_length: int | None) -> Transform:
+    key = (ttype, tid, key_length)
+    t = _TRANSFORMS.get(key)
+    if t is None:
+        t = Transform(_TRANSFORM_TYPES[ttype], tid, key_length)  # type: ignore[arg-type]
+        if len(_TRANSFORMS) < _TRANSFORMS_KEPT:
+            _TRANSFORMS[key] = t
+    return t
+
+
+def _key_length(ar: _Reader) -> tuple[int | None, bool]:
+    """A transform's attributes: its key length, and whether it is usable (no other
+    attribute: an unknown one means the transform must be ignored)."""
+    key_length: int | None = None
+    usable = True
+    while ar.remaining():
+        (atype,) = ar.unpack(_U16, "attribute type")
+        if atype & 0x8000:
+            (value,) = ar.unpack(_U16, "attribute value")
+            if atype & 0x7FFF == _KEY_LENGTH and key_length is None:
+                key_length = value
+            else:
+                usable = False
+        else:
+            (alen,) = ar.unpack(_U16, "attribute length")
+            ar.take(alen, "attribute value")
+            usable = False
+    return key_length, usable
+
+
+def _decode_proposal(pr: _Reader, num: int, ntrans: int) -> tuple[list[Transform], bool]:
+    transforms: list[Transform] = []
+    usable = True
+    tlast = 3
+    for _ in range(ntrans):
+        if tlast != 3:
+            raise MalformedMessage(f"proposal {num}: transform after the last one")
+        tlast, _, tlen, ttype, _, tid = pr.unpack(_TRANSFORM, "transform header")
+        if tlast not in (0, 3):
+            raise MalformedMessage(f"proposal {num}: transform 'last' field is {tlast}")
+        if tlen < 8:
+            raise MalformedMessage(f"proposal {num}: transform length {tlen} below 8")
+        key_length: int | None = None
+        if tlen > 8:
+            attrs = pr.take(tlen - 8, "transform attributes")
+            key_length, ok = _key_length(_Reader(attrs, f"transform {ttype}/{tid}"))
+            usable = usable and ok
+        if ttype not in _TRANSFORM_TYPES:
+            usable = False  # unknown transform type: proposal is unusable (§3.3.6)
+            continue
+        transforms.append(_transform(ttype, tid, key_length))
+    if tlast != 0 and ntrans:
+        raise MalformedMessage(f"proposal {num}: last transform not marked last")
+    if pr.remaining():
+        raise MalformedMessage(f"proposal {num}: {pr.remaining()} bytes after the transforms")
+    return transforms, usable
 
 
 def _decode_sa(body: bytes, critical: bool) -> SaPayload:
@@ -338,50 +421,17 @@ def _decode_sa(body: bytes, critical: bool) -> SaPayload:
     while r.remaining():
         if last != 2:
             raise MalformedMessage("SA payload: data after the last proposal")
-        last, _, plen, num, proto, spi_size, ntrans = r.unpack("!BBHBBBB", "proposal header")
+        last, _, plen, num, proto, spi_size, ntrans = r.unpack(_PROPOSAL, "proposal header")
         if last not in (0, 2):
             raise MalformedMessage(f"SA payload: proposal 'last' field is {last}, not 0 or 2")
         if plen < 8:
             raise MalformedMessage(f"SA payload: proposal length {plen} below 8")
-        pr = _Reader(r.take(plen - 8, "proposal body"), f"proposal {num}")
+        pr = _Reader(r.take(plen - 8, "proposal body"), "proposal {}", num)
         spi = pr.take(spi_size, "SPI")
-        transforms: list[Transform] = []
-        usable = True
-        tlast = 3
-        for _ in range(ntrans):
-            if tlast != 3:
-                raise MalformedMessage(f"proposal {num}: transform after the last one")
-            tlast, _, tlen, ttype, _, tid = pr.unpack("!BBHBBH", "transform header")
-            if tlast not in (0, 3):
-                raise MalformedMessage(f"proposal {num}: transform 'last' field is {tlast}")
-            if tlen < 8:
-                raise MalformedMessage(f"proposal {num}: transform length {tlen} below 8")
-            ar = _Reader(pr.take(tlen - 8, "transform attributes"), f"transform {ttype}/{tid}")
-            key_length: int | None = None
-            while ar.remaining():
-                (atype,) = ar.unpack("!H", "attribute type")
-                if atype & 0x8000:
-                    (value,) = ar.unpack("!H", "attribute value")
-                    if atype & 0x7FFF == TransformAttr.KEY_LENGTH and key_length is None:
-                        key_length = value
-                    else:
-                        usable = False  # unknown attribute: the transform must be ignored
-                else:
-                    (alen,) = ar.unpack("!H", "attribute length")
-                    ar.take(alen, "attribute value")
-                    usable = False
-            if ttype not in TransformType._value2member_map_:
-                usable = False  # unknown transform type: proposal is unusable (§3.3.6)
-                continue
-            transforms.append(Transform(TransformType(ttype), tid, key_length))
-        if tlast != 0 and ntrans:
-            raise MalformedMessage(f"proposal {num}: last transform not marked last")
-        if pr.remaining():
-            raise MalformedMessage(f"proposal {num}: {pr.remaining()} bytes after the transforms")
-        if proto not in ProtocolId._value2member_map_:
-            usable = False
-        if usable:
-            proposals.append(Proposal(ProtocolId(proto), tuple(transforms), num, spi))
+        transforms, usable = _decode_proposal(pr, num, ntrans)
+        if usable and proto in _PROTOCOLS:
+            protocol = _PROTOCOLS[proto]
+            proposals.append(Proposal(protocol, tuple(transforms), num, spi))  # type: ignore[arg-type]
     # An empty body is what an SA payload whose proposals were all dropped (unknown protocol
     # or transforms) encodes to: accept it, so decode and encode stay each other's inverse.
     if last != 0 and body:
@@ -389,12 +439,16 @@ def _decode_sa(body: bytes, critical: bool) -> SaPayload:
     return SaPayload(tuple(proposals), critical=critical)
 
 
+def _address(raw: bytes) -> IPAddress:
+    return ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw)
+
+
 def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
     r = _Reader(body, "TS payload")
-    (count,) = r.unpack("!B3x", "TS header")
+    (count,) = r.unpack(_U8_3X, "TS header")
     selectors: list[TrafficSelector] = []
     for i in range(count):
-        ts_type, proto, slen, sport, eport = r.unpack("!BBHHH", f"selector {i} header")
+        ts_type, proto, slen, sport, eport = r.unpack(_TS, "selector {} header", i)
         if ts_type == TsType.IPV4_ADDR_RANGE:
             size = 4
         elif ts_type == TsType.IPV6_ADDR_RANGE:
@@ -403,8 +457,8 @@ def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
             raise MalformedMessage(f"TS payload: selector {i} has unknown type {ts_type}")
         if slen != 8 + 2 * size:
             raise MalformedMessage(f"TS payload: selector {i} length {slen} is wrong for its type")
-        start = ipaddress.ip_address(r.take(size, "start address"))
-        end = ipaddress.ip_address(r.take(size, "end address"))
+        start = _address(r.take(size, "start address"))
+        end = _address(r.take(size, "end address"))
         selectors.append(TrafficSelector(start, end, proto, sport, eport))
     if r.remaining():
         raise MalformedMessage(f"TS payload: {r.remaining()} bytes after {count} selectors")
@@ -414,78 +468,112 @@ def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
 _ID_LENGTHS = {1: 4, 5: 16}  # IPV4_ADDR, IPV6_ADDR
 
 
+def _ke(r: _Reader, critical: bool) -> Payload:
+    group, _ = r.unpack(_U16_U16, "KE header")
+    return KePayload(group, r.rest(), critical=critical)
+
+
+def _id(r: _Reader, critical: bool, responder: bool) -> Payload:
+    (id_type,) = r.unpack(_U8_3X, "ID header")
+    data = r.rest()
+    want = _ID_LENGTHS.get(id_type)
+    if want is not None and len(data) != want:
+        raise MalformedMessage(f"ID payload: type {id_type} needs {want} bytes not {len(data)}")
+    return IdPayload(id_type, data, responder, critical=critical)
+
+
+def _cert(r: _Reader, critical: bool) -> Payload:
+    (enc,) = r.unpack(_U8, "CERT encoding")
+    return CertPayload(enc, r.rest(), critical=critical)
+
+
+def _certreq(r: _Reader, critical: bool) -> Payload:
+    (enc,) = r.unpack(_U8, "CERTREQ encoding")
+    return CertReqPayload(enc, r.rest(), critical=critical)
+
+
+def _auth(r: _Reader, critical: bool) -> Payload:
+    (method,) = r.unpack(_U8_3X, "AUTH header")
+    return AuthPayload(method, r.rest(), critical=critical)
+
+
+def _nonce(r: _Reader, critical: bool) -> Payload:
+    body = r.data
+    if not 16 <= len(body) <= 256:
+        raise MalformedMessage(f"Nonce payload: {len(body)} bytes, must be 16..256")
+    return NoncePayload(body, critical=critical)
+
+
+def _notify(r: _Reader, critical: bool) -> Payload:
+    proto, spi_size, ntype = r.unpack(_NOTIFY, "Notify header")
+    spi = r.take(spi_size, "Notify SPI")
+    return NotifyPayload(ntype, r.rest(), proto, spi, critical=critical)
+
+
+def _delete(r: _Reader, critical: bool) -> Payload:
+    proto, spi_size, count = r.unpack(_NOTIFY, "Delete header")
+    if (spi_size == 0) != (count == 0) or spi_size * count != r.remaining():
+        raise MalformedMessage(
+            f"Delete payload: {count} SPIs of {spi_size} bytes but {r.remaining()} bytes"
+        )
+    spis = tuple(r.take(spi_size, "SPI") for _ in range(count if spi_size else 0))
+    return DeletePayload(proto, spis, spi_size, critical=critical)
+
+
+def _cp(r: _Reader, critical: bool) -> Payload:
+    (cfg_type,) = r.unpack(_U8_3X, "CP header")
+    attrs: list[tuple[int, bytes]] = []
+    while r.remaining():
+        atype, alen = r.unpack(_U16_U16, "CP attribute header")
+        attrs.append((atype & 0x7FFF, r.take(alen, "CP attribute value")))
+    return CpPayload(cfg_type, tuple(attrs), critical=critical)
+
+
+# One decoder per payload type (RFC 7296 §3.2-§3.16, RFC 3748 for EAP), each given a reader
+# over the body and the C bit; a type missing here is kept as UnknownPayload.
+_DECODERS: dict[int, Callable[[_Reader, bool], Payload]] = {
+    PayloadType.SA: lambda r, c: _decode_sa(r.data, c),
+    PayloadType.KE: _ke,
+    PayloadType.IDi: lambda r, c: _id(r, c, False),
+    PayloadType.IDr: lambda r, c: _id(r, c, True),
+    PayloadType.CERT: _cert,
+    PayloadType.CERTREQ: _certreq,
+    PayloadType.AUTH: _auth,
+    PayloadType.NONCE: _nonce,
+    PayloadType.NOTIFY: _notify,
+    PayloadType.DELETE: _delete,
+    PayloadType.VENDOR: lambda r, c: VendorPayload(r.data, critical=c),
+    PayloadType.TSi: lambda r, c: _decode_ts(r.data, c, False),
+    PayloadType.TSr: lambda r, c: _decode_ts(r.data, c, True),
+    PayloadType.CP: _cp,
+    PayloadType.EAP: lambda r, c: EapPayload(r.data, critical=c),
+}
+
+
 def _decode_body(ptype: int, body: bytes, critical: bool) -> Payload:
-    r = _Reader(body, f"payload {ptype}")
-    if ptype == PayloadType.SA:
-        return _decode_sa(body, critical)
-    if ptype == PayloadType.KE:
-        group, _ = r.unpack("!HH", "KE header")
-        return KePayload(group, r.rest(), critical=critical)
-    if ptype in (PayloadType.IDi, PayloadType.IDr):
-        (id_type,) = r.unpack("!B3x", "ID header")
-        data = r.rest()
-        want = _ID_LENGTHS.get(id_type)
-        if want is not None and len(data) != want:
-            raise MalformedMessage(f"ID payload: type {id_type} needs {want} bytes not {len(data)}")
-        return IdPayload(id_type, data, ptype == PayloadType.IDr, critical=critical)
-    if ptype == PayloadType.CERT:
-        (enc,) = r.unpack("!B", "CERT encoding")
-        return CertPayload(enc, r.rest(), critical=critical)
-    if ptype == PayloadType.CERTREQ:
-        (enc,) = r.unpack("!B", "CERTREQ encoding")
-        return CertReqPayload(enc, r.rest(), critical=critical)
-    if ptype == PayloadType.AUTH:
-        (method,) = r.unpack("!B3x", "AUTH header")
-        return AuthPayload(method, r.rest(), critical=critical)
-    if ptype == PayloadType.NONCE:
-        if not 16 <= len(body) <= 256:
-            raise MalformedMessage(f"Nonce payload: {len(body)} bytes, must be 16..256")
-        return NoncePayload(body, critical=critical)
-    if ptype == PayloadType.NOTIFY:
-        proto, spi_size, ntype = r.unpack("!BBH", "Notify header")
-        spi = r.take(spi_size, "Notify SPI")
-        return NotifyPayload(ntype, r.rest(), proto, spi, critical=critical)
-    if ptype == PayloadType.DELETE:
-        proto, spi_size, count = r.unpack("!BBH", "Delete header")
-        if (spi_size == 0) != (count == 0) or spi_size * count != r.remaining():
-            raise MalformedMessage(
-                f"Delete payload: {count} SPIs of {spi_size} bytes but {r.remaining()} bytes"
-            )
-        spis = tuple(r.take(spi_size, "SPI") for _ in range(count if spi_size else 0))
-        return DeletePayload(proto, spis, spi_size, critical=critical)
-    if ptype == PayloadType.VENDOR:
-        return VendorPayload(body, critical=critical)
-    if ptype in (PayloadType.TSi, PayloadType.TSr):
-        return _decode_ts(body, critical, ptype == PayloadType.TSr)
-    if ptype == PayloadType.CP:
-        (cfg_type,) = r.unpack("!B3x", "CP header")
-        attrs: list[tuple[int, bytes]] = []
-        while r.remaining():
-            atype, alen = r.unpack("!HH", "CP attribute header")
-            attrs.append((atype & 0x7FFF, r.take(alen, "CP attribute value")))
-        return CpPayload(cfg_type, tuple(attrs), critical=critical)
-    if ptype == PayloadType.EAP:
-        return EapPayload(body, critical=critical)
-    return UnknownPayload(ptype, body, critical=critical)
+    decoder = _DECODERS.get(ptype)
+    if decoder is None:
+        return UnknownPayload(ptype, body, critical=critical)
+    return decoder(_Reader(body, "payload {}", ptype), critical)
 
 
 def decode_payloads(first: int, data: bytes, what: str = "message") -> list[Payload]:
     """Walk a payload chain. SK/SKF end the chain and must cover the rest of `data`."""
-    r = _Reader(data, what)
+    r = _Reader(data, what.replace("{", "{{").replace("}", "}}"))
     payloads: list[Payload] = []
     ptype = first
     while ptype != PayloadType.NONE:
-        nxt, flags, plen = r.unpack("!BBH", f"header of payload {ptype}")
+        nxt, flags, plen = r.unpack(GENERIC_HEADER, "header of payload {}", ptype)
         if plen < 4:
             raise MalformedMessage(f"{what}: payload {ptype} length {plen} below 4")
-        body = r.take(plen - 4, f"body of payload {ptype}")
+        body = r.take(plen - 4, "body of payload {}", ptype)
         critical = bool(flags & 0x80)
         if ptype == PayloadType.SK:
             payloads.append(SkPayload(nxt, body, critical=critical))
             break
         if ptype == PayloadType.SKF:
             br = _Reader(body, "SKF payload")
-            number, total = br.unpack("!HH", "fragment numbers")
+            number, total = br.unpack(_U16_U16, "fragment numbers")
             payloads.append(SkfPayload(nxt, number, total, br.rest(), critical=critical))
             break
         payloads.append(_decode_body(ptype, body, critical))
