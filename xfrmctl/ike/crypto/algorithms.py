@@ -7,8 +7,9 @@ transform: ~240 bytes less per IKE SA) and no key material hides inside long-liv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -68,6 +69,9 @@ class Prf(Protocol):
     @property
     def fixed_key(self) -> bool: ...
     def __call__(self, key: bytes, data: bytes) -> bytes: ...
+    def keyed(self, key: bytes) -> Callable[[bytes], bytes]:
+        """The PRF under one key, for many inputs (prf+ blocks)."""
+        ...
 
 
 def _check_len(what: str, value: bytes, size: int) -> None:
@@ -197,18 +201,32 @@ def encr_for(t: Transform) -> Encr:
 # --- INTEG ----------------------------------------------------------------------------------
 
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
+# One instance each: they are stateless descriptors, checked against the ABC per HMAC made.
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(),
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
 }
 
 
 def _hmac(hash_name: str, key: bytes, data: bytes) -> bytes:
-    h = hmac.HMAC(key, _HASHES[hash_name]())
+    h = hmac.HMAC(key, _HASHES[hash_name])
     h.update(data)
     return h.finalize()
+
+
+def _keyed_hmac(hash_name: str, key: bytes) -> Callable[[bytes], bytes]:
+    """HMAC under one key: keyed once, then copied per input (OpenSSL copies the keyed
+    inner and outer states instead of hashing the padded key twice again)."""
+    base = hmac.HMAC(key, _HASHES[hash_name])
+
+    def mac(data: bytes) -> bytes:
+        h = base.copy()
+        h.update(data)
+        return h.finalize()
+
+    return mac
 
 
 def _cmac(key: bytes, data: bytes) -> bytes:
@@ -279,6 +297,9 @@ class HmacPrf:
     def __call__(self, key: bytes, data: bytes) -> bytes:
         return _hmac(self.hash_name, key, data)
 
+    def keyed(self, key: bytes) -> Callable[[bytes], bytes]:
+        return _keyed_hmac(self.hash_name, key)
+
 
 @dataclass(frozen=True)
 class AesPrf:
@@ -296,6 +317,9 @@ class AesPrf:
         if len(key) != 16:
             key = _cmac(bytes(16), key)
         return _cmac(key, data)
+
+    def keyed(self, key: bytes) -> Callable[[bytes], bytes]:
+        return partial(self, key)
 
 
 _HMAC_PRF = {
@@ -327,11 +351,12 @@ def prf_plus(prf: Prf, key: bytes, seed: bytes, length: int) -> bytes:
     """prf+ (RFC 7296 §2.13): T1 | T2 | ... with Tn = prf(K, Tn-1 | S | n), n at most 255."""
     if length < 0 or length > 255 * prf.output_size:
         raise CryptoError(f"prf+ cannot produce {length} bytes with {prf.transform}")
+    keyed = prf.keyed(key)
     out = bytearray()
     block = b""
     counter = 1
     while len(out) < length:
-        block = prf(key, block + seed + bytes((counter,)))
+        block = keyed(block + seed + bytes((counter,)))
         out += block
         counter += 1
     return bytes(out[:length])
