@@ -294,7 +294,29 @@ def _alternatives(p: Proposal, ttype: TransformType) -> tuple[Transform, ...]:
     return found
 
 
+# What _match answered, by (each side's protocol and transforms, ignore_ke): a responder
+# matches the same configured proposals against the same few offers for every IKE and Child
+# SA (decoded transforms are shared objects, so a lookup compares them by identity). Bounded:
+# a peer may offer anything.
+_MATCHED: dict[tuple[object, ...], tuple[Transform, ...] | None] = {}
+_MATCHED_KEPT = 1024
+
+
 def _match(first: Proposal, second: Proposal, ignore_ke: bool) -> tuple[Transform, ...] | None:
+    key = (first.protocol, first.transforms, second.protocol, second.transforms, ignore_ke)
+    try:
+        return _MATCHED[key]
+    except KeyError:
+        pass
+    chosen = _match_types(first, second, ignore_ke)
+    if len(_MATCHED) < _MATCHED_KEPT:
+        _MATCHED[key] = chosen
+    return chosen
+
+
+def _match_types(
+    first: Proposal, second: Proposal, ignore_ke: bool
+) -> tuple[Transform, ...] | None:
     chosen: list[Transform] = []
     for ttype in sorted(_types(first, ignore_ke) | _types(second, ignore_ke)):
         a, b = _alternatives(first, ttype), _alternatives(second, ttype)
