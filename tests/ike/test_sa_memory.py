@@ -29,6 +29,7 @@ def test_established_sas_drop_the_init_messages_and_have_no_dict() -> None:
         assert sa.peer_certreq is NO_CERTREQ  # PSK: no CERTREQ, and one shared empty set
         assert not hasattr(sa, "__dict__") and not hasattr(child, "__dict__")
         assert not hasattr(sa.tasks, "__dict__")
+        assert sa.pending_children == ()  # the one shared empty tuple, not a list each
         assert not hasattr(sa.proposal, "__dict__") and not hasattr(child.proposal, "__dict__")
         assert not any(hasattr(t, "__dict__") for t in child.proposal.transforms)
 

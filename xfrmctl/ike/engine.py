@@ -290,7 +290,7 @@ class IkeEndpoint:
                 if sa.state == IkeState.ESTABLISHED:
                     sa.queue(child_create.CreateChildTask(child_name, traffic_selectors), now)
                 else:
-                    sa.pending_children.append((child_name, traffic_selectors))
+                    sa.pending_children = [*sa.pending_children, (child_name, traffic_selectors)]
                 return sa.id
         return self.initiate(conn_name, [child_name], now, traffic_selectors=traffic_selectors)
 

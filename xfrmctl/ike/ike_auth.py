@@ -100,7 +100,8 @@ class AuthTask(Task):
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         acquired: tuple[TrafficSelector, ...] | None = None
         if sa.pending_children:
-            name, acquired = sa.pending_children.pop(0)
+            (name, acquired), *rest = sa.pending_children
+            sa.pending_children = rest or ()
             self.acquired = acquired is not None
             self.child = spec.child(name)
             self.spi_in = sa.ep.allocate_spi(self.child.protocol)
@@ -195,7 +196,7 @@ class AuthTask(Task):
             )
         # The other children go next, ahead of anything queued for after the setup.
         sa.tasks.extendleft(CreateChildTask(n, ts) for n, ts in reversed(sa.pending_children))
-        sa.pending_children = []
+        sa.pending_children = ()
 
     def _resume(self, sa: IkeSa, payloads: list[Payload], now: float) -> None:
         """The revocation fetches are answered: check the response again, now decidable."""

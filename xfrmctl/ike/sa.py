@@ -339,7 +339,8 @@ class IkeSa:
         self.lowest_nonce: bytes | None = None  # of the rekey that made it (§2.8.2)
         self.replaced_by: IkeSa | None = None
         self.candidates: tuple[ConnectionSpec, ...] = ()  # responder, until authenticated
-        self.pending_children: list[tuple[str, tuple[TrafficSelector, ...] | None]] = []
+        # Children to set up with the IKE SA; a shared empty tuple once none (most SAs).
+        self.pending_children: Sequence[tuple[str, tuple[TrafficSelector, ...] | None]] = ()
         self.adopted = resumed
 
     # -------------------------------------------------------------------------------- identity
