@@ -64,3 +64,16 @@ def test_the_daemon_starts_without_the_certificate_and_diagnosis_stacks() -> Non
 def test_the_deferred_stacks_load_where_used(code: str, needs: str) -> None:
     """The probe of the test above sees such a module load (it is not blind)."""
     assert needs in _loaded_after(code)
+
+
+def test_a_first_key_exchange_imports_nothing() -> None:
+    """What a setup needs is loaded with the daemon: its first IKE SA imports nothing more."""
+    daemon = "import xfrmctl.daemon.main, xfrmctl.config.loader, xfrmctl.daemon.xfrm_glue"
+    loaded = _loaded_after(daemon)
+    exchange = (
+        "from xfrmctl.ike.crypto.keyexchange import new_key_exchange\n"
+        "from xfrmctl.ike.iana import KeId\n"
+        "a, b = new_key_exchange(KeId.CURVE25519), new_key_exchange(KeId.CURVE25519)\n"
+        "a.shared_secret(b.public_value())"
+    )
+    assert sorted(_loaded_after(f"{daemon}\n{exchange}") - loaded) == []

@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
+# X25519PrivateKey.generate() and its kin import the OpenSSL backend on first use: loaded
+# here, with the engine, so that it is part of the daemon's start and not of its first IKE
+# SA (an `up`'s wait; ~0.2 MiB that a setup-rate measurement would charge to the SAs).
+from cryptography.hazmat.backends.openssl import backend as _openssl  # noqa: F401
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 from cryptography.utils import CryptographyDeprecationWarning
