@@ -25,7 +25,6 @@ import sys
 from xfrmctl.kernel.messages import Msg
 
 SO_ATTACH_FILTER = 26
-SO_DETACH_FILTER = 27
 ECHOED = (Msg.NEWSA, Msg.UPDSA, Msg.DELSA, Msg.NEWPOLICY, Msg.UPDPOLICY, Msg.DELPOLICY)
 
 _LD_W_ABS, _LD_H_ABS, _JEQ_K, _RET_K = 0x20, 0x28, 0x15, 0x06
