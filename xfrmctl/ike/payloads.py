@@ -25,7 +25,16 @@ from xfrmctl.ike.iana import (
 from xfrmctl.ike.transforms import Proposal, Transform
 from xfrmctl.ike.values import Value
 
+# The wire formats, one each for the encoders and the decoders (RFC 7296 §3).
 GENERIC_HEADER = struct.Struct("!BBH")
+_PROPOSAL = struct.Struct("!BBHBBBB")
+_TRANSFORM = struct.Struct("!BBHBBH")
+_U16 = struct.Struct("!H")
+_U8_3X = struct.Struct("!B3x")
+_U8 = struct.Struct("!B")
+_U16_U16 = struct.Struct("!HH")
+_NOTIFY = struct.Struct("!BBH")  # also the Delete header
+_TS = struct.Struct("!BBHHH")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -56,13 +65,12 @@ class SaPayload(Payload):
             for j, t in enumerate(prop.transforms):
                 attrs = b""
                 if t.key_length is not None:
-                    attrs = struct.pack("!HH", 0x8000 | TransformAttr.KEY_LENGTH, t.key_length)
+                    attrs = _U16_U16.pack(0x8000 | TransformAttr.KEY_LENGTH, t.key_length)
                 last_t = 0 if j == len(prop.transforms) - 1 else 3
-                transforms += struct.pack("!BBHBBH", last_t, 0, 8 + len(attrs), t.type, 0, t.id)
+                transforms += _TRANSFORM.pack(last_t, 0, 8 + len(attrs), t.type, 0, t.id)
                 transforms += attrs
             last_p = 0 if i == len(self.proposals) - 1 else 2
-            body = struct.pack(
-                "!BBHBBBB",
+            body = _PROPOSAL.pack(
                 last_p,
                 0,
                 8 + len(prop.spi) + len(transforms),
@@ -82,7 +90,7 @@ class KePayload(Payload):
     data: bytes
 
     def encode_body(self) -> bytes:
-        return struct.pack("!HH", self.group, 0) + self.data
+        return _U16_U16.pack(self.group, 0) + self.data
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -98,7 +106,7 @@ class IdPayload(Payload):
         return int(PayloadType.IDr if self.responder else PayloadType.IDi)
 
     def encode_body(self) -> bytes:
-        return struct.pack("!B3x", self.id_type) + self.data
+        return _U8_3X.pack(self.id_type) + self.data
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -128,7 +136,7 @@ class AuthPayload(Payload):
     data: bytes = field(repr=False)
 
     def encode_body(self) -> bytes:
-        return struct.pack("!B3x", self.method) + self.data
+        return _U8_3X.pack(self.method) + self.data
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -149,11 +157,7 @@ class NotifyPayload(Payload):
     spi: bytes = b""
 
     def encode_body(self) -> bytes:
-        return (
-            struct.pack("!BBH", self.protocol, len(self.spi), self.notify_type)
-            + self.spi
-            + self.data
-        )
+        return _NOTIFY.pack(self.protocol, len(self.spi), self.notify_type) + self.spi + self.data
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -165,7 +169,7 @@ class DeletePayload(Payload):
 
     def encode_body(self) -> bytes:
         size = self.spi_size or (len(self.spis[0]) if self.spis else 0)
-        return struct.pack("!BBH", self.protocol, size, len(self.spis)) + b"".join(self.spis)
+        return _NOTIFY.pack(self.protocol, size, len(self.spis)) + b"".join(self.spis)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -221,12 +225,10 @@ class TsPayload(Payload):
         return int(PayloadType.TSr if self.responder else PayloadType.TSi)
 
     def encode_body(self) -> bytes:
-        out = bytearray(struct.pack("!B3x", len(self.selectors)))
+        out = bytearray(_U8_3X.pack(len(self.selectors)))
         for ts in self.selectors:
             addrs = ts.start.packed + ts.end.packed
-            out += struct.pack(
-                "!BBHHH", ts.ts_type, ts.ip_proto, 8 + len(addrs), ts.start_port, ts.end_port
-            )
+            out += _TS.pack(ts.ts_type, ts.ip_proto, 8 + len(addrs), ts.start_port, ts.end_port)
             out += addrs
         return bytes(out)
 
@@ -238,9 +240,9 @@ class CpPayload(Payload):
     attributes: tuple[tuple[int, bytes], ...] = ()
 
     def encode_body(self) -> bytes:
-        out = bytearray(struct.pack("!B3x", self.cfg_type))
+        out = bytearray(_U8_3X.pack(self.cfg_type))
         for atype, value in self.attributes:
-            out += struct.pack("!HH", atype & 0x7FFF, len(value)) + value
+            out += _U16_U16.pack(atype & 0x7FFF, len(value)) + value
         return bytes(out)
 
 
@@ -267,7 +269,7 @@ class SkfPayload(Payload):
     data: bytes
 
     def encode_body(self) -> bytes:
-        return struct.pack("!HH", self.number, self.total) + self.data
+        return _U16_U16.pack(self.number, self.total) + self.data
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -298,14 +300,6 @@ class UnknownPayload(Payload):
 # Decoding
 
 
-_PROPOSAL = struct.Struct("!BBHBBBB")
-_TRANSFORM = struct.Struct("!BBHBBH")
-_U16 = struct.Struct("!H")
-_U8_3X = struct.Struct("!B3x")
-_U8 = struct.Struct("!B")
-_U16_U16 = struct.Struct("!HH")
-_NOTIFY = struct.Struct("!BBH")  # also the Delete header
-_TS = struct.Struct("!BBHHH")
 _KEY_LENGTH = TransformAttr.KEY_LENGTH
 _TRANSFORM_TYPES = TransformType._value2member_map_
 _PROTOCOLS = ProtocolId._value2member_map_
