@@ -165,3 +165,35 @@ def test_a_refused_shared_psk_file_is_named_at_every_connection(write: Write) ->
     errors = errors_of(write("xfrmctl.yaml", _shared_psk_conns(3)))
     for i in range(3):
         assert any(f"connections.site-{i}.psk_file" in e and "world-readable" in e for e in errors)
+
+
+def test_a_valid_configuration_records_no_positions(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positions only place problems; a reload of a valid fleet must not build them (they
+    were most of its memory peak), and relative paths still resolve against the include."""
+    from xfrmctl.config import yamlnodes
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("a position was recorded")
+
+    main = write("xfrmctl.yaml", "settings:\n  include: conf.d/*.yaml\n")
+    write("conf.d/secrets/b.psk", "from-include", 0o600)
+    write("conf.d/b.yaml", PSK_CONN.replace("site-b.psk", "secrets/b.psk"))
+    monkeypatch.setattr(yamlnodes, "Position", refuse)
+    assert load_config(main).psk_bytes("site-b") == b"from-include"
+
+
+def test_reading_the_file_does_not_reserve_the_size_bound(write: Write) -> None:
+    """`read(MAX_FILE_SIZE + 1)` had malloc reserve 16 MiB on every reload."""
+    import tracemalloc
+
+    main = write("xfrmctl.yaml", PSK_CONN)
+    write("site-b.psk", "k", 0o600)
+    tracemalloc.start()
+    try:
+        load_config(main)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20

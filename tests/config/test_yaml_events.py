@@ -46,16 +46,16 @@ NOT_PLAIN = [
 
 
 def _by_nodes(text: str) -> tuple[Any, dict[Any, Any]] | str:
-    out = SourceMap()
+    out: dict[Any, Any] = {}
     try:
-        return yamlnodes._from_nodes(text, FILE, out, ("base",)), out.positions
+        return yamlnodes._from_nodes(text, FILE, out, ("base",)), out
     except YamlError as exc:
         return f"{exc.position}: {exc.message}"
 
 
 def _by_events(text: str) -> tuple[Any, dict[Any, Any]]:
-    out = SourceMap()
-    return yamlnodes._from_events(text, FILE, out, ("base",)), out.positions
+    out: dict[Any, Any] = {}
+    return yamlnodes._from_events(text, FILE, out, ("base",)), out
 
 
 @pytest.mark.parametrize("text", PLAIN)
@@ -105,3 +105,36 @@ def test_any_dumped_document_builds_the_same_both_ways(doc: Any, style: str) -> 
         assert _by_events(text) == _by_nodes(text)
     except yamlnodes._NotPlain:  # e.g. a key YAML reads back as a bool: compose's error
         assert isinstance(_by_nodes(text), str)
+
+
+def test_positions_are_recorded_only_when_first_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid file never needs them; a large reload held ~5 KiB per connection of them."""
+    made: list[Any] = []
+    real = yamlnodes.Position
+
+    def counted(*args: Any) -> Any:
+        made.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(yamlnodes, "Position", counted)
+    out = SourceMap()
+    value = load_yaml(PLAIN[3], FILE, out)
+    assert value["connections"]["a"]["children"]["net"]["local_ts"][0] == "10.0.0.0/8"
+    assert made == []
+    assert out.find(("connections", "a", "children", "net", "local_ts", 1), FILE).line == 10
+    assert out.find(("connections", "a", "nowhere"), FILE).line == 2  # nearest written
+    recorded: dict[Any, Any] = {}
+    yamlnodes._from_events(PLAIN[3], FILE, recorded, ())
+    assert made and out.positions == recorded
+
+
+def test_an_include_lends_only_its_merged_connections_positions() -> None:
+    main, inc = SourceMap(), SourceMap()
+    load_yaml("connections:\n  a: {x: 1}\n", FILE, main)
+    other = Path("/etc/xfrmctl/conf.d/b.yaml")
+    load_yaml("connections:\n\n  a: {x: 2}\n  b:\n    x: 3\n", other, inc)
+    main.include(inc, other, frozenset({"b"}))
+    assert main.file_of(("connections", "b", "x"), FILE) == other
+    assert main.file_of(("connections", "a", "x"), FILE) == FILE
+    assert str(main.find(("connections", "b", "x"), FILE)) == f"{other}:5"
+    assert str(main.find(("connections", "a", "x"), FILE)) == f"{FILE}:2"

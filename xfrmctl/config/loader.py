@@ -85,17 +85,30 @@ class _Collector:
         self.issues.append(ConfigIssue(exc.position, exc.loc, exc.message))
 
     def file_of(self, loc: Loc) -> Path:
-        return self.sources.find(loc, self.main).file
+        return self.sources.file_of(loc, self.main)
 
 
 MAX_FILE_SIZE = 16 * 1024 * 1024  # far beyond any fleet's configuration; bounds a hostile one
+READ_CHUNK = 256 * 1024
+
+
+def _read_bounded(path: Path) -> bytes | None:
+    """The file's bytes, None past MAX_FILE_SIZE. In chunks: `read(MAX_FILE_SIZE + 1)` asks
+    malloc for the whole bound up front, on every reload."""
+    chunks, total = [], 0
+    with path.open("rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_FILE_SIZE:
+                return None
+    return b"".join(chunks)
 
 
 def _read_text(path: Path, what: str, out: _Collector) -> str | None:
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_SIZE + 1)
-        if len(raw) > MAX_FILE_SIZE:
+        raw = _read_bounded(path)
+        if raw is None:
             message = f"{what} is larger than {MAX_FILE_SIZE // 2**20} MiB"
             out.issues.append(ConfigIssue(Position(path, 0), (), message))
             return None
@@ -149,22 +162,21 @@ def _merge_include(path: Path, merged: dict[str, Any], out: _Collector) -> None:
     target = merged.setdefault("connections", {})
     if not isinstance(target, dict):
         return
+    taken = []
     for name, value in conns.items():
-        here = local.find(("connections", name), path)
         if name in target:
             first = out.sources.find(("connections", name), out.main)
             out.issues.append(
                 ConfigIssue(
-                    here,
+                    local.find(("connections", name), path),
                     ("connections", name),
                     f"duplicate connection name {name!r}: already defined at {first}",
                 )
             )
             continue
         target[name] = value
-        for loc, position in local.positions.items():
-            if loc[:2] == ("connections", name):
-                out.sources.positions[loc] = position
+        taken.append(name)
+    out.sources.include(local, path, frozenset(taken))
 
 
 def _resolve_paths(data: dict[str, Any], out: _Collector) -> None:

@@ -8,6 +8,12 @@ complex keys: every generated configuration) is built straight from the parser's
 pass and no node tree (a tree of 1000 connections holds ~16 MB that RSS never gives back, issue
 15). Anything else, and every error, goes through `compose` and the nodes as before, so
 messages and their lines do not depend on the way taken.
+
+Positions are worked out when first asked for: `load_yaml` builds the values alone and leaves
+the text with the SourceMap, which parses it again, recording, on its first `find` (a valid
+file only asks when it has a warning). Recorded up front, the positions of 1000 connections
+held ~5 KiB per connection through the whole reload, and the reload's peak is what the
+daemon's RSS keeps (issue 15).
 """
 
 from __future__ import annotations
@@ -57,19 +63,67 @@ class Position:
         return f"{self.file}:{self.line}" if self.line else str(self.file)
 
 
-@dataclass
-class SourceMap:
-    """Where each value came from, keyed by its path in the merged document."""
+@dataclass(frozen=True)
+class _Document:
+    """A parsed document whose positions are still to be recorded."""
 
-    positions: dict[Loc, Position] = field(default_factory=dict)
+    text: str
+    file: Path
+    base: Loc
+    names: frozenset[str] | None = None  # an include's: only these connections' positions
+
+
+class SourceMap:
+    """Where each value came from, keyed by its path in the merged document; positions are
+    recorded from the documents' texts on first use (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._positions: dict[Loc, Position] = {}
+        self._pending: list[_Document] = []
+        self._files: dict[str, Path] = {}  # included connections' files, by name
+
+    def defer(self, text: str, file: Path, base: Loc) -> None:
+        """Record `text`'s positions (a valid document, as `file`, under `base`) when asked."""
+        self._pending.append(_Document(text, file, base))
+
+    def include(self, other: SourceMap, file: Path, names: frozenset[str]) -> None:
+        """Take the positions of connections `names` from `other`, an include file's map."""
+        self._files.update(dict.fromkeys(names, file))
+        self._pending += [_Document(d.text, d.file, d.base, names) for d in other._pending]
+        self._positions.update(
+            (loc, p) for loc, p in other._positions.items() if _named(loc, names)
+        )
+
+    @property
+    def positions(self) -> dict[Loc, Position]:
+        while self._pending:
+            doc = self._pending.pop(0)
+            found: dict[Loc, Position] = {}
+            _load(doc.text, doc.file, found, doc.base)
+            if doc.names is None:
+                self._positions.update(found)
+            else:
+                self._positions.update((k, p) for k, p in found.items() if _named(k, doc.names))
+        return self._positions
 
     def find(self, loc: Loc, default: Path) -> Position:
         """The position of `loc`, else of its nearest written ancestor."""
+        positions = self.positions
         for cut in range(len(loc), -1, -1):
-            found = self.positions.get(loc[:cut])
+            found = positions.get(loc[:cut])
             if found is not None:
                 return found
         return Position(default, 0)
+
+    def file_of(self, loc: Loc, default: Path) -> Path:
+        """The file that wrote `loc` (`find(loc).file`, without recording any position)."""
+        if len(loc) > 1 and loc[0] == "connections" and isinstance(loc[1], str):
+            return self._files.get(loc[1], default)
+        return default
+
+
+def _named(loc: Loc, names: frozenset[str]) -> bool:
+    return len(loc) > 1 and loc[0] == "connections" and loc[1] in names
 
 
 class YamlError(ValueError):
@@ -91,7 +145,7 @@ class _Builder:
     """Plain values from composed nodes, within a budget of values built."""
 
     file: Path
-    out: SourceMap
+    positions: dict[Loc, Position]
     budget: int
     ctor: SafeConstructor = field(default_factory=SafeConstructor)
 
@@ -123,7 +177,7 @@ class _Builder:
 
 
 def _build(b: _Builder, node: Node, loc: Loc) -> Any:
-    file, out, ctor = b.file, b.out, b.ctor
+    file, positions, ctor = b.file, b.positions, b.ctor
     if isinstance(node, MappingNode):
         try:
             ctor.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
@@ -142,10 +196,10 @@ def _build(b: _Builder, node: Node, loc: Loc) -> Any:
             key = str(key)
             position = Position(file, _mark_line(key_node))
             if key in result:
-                first = out.positions.get((*loc, key))
+                first = positions.get((*loc, key))
                 where = f" (first given on line {first.line})" if first else ""
                 raise YamlError(position, (*loc, key), f"duplicate key {key!r}{where}")
-            out.positions[(*loc, key)] = position
+            positions[(*loc, key)] = position
             if key in RAW_TEXT_KEYS and isinstance(value_node, ScalarNode):
                 result[key] = str(value_node.value)
             else:
@@ -154,7 +208,7 @@ def _build(b: _Builder, node: Node, loc: Loc) -> Any:
     if isinstance(node, SequenceNode):
         items = []
         for index, item in enumerate(node.value):
-            out.positions[(*loc, index)] = Position(file, _mark_line(item))
+            positions[(*loc, index)] = Position(file, _mark_line(item))
             items.append(b.build(item, (*loc, index)))
         return items
     if isinstance(node, ScalarNode):
@@ -223,6 +277,7 @@ class _EventBuilder:
 
     b: _Builder
     events: Any  # iterator of yaml events
+    record: bool  # positions too (else every loc is the base's: errors go the compose way)
     known: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def tagged(self, event: Any, loc: Loc) -> tuple[str, Any]:
@@ -255,7 +310,7 @@ class _EventBuilder:
         raise _NotPlain
 
     def mapping(self, loc: Loc, depth: int) -> dict[str, Any]:
-        positions, file, events, result = self.b.out.positions, self.b.file, self.events, {}
+        positions, file, events, result = self.b.positions, self.b.file, self.events, {}
         while type(event := next(events)) is not MappingEndEvent:
             if type(event) is not ScalarEvent or event.anchor is not None:
                 raise _NotPlain
@@ -268,8 +323,10 @@ class _EventBuilder:
                 key = str(key)
             if key in result:
                 raise _NotPlain
-            here = (*loc, key)
-            positions[here] = Position(file, _event_line(event))
+            here = loc
+            if self.record:
+                here = (*loc, key)
+                positions[here] = Position(file, _event_line(event))
             event = next(events)
             if key in RAW_TEXT_KEYS and type(event) is ScalarEvent:
                 if event.anchor is not None:
@@ -280,19 +337,21 @@ class _EventBuilder:
         return result
 
     def sequence(self, loc: Loc, depth: int) -> list[Any]:
-        positions, file, events = self.b.out.positions, self.b.file, self.events
+        positions, file, events, record = self.b.positions, self.b.file, self.events, self.record
         items: list[Any] = []
         while type(event := next(events)) is not SequenceEndEvent:
-            here = (*loc, len(items))
-            positions[here] = Position(file, _event_line(event))
+            here = loc
+            if record:
+                here = (*loc, len(items))
+                positions[here] = Position(file, _event_line(event))
             items.append(self.value(event, here, depth + 1))
         return items
 
 
-def _from_events(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
-    """The plain document's value, its positions added to `out`; _NotPlain otherwise (and on
-    any error, which the compose path then reports)."""
-    positions = SourceMap()
+def _from_events(text: str, file: Path, out: dict[Loc, Position] | None, base: Loc) -> Any:
+    """The plain document's value, its positions added to `out` unless None; _NotPlain
+    otherwise (and on any error, which the compose path then reports)."""
+    positions: dict[Loc, Position] = {}
     events = iter(yaml.parse(text, Loader=LOADER))
     try:
         next(events)  # StreamStartEvent
@@ -300,7 +359,9 @@ def _from_events(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
         if isinstance(event, yaml.StreamEndEvent):
             return None
         root = next(events)
-        builder = _EventBuilder(_Builder(file, positions, MIN_NODE_BUDGET), events)
+        builder = _EventBuilder(
+            _Builder(file, positions, MIN_NODE_BUDGET), events, record=out is not None
+        )
         value = builder.value(root, base, 1)
         if not isinstance(next(events), yaml.DocumentEndEvent) or not isinstance(
             next(events), yaml.StreamEndEvent
@@ -308,20 +369,27 @@ def _from_events(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
             raise _NotPlain  # a second document: compose says so
     except (yaml.YAMLError, YamlError, StopIteration) as exc:
         raise _NotPlain from exc
-    out.positions.setdefault(base, Position(file, _event_line(root)))
-    out.positions.update(positions.positions)
+    if out is not None:
+        out.setdefault(base, Position(file, _event_line(root)))
+        out.update(positions)
     return value
 
 
 def load_yaml(text: str, file: Path, out: SourceMap, base: Loc = ()) -> Any:
-    """Parse one document, recording positions under `base`; raises YamlError."""
+    """Parse one document, its positions under `base` left to `out`; raises YamlError."""
+    value = _load(text, file, None, base)
+    out.defer(text, file, base)
+    return value
+
+
+def _load(text: str, file: Path, out: dict[Loc, Position] | None, base: Loc) -> Any:
     try:
         return _from_events(text, file, out, base)
     except _NotPlain:
-        return _from_nodes(text, file, out, base)
+        return _from_nodes(text, file, {} if out is None else out, base)
 
 
-def _from_nodes(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
+def _from_nodes(text: str, file: Path, out: dict[Loc, Position], base: Loc) -> Any:
     """`compose`, then values from the nodes: any document, and every error placed."""
     try:
         try:
@@ -352,6 +420,6 @@ def _from_nodes(text: str, file: Path, out: SourceMap, base: Loc) -> Any:
         raise YamlError(Position(file, 0), base, f"YAML syntax error: {exc}") from None
     if node is None:
         return None
-    out.positions.setdefault(base, Position(file, _mark_line(node)))
+    out.setdefault(base, Position(file, _mark_line(node)))
     builder = _Builder(file, out, max(MIN_NODE_BUDGET, EXPANSION * events))
     return builder.build(node, base)
