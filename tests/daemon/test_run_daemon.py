@@ -88,3 +88,40 @@ def test_a_bad_configuration_exits_2_naming_it(
     assert asyncio.run(run_daemon(cfg, tmp_path / "s.sock", RecordingKernel())) == 2
     err = capsys.readouterr().err
     assert "log_level" in err and str(cfg) in err, err
+
+
+def test_the_running_daemon_keeps_no_configuration_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The models of every connection (~5 KiB each) are done with once the specs are built;
+    run_daemon's frame lives as long as the daemon, and held the first ones (issue 15)."""
+    import gc
+    import weakref
+
+    import xfrmctl.config
+
+    models: list[weakref.ref[object]] = []
+    real = xfrmctl.config.load_config
+
+    def load(path: Path) -> object:
+        loaded = real(path)
+        models.append(weakref.ref(loaded.model))
+        return loaded
+
+    monkeypatch.setattr(xfrmctl.config, "load_config", load)
+    sock = tmp_path / "xfrmctl.sock"
+    settings = f"  socket: {sock}\n  port: {PORT}\n  port_nat_t: {PORT + 1}\n"
+    alive: list[bool] = []
+
+    async def run() -> None:
+        task = asyncio.create_task(run_daemon(config(tmp_path, settings), None, RecordingKernel()))
+        while not sock.exists():
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.02)
+        gc.collect()
+        alive.extend(ref() is not None for ref in models)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 10) == 0
+
+    asyncio.run(run())
+    assert alive == [False]

@@ -87,9 +87,12 @@ async def run_daemon(
     except (SpecError, OSError) as exc:
         print(f"xfrmctl daemon: {exc}", file=sys.stderr)
         return 2
-    settings = loaded.settings
+    # What start-up reads, and not the models of every connection (~5 KiB each), which the
+    # specs have replaced: this frame lives as long as the daemon (issue 15).
+    settings, warnings, metrics_at = loaded.settings, loaded.warnings, _metrics_address(loaded)
+    del loaded
     _setup_logging(log_level or settings.log_level)
-    for warning in loaded.warnings:
+    for warning in warnings:
         log.warning("%s", warning)
     socket_path = socket_path or settings.socket
     daemon = Daemon(
@@ -98,6 +101,8 @@ async def run_daemon(
         (settings.port, settings.port_nat_t),
         limits=endpoint_config(settings),
     )
+    count = len(specs)
+    del specs  # a reload replaces the daemon's; this list would keep the first ones
     daemon.state_path = settings.restart_state or state_file.default_path(Path(socket_path))
     daemon.state_max_age = settings.restart_state_max_age
 
@@ -143,7 +148,7 @@ async def run_daemon(
     try:
         # IKE sockets first: a client that sees the control socket can use `up` at once.
         await daemon.start()
-        metrics.bind(_metrics_address(loaded))
+        metrics.bind(metrics_at)
         await server.start()
     except (ControlSocketError, OSError) as exc:
         log.error("cannot start: %s", exc)
@@ -151,7 +156,7 @@ async def run_daemon(
         await daemon.stop()
         await server.close()
         return 1
-    log.info("xfrmctl daemon ready: %d connections, control socket %s", len(specs), socket_path)
+    log.info("xfrmctl daemon ready: %d connections, control socket %s", count, socket_path)
     notify("READY=1\nSTATUS=running")
     await stop.wait()
     notify("STOPPING=1")
