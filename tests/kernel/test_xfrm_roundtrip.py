@@ -24,6 +24,7 @@ from pyroute2_reference import (
     socket_policy_msg,
 )
 
+from xfrmctl.kernel import types as types_module
 from xfrmctl.kernel import wire as w
 from xfrmctl.kernel.events import PolicyDeleted, SaDeleted, decode_event
 from xfrmctl.kernel.fields import get_mark, unpack_addr
@@ -552,10 +553,16 @@ def test_a_dumped_policy_printing_as_ours_is_not_decoded(monkeypatch: pytest.Mon
     def no_decoding(raw: bytes) -> Policy:
         raise AssertionError("decoded")
 
+    def no_ids(*_: object) -> None:
+        raise AssertionError("an id was built")
+
     monkeypatch.setattr(policy_ops, "decode_policy_message", no_decoding)
-    scan = PolicyScan([ours], DEFAULT_OWNERSHIP)
-    scan.add_message(policy_ops.request_message(ours))
-    assert not scan.drift([], set())
+    with monkeypatch.context() as ids:
+        # Nor is an index by PolicyId built: it was most of a reconcile's peak (issue 15).
+        ids.setattr(types_module, "PolicyId", no_ids)
+        scan = PolicyScan([ours], DEFAULT_OWNERSHIP)
+        scan.add_message(policy_ops.request_message(ours))
+        assert not scan.drift([], set())
     altered = dataclasses.replace(ours, action=Action.BLOCK)
     with pytest.raises(AssertionError, match="decoded"):
         scan.add_message(policy_ops.request_message(altered))

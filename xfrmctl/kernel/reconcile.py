@@ -12,6 +12,7 @@ how the kernel itself finds them (RFC 4301 §4.1).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -83,29 +84,43 @@ def compare_keys(
     return scan.drift(expected_sas, present)
 
 
+_PRIORITY = struct.Struct("=I")
+
+# What a print key leads to: our policy and its effect (None: not ours to own, decode), or
+# a list of them when several of ours share a slot.
+_Slot = tuple[Policy, bytes | None]
+
+
 class PolicyScan:
     """What the comparison needs of the dumped policies, taken as they stream by: whether
     each of ours is there and the same, and the foreign ones under our selectors. The rest
-    is dropped at once, so a dump of thousands of policies is never held (issue 15)."""
+    is dropped at once, so a dump of thousands of policies is never held (issue 15).
+
+    The index of ours is the reconcile's memory peak, a few hundred bytes per policy: one
+    bytes key each (identity and priority), the policy bare unless its slot is shared; the
+    index by PolicyId that decoding needs is built only once a dumped policy needs it."""
 
     def __init__(self, expected: Iterable[Policy], ownership: Ownership) -> None:
         self.ownership = ownership
-        self.expected = [(ours, ours.id) for ours in expected]  # each id built once
-        self._ours: dict[tuple[PolicyId, int], list[Policy]] = {}
-        self._ids: set[PolicyId] = set()
-        # Our policies by print and priority: a dumped policy printing as every one of ours
-        # in its slot (all owned) is settled unread.
-        self._prints: dict[tuple[bytes, int], list[tuple[Policy, bytes | None]]] = {}
-        for ours, pid in self.expected:
-            self._ours.setdefault((pid, ours.priority), []).append(ours)
-            self._ids.add(pid)
+        self.expected = tuple(expected)
+        self._prints: dict[bytes, _Slot | list[_Slot]] = {}
+        for ours in self.expected:
             raw = policy_ops.request_message(ours)
             mine = policy_print(raw, 0, len(raw))
             if mine is not None:
                 effect = mine.effect if ownership.owns_policy(ours) else None
-                self._prints.setdefault((mine.identity, mine.priority), []).append((ours, effect))
+                key = mine.identity + _PRIORITY.pack(mine.priority)
+                cur = self._prints.get(key)
+                if cur is None:
+                    self._prints[key] = (ours, effect)
+                elif isinstance(cur, list):
+                    cur.append((ours, effect))
+                else:
+                    self._prints[key] = [cur, (ours, effect)]
         self._same: dict[int, bool] = {}  # id(ours): the last dumped in its slot is the same
         self._foreign: dict[PolicyId, list[Policy]] = {}  # not ours, under one of our ids
+        self._ours: dict[tuple[PolicyId, int], list[Policy]] | None = None  # see _decoding
+        self._ids: set[PolicyId] = set()
 
     def add_message(self, raw: bytes) -> None:
         """A dumped NEWPOLICY message: compared as bytes when it prints as ours at the same
@@ -115,32 +130,45 @@ class PolicyScan:
             self.add(policy_ops.decode_policy_message(raw))
 
     def _settled(self, dumped: PolicyPrint) -> bool:
-        slot = self._prints.get((dumped.identity, dumped.priority))
-        if not slot or any(effect != dumped.effect for _, effect in slot):
-            return False  # not ours, or another effect, or not owned (effect None): decode
-        for ours, _ in slot:
+        slot = self._prints.get(dumped.identity + _PRIORITY.pack(dumped.priority))
+        if slot is None:
+            return False
+        slots = slot if isinstance(slot, list) else (slot,)
+        if any(effect != dumped.effect for _, effect in slots):
+            return False  # another effect, or not owned (effect None): decode
+        for ours, _ in slots:
             self._same[id(ours)] = True
         return True
 
+    def _decoding(self) -> tuple[dict[tuple[PolicyId, int], list[Policy]], set[PolicyId]]:
+        """Ours by (id, priority), and our ids, for policies compared decoded."""
+        if self._ours is None:
+            self._ours, self._ids = {}, set()
+            for ours in self.expected:
+                pid = ours.id
+                self._ours.setdefault((pid, ours.priority), []).append(ours)
+                self._ids.add(pid)
+        return self._ours, self._ids
+
     def add(self, p: Policy) -> None:
-        for ours in self._ours.get((p.id, p.priority), ()):
+        ours_by_slot, ids = self._decoding()
+        pid = p.id
+        for ours in ours_by_slot.get((pid, p.priority), ()):
             self._same[id(ours)] = same_policy(p, ours)
-        if p.id in self._ids and not self.ownership.owns_policy(p):
-            self._foreign.setdefault(p.id, []).append(p)
+        if pid in ids and not self.ownership.owns_policy(p):
+            self._foreign.setdefault(pid, []).append(p)
 
     def drift(self, expected_sas: Iterable[SA], present: set[SaKey]) -> Drift:
         drift = Drift()
         drift.missing_sas = [sa for sa in expected_sas if sa_key(sa) not in present]
-        for ours, pid in self.expected:
+        for ours in self.expected:
             same = self._same.get(id(ours))
             if same is None:
                 drift.missing_policies.append(ours)
             elif not same:
                 drift.altered_policies.append(ours)
-            if pid in self._foreign:
-                drift.shadows += [
-                    Shadow(ours, p) for p in self._foreign[pid] if p.priority < ours.priority
-                ]
+            if self._foreign and (theirs := self._foreign.get(ours.id)):
+                drift.shadows += [Shadow(ours, p) for p in theirs if p.priority < ours.priority]
         return drift
 
 
