@@ -32,6 +32,7 @@ from xfrmctl.daemon.starts import StartQueue
 from xfrmctl.daemon.tracing import MessageLog, tracing_wanted
 from xfrmctl.daemon.waiters import Waiter, Waiters, failure_text, offer_details
 from xfrmctl.ike import events as ev
+from xfrmctl.ike.crypto.prime import prime
 from xfrmctl.ike.engine import Datagram, EndpointConfig, IkeEndpoint
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.spec import CloseAction, ConnectionSpec, StartAction
@@ -110,6 +111,7 @@ class Daemon:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         specs = list(self.engine.specs.values())
+        prime(p for spec in specs for p in spec.ike_proposals)
         # Listen before the cleanup: a packet hitting a trap once the stale SAs are gone raises
         # an ACQUIRE that would otherwise be lost, stalling the flow for the kernel's 30 s.
         await self.kernel.open_events()
@@ -145,6 +147,7 @@ class Daemon:
                         log.error("%s/%s: cannot install trap: %s", spec.name, child.name, exc)
 
     async def apply_start_actions(self, specs: list[ConnectionSpec]) -> None:
+        prime(p for spec in specs for p in spec.ike_proposals)  # a reload's new algorithms
         await self.install_traps(specs)
         self.initiate_starts(specs)
 

@@ -242,6 +242,11 @@ def _build(group: KeId | int, private: bytes | None) -> KeyExchange:
     raise UnsupportedAlgorithm(f"key exchange group {name_of(KeId, group)} is not supported")
 
 
+def is_modp(group: KeId | int) -> bool:
+    """A finite-field group: its key generation is a modular exponentiation of 2048+ bits."""
+    return group in _MODP_PRIMES
+
+
 def supported_groups() -> frozenset[KeId]:
     return frozenset((*_MODP_PRIMES, *_CURVES, KeId.CURVE25519, KeId.CURVE448))
 
