@@ -206,3 +206,26 @@ def test_start_action_needs_a_peer_address(write: Write) -> None:
 def test_bad_connection_name(write: Write) -> None:
     error = one_error(write, "connections:\n  a/b: {}\n")
     assert "xfrmctl.yaml:2: connections.a/b: name 'a/b' must start with" in error
+
+
+def test_one_problem_across_a_fleet_is_counted_not_repeated(write: Write) -> None:
+    """A world-readable secrets file shared by many connections: the daemon's and `reload`'s
+    text shows it three times and counts the rest; `issues` (and `xfrmctl check`) keep all."""
+    from xfrmctl.config import ConfigError, load_config
+
+    write("shared.psk", "k", 0o644)
+    conns = "".join(
+        f"  c{i}: {{local: {{auth: psk}}, remote: {{auth: psk}}, psk_file: shared.psk}}\n"
+        for i in range(10)
+    )
+    main = write("xfrmctl.yaml", "connections:\n" + conns)
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    assert len(info.value.errors) == 10
+    lines = str(info.value).splitlines()
+    assert [line.split(": ", 2)[1] for line in lines[:3]] == [
+        f"connections.c{i}.psk_file" for i in range(3)
+    ]
+    assert lines[3].startswith("... and 7 more places with the same problem (psk_file ")
+    assert lines[3].endswith("`xfrmctl check` lists every one") and len(lines) == 4
+    assert len(errors_of(main)) == 10

@@ -38,13 +38,35 @@ class ConfigIssue:
         return f"{self.position}: {level}{key}{self.message}"
 
 
+# The same problem (one message text) is shown this many times in a ConfigError's text, then
+# counted: one secrets file shared by a fleet of 1000 connections is one problem, and the
+# daemon and `reload` are not where to list it 1000 times (`xfrmctl check` lists every one).
+SHOWN_PER_PROBLEM = 3
+
+
+def summary(errors: list[ConfigIssue]) -> str:
+    """Each error on a line, a problem repeated past SHOWN_PER_PROBLEM counted instead."""
+    seen: dict[str, int] = {}
+    lines = []
+    for issue in errors:
+        seen[issue.message] = seen.get(issue.message, 0) + 1
+        if seen[issue.message] <= SHOWN_PER_PROBLEM:
+            lines.append(str(issue))
+    for message, count in seen.items():
+        if count > SHOWN_PER_PROBLEM:
+            lines.append(
+                f"... and {count - SHOWN_PER_PROBLEM} more places with the same problem "
+                f"({message.split(';')[0]}): `xfrmctl check` lists every one"
+            )
+    return "\n".join(lines)
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; `issues` holds every error found (and the warnings)."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
-        errors = [i for i in issues if not i.warning]
-        super().__init__("\n".join(str(i) for i in errors))
+        super().__init__(summary([i for i in issues if not i.warning]))
 
     @property
     def errors(self) -> list[ConfigIssue]:
