@@ -10,7 +10,7 @@ import ipaddress
 
 from glue_helpers import A, B, FakeKernel, glue_on, ready
 
-from xfrmctl.daemon import xfrm_glue
+from xfrmctl.daemon import xfrm_records
 from xfrmctl.daemon.xfrm_glue import XfrmGlue
 from xfrmctl.ike.iana import ProtocolId
 from xfrmctl.ike.payloads import TrafficSelector
@@ -84,7 +84,7 @@ def test_indexes_follow_traps_children_rekeys_and_removals() -> None:
 def test_a_selector_range_becomes_its_smallest_covering_prefix() -> None:
     def net(start: str, end: str) -> str:
         ts = TrafficSelector(ipaddress.ip_address(start), ipaddress.ip_address(end))
-        return str(xfrm_glue._network(ts))
+        return str(xfrm_records.network_of(ts))
 
     assert net("10.1.0.0", "10.1.255.255") == "10.1.0.0/16"
     assert net("10.1.0.7", "10.1.0.7") == "10.1.0.7/32"

@@ -12,7 +12,8 @@ from typing import Any
 
 from glue_helpers import FakeKernel, glue_on, ready
 
-from xfrmctl.daemon.xfrm_glue import REQID_BASE, policy_priority
+from xfrmctl.daemon.xfrm_glue import REQID_BASE
+from xfrmctl.daemon.xfrm_records import policy_priority
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.kernel.types import Dir, Selector
 

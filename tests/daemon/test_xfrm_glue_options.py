@@ -179,13 +179,13 @@ def test_volume_and_time_lifetimes_reach_both_sas() -> None:
 def test_in_and_fwd_policies_share_one_template_tuple(compress: bool) -> None:
     """Memory (issue 15): the templates are made once per direction, fwd's being in's, and
     are the ones each direction needs (IPComp's optional outside the outbound policy)."""
-    from xfrmctl.daemon.xfrm_glue import _policies
+    from xfrmctl.daemon.xfrm_records import policies_for
     from xfrmctl.kernel.types import Mode as KMode
     from xfrmctl.kernel.types import Proto, Selector
 
     local, remote = ip_address("192.0.2.1"), ip_address("192.0.2.2")
     sels = [Selector.of("10.1.0.0/16", "10.2.0.0/16"), Selector.of("10.1.0.0/16", "10.3.0.0/16")]
-    pols = _policies(sels, KMode.TUNNEL, Proto.ESP, 7, local, remote, KernelOptions(), compress)
+    pols = policies_for(sels, KMode.TUNNEL, Proto.ESP, 7, local, remote, KernelOptions(), compress)
     by_dir = {d: [p for p in pols if p.dir == d] for d in (Dir.IN, Dir.FWD, Dir.OUT)}
     inbound = by_dir[Dir.IN][0].templates
     assert all(p.templates is inbound for p in by_dir[Dir.IN] + by_dir[Dir.FWD])

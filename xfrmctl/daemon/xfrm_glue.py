@@ -13,7 +13,6 @@ peer's DELETE always finishes.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,10 +32,19 @@ from xfrmctl.daemon.kernel_glue import (
 )
 from xfrmctl.daemon.offload import fall_back, offload_device
 from xfrmctl.daemon.transforms import sa_algorithms
+from xfrmctl.daemon.xfrm_records import (
+    kept_record,
+    kernel_mode,
+    kernel_proto,
+    policies_for,
+    replace_ports,
+    selector_of,
+    spec_selector,
+    state_flags,
+    traffic_selector,
+)
 from xfrmctl.ike.events import ChildSaReady
-from xfrmctl.ike.iana import ProtocolId
-from xfrmctl.ike.payloads import TrafficSelector
-from xfrmctl.ike.spec import ChildSpec, ConnectionSpec, IPAddress, KernelOptions, Mode, TsSpec
+from xfrmctl.ike.spec import ChildSpec, ConnectionSpec
 from xfrmctl.ike.spec import Offload as OffloadMode
 from xfrmctl.kernel import events as kev
 from xfrmctl.kernel import reconcile as drift
@@ -45,21 +53,15 @@ from xfrmctl.kernel import transaction as tx
 from xfrmctl.kernel.bypass import bypass_socket
 from xfrmctl.kernel.errors import XfrmError
 from xfrmctl.kernel.links import Device
-from xfrmctl.kernel.messages import STATE_AF_UNSPEC, STATE_ALIGN4
 from xfrmctl.kernel.socket import Connection
 from xfrmctl.kernel.transaction import DEFAULT_OWNERSHIP, ChildSA
 from xfrmctl.kernel.types import (
     SA,
-    Dir,
     Encap,
     Lifetime,
     Offload,
     Policy,
     PolicyId,
-    Proto,
-    Selector,
-    Template,
-    host_network,
 )
 from xfrmctl.kernel.types import Mode as KMode
 
@@ -67,151 +69,10 @@ log = logging.getLogger("xfrmctl.kernel")
 
 REQID_BASE = DEFAULT_OWNERSHIP.base  # the kernel layer's one definition of "ours"
 REQID_SPAN = DEFAULT_OWNERSHIP.size
-PRIORITY = 0x3000  # below what admins use for bypass rules (lower = preferred)
-
-
-def policy_priority(sel: Selector) -> int:
-    """Narrower selectors first, so a Child SA narrowed inside a wider one (a /32 child under
-    a /24 trap, or two configs nesting) takes its own traffic whatever the install order:
-    the kernel takes the first match among equal priorities. Then ports, then a protocol."""
-    bits = sel.src.max_prefixlen + sel.dst.max_prefixlen
-    width = bits - sel.src.prefixlen - sel.dst.prefixlen  # 0 .. 256
-    return PRIORITY + (width << 2) + (0 if sel.sport or sel.dport else 2) + (0 if sel.proto else 1)
 
 
 def ours(reqid: int) -> bool:
     return DEFAULT_OWNERSHIP.owns_reqid(reqid)
-
-
-def _network(ts: TrafficSelector) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    # A range that is not one prefix is widened to the smallest covering prefix.
-    if ts.start == ts.end:
-        return host_network(ts.start)  # the usual road warrior's: shares the engine's address
-    net: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network(ts.start)
-    # Not broadcast_address (nor num_addresses, which reads it): a cached property that gives
-    # every network a __dict__, and our Selectors keep thousands of networks.
-    while int(ts.end) >= int(net.network_address) + (1 << (net.max_prefixlen - net.prefixlen)):
-        net = net.supernet()
-    return net
-
-
-def _port(start: int, end: int) -> int:
-    return start if start == end else 0
-
-
-def _selector(local: TrafficSelector, remote: TrafficSelector) -> Selector:
-    proto = local.ip_proto or remote.ip_proto
-    return Selector(
-        _network(local),
-        _network(remote),
-        proto,
-        _port(local.start_port, local.end_port),
-        _port(remote.start_port, remote.end_port),
-    )
-
-
-def _spec_selector(local: TsSpec, remote: TsSpec) -> Selector:
-    return _selector(local.to_selector(), remote.to_selector())
-
-
-def _mode(mode: Mode) -> KMode:
-    return KMode.TUNNEL if mode == Mode.TUNNEL else KMode.TRANSPORT
-
-
-def _proto(protocol: ProtocolId) -> Proto:
-    return Proto.AH if protocol == ProtocolId.AH else Proto.ESP
-
-
-def _state_flags(mode: KMode, proto: Proto, src: IPAddress) -> int:
-    """XFRM_STATE_* flags as strongSwan sets them.
-
-    AF_UNSPEC: a tunnel may carry the other family inside (IPv4 over IPv6 and back); without
-    it the kernel gives the SA a selector of the outer family. ALIGN4: AH over IPv4 pads its
-    header to 32 bits (RFC 4302 §2.6); Linux pads to 64 by default, and a peer that aligns to
-    32 bits drops every packet.
-    """
-    flags = STATE_AF_UNSPEC if mode == KMode.TUNNEL else 0
-    if proto == Proto.AH and src.version == 4:
-        flags |= STATE_ALIGN4
-    return flags
-
-
-def _policies(
-    selectors: list[Selector],
-    mode: KMode,
-    proto: Proto,
-    reqid: int,
-    local: IPAddress,
-    remote: IPAddress,
-    options: KernelOptions,
-    compress: bool = False,
-) -> list[Policy]:
-    """in (and fwd in tunnel mode) with `if_id_in` and `mark_in`, out with `if_id_out` and
-    `mark_out` (swanctl); `compress` puts an IPComp template before the ESP/AH one."""
-    out: list[Policy] = []
-    if_in, if_out = options.if_id_in, options.if_id_out
-    mark_in, mark_out = ipcomp.mark(options.mark_in), ipcomp.mark(options.mark_out)
-    tunnel = mode == KMode.TUNNEL
-
-    def tmpl(direction: Dir) -> tuple[Template, ...]:
-        ends = (local, remote) if direction == Dir.OUT else (remote, local)
-        return ipcomp.templates(proto, mode, reqid, ends if tunnel else None, direction, compress)
-
-    # One tuple of templates per direction, shared by every selector's policies (fwd's are
-    # in's): thousands of Child SAs hold them.
-    inbound, outbound = tmpl(Dir.IN), tmpl(Dir.OUT)
-    for sel in selectors:
-        reverse = Selector(sel.dst, sel.src, sel.proto, sel.dport, sel.sport)
-        priority = policy_priority(reverse)
-        for direction in (Dir.IN, Dir.FWD) if tunnel else (Dir.IN,):
-            out.append(
-                Policy(reverse, direction, inbound, priority=priority, mark=mark_in, if_id=if_in)
-            )
-        out.append(
-            Policy(
-                sel,
-                Dir.OUT,
-                outbound,
-                priority=policy_priority(sel),
-                mark=mark_out,
-                if_id=if_out,
-            )
-        )
-    return out
-
-
-def _slim(sa: SA | None) -> SA | None:
-    """An installed SA as the glue keeps it: what names it to the kernel (removal, counters,
-    drift), its reqid and offload; not its keys, algorithms and lifetimes (issue 15)."""
-    if sa is None:
-        return None
-    return SA(
-        src=sa.src,
-        dst=sa.dst,
-        spi=sa.spi,
-        proto=sa.proto,
-        mode=sa.mode,
-        reqid=sa.reqid,
-        mark=sa.mark,
-        if_id=sa.if_id,
-        offload=sa.offload,
-        flags=sa.flags,
-    )
-
-
-def _kept(child: ChildSA) -> ChildSA:
-    """What the glue keeps of a pair once every SA of it is in: its SAs slimmed, its
-    policies whole (a removal restores them, a reconcile compares them). The keys stay in
-    the ChildSaReady the daemon keeps, and `XfrmGlue._full` rebuilds an SA from it."""
-    inbound, outbound = _slim(child.inbound), _slim(child.outbound)
-    assert inbound is not None and outbound is not None
-    return replace(
-        child,
-        inbound=inbound,
-        outbound=outbound,
-        comp_in=_slim(child.comp_in),
-        comp_out=_slim(child.comp_out),
-    )
 
 
 class XfrmGlue(KernelGlue):
@@ -270,11 +131,11 @@ class XfrmGlue(KernelGlue):
         if not spec.local_addrs or not spec.remote_addrs:
             raise XfrmError(f"{spec.name}/{child.name}: trap needs local and remote addresses")
         kreqid = self._reqid(reqid)
-        selectors = [_spec_selector(lt, rt) for lt in child.local_ts for rt in child.remote_ts]
-        policies = _policies(
+        selectors = [spec_selector(lt, rt) for lt in child.local_ts for rt in child.remote_ts]
+        policies = policies_for(
             selectors,
-            _mode(child.mode),
-            _proto(child.protocol),
+            kernel_mode(child.mode),
+            kernel_proto(child.protocol),
             kreqid,
             spec.local_addrs[0],
             spec.remote_addrs[0],
@@ -343,12 +204,12 @@ class XfrmGlue(KernelGlue):
             sa_in = sa_out = SA(src=ready.remote, dst=ready.local, spi=ready.spi_in)
         else:
             sa_in, sa_out = self._sas(ready, reqid, offload)
-        comp_in, comp_out = ipcomp.comp_sas(ready, _mode(ready.mode), reqid)
-        selectors = [_selector(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
-        policies = _policies(
+        comp_in, comp_out = ipcomp.comp_sas(ready, kernel_mode(ready.mode), reqid)
+        selectors = [selector_of(lt, rt) for lt in ready.local_ts for rt in ready.remote_ts]
+        policies = policies_for(
             selectors,
-            _mode(ready.mode),
-            _proto(ready.protocol),
+            kernel_mode(ready.mode),
+            kernel_proto(ready.protocol),
             reqid,
             ready.local,
             ready.remote,
@@ -359,7 +220,7 @@ class XfrmGlue(KernelGlue):
 
     def _sas(self, r: ChildSaReady, reqid: int, offload: int | None) -> tuple[SA, SA]:
         """The ESP/AH pair; under IPComp in transport mode (the IPComp SA does the tunnel)."""
-        mode, proto = _mode(r.mode), _proto(r.protocol)
+        mode, proto = kernel_mode(r.mode), kernel_proto(r.protocol)
         if ipcomp.uses_ipcomp(r):
             mode = KMode.TRANSPORT
         lt = r.lifetimes
@@ -423,7 +284,7 @@ class XfrmGlue(KernelGlue):
                     if_id=if_id,
                     mark=marks[inbound],
                     offload=None if offload is None else Offload(offload, inbound, packet),
-                    flags=_state_flags(mode, proto, src),
+                    flags=state_flags(mode, proto, src),
                 )
             )
         return sas[0], sas[1]
@@ -434,7 +295,7 @@ class XfrmGlue(KernelGlue):
         present = {(sa.dst, sa.spi, sa.proto): sa async for sa in ksa.dump_sas(self.conn)}
         found: set[int] = set()
         for r in readies:
-            reqid, proto = self._reqid(r.reqid), _proto(r.protocol)
+            reqid, proto = self._reqid(r.reqid), kernel_proto(r.protocol)
             sa_in = present.get((r.local, r.spi_in, proto))
             sa_out = present.get((r.remote, r.spi_out, proto))
             if sa_in is None or sa_out is None or sa_in.reqid != reqid or sa_out.reqid != reqid:
@@ -461,7 +322,7 @@ class XfrmGlue(KernelGlue):
             await self.interfaces.release(holder)
             raise
         # A pair whose outbound SA waits keeps it whole until `install_outbound`.
-        self._children[ready.spi_in] = _kept(child) if outbound else child
+        self._children[ready.spi_in] = kept_record(child) if outbound else child
         if not outbound:
             self._no_outbound.add(ready.spi_in)
         self.offloaded[ready.spi_in] = device.name if device and child.inbound.offload else ""
@@ -487,7 +348,7 @@ class XfrmGlue(KernelGlue):
         await tx.install_outbound(self.conn, child)
         self._no_outbound.discard(ready.spi_in)
         if kept is not None and ready.spi_in in self._children:
-            self._children[ready.spi_in] = _kept(child)
+            self._children[ready.spi_in] = kept_record(child)
 
     async def remove_child(self, ready: ChildSaReady, inbound: bool = True) -> None:
         await self._open()
@@ -546,7 +407,7 @@ class XfrmGlue(KernelGlue):
         for sa in (sa_in, sa_out):
             await ksa.update_sa(self.conn, sa)
         updated = replace(full, inbound=sa_in, outbound=sa_out)
-        self._children[ready.spi_in] = updated if full is child else _kept(updated)
+        self._children[ready.spi_in] = updated if full is child else kept_record(updated)
 
     def _full(self, ready: ChildSaReady, kept: ChildSA) -> ChildSA:
         """`kept` with its SAs whole: as kept when they are (adopted from the kernel, or an
@@ -639,8 +500,8 @@ class XfrmGlue(KernelGlue):
                         continue
                     sel = event.selector
                     ts = (
-                        _ts(sel.src, sel.proto, sel.sport),
-                        _ts(sel.dst, sel.proto, sel.dport),
+                        traffic_selector(sel.src, sel.proto, sel.sport),
+                        traffic_selector(sel.dst, sel.proto, sel.dport),
                     )
                     yield KernelEvent("acquire", reqid=reqid, traffic_selectors=ts, detail=f"{sel}")
                 elif isinstance(event, kev.Expire):
@@ -733,15 +594,3 @@ class XfrmGlue(KernelGlue):
     async def repair_policies(self, policies: tuple[Policy, ...]) -> None:
         await self._open()
         await tx.install_policies(self.conn, policies)
-
-
-def replace_ports(encap: Encap | None, sport: int, dport: int) -> Encap:
-    return Encap(sport, dport) if encap is None else replace(encap, sport=sport, dport=dport)
-
-
-def _ts(
-    net: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int, port: int
-) -> TrafficSelector:
-    network = net
-    lo, hi = (port, port) if port else (0, 65535)
-    return TrafficSelector(network.network_address, network.broadcast_address, proto, lo, hi)
