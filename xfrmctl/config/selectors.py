@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
-from xfrmctl.kernel.types import compact
+from xfrmctl.kernel.types import compact, host_network
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,8 +89,48 @@ def _ports(text: str, proto: str, original: str) -> tuple[int, int]:
     return start, end
 
 
+# Within `parsed_once()`, each selector text is parsed once: a load validates every selector
+# and then builds the specs from the same texts (issue 15: a quarter of a fleet's reload).
+_ONCE: ContextVar[dict[str, Selector] | None] = ContextVar("selectors_parsed_once", default=None)
+
+
+@contextmanager
+def parsed_once() -> Iterator[None]:
+    """Parse each selector text once within (one configuration load); Selectors are values."""
+    token = _ONCE.set({})
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
 def parse_selector(text: str) -> Selector:
     """Parse one selector; ValueError names the selector and the bad part."""
+    memo = _ONCE.get()
+    if memo is None:
+        return _parse(text)
+    found = memo.get(text)
+    if found is None:
+        found = memo[text] = _parse(text)
+    return found
+
+
+def _host(text: str) -> IPNetwork | None:
+    """`text` as a one-address network if it is one (an address, or one with its /32 or
+    /128): what `compact(ip_network(text))` gives, without building the stdlib network."""
+    addr, slash, prefix = text.partition("/")
+    if slash and prefix not in ("32", "128"):
+        return None
+    try:
+        address = ipaddress.ip_address(addr)
+    except ValueError:
+        return None  # the full parse says what is wrong
+    if slash and int(prefix) != address.max_prefixlen:
+        return None
+    return host_network(address)
+
+
+def _parse(text: str) -> Selector:
     match = _TS_RE.match(text.strip())
     if not match:
         raise ValueError(f"traffic selector {text!r} is not PREFIX or PREFIX[PROTO/PORT]")
@@ -97,7 +140,7 @@ def parse_selector(text: str) -> Selector:
         network = None
     else:
         try:
-            network = compact(ipaddress.ip_network(net_text, strict=True))
+            network = _host(net_text) or compact(ipaddress.ip_network(net_text, strict=True))
         except ValueError as exc:
             detail = str(exc)
             if "host bits set" in detail:

@@ -19,6 +19,7 @@ daemon's RSS keeps (issue 15).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,7 @@ class _EventBuilder:
     """Plain values straight from the event stream, as `_build` makes them from nodes."""
 
     b: _Builder
-    events: Any  # iterator of yaml events
+    next_event: Callable[[], Any]  # the parser's get_event: the next event, None past the end
     record: bool  # positions too (else every loc is the base's: errors go the compose way)
     known: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
@@ -310,8 +311,8 @@ class _EventBuilder:
         raise _NotPlain
 
     def mapping(self, loc: Loc, depth: int) -> dict[str, Any]:
-        positions, file, events, result = self.b.positions, self.b.file, self.events, {}
-        while type(event := next(events)) is not MappingEndEvent:
+        positions, file, next_event, result = self.b.positions, self.b.file, self.next_event, {}
+        while type(event := next_event()) is not MappingEndEvent:
             if type(event) is not ScalarEvent or event.anchor is not None:
                 raise _NotPlain
             tag, key = self.tagged(event, loc)
@@ -327,7 +328,7 @@ class _EventBuilder:
             if self.record:
                 here = (*loc, key)
                 positions[here] = Position(file, _event_line(event))
-            event = next(events)
+            event = next_event()
             if key in RAW_TEXT_KEYS and type(event) is ScalarEvent:
                 if event.anchor is not None:
                     raise _NotPlain
@@ -337,9 +338,9 @@ class _EventBuilder:
         return result
 
     def sequence(self, loc: Loc, depth: int) -> list[Any]:
-        positions, file, events, record = self.b.positions, self.b.file, self.events, self.record
-        items: list[Any] = []
-        while type(event := next(events)) is not SequenceEndEvent:
+        positions, file, record = self.b.positions, self.b.file, self.record
+        next_event, items = self.next_event, list[Any]()
+        while type(event := next_event()) is not SequenceEndEvent:
             here = loc
             if record:
                 here = (*loc, len(items))
@@ -352,23 +353,30 @@ def _from_events(text: str, file: Path, out: dict[Loc, Position] | None, base: L
     """The plain document's value, its positions added to `out` unless None; _NotPlain
     otherwise (and on any error, which the compose path then reports)."""
     positions: dict[Loc, Position] = {}
-    events = iter(yaml.parse(text, Loader=LOADER))
+    # The parser's own get_event, not yaml.parse's generator around check_event/get_event: a
+    # fleet's file is tens of thousands of events, and the wrapper cost as much as the C
+    # parser under the lab's emulation (issue 15). Past the end it returns None, which no
+    # step below accepts (AttributeError, TypeError: the compose path then says why).
+    parser = LOADER(text)
+    next_event: Callable[[], Any] = parser.get_event
     try:
-        next(events)  # StreamStartEvent
-        event = next(events)
+        next_event()  # StreamStartEvent
+        event = next_event()
         if isinstance(event, yaml.StreamEndEvent):
             return None
-        root = next(events)
+        root = next_event()
         builder = _EventBuilder(
-            _Builder(file, positions, MIN_NODE_BUDGET), events, record=out is not None
+            _Builder(file, positions, MIN_NODE_BUDGET), next_event, record=out is not None
         )
         value = builder.value(root, base, 1)
-        if not isinstance(next(events), yaml.DocumentEndEvent) or not isinstance(
-            next(events), yaml.StreamEndEvent
+        if not isinstance(next_event(), yaml.DocumentEndEvent) or not isinstance(
+            next_event(), yaml.StreamEndEvent
         ):
             raise _NotPlain  # a second document: compose says so
-    except (yaml.YAMLError, YamlError, StopIteration) as exc:
+    except (yaml.YAMLError, YamlError, AttributeError, TypeError) as exc:
         raise _NotPlain from exc
+    finally:
+        parser.dispose()
     if out is not None:
         out.setdefault(base, Position(file, _event_line(root)))
         out.update(positions)

@@ -46,12 +46,14 @@ def _setup_logging(level: str) -> None:
 
 def _load(config_path: Path) -> tuple[list[ConnectionSpec], LoadedConfig]:
     from xfrmctl.config import ConfigError, load_config
+    from xfrmctl.config.selectors import parsed_once
 
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        raise SpecError(str(exc)) from None
-    return build_specs(loaded), loaded
+    with parsed_once():  # validation and the specs read the same selectors
+        try:
+            loaded = load_config(config_path)
+        except ConfigError as exc:
+            raise SpecError(str(exc)) from None
+        return build_specs(loaded), loaded
 
 
 def _metrics_address(loaded: LoadedConfig) -> tuple[str, int] | None:
