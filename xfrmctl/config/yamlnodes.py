@@ -118,13 +118,19 @@ class SourceMap:
 
     def file_of(self, loc: Loc, default: Path) -> Path:
         """The file that wrote `loc` (`find(loc).file`, without recording any position)."""
-        if len(loc) > 1 and loc[0] == "connections" and isinstance(loc[1], str):
-            return self._files.get(loc[1], default)
-        return default
+        name = _connection(loc)
+        return default if name is None else self._files.get(name, default)
+
+
+def _connection(loc: Loc) -> str | None:
+    """The connection `loc` lies in, if any."""
+    if len(loc) > 1 and loc[0] == "connections" and isinstance(loc[1], str):
+        return loc[1]
+    return None
 
 
 def _named(loc: Loc, names: frozenset[str]) -> bool:
-    return len(loc) > 1 and loc[0] == "connections" and loc[1] in names
+    return _connection(loc) in names
 
 
 class YamlError(ValueError):
@@ -339,7 +345,8 @@ class _EventBuilder:
 
     def sequence(self, loc: Loc, depth: int) -> list[Any]:
         positions, file, record = self.b.positions, self.b.file, self.record
-        next_event, items = self.next_event, list[Any]()
+        next_event = self.next_event
+        items: list[Any] = []
         while type(event := next_event()) is not SequenceEndEvent:
             here = loc
             if record:
@@ -354,9 +361,10 @@ def _from_events(text: str, file: Path, out: dict[Loc, Position] | None, base: L
     otherwise (and on any error, which the compose path then reports)."""
     positions: dict[Loc, Position] = {}
     # The parser's own get_event, not yaml.parse's generator around check_event/get_event: a
-    # fleet's file is tens of thousands of events, and the wrapper cost as much as the C
-    # parser under the lab's emulation (issue 15). Past the end it returns None, which no
-    # step below accepts (AttributeError, TypeError: the compose path then says why).
+    # fleet's file is tens of thousands of events, each a generator resume and two calls more
+    # (issue 15: YAML time -5% on the host, -15% profiled in the lab guest). Past the end it
+    # returns None, which no step below accepts (AttributeError, TypeError: the compose path
+    # then says why).
     parser = LOADER(text)
     next_event: Callable[[], Any] = parser.get_event
     try:

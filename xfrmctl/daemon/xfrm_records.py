@@ -169,6 +169,5 @@ def replace_ports(encap: Encap | None, sport: int, dport: int) -> Encap:
 def traffic_selector(
     net: ipaddress.IPv4Network | ipaddress.IPv6Network, proto: int, port: int
 ) -> TrafficSelector:
-    network = net
     lo, hi = (port, port) if port else (0, 65535)
-    return TrafficSelector(network.network_address, network.broadcast_address, proto, lo, hi)
+    return TrafficSelector(net.network_address, net.broadcast_address, proto, lo, hi)
