@@ -175,51 +175,78 @@ def child(n: int = 1, reqid: int | None = None) -> tx.ChildSA:
     )
 
 
+def kernel_and_child() -> tuple[FakeKernel, tx.ChildSA]:
+    """A Child SA whose inbound SPI the kernel allocated (a larval state), and that kernel."""
+    k = FakeKernel()
+    c = child()
+    k.larval.add(c.inbound.id)
+    return k, c
+
+
+def trap_under(k: FakeKernel, c: tx.ChildSA) -> Policy:
+    """A trap policy in the kernel where `c`'s inbound policy goes."""
+    trap_in = Policy(c.policies[1].selector, Dir.IN, (Template(reqid=OWN.reqid(1)),), priority=7)
+    k.policies[trap_in.id] = trap_in
+    return trap_in
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_install_order_two_round_trips() -> None:
-    k = FakeKernel()
-    c = child()
-    k.larval.add(c.inbound.id)
+def test_install_in_order_in_one_round_trip() -> None:
+    k, c = kernel_and_child()
     run(tx.install_child(k, c))  # type: ignore[arg-type]
     assert k.batches == [
         [
             ("UPDSA", "0x1001"),
             ("NEWSA", "0x2001"),
-            ("GETPOLICY", "IN"),
-            ("GETPOLICY", "FWD"),
-            ("GETPOLICY", "OUT"),
+            ("NEWPOLICY", "IN"),
+            ("NEWPOLICY", "FWD"),
+            ("NEWPOLICY", "OUT"),
         ],
-        [("UPDPOLICY", "IN"), ("UPDPOLICY", "FWD"), ("UPDPOLICY", "OUT")],
     ]
     assert set(k.sas) == {c.inbound.id, c.outbound.id}
     assert set(k.policies.values()) == set(c.policies)
 
 
-def test_failed_sa_rolls_back_and_never_sends_policies() -> None:
-    k = FakeKernel()
-    c = child()
-    k.larval.add(c.inbound.id)
+def test_failed_sa_takes_out_the_policies_that_went_in_after_it() -> None:
+    k, c = kernel_and_child()
     k.reject.add(c.outbound.id)
     with pytest.raises(tx.TransactionError, match="invalid request") as info:
         run(tx.install_child(k, c))  # type: ignore[arg-type]
     assert info.value.rollback_errors == []
     assert k.sas == {} and k.policies == {}
-    assert len(k.batches) == 2
-    assert k.batches[1] == [("DELSA", "0x1001")]
-    assert not any(
-        op.endswith("POLICY") and op != "GETPOLICY" for batch in k.batches for op, _ in batch
-    )
+    assert k.batches[1:] == [
+        [("DELPOLICY", "OUT"), ("DELPOLICY", "FWD"), ("DELPOLICY", "IN"), ("DELSA", "0x1001")]
+    ]
+
+
+def test_failed_sa_puts_back_a_held_policy_it_replaced() -> None:
+    k, c = kernel_and_child()
+    k.reject.add(c.outbound.id)
+    trap_in = trap_under(k, c)
+    held = {trap_in.id: trap_in}
+    with pytest.raises(tx.TransactionError):
+        run(tx.install_child(k, c, known=held.get))  # type: ignore[arg-type]
+    assert ("UPDPOLICY", "IN") in k.batches[0]
+    assert k.policies == {trap_in.id: trap_in} and k.sas == {}
+
+
+def test_a_policy_already_there_is_read_back_and_replaced() -> None:
+    """NEWPOLICY for what the caller does not hold; where the kernel has one (here a trap
+    someone else put in), its refusal makes a second round trip: the old one read back, the
+    new one in its place."""
+    k, c = kernel_and_child()
+    trap_under(k, c)
+    run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert k.batches[1:] == [[("GETPOLICY", "IN"), ("UPDPOLICY", "IN")]]
+    assert set(k.policies.values()) == set(c.policies)
 
 
 def test_failed_policy_restores_previous_trap_and_removes_sas() -> None:
-    k = FakeKernel()
-    c = child()
-    k.larval.add(c.inbound.id)
-    trap_in = Policy(c.policies[1].selector, Dir.IN, (Template(reqid=OWN.reqid(1)),), priority=7)
-    k.policies[trap_in.id] = trap_in
+    k, c = kernel_and_child()
+    trap_in = trap_under(k, c)
     out_policy = next(p for p in c.policies if p.dir == Dir.OUT)
     k.reject.add(out_policy.id)
     with pytest.raises(tx.TransactionError) as info:
@@ -227,38 +254,52 @@ def test_failed_policy_restores_previous_trap_and_removes_sas() -> None:
     assert "policy out" in str(info.value)
     assert k.sas == {}
     assert k.policies == {trap_in.id: trap_in}  # the trap is back exactly as it was
-    assert k.batches[2] == [
-        ("DELPOLICY", "FWD"),
+    # The trap was never replaced: a failure other than "already there" rolls back at once.
+    assert k.batches[1:] == [[("DELPOLICY", "FWD"), ("DELSA", "0x2001"), ("DELSA", "0x1001")]]
+
+
+def test_a_replaced_policy_is_put_back_when_a_later_step_fails() -> None:
+    k, c = kernel_and_child()
+    trap_in = trap_under(k, c)
+    out_policy = next(p for p in c.policies if p.dir == Dir.OUT)
+    k.policies[out_policy.id] = out_policy  # taken too, and its replacement refused below
+    original = k.batch
+
+    async def refuse_replacing_out(requests: Any) -> Any:
+        if len(k.batches) == 1:
+            k.reject.add(out_policy.id)
+        return await original(requests)
+
+    k.batch = refuse_replacing_out  # type: ignore[method-assign]
+    with pytest.raises(tx.TransactionError):
+        run(tx.install_child(k, c))  # type: ignore[arg-type]
+    assert k.batches[1] == [
+        ("GETPOLICY", "IN"),
+        ("GETPOLICY", "OUT"),
         ("UPDPOLICY", "IN"),
-        ("DELSA", "0x2001"),
-        ("DELSA", "0x1001"),
+        ("UPDPOLICY", "OUT"),
     ]
+    assert k.policies == {trap_in.id: trap_in, out_policy.id: out_policy}
+    assert k.sas == {}
 
 
 def test_known_policies_are_not_asked_for_and_are_what_a_rollback_restores() -> None:
-    """A rekey's policies are the caller's own: it says what it holds, so the batch carries no
-    GETPOLICY for them (one per policy, decoded in full, per rekey before) and a failed
-    install puts back the caller's version."""
-    k = FakeKernel()
-    c = child()
-    k.larval.add(c.inbound.id)
-    trap_in = Policy(c.policies[1].selector, Dir.IN, (Template(reqid=OWN.reqid(1)),), priority=7)
-    k.policies[trap_in.id] = trap_in
+    """A rekey's policies are the caller's own: it says what it holds, so they are replaced
+    in place, never read back, and a failed install puts back the caller's version."""
+    k, c = kernel_and_child()
+    trap_in = trap_under(k, c)
     held = {trap_in.id: trap_in}
     out_policy = next(p for p in c.policies if p.dir == Dir.OUT)
     k.reject.add(out_policy.id)
     with pytest.raises(tx.TransactionError):
         run(tx.install_child(k, c, known=held.get))  # type: ignore[arg-type]
-    asked = [pid for batch in k.batches for op, pid in batch if op == "GETPOLICY"]
-    assert len(asked) == len(c.policies) - 1  # all but the held one
+    assert not [pid for batch in k.batches for op, pid in batch if op == "GETPOLICY"]
     assert k.policies == {trap_in.id: trap_in}
-    assert ("UPDPOLICY", "IN") in k.batches[2]
+    assert ("UPDPOLICY", "IN") in k.batches[1]
 
 
 def test_without_replace_existing_policy_is_an_error() -> None:
-    k = FakeKernel()
-    c = child()
-    k.larval.add(c.inbound.id)
+    k, c = kernel_and_child()
     k.policies[c.policies[0].id] = c.policies[0]
     with pytest.raises(tx.TransactionError, match="policy already exists"):
         run(tx.install_child(k, c, replace_policies=False))  # type: ignore[arg-type]

@@ -1,10 +1,15 @@
-"""Install and remove whole Child SAs safely, in two netlink round-trips, with rollback.
+"""Install and remove whole Child SAs safely, in one netlink round trip, with rollback.
 
-Order: SAs first (inbound, then outbound), then policies (in, fwd, out). A policy never exists
-without the SA it needs, so nothing is sent in cleartext that should be protected and nothing
-is dropped for lack of an SA; the outbound policy comes last because it switches traffic on.
-The kernel does not stop a batch at the first error, so policies go in a second batch only
-when every SA went in, and anything that did go in is undone if a later step fails.
+Order: SAs first (inbound, then outbound), then policies (in, fwd, out), in one batch, which
+the kernel carries out in order: a policy goes in after the SA it needs, so nothing is sent in
+cleartext that should be protected and nothing is dropped for lack of an SA; the outbound
+policy comes last because it switches traffic on. The kernel does not stop a batch at the
+first error: when an SA fails, the policies that went in after it are taken out again (or put
+back as they were) with the SAs that did go in, and the caller gets the error. A policy the
+caller does not hold goes in with NEWPOLICY: where the kernel already has one there (a trap,
+someone else's), it refuses, and only then is the old one read back and replaced, in a
+second round trip. Each Child SA set up took two round trips and a GETPOLICY per policy before
+(issue 15).
 
 IPComp (RFC 3173) adds an SA per direction: each goes in just before the ESP/AH SA of its
 direction and out just after it, so the templates (comp, then esp) never miss one.
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 
 from xfrmctl.kernel import policy as policy_ops
 from xfrmctl.kernel import sa as sa_ops
-from xfrmctl.kernel.errors import NotFoundError, XfrmError
+from xfrmctl.kernel.errors import NotFoundError, ObjectExistsError, XfrmError
 from xfrmctl.kernel.socket import Connection, Request
 from xfrmctl.kernel.types import SA, Dir, Policy, PolicyId
 
@@ -103,11 +108,12 @@ async def install_children(
     outbound: bool = True,
     known: Callable[[PolicyId], Policy | None] | None = None,
 ) -> None:
-    """Install Child SAs all or nothing. `replace_policies` updates existing (e.g. trap)
-    policies in place and restores them on rollback; otherwise existing ones are an error.
-    Without `outbound` the outbound SAs are left for `install_outbound` (rekeys). `known`
-    answers what the caller installed and still holds at a policy identity: that is what a
-    rollback restores, without asking the kernel (a rekey's policies are all its own)."""
+    """Install Child SAs all or nothing. `replace_policies` replaces existing (e.g. trap)
+    policies and restores them on rollback; otherwise existing ones are an error. Without
+    `outbound` the outbound SAs are left for `install_outbound` (rekeys). `known` answers what
+    the caller installed and still holds at a policy identity: that one is replaced in place,
+    and is what a rollback restores, without asking the kernel (a rekey's policies are all
+    its own)."""
     sa_reqs: list[tuple[SA, Request]] = []
     for child in children:
         if child.comp_in is not None:
@@ -124,37 +130,55 @@ async def install_children(
     previous: list[Policy | None] = [
         known(p.id) if known is not None and replace_policies else None for p in policies
     ]
-    asked = [i for i, old in enumerate(previous) if old is None] if replace_policies else []
-    lookups = [policy_ops.get_request(policies[i].id) for i in asked]
-    await conn.batch([r for _, r in sa_reqs] + lookups)
+    pol_reqs = [
+        policy_ops.add_request(p) if old is None else policy_ops.update_request(p)
+        for p, old in zip(policies, previous, strict=True)
+    ]
+    await conn.batch([r for _, r in sa_reqs] + pol_reqs)
+    failed = _failures([r for _, r in sa_reqs])
+    if not failed and replace_policies:
+        await _replace_taken(conn, policies, pol_reqs, previous)
+    if failed := failed or _failures(pol_reqs):
+        steps = list(zip(policies, pol_reqs, previous, strict=True))
+        leftovers = await _roll_back(conn, sa_reqs, steps)
+        # "Already there" is what the other failure left unreplaced, not the cause.
+        cause = min(failed, key=lambda e: isinstance(e, ObjectExistsError))
+        raise TransactionError(f"Child SA install failed: {cause}", cause, leftovers)
 
-    def undo_sas() -> list[Request]:
-        # Larval inbound states are gone once updated; deleting the SA frees the SPI too.
-        return [sa_ops.delete_request(sa.id) for sa, r in reversed(sa_reqs) if r.ok]
 
-    if failed := _failures([r for _, r in sa_reqs]):
-        leftovers = await _undo(conn, undo_sas())
-        raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
-
-    for i, look in zip(asked, lookups, strict=True):
+async def _replace_taken(
+    conn: Connection, policies: list[Policy], pol_reqs: list[Request], previous: list[Policy | None]
+) -> None:
+    """The policies the kernel already had (NEWPOLICY: EEXIST), someone else's or a stale
+    one: each read back, for a rollback to restore, and replaced, in one round trip (the
+    kernel answers a batch in order). Not when any policy failed otherwise: that rolls back."""
+    taken = [i for i, r in enumerate(pol_reqs) if isinstance(r.error, ObjectExistsError)]
+    if not taken or len(taken) != len(_failures(pol_reqs)):
+        return
+    lookups = [policy_ops.get_request(policies[i].id) for i in taken]
+    updates = [policy_ops.update_request(policies[i]) for i in taken]
+    await conn.batch(lookups + updates)
+    for i, look, update in zip(taken, lookups, updates, strict=True):
         if look.ok and look.replies:
             previous[i] = policy_ops.decode_policy(look.replies[0])
-    make = policy_ops.update_request if replace_policies else policy_ops.add_request
-    pol_reqs = [make(p) for p in policies]
-    await conn.batch(pol_reqs)
-    if failed := _failures(pol_reqs):
-        undo: list[Request] = []
-        for pol, req, old in reversed(list(zip(policies, pol_reqs, previous, strict=True))):
-            if not req.ok:
-                continue
+        pol_reqs[i] = update
+
+
+async def _roll_back(
+    conn: Connection,
+    sa_reqs: list[tuple[SA, Request]],
+    steps: list[tuple[Policy, Request, Policy | None]],
+) -> list[XfrmError]:
+    """Undo what went in, in the reverse order: each policy back as it was (or gone), then
+    the SAs (larval inbound states are gone once updated; deleting the SA frees the SPI too)."""
+    undo: list[Request] = []
+    for pol, req, old in reversed(steps):
+        if req.ok:
             undo.append(
-                policy_ops.update_request(old)
-                if old is not None
-                else policy_ops.delete_request(pol.id)
+                policy_ops.delete_request(pol.id) if old is None else policy_ops.update_request(old)
             )
-        undo += undo_sas()
-        leftovers = await _undo(conn, undo)
-        raise TransactionError(f"Child SA install failed: {failed[0]}", failed[0], leftovers)
+    undo += [sa_ops.delete_request(sa.id) for sa, r in reversed(sa_reqs) if r.ok]
+    return await _undo(conn, undo)
 
 
 async def install_child(
