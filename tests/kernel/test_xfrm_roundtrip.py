@@ -578,3 +578,17 @@ def test_a_selector_keeps_the_hash_of_its_fields() -> None:
     assert hash(other) == hash((one.src, one.dst, 6, 0, 80, 0)) != hash(one)
     assert {one: "a", other: "b"}[Selector.of("10.1.0.0/16", "10.2.0.0/16", 6, 0, 80)] == "b"
     assert "_hash" not in repr(one) and one == Selector.of("10.1.0.0/16", "10.2.0.0/16", 6, 0, 443)
+
+
+def test_a_policy_makes_its_identity_once() -> None:
+    """The identity is made on first use and kept (issue 15): every later use gets the same
+    object, it is still that of the fields, and a policy made by `replace` has its own."""
+    sel = Selector.of("10.1.0.0/16", "10.2.0.0/16")
+    ends = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2")
+    one = Policy(sel, Dir.OUT, (Template(Proto.ESP, Mode.TUNNEL, 5, *ends),), priority=7)
+    first = one.id
+    assert one.id is first and first == PolicyId(sel, Dir.OUT, None, 0)
+    moved = dataclasses.replace(one, dir=Dir.IN, if_id=3)
+    assert moved.id == PolicyId(sel, Dir.IN, None, 3) and one.id is first
+    assert not re.search(r"\b_id=", repr(one))
+    assert one == dataclasses.replace(moved, dir=Dir.OUT, if_id=0)

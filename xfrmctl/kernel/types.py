@@ -471,6 +471,9 @@ class Policy:
     lifetime: Lifetime = Lifetime()
     flags: int = 0  # XFRM_POLICY_LOCALOK / XFRM_POLICY_ICMP
     index: int = field(default=0, compare=False)  # assigned by the kernel
+    # Every index, lookup and removal asks for the identity, several times per Child SA set
+    # up, rekeyed and removed: made once, the same object the indexes hold (issue 15).
+    _id: PolicyId | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= 0xFFFFFFFF:
@@ -478,7 +481,11 @@ class Policy:
 
     @property
     def id(self) -> PolicyId:
-        return PolicyId(self.selector, self.dir, self.mark, self.if_id)
+        pid = self._id
+        if pid is None:
+            pid = PolicyId(self.selector, self.dir, self.mark, self.if_id)
+            object.__setattr__(self, "_id", pid)
+        return pid
 
     def __str__(self) -> str:
         return f"policy {self.dir.name.lower()} {self.selector} priority {self.priority}"
