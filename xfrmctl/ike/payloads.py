@@ -340,9 +340,6 @@ class _Reader:
         self.pos = end
         return s.unpack_from(self.data, pos)
 
-    def rest(self) -> bytes:
-        return self.take(self.remaining(), "rest")
-
     def _short(self, n: int, field_name: str, arg: object) -> MalformedMessage:
         what = self.what.format(self.arg)
         return MalformedMessage(
@@ -360,9 +357,17 @@ def _transform(ttype: int, tid: int, key_length: int | None) -> Transform:
     return t
 
 
-def _key_length(ar: _Reader) -> tuple[int | None, bool]:
+_KEY_LENGTH_TV = 0x8000 | _KEY_LENGTH
+
+
+def _key_length(attrs: bytes, ttype: int, tid: int) -> tuple[int | None, bool]:
     """A transform's attributes: its key length, and whether it is usable (no other
     attribute: an unknown one means the transform must be ignored)."""
+    if len(attrs) == 4:  # the usual: a key length and nothing else
+        atype, value = _U16_U16.unpack_from(attrs)
+        if atype == _KEY_LENGTH_TV:
+            return value, True
+    ar = _Reader(attrs, f"transform {ttype}/{tid}")
     key_length: int | None = None
     usable = True
     while ar.remaining():
@@ -395,7 +400,7 @@ def _decode_proposal(pr: _Reader, num: int, ntrans: int) -> tuple[list[Transform
         key_length: int | None = None
         if tlen > 8:
             attrs = pr.take(tlen - 8, "transform attributes")
-            key_length, ok = _key_length(_Reader(attrs, f"transform {ttype}/{tid}"))
+            key_length, ok = _key_length(attrs, ttype, tid)
             usable = usable and ok
         if ttype not in _TRANSFORM_TYPES:
             usable = False  # unknown transform type: proposal is unusable (§3.3.6)
@@ -462,49 +467,63 @@ def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
 _ID_LENGTHS = {1: 4, 5: 16}  # IPV4_ADDR, IPV6_ADDR
 
 
-def _ke(r: _Reader, critical: bool) -> Payload:
-    group, _ = r.unpack(_U16_U16, "KE header")
-    return KePayload(group, r.rest(), critical=critical)
+def _short(what: str, field_name: str, n: int, left: int) -> MalformedMessage:
+    return MalformedMessage(f"{what}: {field_name} needs {n} bytes, only {left} left")
 
 
-def _id(r: _Reader, critical: bool, responder: bool) -> Payload:
-    (id_type,) = r.unpack(_U8_3X, "ID header")
-    data = r.rest()
+def _head(body: bytes, s: struct.Struct, ptype: int, field_name: str) -> tuple[int, ...]:
+    """The fixed header of a payload body; the body is read in place, no cursor (issue 15)."""
+    if len(body) < s.size:
+        raise _short(f"payload {ptype:d}", field_name, s.size, len(body))
+    return s.unpack_from(body)
+
+
+def _ke(body: bytes, critical: bool) -> Payload:
+    group, _ = _head(body, _U16_U16, PayloadType.KE, "KE header")
+    return KePayload(group, body[4:], critical=critical)
+
+
+def _id(body: bytes, critical: bool, responder: bool) -> Payload:
+    ptype = PayloadType.IDr if responder else PayloadType.IDi
+    (id_type,) = _head(body, _U8_3X, ptype, "ID header")
+    data = body[4:]
     want = _ID_LENGTHS.get(id_type)
     if want is not None and len(data) != want:
         raise MalformedMessage(f"ID payload: type {id_type} needs {want} bytes not {len(data)}")
     return IdPayload(id_type, data, responder, critical=critical)
 
 
-def _cert(r: _Reader, critical: bool) -> Payload:
-    (enc,) = r.unpack(_U8, "CERT encoding")
-    return CertPayload(enc, r.rest(), critical=critical)
+def _cert(body: bytes, critical: bool) -> Payload:
+    (enc,) = _head(body, _U8, PayloadType.CERT, "CERT encoding")
+    return CertPayload(enc, body[1:], critical=critical)
 
 
-def _certreq(r: _Reader, critical: bool) -> Payload:
-    (enc,) = r.unpack(_U8, "CERTREQ encoding")
-    return CertReqPayload(enc, r.rest(), critical=critical)
+def _certreq(body: bytes, critical: bool) -> Payload:
+    (enc,) = _head(body, _U8, PayloadType.CERTREQ, "CERTREQ encoding")
+    return CertReqPayload(enc, body[1:], critical=critical)
 
 
-def _auth(r: _Reader, critical: bool) -> Payload:
-    (method,) = r.unpack(_U8_3X, "AUTH header")
-    return AuthPayload(method, r.rest(), critical=critical)
+def _auth(body: bytes, critical: bool) -> Payload:
+    (method,) = _head(body, _U8_3X, PayloadType.AUTH, "AUTH header")
+    return AuthPayload(method, body[4:], critical=critical)
 
 
-def _nonce(r: _Reader, critical: bool) -> Payload:
-    body = r.data
+def _nonce(body: bytes, critical: bool) -> Payload:
     if not 16 <= len(body) <= 256:
         raise MalformedMessage(f"Nonce payload: {len(body)} bytes, must be 16..256")
     return NoncePayload(body, critical=critical)
 
 
-def _notify(r: _Reader, critical: bool) -> Payload:
-    proto, spi_size, ntype = r.unpack(_NOTIFY, "Notify header")
-    spi = r.take(spi_size, "Notify SPI")
-    return NotifyPayload(ntype, r.rest(), proto, spi, critical=critical)
+def _notify(body: bytes, critical: bool) -> Payload:
+    proto, spi_size, ntype = _head(body, _NOTIFY, PayloadType.NOTIFY, "Notify header")
+    end = 4 + spi_size
+    if len(body) < end:
+        raise _short(f"payload {PayloadType.NOTIFY:d}", "Notify SPI", spi_size, len(body) - 4)
+    return NotifyPayload(ntype, body[end:], proto, body[4:end], critical=critical)
 
 
-def _delete(r: _Reader, critical: bool) -> Payload:
+def _delete(body: bytes, critical: bool) -> Payload:
+    r = _Reader(body, "payload {}", PayloadType.DELETE)
     proto, spi_size, count = r.unpack(_NOTIFY, "Delete header")
     if (spi_size == 0) != (count == 0) or spi_size * count != r.remaining():
         raise MalformedMessage(
@@ -514,7 +533,8 @@ def _delete(r: _Reader, critical: bool) -> Payload:
     return DeletePayload(proto, spis, spi_size, critical=critical)
 
 
-def _cp(r: _Reader, critical: bool) -> Payload:
+def _cp(body: bytes, critical: bool) -> Payload:
+    r = _Reader(body, "payload {}", PayloadType.CP)
     (cfg_type,) = r.unpack(_U8_3X, "CP header")
     attrs: list[tuple[int, bytes]] = []
     while r.remaining():
@@ -523,57 +543,60 @@ def _cp(r: _Reader, critical: bool) -> Payload:
     return CpPayload(cfg_type, tuple(attrs), critical=critical)
 
 
-# One decoder per payload type (RFC 7296 §3.2-§3.16, RFC 3748 for EAP), each given a reader
-# over the body and the C bit; a type missing here is kept as UnknownPayload.
-_DECODERS: dict[int, Callable[[_Reader, bool], Payload]] = {
-    PayloadType.SA: lambda r, c: _decode_sa(r.data, c),
+# One decoder per payload type (RFC 7296 §3.2-§3.16, RFC 3748 for EAP), each given the body
+# and the C bit; a type missing here is kept as UnknownPayload.
+_DECODERS: dict[int, Callable[[bytes, bool], Payload]] = {
+    PayloadType.SA: _decode_sa,
     PayloadType.KE: _ke,
-    PayloadType.IDi: lambda r, c: _id(r, c, False),
-    PayloadType.IDr: lambda r, c: _id(r, c, True),
+    PayloadType.IDi: lambda b, c: _id(b, c, False),
+    PayloadType.IDr: lambda b, c: _id(b, c, True),
     PayloadType.CERT: _cert,
     PayloadType.CERTREQ: _certreq,
     PayloadType.AUTH: _auth,
     PayloadType.NONCE: _nonce,
     PayloadType.NOTIFY: _notify,
     PayloadType.DELETE: _delete,
-    PayloadType.VENDOR: lambda r, c: VendorPayload(r.data, critical=c),
-    PayloadType.TSi: lambda r, c: _decode_ts(r.data, c, False),
-    PayloadType.TSr: lambda r, c: _decode_ts(r.data, c, True),
+    PayloadType.VENDOR: lambda b, c: VendorPayload(b, critical=c),
+    PayloadType.TSi: lambda b, c: _decode_ts(b, c, False),
+    PayloadType.TSr: lambda b, c: _decode_ts(b, c, True),
     PayloadType.CP: _cp,
-    PayloadType.EAP: lambda r, c: EapPayload(r.data, critical=c),
+    PayloadType.EAP: lambda b, c: EapPayload(b, critical=c),
 }
-
-
-def _decode_body(ptype: int, body: bytes, critical: bool) -> Payload:
-    decoder = _DECODERS.get(ptype)
-    if decoder is None:
-        return UnknownPayload(ptype, body, critical=critical)
-    return decoder(_Reader(body, "payload {}", ptype), critical)
 
 
 def decode_payloads(first: int, data: bytes, what: str = "message") -> list[Payload]:
     """Walk a payload chain. SK/SKF end the chain and must cover the rest of `data`."""
-    r = _Reader(data, what.replace("{", "{{").replace("}", "}}"))
     payloads: list[Payload] = []
-    ptype = first
+    ptype, pos, end = first, 0, len(data)
     while ptype != PayloadType.NONE:
-        nxt, flags, plen = r.unpack(GENERIC_HEADER, "header of payload {}", ptype)
+        if end - pos < 4:
+            raise _short(what, f"header of payload {ptype}", 4, end - pos)
+        nxt, flags, plen = GENERIC_HEADER.unpack_from(data, pos)
         if plen < 4:
             raise MalformedMessage(f"{what}: payload {ptype} length {plen} below 4")
-        body = r.take(plen - 4, "body of payload {}", ptype)
+        if end - pos < plen:
+            raise _short(what, f"body of payload {ptype}", plen - 4, end - pos - 4)
+        body = data[pos + 4 : pos + plen]
+        pos += plen
         critical = bool(flags & 0x80)
         if ptype == PayloadType.SK:
             payloads.append(SkPayload(nxt, body, critical=critical))
             break
         if ptype == PayloadType.SKF:
-            br = _Reader(body, "SKF payload")
-            number, total = br.unpack(_U16_U16, "fragment numbers")
-            payloads.append(SkfPayload(nxt, number, total, br.rest(), critical=critical))
+            if len(body) < 4:
+                raise _short("SKF payload", "fragment numbers", 4, len(body))
+            number, total = _U16_U16.unpack_from(body)
+            payloads.append(SkfPayload(nxt, number, total, body[4:], critical=critical))
             break
-        payloads.append(_decode_body(ptype, body, critical))
+        decoder = _DECODERS.get(ptype)
+        payloads.append(
+            UnknownPayload(ptype, body, critical=critical)
+            if decoder is None
+            else decoder(body, critical)
+        )
         ptype = nxt
-    if r.remaining():
-        raise MalformedMessage(f"{what}: {r.remaining()} bytes after the last payload")
+    if pos != end:
+        raise MalformedMessage(f"{what}: {end - pos} bytes after the last payload")
     return payloads
 
 
