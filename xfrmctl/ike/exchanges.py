@@ -85,7 +85,7 @@ def _rule(allowed: set[PayloadType], required: set[PayloadType]) -> PayloadRule:
 
 
 # (exchange, is_response) -> payloads allowed (inside SK for protected exchanges).
-PAYLOAD_RULES: dict[tuple[ExchangeType, bool], PayloadRule] = {
+PAYLOAD_RULES: dict[tuple[int, bool], PayloadRule] = {
     (ExchangeType.IKE_SA_INIT, False): _rule(
         {P.SA, P.KE, P.NONCE, P.CERTREQ}, {P.SA, P.KE, P.NONCE}
     ),
@@ -119,30 +119,41 @@ def _is_error_answer(payloads: Sequence[Payload]) -> bool:
 
 
 def check_payloads(exchange: int, is_response: bool, payloads: Sequence[Payload]) -> None:
-    """Raise RemoteProtocolError naming the first payload that breaks the exchange's rules."""
+    """Raise RemoteProtocolError naming the first payload that breaks the exchange's rules.
+    Runs on every message: names are formatted only for an error (issue 15)."""
+    kinds: list[int] = []
     for p in payloads:
-        if isinstance(p, UnknownPayload) and p.critical:
-            raise UnsupportedCriticalPayload(p.payload_type)
-    try:
-        rule = PAYLOAD_RULES[(ExchangeType(exchange), is_response)]
-    except (ValueError, KeyError):
+        if isinstance(p, UnknownPayload):
+            if p.critical:
+                raise UnsupportedCriticalPayload(p.payload_type)
+        else:
+            kinds.append(p.ptype)
+    rule = PAYLOAD_RULES.get((exchange, is_response))
+    if rule is None:
         raise RemoteProtocolError(
             f"unknown exchange type {exchange}", notify=NotifyType.INVALID_SYNTAX
-        ) from None
-    kinds = [p.ptype for p in payloads if not isinstance(p, UnknownPayload)]
-    ename = name_of(ExchangeType, exchange)
-    for k in kinds:
-        if k not in rule.allowed:
-            raise RemoteProtocolError(f"{name_of(PayloadType, k)} payload not allowed in {ename}")
-    for k, n in Counter(kinds).items():
-        if n > 1 and k in rule.once:
-            raise RemoteProtocolError(f"{name_of(PayloadType, k)} payload repeated in {ename}")
+        )
+    if not rule.allowed.issuperset(kinds):
+        k = next(k for k in kinds if k not in rule.allowed)
+        raise RemoteProtocolError(f"{_name(k)} payload not allowed in {_exchange(exchange)}")
+    if len(set(kinds)) != len(kinds):
+        for k, n in Counter(kinds).items():
+            if n > 1 and k in rule.once:
+                raise RemoteProtocolError(f"{_name(k)} payload repeated in {_exchange(exchange)}")
     if is_response and _is_error_answer(payloads):
         return
-    missing = rule.required - set(kinds)
+    missing = rule.required.difference(kinds)
     if missing:
-        names = ", ".join(sorted(name_of(PayloadType, m) for m in missing))
-        raise RemoteProtocolError(f"{ename} is missing {names}")
+        names = ", ".join(sorted(_name(m) for m in missing))
+        raise RemoteProtocolError(f"{_exchange(exchange)} is missing {names}")
+
+
+def _name(ptype: int) -> str:
+    return name_of(PayloadType, ptype)
+
+
+def _exchange(exchange: int) -> str:
+    return name_of(ExchangeType, exchange)
 
 
 class Dispatch(Enum):
