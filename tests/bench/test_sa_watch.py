@@ -5,7 +5,6 @@ times out with the count it saw. Larval SAs (ALLOCSPI) count, and need no ESP mo
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns_tools import fresh_netns, ip
 
 WATCH = Path(__file__).resolve().parents[2] / "bench" / "sa_watch.py"
 
@@ -24,19 +24,14 @@ pytestmark = [
 
 @pytest.fixture
 def ns() -> Iterator[str]:
-    name = f"xfrmctl-watch-{os.getpid()}-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
+    with fresh_netns("watch") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def larval(ns: str, n: int) -> None:
     for i in range(n):
-        ends = ["src", "192.0.2.1", "dst", f"192.0.2.{10 + i}"]
-        argv = ["ip", "-n", ns, "xfrm", "state", "allocspi", *ends, "proto", "esp"]
-        subprocess.run([*argv, "mode", "tunnel"], check=True, capture_output=True)
+        ends = ("src", "192.0.2.1", "dst", f"192.0.2.{10 + i}")
+        ip(ns, "xfrm", "state", "allocspi", *ends, "proto", "esp", "mode", "tunnel")
 
 
 def watch(ns: str, want: int, timeout: float) -> subprocess.Popen[str]:
