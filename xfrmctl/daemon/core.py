@@ -326,7 +326,7 @@ class Daemon:
         self.failures.succeeded(event.conn)
         self.waiters.progress(
             event.conn,
-            {
+            lambda: {
                 "event": "ike_established",
                 "message": f"IKE SA established with {event.remote_id} "
                 f"at {event.remote[0]} ({event.proposal})",
@@ -515,7 +515,7 @@ class Daemon:
             self.stats.installed(ready, self.now() - agreed_at)
         self.waiters.progress(
             ready.conn,
-            {
+            lambda: {
                 "event": "child_installed",
                 "message": f"Child SA {ready.child} installed ({ready.proposal}, "
                 f"spi in {ready.spi_in:08x} out {ready.spi_out:08x})",

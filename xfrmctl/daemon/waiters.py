@@ -46,10 +46,14 @@ class Waiters:
     def add(self, waiter: Waiter) -> None:
         self.pending.append(waiter)
 
-    def progress(self, conn: str, message: dict[str, Any]) -> None:
+    def progress(self, conn: str, message: Callable[[], dict[str, Any]]) -> None:
+        """Tell each `up` of `conn` what happened; `message` is made only when one waits
+        (thousands of `start_action: start` setups have no one to tell)."""
+        made: dict[str, Any] | None = None
         for w in self.pending:
             if w.conn == conn and w.kind == "up" and w.progress is not None:
-                task = asyncio.ensure_future(w.progress(message))
+                made = made if made is not None else message()
+                task = asyncio.ensure_future(w.progress(made))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
