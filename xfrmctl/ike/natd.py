@@ -15,8 +15,11 @@ Address = tuple[IPAddress, int]
 NATT_PORT = 4500
 
 
+_SHA1 = hashes.SHA1()  # stateless: one descriptor for every hash (4 per IKE_SA_INIT)
+
+
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: Address) -> bytes:
-    h = hashes.Hash(hashes.SHA1())
+    h = hashes.Hash(_SHA1)
     h.update(spi_i + spi_r + addr[0].packed + struct.pack("!H", addr[1]))
     return h.finalize()
 
