@@ -92,3 +92,23 @@ def test_inbound_only_install_rolls_back_and_split_removal(ns: str) -> None:
             await tx.remove_policies(x.conn, policies())  # gone already: no error
 
     asyncio.run(scenario())
+
+
+def test_a_failed_sa_takes_out_the_policies_of_its_batch(ns: str) -> None:
+    """SAs and policies go in in one batch, which the kernel carries out past the failed SA:
+    the policies that went in after it are taken out again, and a policy someone else put
+    there (NEWPOLICY refused: not ours to replace before the SAs are in) is left as it was."""
+
+    async def scenario() -> None:
+        async with AsyncXfrm(ns) as x:
+            foreign = Policy(Selector.of("10.2.0.0/16", "10.1.0.0/16"), Dir.FWD, priority=5)
+            await tx.install_policies(x.conn, [foreign])
+            before = ip(ns, "xfrm", "policy")
+            with pytest.raises(TransactionError) as info:
+                await tx.install_child(x.conn, child(0x4001, 0x5001, larval=False))
+            assert isinstance(info.value.cause, UnsupportedError)  # no ESP on this kernel
+            assert info.value.rollback_errors == []
+            assert ip(ns, "xfrm", "policy") == before
+            assert ip(ns, "xfrm", "state").strip() == ""
+
+    asyncio.run(scenario())
