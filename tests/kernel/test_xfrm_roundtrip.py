@@ -593,13 +593,3 @@ def test_a_policy_makes_its_identity_once() -> None:
     assert not re.search(r"\b_id=", repr(one))
     assert one == dataclasses.replace(moved, dir=Dir.OUT, if_id=0)
 
-
-def test_a_policy_identity_keeps_the_hash_of_its_fields() -> None:
-    """As a selector's (issue 15): still the hash of the fields, its own after `replace`."""
-    sel = Selector.of("10.1.0.0/16", "10.2.0.0/16")
-    one = PolicyId(sel, Dir.OUT, Mark(5), 2)
-    assert hash(one) == hash((sel, Dir.OUT, Mark(5), 2)) == hash(one)
-    other = dataclasses.replace(one, dir=Dir.FWD)
-    assert hash(other) == hash((sel, Dir.FWD, Mark(5), 2)) != hash(one)
-    assert {one: "a", other: "b"}[PolicyId(sel, Dir.FWD, Mark(5), 2)] == "b"
-    assert not re.search(r"\b_hash=", repr(one)) and one == PolicyId(sel, Dir.OUT, Mark(5), 2)

@@ -452,16 +452,8 @@ class PolicyId:
     dir: Dir
     mark: Mark | None = None
     if_id: int = 0
-    # Each Child SA's policies are looked up, filed and unfiled by identity some 25 times over
-    # its setup, rekey and removal: the hash is kept once taken, as a Selector's (issue 15).
-    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __hash__(self) -> int:
-        h = self._hash
-        if h is None:
-            h = hash((self.selector, self.dir, self.mark, self.if_id))
-            object.__setattr__(self, "_hash", h)
-        return h
+    # No kept hash, unlike Selector: its int would be one more object per policy of every
+    # Child SA (~35 bytes each), for one Python call saved per lookup (issue 15).
 
     def __str__(self) -> str:
         return f"policy {self.dir.name.lower()} {self.selector}"
