@@ -592,4 +592,3 @@ def test_a_policy_makes_its_identity_once() -> None:
     assert moved.id == PolicyId(sel, Dir.IN, None, 3) and one.id is first
     assert not re.search(r"\b_id=", repr(one))
     assert one == dataclasses.replace(moved, dir=Dir.OUT, if_id=0)
-
