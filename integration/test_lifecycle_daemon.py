@@ -59,6 +59,38 @@ def assert_child(
     return result
 
 
+def out_policy(host: Host, src: str, dst: str) -> str:
+    """The text of `host`'s outbound policy for src/32 -> dst/32 ('' when there is none)."""
+    blocks = re.split(r"\n(?=src )", host.xfrm_policy_text())
+    mine = [b for b in blocks if b.startswith(f"src {src}/32 dst {dst}/32") and "dir out" in b]
+    return mine[0] if mine else ""
+
+
+def test_a_policy_someone_else_put_there_gives_way_to_the_tunnel(
+    net: Network, lab_out: Path
+) -> None:
+    """A bypass policy of the tunnel's own selector, put in by hand, is in the way: the kernel
+    refuses the daemon's NEWPOLICY (EEXIST), and the daemon reads the policy back and replaces
+    it in a second round trip (kernel/transaction.py). The tunnel then carries only ESP."""
+    workdir = lab_out / "lifecycle-foreign-policy"
+    workdir.mkdir(parents=True, exist_ok=True)
+    a, b, sw, da, db = pair(net, workdir, {}, {})
+    a.run(f"ip xfrm policy add src {A_IP}/32 dst {B_IP}/32 dir out priority 7")
+    assert "tmpl" not in out_policy(a, A_IP, B_IP)
+    try:
+        start_all(da, db)
+        da.cli("up", "tun")
+        assert "proto esp" in out_policy(a, A_IP, B_IP), a.xfrm_policy_text()
+        with net.capture(sw, "br0") as cap:
+            assert a.ping(B_IP, count=3), "ping through the tunnel failed"
+        assert_only_esp(cap.text)
+        da.cli("down", "tun")
+        assert out_policy(a, A_IP, B_IP) == ""
+    finally:
+        stop_all(da, db)
+    assert_clean(a, b)
+
+
 # ------------------------------------------------------------------------------ scenario 5
 
 
