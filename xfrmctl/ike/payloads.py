@@ -309,6 +309,11 @@ _TRANSFORMS: dict[tuple[int, int, int | None], Transform] = {}
 _TRANSFORMS_KEPT = 1024
 
 
+def _short(what: str, field_name: str, n: int, left: int) -> MalformedMessage:
+    """The one message for data that ends before a field does."""
+    return MalformedMessage(f"{what}: {field_name} needs {n} bytes, only {left} left")
+
+
 class _Reader:
     """Bounds-checked cursor: every read names what it was reading when data runs out. The
     names take `{}` for an argument, formatted only then (most reads succeed)."""
@@ -341,10 +346,7 @@ class _Reader:
         return s.unpack_from(self.data, pos)
 
     def _short(self, n: int, field_name: str, arg: object) -> MalformedMessage:
-        what = self.what.format(self.arg)
-        return MalformedMessage(
-            f"{what}: {field_name.format(arg)} needs {n} bytes, only {self.remaining()} left"
-        )
+        return _short(self.what.format(self.arg), field_name.format(arg), n, self.remaining())
 
 
 def _transform(ttype: int, tid: int, key_length: int | None) -> Transform:
@@ -465,10 +467,6 @@ def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
 
 
 _ID_LENGTHS = {1: 4, 5: 16}  # IPV4_ADDR, IPV6_ADDR
-
-
-def _short(what: str, field_name: str, n: int, left: int) -> MalformedMessage:
-    return MalformedMessage(f"{what}: {field_name} needs {n} bytes, only {left} left")
 
 
 def _head(body: bytes, s: struct.Struct, ptype: int, field_name: str) -> tuple[int, ...]:
