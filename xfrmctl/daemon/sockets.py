@@ -124,8 +124,8 @@ class IkeSockets:
             except OSError as exc:
                 log.warning("receive error on UDP %d: %s", entry.port, exc)
                 return
-            local_ip = _local_address(ancdata, entry.family)
-            if local_ip is None:
+            local = _local_endpoint(ancdata, entry)
+            if local is None:
                 continue
             if entry.natt:
                 if data == b"\xff":
@@ -133,9 +133,9 @@ class IkeSockets:
                 if not data.startswith(NON_ESP_MARKER):
                     continue  # ESP the kernel did not take; nothing for IKE
                 data = data[4:]
-            remote = (_peer_address(peer[0]), int(peer[1]))
+            remote = _endpoint(peer[0], peer[1])
             try:
-                self._receiver(data, (local_ip, entry.port), remote)
+                self._receiver(data, local, remote)
             except Exception:  # a bad datagram must never stop the daemon
                 log.exception("unhandled error processing a datagram from %s", remote[0])
 
@@ -180,25 +180,40 @@ class IkeSockets:
         self._sockets.clear()
 
 
-def _local_address(ancdata: list[tuple[int, int, bytes]], family: int) -> IPAddress | None:
+def _local_endpoint(ancdata: list[tuple[int, int, bytes]], entry: IkeSocket) -> Address | None:
+    """The (address, port) a datagram came to, from its packet info."""
+    family = entry.family
     for level, kind, data in ancdata:
         if family == socket.AF_INET and level == socket.IPPROTO_IP and kind == IP_PKTINFO:
             # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
-            return _packed_address(data[8:12])
+            return _packed_endpoint(data[8:12], entry.port)
         if family == socket.AF_INET6 and level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO:
-            return _packed_address(data[:16])
+            return _packed_endpoint(data[:16], entry.port)
     return None
 
 
-# A daemon talks to few addresses, each in thousands of datagrams: parsing and formatting
-# them once each (ipaddress does it in Python) was a visible share of a setup's CPU.
+# A daemon talks to few endpoints, each in thousands of datagrams: parsing and formatting
+# their addresses once each (ipaddress does it in Python) was a visible share of a setup's
+# CPU, and every IKE SA keeps its two endpoints: one shared (address, port) tuple per
+# endpoint, not three objects per IKE SA and side (issue 15).
 _ADDRESSES = 4096
 
 
 @functools.lru_cache(maxsize=_ADDRESSES)
+def _endpoint(text: str, port: int) -> Address:
+    """recvmsg's peer."""
+    return _peer_address(text), port
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
 def _peer_address(text: str) -> IPAddress:
-    """recvmsg's peer text, an IPv6 scope (`%eth0`) dropped."""
+    """An IPv6 scope (`%eth0`) dropped."""
     return ipaddress.ip_address(text.split("%")[0])
+
+
+@functools.lru_cache(maxsize=_ADDRESSES)
+def _packed_endpoint(packed: bytes, port: int) -> Address:
+    return _packed_address(packed), port
 
 
 @functools.lru_cache(maxsize=_ADDRESSES)
