@@ -207,6 +207,19 @@ def test_ts_ipv4_and_ipv6() -> None:
         decode_payloads(45, struct.pack("!BBH", 0, 0, len(bad) + 4) + bad)
 
 
+def test_ts_of_one_address_decodes_to_one_address_object() -> None:
+    """Every Child SA keeps its selectors: a single-address range holds one address, not two
+    equal ones (issue 15). Ranges still get both ends."""
+    one = ipaddress.ip_address("10.1.0.7")
+    sels = (TrafficSelector(one, one), TrafficSelector(one, ipaddress.ip_address("10.1.0.9")))
+    body = TsPayload(sels, responder=False).encode_body()
+    [got] = decode_payloads(44, struct.pack("!BBH", 0, 0, len(body) + 4) + body)
+    assert isinstance(got, TsPayload) and got.selectors == sels
+    single, ranged = got.selectors
+    assert single.start is single.end
+    assert ranged.start == one and ranged.end == ipaddress.ip_address("10.1.0.9")
+
+
 def test_unknown_payload_kept_with_critical_bit() -> None:
     raw = struct.pack("!BBH", 40, 0x80, 6) + b"xy" + struct.pack("!BBH", 0, 0, 20) + bytes(16)
     got = decode_payloads(200, raw)

@@ -458,8 +458,10 @@ def _decode_ts(body: bytes, critical: bool, responder: bool) -> TsPayload:
             raise MalformedMessage(f"TS payload: selector {i} has unknown type {ts_type}")
         if slen != 8 + 2 * size:
             raise MalformedMessage(f"TS payload: selector {i} length {slen} is wrong for its type")
-        start = _address(r.take(size, "start address"))
-        end = _address(r.take(size, "end address"))
+        raw_start, raw_end = r.take(size, "start address"), r.take(size, "end address")
+        start = _address(raw_start)
+        # A single address (a /32 or /128 child) is one object: each Child SA keeps its TS.
+        end = start if raw_end == raw_start else _address(raw_end)
         selectors.append(TrafficSelector(start, end, proto, sport, eport))
     if r.remaining():
         raise MalformedMessage(f"TS payload: {r.remaining()} bytes after {count} selectors")
