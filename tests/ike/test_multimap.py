@@ -52,7 +52,9 @@ def test_member_map_answers_as_a_dict_of_ordered_sets() -> None:
         assert sorted(mm) == sorted(model)
         for k in range(9):
             assert mm.members(k) == list(model.get(k, {})), k
+            assert mm.last(k) == (list(model[k])[-1] if k in model else None)
             assert (k in mm) == (k in model)
+        assert dict(mm.lasts()) == {k: list(v)[-1] for k, v in model.items()}
     assert not isinstance(next(iter(mm._map.values()), 0), tuple)
 
 

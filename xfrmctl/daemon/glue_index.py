@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator
 
 from xfrmctl.daemon.indexed import IndexedDict
-from xfrmctl.ike.multimap import MemberMap, MultiMap
+from xfrmctl.ike.multimap import MemberMap
 from xfrmctl.kernel import reconcile as drift
 from xfrmctl.kernel.transaction import ChildSA
 from xfrmctl.kernel.types import SA, Policy, PolicyId
@@ -45,40 +45,44 @@ class TrapTable(IndexedDict[int, tuple[str, str]]):
 
 class PolicyHolders:
     """Policies by kernel identity, each held by one or more owners (a trap's reqid, a Child
-    SA's inbound SPI); the policy of the owner filed last stands."""
+    SA's inbound SPI); the policy of the owner filed last stands.
+
+    The index names owners only: an owner's policy of an identity is found in its own tuple
+    (a Child SA holds three), not kept beside it in a (owner, policy) tuple per policy."""
 
     def __init__(self) -> None:
-        self._by_id: MultiMap[PolicyId, Hashable, Policy] = MultiMap()
+        self._by_id: MemberMap[PolicyId, Hashable] = MemberMap()
         # Each owner's policies as it filed them (a Child SA's own tuple: no copy of its ids).
         self._of: dict[Hashable, tuple[Policy, ...]] = {}
 
     def put(self, owner: Hashable, policies: Iterable[Policy]) -> None:
         """File `owner`'s policies (replacing what it held; a kept owner keeps its rank)."""
         filed = policies if isinstance(policies, tuple) else tuple(policies)
-        pairs = [(p.id, p) for p in filed]  # one PolicyId each: the index holds them
-        ids = {pid for pid, _ in pairs}
+        ids = {p.id for p in filed}  # one PolicyId each: the policies keep theirs
         for pid in {p.id for p in self._of.get(owner, ())} - ids:
-            self._release(owner, pid)
-        for pid, p in pairs:
-            self._by_id.put(pid, owner, p)
+            self._by_id.remove(pid, owner)
+        for pid in ids:
+            self._by_id.put(pid, owner)
         self._of[owner] = filed
 
     def drop(self, owner: Hashable) -> None:
         for pid in {p.id for p in self._of.pop(owner, ())}:
-            self._release(owner, pid)
+            self._by_id.remove(pid, owner)
 
     def get(self, pid: PolicyId) -> Policy | None:
-        return self._by_id.last(pid)
+        owner = self._by_id.last(pid)
+        return None if owner is None else self._held(owner, pid)
 
     def all(self) -> dict[PolicyId, Policy]:
-        return dict(self._by_id.lasts())
+        return {pid: self._held(owner, pid) for pid, owner in self._by_id.lasts()}
 
     def clear(self) -> None:
         self._by_id.clear()
         self._of.clear()
 
-    def _release(self, owner: Hashable, pid: PolicyId) -> None:
-        self._by_id.remove(pid, owner)
+    def _held(self, owner: Hashable, pid: PolicyId) -> Policy:
+        """`owner`'s policy of identity `pid` (the last it filed, should it file two)."""
+        return next(p for p in reversed(self._of[owner]) if p.id == pid)
 
 
 def _sas(child: ChildSA) -> Iterator[tuple[SA, bool]]:

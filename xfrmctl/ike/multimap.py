@@ -122,3 +122,15 @@ class MemberMap(_Keys[K, M | dict[M, None]], Generic[K, M]):
             return []
         cur = self._map[key]
         return list(cur) if isinstance(cur, dict) else [cur]
+
+    def last(self, key: K) -> M | None:
+        """The member filed last, if any."""
+        if key not in self._map:
+            return None
+        cur = self._map[key]
+        return next(reversed(cur)) if isinstance(cur, dict) else cur
+
+    def lasts(self) -> Iterator[tuple[K, M]]:
+        """Every key with its member filed last, in one pass (no lookups)."""
+        for key, cur in self._map.items():
+            yield key, (next(reversed(cur)) if isinstance(cur, dict) else cur)
