@@ -85,7 +85,9 @@ class XfrmGlue(KernelGlue):
         self._children = ChildTable()  # by spi_in, with their policies, reqids and SAs indexed
         self._lingering: dict[int, ChildSA] = {}  # rekeyed inbound SAs in their grace time
         self._no_outbound: set[int] = set()  # spi_in of pairs whose outbound SA waits (rekey)
-        self.offloaded: dict[int, str] = {}  # by spi_in: the offload device, "" in software
+        # By spi_in, the offload device of each Child SA offloaded; the usual pair, in
+        # software, has no entry (one fewer per Child SA: issue 15).
+        self.offloaded: dict[int, str] = {}
         self._netns = netns
         self._stream: kev.EventStream | None = None
         self.interfaces = InterfaceHolders(netns)
@@ -302,7 +304,7 @@ class XfrmGlue(KernelGlue):
                 continue
             built = self._child(r, keyless=True)
             self._children[r.spi_in] = replace(built, inbound=sa_in, outbound=sa_out)
-            self.offloaded[r.spi_in] = ""
+            self.offloaded.pop(r.spi_in, None)
             await self.interfaces.hold(("child", r.spi_in), r.kernel.interface, r.conn)
             found.add(r.spi_in)
         return found
@@ -325,7 +327,10 @@ class XfrmGlue(KernelGlue):
         self._children[ready.spi_in] = kept_record(child) if outbound else child
         if not outbound:
             self._no_outbound.add(ready.spi_in)
-        self.offloaded[ready.spi_in] = device.name if device and child.inbound.offload else ""
+        if device and child.inbound.offload:
+            self.offloaded[ready.spi_in] = device.name
+        else:
+            self.offloaded.pop(ready.spi_in, None)
 
     async def _install_pair(
         self, ready: ChildSaReady, outbound: bool, device: Device | None
