@@ -14,7 +14,15 @@ from harness import child_spec, make_pair, mirror
 from xfrmctl.ike.events import ChildSaReady, NegotiationFailed
 from xfrmctl.ike.exchanges import IkeState
 from xfrmctl.ike.payloads import TrafficSelector
-from xfrmctl.ike.reqids import LIMIT, SWEEP_AT_LEAST, ReqidKey, ReqidsExhausted, ReqidTable
+from xfrmctl.ike.reqids import (
+    LIMIT,
+    SWEEP_AT_LEAST,
+    ReqidKey,
+    ReqidsExhausted,
+    ReqidTable,
+    selector_set,
+    selectors_of,
+)
 
 
 def ts(prefix: str) -> TrafficSelector:
@@ -79,8 +87,8 @@ def test_a_child_for_a_kernel_acquire_takes_its_traps_reqid_even_narrowed() -> N
 
 
 def test_the_reqid_key_is_the_set_of_selectors_however_given() -> None:
-    """One selector is keyed as a 1-tuple (not a frozenset), more as a frozenset: the same
-    set in any order or repetition, or adopted from a snapshot's frozensets, is one reqid."""
+    """One selector is keyed as itself (not a frozenset), more as a frozenset: the same set
+    in any order or repetition, or adopted from a snapshot's frozensets, is one reqid."""
     h, _, _ = make_pair()
     a, b, c = ts("10.1.0.1/32"), ts("10.1.0.2/32"), ts("10.2.0.0/16")
     one = h.a.reqid("x", "n", [a], [c])
@@ -89,9 +97,7 @@ def test_the_reqid_key_is_the_set_of_selectors_however_given() -> None:
     assert two != one and h.a.reqid("x", "n", [b, a, b], [c, c]) == two
     h.a.adopt_reqids({("y", "m", frozenset({a}), frozenset({c})): two + 5})
     assert h.a.reqid("y", "m", [a], [c]) == two + 5
-    assert all(
-        len(key[2]) == 1 and isinstance(key[2], tuple) for key in h.a.reqids() if key[0] == "y"
-    )
+    assert all(key[2] is a for key in h.a.reqids() if key[0] == "y")
 
 
 # ------------------------------------------------------------------ reuse (ike/reqids.py)
@@ -191,3 +197,13 @@ def test_a_responder_out_of_reqids_refuses_that_child_sa_only() -> None:
     h.run(2.0)
     second = h.of("b", ChildSaReady)[1]
     assert second.reqid == first.reqid and second.local_ts != first.local_ts
+
+
+def test_a_key_of_one_selector_holds_the_selector_itself() -> None:
+    """The table keeps two selector sets per Child SA: one selector, the usual case, is kept
+    bare (no tuple or frozenset around it, issue 15); several are an order-free frozenset."""
+    one, two = ts("10.1.0.1/32"), ts("10.1.0.2/32")
+    assert selector_set([one, one]) is one
+    assert selector_set([one, two]) == selector_set([two, one]) == frozenset({one, two})
+    assert selectors_of(selector_set([one])) == frozenset({one})
+    assert selectors_of(selector_set([two, one])) == frozenset({one, two})

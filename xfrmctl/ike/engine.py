@@ -45,7 +45,7 @@ from xfrmctl.ike.iana import ExchangeType, ProtocolId
 from xfrmctl.ike.message import Message, decode_message
 from xfrmctl.ike.payloads import Payload, SkfPayload, SkPayload, TrafficSelector
 from xfrmctl.ike.ratelimit import RateLimiter
-from xfrmctl.ike.reqids import ReqidKey, ReqidTable, selector_set
+from xfrmctl.ike.reqids import ReqidKey, ReqidTable, selector_set, selectors_of
 from xfrmctl.ike.revocation_state import Revocations
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeSa, RequestHandler
 from xfrmctl.ike.settings import IKE_PORT, EndpointConfig
@@ -410,7 +410,7 @@ class IkeEndpoint:
         """Keep a previous daemon's reqids, as its kernel policies and states carry them."""
         self.reqid_table.adopt(
             {
-                (c, ch, selector_set(lts), selector_set(rts)): r
+                (c, ch, selector_set(selectors_of(lts)), selector_set(selectors_of(rts))): r
                 for (c, ch, lts, rts), r in reqids.items()
             }
         )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from xfrmctl.ike.errors import LocalProtocolError
 from xfrmctl.ike.payloads import TrafficSelector
 
-SelectorSet = frozenset[TrafficSelector] | tuple[TrafficSelector]
+SelectorSet = frozenset[TrafficSelector] | TrafficSelector
 ReqidKey = tuple[str, str, SelectorSet, SelectorSet]
 InUse = Callable[[], tuple[set[int], set[ReqidKey]]]  # reqids of live Child SAs, keys kept
 
@@ -35,13 +35,18 @@ class ReqidsExhausted(LocalProtocolError):
 
 
 def selector_set(selectors: Iterable[TrafficSelector]) -> SelectorSet:
-    """An order-free key for a set of selectors: one selector, the usual case, as a 1-tuple
-    (48 bytes; a frozenset is 216) since the table keeps two per Child SA."""
+    """An order-free key for a set of selectors: one selector, the usual case, as itself
+    (a frozenset is 216 bytes, a 1-tuple 48) since the table keeps two per Child SA."""
     unique = frozenset(selectors)
     if len(unique) == 1:
         (only,) = unique
-        return (only,)
+        return only
     return unique
+
+
+def selectors_of(key: SelectorSet) -> frozenset[TrafficSelector]:
+    """The selectors a `selector_set` key stands for."""
+    return frozenset((key,)) if isinstance(key, TrafficSelector) else key
 
 
 class ReqidTable:

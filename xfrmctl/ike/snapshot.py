@@ -32,6 +32,7 @@ from xfrmctl.ike.iana import ProtocolId, TransformType
 from xfrmctl.ike.negotiation import ike_algorithms
 from xfrmctl.ike.payloads import TrafficSelector
 from xfrmctl.ike.proposals import format_proposal
+from xfrmctl.ike.reqids import selectors_of
 from xfrmctl.ike.sa import Address, ChildSa, ChildState, IkeCrypto, IkeSa
 from xfrmctl.ike.spec import ConnectionSpec, Mode
 from xfrmctl.ike.transforms import Proposal, Transform
@@ -99,8 +100,8 @@ def export(ep: IkeEndpoint, now: float, wall: float) -> tuple[Json, list[str]]:
         [
             conn,
             child,
-            [_ts(t) for t in sorted(lts, key=_ts)],
-            [_ts(t) for t in sorted(rts, key=_ts)],
+            [_ts(t) for t in sorted(selectors_of(lts), key=_ts)],
+            [_ts(t) for t in sorted(selectors_of(rts), key=_ts)],
             r,
         ]
         for (conn, child, lts, rts), r in ep.reqids().items()
