@@ -32,6 +32,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from xfrmctl.daemon import heap
 from xfrmctl.daemon.kernel_glue import KernelDrift, KernelEvent, MissingPair
 from xfrmctl.ike.errors import LocalProtocolError
 
@@ -150,6 +151,7 @@ class DriftWatch:
         start = self.daemon.now()
         drift = await self.daemon.kernel.reconcile()
         self.cost = self.daemon.now() - start
+        heap.release_free_memory()  # the dumps' and the index's pages, freed by now
         log.debug("reconcile took %.3f s; next periodic one in %.0f s", self.cost, self.period)
         if drift is None or self.daemon._stopping:
             return

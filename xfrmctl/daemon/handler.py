@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from xfrmctl.daemon import heap
 from xfrmctl.daemon.control import ControlError, Progress
 from xfrmctl.daemon.core import Daemon
 from xfrmctl.daemon.keys import export_tables
@@ -317,6 +318,7 @@ class DaemonHandler:
             raise ControlError(
                 "CONFIG_INVALID", "configuration not reloaded", {"errors": errors}
             ) from None
+        heap.release_free_memory()  # the parse's pages: the file, its tree, its models
         old = self.daemon.engine.specs
         new = {s.name: s for s in specs}
         added = sorted(set(new) - set(old))
