@@ -8,8 +8,10 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+from daemon_helpers import BASE_PORT, make_daemon, write_config
 
 from xfrmctl.daemon import drift, heap
 
@@ -65,3 +67,22 @@ def test_each_reconcile_gives_its_peak_back(monkeypatch: pytest.MonkeyPatch) -> 
     asyncio.run(watch.reconcile())
     asyncio.run(watch.reconcile())
     assert calls == ["trim", "trim"]
+
+
+def test_a_reload_gives_its_parse_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(heap, "release_free_memory", lambda: calls.append("trim") or True)
+    port = BASE_PORT + 974
+    cfg = write_config(tmp_path, "a", "127.0.0.1", "127.0.0.2", port, port + 2, "a", "b")
+
+    async def run() -> None:
+        daemon, handler, _ = await make_daemon(cfg)
+        try:
+            calls.clear()  # start-up's own reconciles
+            await handler.reload()
+            assert calls == ["trim"]
+        finally:
+            daemon.stop_timeout = 0.0
+            await daemon.stop()
+
+    asyncio.run(run())
