@@ -4,7 +4,7 @@ Contract: `release_free_memory()` asks glibc to return every whole free page of 
 (malloc_trim(3)) and says whether it could ask; elsewhere (musl, no libc found) it does
 nothing. Why: glibc gives memory back on its own only from the top of its heap, so what a
 short-lived peak took below live allocations stays in the daemon's RSS for good. A drift
-reconcile builds an index of every policy and reads both dumps (about 1.5 MB at 1,000 Child
+reconcile builds an index of every policy and reads both dumps (1.5-1.8 MB at 900 Child
 SAs, issue 15), and a reload parses the whole configuration: the daemon calls this after each.
 Python's small objects live in pymalloc's own arenas, which it frees once empty and otherwise
 reuses, so only the allocations past its 512-byte limit (dict tables, datagrams) are concerned.
