@@ -9,8 +9,6 @@ bare interpreter's own. `_socket` is the same socket object without them, and `l
 gives json's results from the same `_json` accelerator.
 """
 
-from __future__ import annotations
-
 import _socket
 import errno
 import itertools
@@ -52,7 +50,7 @@ class ProtocolViolation(ClientError):
 class RemoteError(ClientError):
     """The daemon ran the command and it failed: `code`, `message` and `details` as sent."""
 
-    def __init__(self, code: str, message: str, details: dict[str, Any]) -> None:
+    def __init__(self, code: str, message: str, details: "dict[str, Any]") -> None:
         super().__init__(message)
         self.code = code
         self.details = details
@@ -119,9 +117,9 @@ class ControlClient:
     def call(
         self,
         command: str,
-        args: dict[str, Any] | None = None,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        args: "dict[str, Any] | None" = None,
+        on_event: "Callable[[dict[str, Any]], None] | None" = None,
+    ) -> "dict[str, Any]":
         """Send one request and return its `result`; raise RemoteError if it failed."""
         request_id = next(_ids)
         request = {"id": request_id, "command": command, "args": args or {}}
@@ -134,9 +132,9 @@ class ControlClient:
     def _exchange(
         self,
         sock: _socket.socket,
-        request: dict[str, Any],
-        on_event: Callable[[dict[str, Any]], None] | None,
-    ) -> dict[str, Any]:
+        request: "dict[str, Any]",
+        on_event: "Callable[[dict[str, Any]], None] | None",
+    ) -> "dict[str, Any]":
         """Send the request and read up to its final reply."""
         request_id = request["id"]
         try:
@@ -166,7 +164,7 @@ class ControlClient:
             raise ProtocolViolation(f"connection to the daemon lost: {exc}") from None
 
     @staticmethod
-    def _decode(line: bytes) -> dict[str, Any]:
+    def _decode(line: bytes) -> "dict[str, Any]":
         try:
             # As json.loads(bytes) reads UTF-8 (the daemon sends ASCII: ensure_ascii).
             reply = lightjson.loads(line.decode("utf-8", "surrogatepass"))
@@ -178,7 +176,7 @@ class ControlClient:
         return reply
 
     @staticmethod
-    def _final(reply: dict[str, Any]) -> dict[str, Any]:
+    def _final(reply: "dict[str, Any]") -> "dict[str, Any]":
         if reply.get("ok") is True:
             result = reply.get("result")
             return result if isinstance(result, dict) else {"value": result}
@@ -193,7 +191,7 @@ class ControlClient:
         )
 
 
-def _raise(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+def _raise(code: str, message: str, details: "dict[str, Any]") -> "dict[str, Any]":
     if code == "PERMISSION_DENIED":  # the daemon refused us as a peer: socket not accessible
         raise DaemonUnavailable(f"permission denied by the daemon: {message}")
     raise RemoteError(code, message, details)

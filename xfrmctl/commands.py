@@ -6,10 +6,9 @@ parse the command line and then call these, so they print the same and exit the 
 command returns for exit 0 or raises SystemExit with a code of docs/control-protocol.md.
 Every `xfrmctl up` pays for what this module imports at run time (about 15 times more under the
 lab's emulation): stdlib only, and not even typing, pathlib, json (`--json` output aside) or
-datetime.
+datetime; nor `__future__`, which `from __future__ import annotations` imports at run time
+(so the client's modules quote annotations that name typing-only types).
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -17,7 +16,6 @@ import time
 
 from xfrmctl import __version__, lightjson
 from xfrmctl.client import ClientError, ControlClient, RemoteError
-from xfrmctl.config.units import format_duration
 
 TYPE_CHECKING = False  # typing costs a few ms per start; mypy still reads the block below
 if TYPE_CHECKING:
@@ -43,7 +41,7 @@ def echo(text: str = "", err: bool = False) -> None:
     stream.flush()
 
 
-def fail(message: str, code: int) -> NoReturn:
+def fail(message: str, code: int) -> "NoReturn":
     echo(f"xfrmctl: {message}", err=True)
     raise SystemExit(code)
 
@@ -64,7 +62,9 @@ class Session:
         self.socket = socket
         self.timeout = timeout
 
-    def call(self, command: str, args: dict[str, Any] | None = None, verbose: bool = False) -> Any:
+    def call(
+        self, command: str, args: "dict[str, Any] | None" = None, verbose: bool = False
+    ) -> "Any":
         """The command's result; a failure is printed and exits 1 (or 3: no daemon)."""
         client = ControlClient(self.socket, timeout=self.timeout)
         try:
@@ -80,12 +80,12 @@ class Session:
             fail(exc.message, exc.exit_code)
 
 
-def _print_event(event: dict[str, Any]) -> None:
+def _print_event(event: "dict[str, Any]") -> None:
     message = event.get("message") or event.get("event", "")
     echo(f"  {message}")
 
 
-def print_details(details: dict[str, Any]) -> None:
+def print_details(details: "dict[str, Any]") -> None:
     """The daemon's details; with a diagnosis, that instead of the raw offers it explains."""
     diagnosis = details.get("diagnosis")
     if isinstance(diagnosis, list) and diagnosis:
@@ -143,7 +143,7 @@ def explain(session: Session, name: str, json_out: bool) -> None:
         echo("\n".join(str(line) for line in result.get("text") or []))
 
 
-def _indented(value: Any) -> str:
+def _indented(value: "Any") -> str:
     import json  # only for --json: re and enum come with it
 
     return json.dumps(value, indent=2)
@@ -194,7 +194,7 @@ def check(config: str | os.PathLike[str]) -> None:
 
 def daemon(
     config: str | os.PathLike[str], socket: str | os.PathLike[str] | None, log_level: str | None
-) -> NoReturn:
+) -> "NoReturn":
     """Run the daemon until SIGTERM and exit with its status; without `socket` it listens on
     the configuration's settings.socket."""
     import asyncio  # the daemon's own imports: paid by `xfrmctl daemon` only
@@ -207,7 +207,7 @@ def daemon(
     raise SystemExit(asyncio.run(run_daemon(Path(config), path, log_level=log_level)))
 
 
-def _configured_socket(config: Path) -> Path:
+def _configured_socket(config: "Path") -> "Path":
     from pathlib import Path  # only for `xfrmctl daemon`, as below
 
     from xfrmctl.config import check_config  # pydantic: only for `xfrmctl daemon`
@@ -217,6 +217,19 @@ def _configured_socket(config: Path) -> Path:
 
 
 # ------------------------------------------------------------------------ the status view
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form (`1h30m`, `45s`) of lifetimes and ages in `up` and `status` output."""
+    total = int(seconds)
+    if total <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts[:2])
 
 
 def _ago(seconds: float | None) -> str:
@@ -285,7 +298,7 @@ def _age_by_datetime(stamp: str, now: float) -> float | None:
     return (datetime.fromtimestamp(now, UTC) - when).total_seconds()
 
 
-def _child_lines(child: dict[str, Any]) -> list[str]:
+def _child_lines(child: "dict[str, Any]") -> list[str]:
     uid = f"{{{child['unique_id']}}}" if child.get("unique_id") is not None else ""
     encap = ", UDP-encapsulated" if child.get("encap") else ""
     lines = [
@@ -304,7 +317,7 @@ def _child_lines(child: dict[str, Any]) -> list[str]:
     return lines
 
 
-def ike_lines(sa: dict[str, Any]) -> list[str]:
+def ike_lines(sa: "dict[str, Any]") -> list[str]:
     uid = f"[{sa['unique_id']}]" if sa.get("unique_id") is not None else ""
     lines = [
         f"{sa.get('name')}{uid}: {sa.get('state')}, "
@@ -324,7 +337,7 @@ def ike_lines(sa: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_status(report: dict[str, Any]) -> str:
+def render_status(report: "dict[str, Any]") -> str:
     """The human view of a status report (swanctl --list-sas style)."""
     lines: list[str] = []
     for sa in report.get("ike_sas") or []:

@@ -18,8 +18,6 @@ does too (tests/cli/test_fastcli.py). Typer and click cost about 30 ms per start
 a second under the lab's emulation; this module imports only the stdlib `commands` needs.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -55,7 +53,7 @@ class Invocation:
         args: list[str],
         options: dict[str, str],
         globals_: dict[str, str],
-        environ: Mapping[str, str],
+        environ: "Mapping[str, str]",
     ) -> None:
         self.command, self.args, self.options = command, args, options
         # None unless given by option or by variable (as typer tells them from the default)
@@ -128,7 +126,7 @@ def _scan(
     return options, positional, at
 
 
-def parse(argv: list[str], environ: Mapping[str, str]) -> Invocation | None:
+def parse(argv: list[str], environ: "Mapping[str, str]") -> Invocation | None:
     """The command line as the fast path runs it, or None for one typer must see."""
     if any(key.startswith("_") and key.endswith("_COMPLETE") for key in environ):
         return None  # a shell asking typer for completions
@@ -169,7 +167,7 @@ def _execute(call: Invocation) -> None:
             commands.daemon(call.config, socket, call.options.get("--log-level"))
 
 
-def run(argv: list[str], environ: Mapping[str, str]) -> int | None:
+def run(argv: list[str], environ: "Mapping[str, str]") -> int | None:
     """Run a command line this module handles and return its exit status; None to defer.
 
     Ctrl-C and a closed stdout end as they do under click: 130 silently, and 1.

@@ -12,8 +12,6 @@ directions are done by CPython's `_json` accelerator, the very code `json` uses;
 missing (another Python implementation), this module falls back on `json`.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False  # typing costs a few ms per start; mypy still reads the block below
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,12 +33,12 @@ class _Defaults:
         self.parse_constant = constants.__getitem__
 
 
-def _not_serialisable(value: object) -> Any:
+def _not_serialisable(value: object) -> "Any":
     """json.JSONEncoder.default: the same TypeError."""
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-def _accelerated() -> tuple[Callable[[str, int], tuple[Any, int]], Callable[[Any], str]] | None:
+def _accelerated() -> "tuple[Callable[[str, int], tuple[Any, int]], Callable[[Any], str]] | None":
     """The scanner and encoder json.loads/json.dumps build from `_json` with their defaults."""
     try:
         import _json
@@ -50,7 +48,7 @@ def _accelerated() -> tuple[Callable[[str, int], tuple[Any, int]], Callable[[Any
     scan = _json.make_scanner(_Defaults())  # type: ignore[arg-type]
     encode_str = _json.encode_basestring_ascii
 
-    def dumps(value: Any) -> str:
+    def dumps(value: "Any") -> str:
         if isinstance(value, str):
             return encode_str(value)
         # JSONEncoder.iterencode's arguments for json.dumps' defaults; a fresh circularity
@@ -63,7 +61,7 @@ def _accelerated() -> tuple[Callable[[str, int], tuple[Any, int]], Callable[[Any
     return scan, dumps
 
 
-def _loads(scan: Callable[[str, int], tuple[Any, int]], text: str) -> Any:
+def _loads(scan: "Callable[[str, int], tuple[Any, int]]", text: str) -> "Any":
     start = len(text) - len(text.lstrip(_SPACE))
     try:
         value, end = scan(text, start)
@@ -77,7 +75,7 @@ def _loads(scan: Callable[[str, int], tuple[Any, int]], text: str) -> Any:
 _FAST = _accelerated()
 
 
-def loads(text: str) -> Any:
+def loads(text: str) -> "Any":
     """json.loads(text) for a str."""
     if _FAST is None:  # pragma: no cover
         import json
@@ -86,7 +84,7 @@ def loads(text: str) -> Any:
     return _loads(_FAST[0], text)
 
 
-def dumps(value: Any) -> str:
+def dumps(value: "Any") -> str:
     """json.dumps(value) with its defaults."""
     if _FAST is None:  # pragma: no cover
         import json

@@ -58,3 +58,10 @@ def test_since_reads_both_forms_and_keeps_what_it_cannot_read() -> None:
     assert commands._since(_as_daemon_sends(ago)) == "1h2m ago"
     assert commands._since(ago.isoformat()) == "1h2m ago"  # +00:00: through datetime
     assert commands._since("yesterday") == "yesterday"
+
+
+def test_format_duration() -> None:
+    assert commands.format_duration(5400) == "1h30m"
+    assert commands.format_duration(45) == "45s"
+    assert commands.format_duration(90061) == "1d1h"
+    assert commands.format_duration(0) == "0s"

@@ -10,7 +10,7 @@ from cryptography.x509.oid import NameOID
 
 from xfrmctl.config.identities import parse_identity
 from xfrmctl.config.selectors import parse_selector
-from xfrmctl.config.units import format_duration, parse_duration, parse_size
+from xfrmctl.config.units import parse_duration, parse_size
 from xfrmctl.ike.iana import IdType
 
 
@@ -127,10 +127,3 @@ def test_sizes() -> None:
     assert parse_size(7) == 7
     with pytest.raises(ValueError, match="size"):
         parse_size("1Q")
-
-
-def test_format_duration() -> None:
-    assert format_duration(5400) == "1h30m"
-    assert format_duration(45) == "45s"
-    assert format_duration(90061) == "1d1h"
-    assert format_duration(0) == "0s"
