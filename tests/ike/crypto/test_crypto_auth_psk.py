@@ -31,3 +31,25 @@ def test_psk_auth_data_and_verify() -> None:
     assert not psk_verify(PRF, psk, octets + b"!", auth)
     assert not psk_verify(PRF, psk, octets, auth[:-1])
     assert not psk_verify(PRF, psk, octets, b"")
+
+
+class _CountingPrf:
+    """The real HMAC-SHA-256 PRF, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, key: bytes, data: bytes) -> bytes:
+        self.calls += 1
+        return PRF(key, data)
+
+
+def test_the_padded_key_is_computed_once_per_key() -> None:
+    prf, psk = _CountingPrf(), b"one fleet key"
+    first = psk_auth_data(prf, psk, b"a")  # type: ignore[arg-type]
+    assert prf.calls == 2
+    assert psk_verify(prf, psk, b"a", first)  # type: ignore[arg-type]
+    assert psk_auth_data(prf, psk, b"b") != first  # type: ignore[arg-type]
+    assert prf.calls == 4  # the outer prf of each AUTH, not the pad again
+    psk_auth_data(prf, b"another key", b"a")  # type: ignore[arg-type]
+    assert prf.calls == 6

@@ -73,6 +73,10 @@ class Prf(Protocol):
         """The PRF under one key, for many inputs (prf+ blocks)."""
         ...
 
+    def __hash__(self) -> int:
+        """Hashable: `auth.padded_key` remembers a result per PRF and key."""
+        ...
+
 
 def _check_len(what: str, value: bytes, size: int) -> None:
     if len(value) != size:
