@@ -119,3 +119,19 @@ def test_prom_value_and_charon_retransmits(tunnels: ModuleType) -> None:
         " response\n"
     )
     assert tunnels.charon_retransmits(log) == 2
+
+
+def test_cpu_spent_counts_only_what_ran_meanwhile(
+    tunnels: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used = {11: 1.0, 22: 5.0}
+
+    def fake_sample(pid: int) -> object:
+        return tunnels.Sample(used[pid], 0.0, 0)
+
+    def busy() -> None:
+        used[11] += 0.25
+        used[22] += 0.5
+
+    monkeypatch.setattr(tunnels, "sample", fake_sample)
+    assert tunnels.cpu_spent_ms({"initiator": 11, "responder": 22}, busy) == pytest.approx(750)
