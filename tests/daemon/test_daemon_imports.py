@@ -5,10 +5,13 @@ the lab's emulation)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from daemon_helpers import BASE_PORT
 
 DEFERRED = (
     "cryptography.x509",
@@ -20,7 +23,7 @@ DEFERRED = (
     "xfrmctl.ike.diagnosis",
     "xfrmctl.config.docstrings",  # the editor schema only
     "difflib",  # "did you mean" for an unknown configuration key only
-    "xfrmctl.daemon.status",  # the status reply's pydantic models: at the first reply
+    "xfrmctl.daemon.status",  # the replies' pydantic models: once the daemon is ready
     # XFRM interfaces and offload only (the stale-interface scan at start is rtnl_scan's):
     "pyroute2.iproute.linux",
     "pyroute2.netlink.rtnl.marshal",
@@ -77,3 +80,52 @@ def test_a_first_key_exchange_imports_nothing() -> None:
         "a.shared_secret(b.public_value())"
     )
     assert sorted(_loaded_after(f"{daemon}\n{exchange}") - loaded) == []
+
+
+PORT = BASE_PORT + 1010  # a range of its own among the daemon tests
+READY_PROBE = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from daemon_helpers import RecordingKernel
+from xfrmctl.daemon.main import run_daemon
+
+async def main() -> None:
+    tmp = Path(sys.argv[1])
+    sock = tmp / "xfrmctl.sock"
+    task = asyncio.create_task(run_daemon(tmp / "xfrmctl.yaml", sock, RecordingKernel()))
+    while not sock.exists() and not task.done():
+        await asyncio.sleep(0.01)
+    for _ in range(100):  # the loop turns after ready; no request is made
+        if "xfrmctl.daemon.status" in sys.modules:
+            break
+        await asyncio.sleep(0.01)
+    print("xfrmctl.daemon.status" in sys.modules)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await task
+
+asyncio.run(main())
+"""
+
+
+def test_the_reply_models_load_after_ready_without_a_request(tmp_path: Path) -> None:
+    """Deferred past "ready" (the test above), not to the first `up`: loaded while nothing
+    asks."""
+    (tmp_path / "k.psk").write_text("a secret\n")
+    (tmp_path / "k.psk").chmod(0o600)
+    (tmp_path / "xfrmctl.yaml").write_text(
+        f"settings:\n  port: {PORT}\n  port_nat_t: {PORT + 1}\nconnections:\n  c:\n"
+        "    local_addrs: [127.0.0.1]\n    remote_addrs: [127.0.0.2]\n"
+        "    local: {auth: psk, id: a.example}\n    remote: {auth: psk, id: b.example}\n"
+        "    psk_file: k.psk\n    children:\n      n: {mode: transport}\n"
+    )
+    helpers = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(helpers), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, "-c", READY_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True"], out.stdout + out.stderr[-2000:]
