@@ -80,9 +80,12 @@ def systemd(lab_out: Path) -> Iterator[SystemdNamespace]:
     try:
         ns.run("mkdir", "-p", "/run/tmpfiles.d", "/run/systemd/system/xfrmctl.service.d")
         # Lab-only drop-in. The checkout's virtualenv may point at an interpreter under /root
-        # (pyenv), which the unit's ProtectHome=yes hides (exit 203/EXEC); a venv the role
-        # creates uses /usr/bin/python3. And Python starts slowly under TCG.
+        # (pyenv), which the unit's ProtectHome=yes hides (exit 203/EXEC), or lie under /tmp (a
+        # clone made with mktemp -d), which its PrivateTmp=yes hides; a venv the role creates
+        # lives in /opt and uses /usr/bin/python3. And Python starts slowly under TCG.
         dropin = "[Service]\nProtectHome=read-only\nTimeoutStartSec=900\n"
+        if BIN.resolve().is_relative_to("/tmp"):
+            dropin += "PrivateTmp=no\n"
         ns.run(
             "sh",
             "-c",
