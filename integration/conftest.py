@@ -14,6 +14,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from netlab import Network, esp_unavailable
+from stall_watch import StallWatch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(StallWatch(config), "stall_watch")
 
 
 def cpu_times() -> tuple[float, float]:

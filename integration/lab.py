@@ -29,9 +29,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
+
+import guest_console  # beside this file; stdlib only
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
@@ -73,6 +75,10 @@ LIBRESWAN_ROOT = Path(os.environ.get("XFRMCTL_LIBRESWAN_ROOT", "/opt/xfrmctl-lab
 # install_netdevsim() builds it once per guest kernel release into NETDEVSIM_ROOT/<release>/.
 NETDEVSIM_ROOT = Path(os.environ.get("XFRMCTL_NETDEVSIM_ROOT", "/opt/xfrmctl-lab/netdevsim"))
 GUEST_LOCK = Path(os.environ.get("XFRMCTL_LAB_LOCK", "/run/lock/xfrmctl-lab.lock"))
+# A suite run whose guest prints nothing and starts or finishes no test for this long has
+# stalled (guest_console.py): well past pytest-timeout's 600 s, which fails a stuck test first.
+STALL_AFTER_S = float(os.environ.get("XFRMCTL_LAB_STALL", "1200"))
+STALLED = 124  # timeout(1)'s status for a command it stopped
 
 
 def log(msg: str) -> None:
@@ -340,6 +346,7 @@ def guest_script(out: Path, command: list[str], interactive: bool = False) -> Pa
         "export PYTHONDONTWRITEBYTECODE=1 XFRMCTL_IN_LAB=1",
         f"export XFRMCTL_LAB_OUT={shlex.quote(str(out))}",
         "export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis",
+        f"export XFRMCTL_LAB_STALL={STALL_AFTER_S:.0f}",
         # The root filesystem is the host's, read-only: load the modules tests rely on up front.
         "for m in xfrm_user esp4 esp6 ah4 ah6 xfrm4_tunnel xfrm6_tunnel tunnel4 "
         "xfrm_interface veth ipcomp ipcomp6 psample; do modprobe -q $m 2>/dev/null; done",
@@ -376,17 +383,38 @@ def compile_bytecode() -> None:
         compileall.compile_dir(REPO / folder, quiet=1)
 
 
-def run_in_guest(command: list[str], memory: str, cpus: int, interactive: bool = False) -> int:
+def run_in_guest(
+    command: list[str],
+    memory: str,
+    cpus: int,
+    interactive: bool = False,
+    stall_after: float | None = None,
+) -> int:
+    """Boot a guest for `command`. With `stall_after`, a guest whose tests stop moving for that
+    long (guest_console.py) is stopped and booted once more: a stalled guest is this machine's
+    emulation failing, which one more boot has always cleared, not a test's verdict."""
     install()
     compile_bytecode()
     import lab_keys  # needs the venv's cryptography, which `install` may be setting up
 
     lab_keys.prepare(Path(os.environ.get("XFRMCTL_LAB_OUT", REPO / "lab-out")).resolve())
     with one_guest_at_a_time():
-        return _boot(command, memory, cpus, interactive)
+        return boot_twice_if_stalled(lambda: _boot(command, memory, cpus, interactive, stall_after))
 
 
-def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
+def boot_twice_if_stalled(boot: Callable[[], int]) -> int:
+    returncode = boot()
+    if returncode == STALLED:
+        log("the guest stalled (above: what was in flight); booting it once more")
+        returncode = boot()
+        if returncode == STALLED:
+            log("the guest stalled again; giving up")
+    return returncode
+
+
+def _boot(
+    command: list[str], memory: str, cpus: int, interactive: bool, stall_after: float | None
+) -> int:
     kernel = distro_kernel()
     if kernel is None:
         fail(f"no Debian kernel with modules in /boot after installing {KERNEL_PACKAGE}")
@@ -420,18 +448,22 @@ def _boot(command: list[str], memory: str, cpus: int, interactive: bool) -> int:
     log(f"booting {kernel.name} ({'KVM' if accel else 'TCG, no hardware virtualisation'})")
     env = dict(os.environ)
     env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
-    stdin = None if interactive else subprocess.DEVNULL
-    proc = subprocess.run(argv, stdin=stdin, env=env)
+    if interactive:
+        returncode, stalled = subprocess.run(argv, env=env).returncode, False
+    else:
+        returncode, stalled = guest_console.run(argv, env, out, stall_after)
     booted = marker.exists()
     marker.unlink(missing_ok=True)
     script.unlink(missing_ok=True)
+    if stalled:
+        return STALLED
     if not booted:
         log(
-            f"the real-kernel guest did not boot (vng exit {proc.returncode}); "
+            f"the real-kernel guest did not boot (vng exit {returncode}); "
             "lab tests cannot run. Check that QEMU works: integration/lab.py exec -- true"
         )
-        return proc.returncode or 3
-    return proc.returncode
+        return returncode or 3
+    return returncode
 
 
 def parallel_args(pytest_args: list[str], cpus: int) -> list[str]:
@@ -504,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not any(Path(a.split("::")[0]).exists() for a in pytest_args):
             command.append(str(REPO / "integration"))
-        return run_in_guest(command, args.memory, args.cpus)
+        return run_in_guest(command, args.memory, args.cpus, stall_after=STALL_AFTER_S)
     if args.action == "shell":
         return run_in_guest([], args.memory, args.cpus, interactive=True)
     if args.action == "direct":

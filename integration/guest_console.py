@@ -1,0 +1,120 @@
+"""Relay a lab guest's console through a pipe, keep a copy, and stop a guest that has stalled.
+
+Why a pipe: virtme-ng has QEMU open /proc/self/fd/1 and /proc/self/fd/2 by path, two chardevs
+each. When the runner's stdout is a regular file (a CI log), every such open truncates it and
+writes from an offset of its own: what the log held before the lab vanishes, the streams
+overwrite each other, and the runner's own later lines leave a hole of NUL bytes. A pipe has no
+offset. The copy in lab-out/guest-console.log keeps the whole console for a later look.
+
+Why a watchdog: a guest in which no test starts or finishes, and which prints nothing, for
+`stall_after` seconds has stopped (pytest-timeout would otherwise have failed the test long
+before). Without it such a guest holds CI until CI's own limit, with nothing said of where. The
+progress folder is written by stall_watch.py in the guest: one file per pytest worker, naming
+the test it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+CHUNK = 65536
+POLL_S = 5.0
+
+
+class Relay:
+    """Copies a child's output to our stdout and a log file, noting when it last said anything."""
+
+    def __init__(self, source: IO[bytes], copy: IO[bytes]) -> None:
+        self.source, self.copy = source, copy
+        self.last_output = time.time()  # wall clock, to compare with the progress files' mtimes
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        out = sys.stdout.buffer
+        fd = self.source.fileno()
+        while chunk := os.read(fd, CHUNK):
+            self.last_output = time.time()
+            for sink in (out, self.copy):
+                with contextlib.suppress(OSError, ValueError):
+                    sink.write(chunk)
+                    sink.flush()
+
+
+def last_progress(progress: Path) -> float:
+    """Wall-clock time of the newest test start or finish any worker wrote (0 without any)."""
+    with contextlib.suppress(OSError):
+        return max((entry.stat().st_mtime for entry in os.scandir(progress)), default=0.0)
+    return 0.0
+
+
+def in_flight(progress: Path) -> list[str]:
+    """The tests the workers had started and not finished, as `worker: node id (since)`."""
+    lines = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(progress), key=lambda e: e.name):
+            text = Path(entry.path).read_text().strip()
+            if text:
+                lines.append(f"{entry.name}: {text}")
+    return lines
+
+
+def run(
+    argv: list[str], env: Mapping[str, str], out: Path, stall_after: float | None
+) -> tuple[int, bool]:
+    """Run the guest; return its exit code and whether the watchdog stopped it."""
+    progress = out / "progress"
+    progress.mkdir(exist_ok=True)
+    for stale in [*progress.iterdir(), out / "stall-report.txt"]:
+        stale.unlink(missing_ok=True)
+    with (out / "guest-console.log").open("wb") as copy:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,  # the watchdog's killpg reaches QEMU too
+        )
+        assert proc.stdout is not None
+        relay = Relay(proc.stdout, copy)
+        stalled = _watch(proc, relay, progress, stall_after)
+        relay.thread.join(timeout=30)
+    return proc.returncode, stalled
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], relay: Relay, progress: Path, stall_after: float | None
+) -> bool:
+    while True:
+        try:
+            proc.wait(timeout=POLL_S)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        if stall_after is None:
+            continue
+        if time.time() - max(relay.last_output, last_progress(progress)) < stall_after:
+            continue
+        running = in_flight(progress) or ["(no test had started)"]
+        report = progress.parent / "stall-report.txt"
+        print(
+            f"\nlab: the guest has printed nothing and no test has started or finished for "
+            f"{stall_after:.0f} s; stopping it. In flight:\n  " + "\n  ".join(running),
+            f"\n{report}:\n{report.read_text()}" if report.exists() else "\n(no stall report)",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
