@@ -13,7 +13,9 @@ Usage:
   integration/lab.py direct -- CMD  # run on this host as-is, when its kernel already has ESP
 
 Environment: XFRMCTL_LAB_ACCEL=kvm|tcg overrides the accelerator choice; XFRMCTL_LAB_OUT sets
-the writable output folder (default: lab-out/ in the repository).
+the writable output folder (default: lab-out/ in the repository); XFRMCTL_LAB_STALL is how many
+seconds a suite may go without a test starting or finishing before its guest is stopped and
+booted once more (guest_console.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 CHECK_EVERY_S = 30.0
+PS_FIELDS = "pid,ppid,stat,wchan:28,etime,time,args"
 
 
 def progress_dir() -> Path | None:
@@ -79,7 +80,8 @@ def watch(folder: Path) -> None:
 def report(folder: Path) -> None:
     sections = [
         "in flight:\n" + "".join(f"  {p.name}: {p.read_text()}" for p in sorted(folder.iterdir())),
-        _run("ps", "-eo", "pid,ppid,stat,wchan:28,etime,time,args", "--forest"),
+        # Every process but the kernel's threads, with where each waits in the kernel.
+        _run("ps", "-N", "--ppid", "2", "-p", "2", "--forest", "-o", PS_FIELDS),
         _run("sh", "-c", "dmesg | tail -n 40"),
     ]
     text = "\n\n".join(sections)

@@ -159,3 +159,15 @@ def test_a_stalled_guest_boots_once_more_and_only_once() -> None:
     assert len(calls) == 2
     calls.clear()
     assert lab.boot_twice_if_stalled(boot([1])) == 1 and len(calls) == 1
+
+
+def test_the_stall_limit_comes_from_the_environment_into_the_guest(tmp_path: Path) -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(INTEGRATION)!r}); import lab, pathlib\n"
+        f"script = lab.guest_script(pathlib.Path({str(tmp_path)!r}), ['true'])\n"
+        "print(lab.STALL_AFTER_S, script.read_text())\n"
+    )
+    env = {**os.environ, "XFRMCTL_LAB_STALL": "77"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("77.0 ") and "export XFRMCTL_LAB_STALL=77\n" in out.stdout
