@@ -87,9 +87,27 @@ def run(
         )
         assert proc.stdout is not None
         relay = Relay(proc.stdout, copy)
-        stalled = _watch(proc, relay, progress, stall_after)
+        # The guest has a session of its own, out of reach of a Ctrl-C or a SIGTERM meant for
+        # us: either ends the guest here, as it would have before, and never leaves QEMU behind.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            stalled = _watch(proc, relay, progress, stall_after)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            _stop(proc)
         relay.thread.join(timeout=30)
     return proc.returncode, stalled
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _watch(
@@ -106,15 +124,19 @@ def _watch(
         if time.time() - max(relay.last_output, last_progress(progress)) < stall_after:
             continue
         running = in_flight(progress) or ["(no test had started)"]
-        report = progress.parent / "stall-report.txt"
         print(
             f"\nlab: the guest has printed nothing and no test has started or finished for "
             f"{stall_after:.0f} s; stopping it. In flight:\n  " + "\n  ".join(running),
-            f"\n{report}:\n{report.read_text()}" if report.exists() else "\n(no stall report)",
+            stall_report(progress.parent / "stall-report.txt"),
             file=sys.stderr,
             flush=True,
         )
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _stop(proc)
         return True
+
+
+def stall_report(path: Path) -> str:
+    try:
+        return f"\n{path}:\n{path.read_text(errors='replace')}"
+    except OSError:
+        return "\n(no stall report)"

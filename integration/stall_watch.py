@@ -71,10 +71,13 @@ def watch(folder: Path) -> None:
     moved = time.time()  # the session's start, then each note, then each report
     while True:
         time.sleep(CHECK_EVERY_S)
-        moved = max([moved, *(p.stat().st_mtime for p in folder.iterdir())])
-        if time.time() - moved >= report_after():
-            report(folder)
-            moved = time.time()
+        try:
+            moved = max([moved, *(p.stat().st_mtime for p in folder.iterdir())])
+            if time.time() - moved >= report_after():
+                report(folder)
+                moved = time.time()
+        except OSError:
+            continue  # a note rewritten as we looked, or a full disk: the host still watches
 
 
 def report(folder: Path) -> None:

@@ -171,3 +171,22 @@ def test_the_stall_limit_comes_from_the_environment_into_the_guest(tmp_path: Pat
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("77.0 ") and "export XFRMCTL_LAB_STALL=77\n" in out.stdout
+
+
+def test_a_sigterm_to_the_runner_ends_the_guest_too(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    guest = f"sleep 60 & echo $! > {pidfile}; wait"
+    code = (
+        f"import sys; sys.path.insert(0, {str(INTEGRATION)!r}); import guest_console, pathlib\n"
+        f"guest_console.run(['sh', '-c', {guest!r}], {{}}, pathlib.Path({str(tmp_path)!r}), None)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    runner.terminate()
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert not Path(f"/proc/{grandchild}").exists() or "Z" in _state(grandchild)
