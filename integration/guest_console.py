@@ -10,7 +10,9 @@ Why a watchdog: a guest in which no test starts or finishes, and which prints no
 `stall_after` seconds has stopped (pytest-timeout would otherwise have failed the test long
 before). Without it such a guest holds CI until CI's own limit, with nothing said of where. The
 progress folder is written by stall_watch.py in the guest: one file per pytest worker, naming
-the test it runs.
+the test it runs. Before it stops the guest, the watchdog says what QEMU and virtme-ng are doing
+on this host: a QEMU that keeps its CPUs busy runs a guest that spins, an idle one a guest (or
+an I/O path) that waits.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import IO
 
 CHUNK = 65536
 POLL_S = 5.0
+SAMPLE_S = 2.0  # how long a stall's host view watches the guest's processes
 
 
 class Relay:
@@ -128,11 +131,57 @@ def _watch(
             f"\nlab: the guest has printed nothing and no test has started or finished for "
             f"{stall_after:.0f} s; stopping it. In flight:\n  " + "\n  ".join(running),
             stall_report(progress.parent / "stall-report.txt"),
+            "\nOn this host (a spinning QEMU is a busy guest; an idle one, a guest that waits):\n"
+            + group_state(proc.pid, SAMPLE_S),
             file=sys.stderr,
             flush=True,
         )
         _stop(proc)
         return True
+
+
+def group_state(pgid: int, sample_s: float) -> str:
+    """Each process of the group: its state, where it waits, and the CPUs it kept busy."""
+    before = {pid: _stat(pid) for pid in _members(pgid)}
+    time.sleep(sample_s)
+    lines = []
+    for pid, first in before.items():
+        now = _stat(pid)
+        if first is None or now is None:
+            continue
+        busy = (now[2] - first[2]) / os.sysconf("SC_CLK_TCK") / sample_s
+        wchan = _read(f"/proc/{pid}/wchan") or "-"
+        threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 0
+        lines.append(
+            f"  {now[0]} (pid {pid}): state {now[1]}, {busy:.2f} CPUs busy over {sample_s:.0f} s, "
+            f"waits in {wchan}, threads: {threads}"
+        )
+    return "\n".join(lines) or "  (no process left)"
+
+
+def _members(pgid: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        stat = _stat(int(name)) if name.isdigit() else None
+        if stat is not None and stat[3] == pgid:
+            pids.append(int(name))
+    return pids
+
+
+def _stat(pid: int) -> tuple[str, str, int, int] | None:
+    """(command, state, utime + stime in ticks, process group) from /proc/PID/stat."""
+    text = _read(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+    return name, rest[0], int(rest[11]) + int(rest[12]), int(rest[2])
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def stall_report(path: Path) -> str:

@@ -46,6 +46,7 @@ def test_a_log_file_keeps_what_came_before_and_after_the_guest(tmp_path: Path) -
 @pytest.fixture
 def quick_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(guest_console, "POLL_S", 0.05)
+    monkeypatch.setattr(guest_console, "SAMPLE_S", 0.1)
 
 
 @pytest.mark.usefixtures("quick_poll")
@@ -63,6 +64,7 @@ def test_a_silent_guest_is_stopped_with_its_whole_group(
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in _state(grandchild)
     err = capsys.readouterr().err
     assert "stopping it" in err and "gw1: a.py::t" in err and "(no stall report)" in err
+    assert f"  sleep (pid {grandchild}): state S, 0.00 CPUs busy" in err  # the host's view
 
 
 def _state(pid: int) -> str:
@@ -190,3 +192,22 @@ def test_a_sigterm_to_the_runner_ends_the_guest_too(tmp_path: Path) -> None:
     assert runner.wait(timeout=30) == 128 + signal.SIGTERM
     time.sleep(0.2)
     assert not Path(f"/proc/{grandchild}").exists() or "Z" in _state(grandchild)
+
+
+def test_the_hosts_view_tells_a_spinning_process_from_a_waiting_one() -> None:
+    spin = f"sleep 60 & exec {sys.executable} -c 'while True: pass'"
+    group = subprocess.Popen(["sh", "-c", spin], start_new_session=True)
+    try:
+        time.sleep(0.3)
+        lines = guest_console.group_state(group.pid, sample_s=1.0).splitlines()
+    finally:
+        os.killpg(group.pid, signal.SIGKILL)
+        group.wait()
+    sleeper = next(line for line in lines if line.startswith("  sleep "))
+    spinner = next(line for line in lines if not line.startswith(("  sleep ", "  sh ")))
+    assert "state S, 0.00 CPUs busy" in sleeper and "waits in -" not in sleeper
+    assert float(spinner.split("state R, ")[1].split()[0]) > 0.2
+
+
+def test_the_hosts_view_of_an_empty_group_says_so() -> None:
+    assert guest_console.group_state(2**22 + 1, sample_s=0.01) == "  (no process left)"
