@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 CHUNK = 65536
 POLL_S = 5.0
@@ -149,12 +149,12 @@ def group_state(pgid: int, sample_s: float) -> str:
         now = _stat(pid)
         if first is None or now is None:
             continue
-        busy = (now[2] - first[2]) / os.sysconf("SC_CLK_TCK") / sample_s
+        busy = (now.cpu_ticks - first.cpu_ticks) / os.sysconf("SC_CLK_TCK") / sample_s
         wchan = _read(f"/proc/{pid}/wchan") or "-"
         threads = len(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else 0
         lines.append(
-            f"  {now[0]} (pid {pid}): state {now[1]}, {busy:.2f} CPUs busy over {sample_s:.0f} s, "
-            f"waits in {wchan}, threads: {threads}"
+            f"  {now.name} (pid {pid}): state {now.state}, {busy:.2f} CPUs busy over "
+            f"{sample_s:.0f} s, waits in {wchan}, threads: {threads}"
         )
     return "\n".join(lines) or "  (no process left)"
 
@@ -163,29 +163,36 @@ def _members(pgid: int) -> list[int]:
     pids = []
     for name in os.listdir("/proc"):
         stat = _stat(int(name)) if name.isdigit() else None
-        if stat is not None and stat[3] == pgid:
+        if stat is not None and stat.pgid == pgid:
             pids.append(int(name))
     return pids
 
 
-def _stat(pid: int) -> tuple[str, str, int, int] | None:
-    """(command, state, utime + stime in ticks, process group) from /proc/PID/stat."""
+class ProcStat(NamedTuple):
+    """What /proc/PID/stat says that the host view needs."""
+
+    name: str
+    state: str
+    cpu_ticks: int  # utime + stime
+    pgid: int
+
+
+def _stat(pid: int) -> ProcStat | None:
     text = _read(f"/proc/{pid}/stat")
     if not text:
         return None
     name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-    return name, rest[0], int(rest[11]) + int(rest[12]), int(rest[2])
+    return ProcStat(name, rest[0], int(rest[11]) + int(rest[12]), int(rest[2]))
 
 
-def _read(path: str) -> str:
+def _read(path: str | Path) -> str:
+    """The file's text, or "" when it is gone or unreadable."""
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(errors="replace")
     except OSError:
         return ""
 
 
 def stall_report(path: Path) -> str:
-    try:
-        return f"\n{path}:\n{path.read_text(errors='replace')}"
-    except OSError:
-        return "\n(no stall report)"
+    text = _read(path)
+    return f"\n{path}:\n{text}" if text else "\n(no stall report)"

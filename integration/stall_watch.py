@@ -3,8 +3,8 @@
 Each pytest process (every xdist worker, or the lone session) keeps one file in
 $XFRMCTL_LAB_OUT/progress naming the test it runs, rewritten at each start and emptied at each
 finish: the files' times tell the host the suite is moving, their text what was in flight. The
-controlling process also watches them: when nothing has moved for REPORT_AFTER seconds (past
-pytest-timeout's limit, which should have failed a stuck test), it writes what the guest is
+controlling process also watches them: when nothing has moved for `report_after()` seconds
+(past pytest-timeout's limit, which should have failed a stuck test), it writes what the guest is
 doing (processes and where they wait in the kernel, the kernel's last messages) to
 stall-report.txt, which the host prints when it gives up on the guest. (A guest whose kernel
 has stopped writes none, and that says something too.)
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guest_console import in_flight, last_progress
 
 CHECK_EVERY_S = 30.0
 PS_FIELDS = "pid,ppid,stat,wchan:28,etime,time,args"
@@ -72,7 +73,7 @@ def watch(folder: Path) -> None:
     while True:
         time.sleep(CHECK_EVERY_S)
         try:
-            moved = max([moved, *(p.stat().st_mtime for p in folder.iterdir())])
+            moved = max(moved, last_progress(folder))
             if time.time() - moved >= report_after():
                 report(folder)
                 moved = time.time()
@@ -82,7 +83,7 @@ def watch(folder: Path) -> None:
 
 def report(folder: Path) -> None:
     sections = [
-        "in flight:\n" + "".join(f"  {p.name}: {p.read_text()}" for p in sorted(folder.iterdir())),
+        "in flight:\n" + "".join(f"  {line}\n" for line in in_flight(folder)),
         # Every process but the kernel's threads, with where each waits in the kernel.
         _run("ps", "-N", "--ppid", "2", "-p", "2", "--forest", "-o", PS_FIELDS),
         _run("sh", "-c", "dmesg | tail -n 40"),
