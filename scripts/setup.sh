@@ -44,6 +44,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -c 'import xfrmctl, pyroute2, cryptography, pydantic, typer, pytest'
+    # The wheels of xfrmctl's dependencies and of its build backend, for the Ansible role's
+    # offline install test (tests/ansible/test_role_netns.py), which builds xfrmctl's own.
+    rm -rf .venv/wheelhouse
+    .venv/bin/python -m pip wheel -q -w .venv/wheelhouse 'setuptools>=77' wheel . 2>&1 \
+        | grep -v '^WARNING: Location' || true
+    rm -rf .venv/wheelhouse/xfrmctl-*.whl build  # build: setuptools' in-tree leftovers
     echo "$want" > "$stamp"
 fi
 

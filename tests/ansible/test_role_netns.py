@@ -5,14 +5,18 @@ Run with XFRMCTL_SLOW_TESTS=1 as root (a few minutes).
 
 Checks idempotency (second run and check mode change nothing), that secrets are 0600 and never
 printed, and that a configuration change reloads the running daemon instead of restarting it.
+The install path (`xfrmctl_install: true`) runs offline from a wheelhouse: this checkout's wheel
+beside its dependencies' from scripts/setup.sh; a new version upgrades and restarts.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+import xfrmctl
 
 pytestmark = [
     pytest.mark.netns,
@@ -33,13 +39,22 @@ pytest.importorskip("ansible", reason="ansible-core is in the dev extra")
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
+# scripts/setup.sh: the wheels of xfrmctl's dependencies and build backend, for offline installs.
+WHEELHOUSE = BIN.parent / "wheelhouse"
 PSK = "netns test secret that must never be printed"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
 class Hosts:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        group_vars: dict[str, Any] | None = None,
+        host_vars: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.tmp = tmp
+        self.group_vars = group_vars or {}
+        self.host_vars = host_vars or {}
         self.ns = {name: f"xfa{os.getpid() % 100000}-{name}" for name in ("left", "right")}
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -90,6 +105,7 @@ class Hosts:
                 "ansible_netns": ns,
                 "xfrmctl_address": "10.98.0.1" if name == "left" else "10.98.0.2",
                 **{key: self.path(name, key) for key in keys},
+                **self.host_vars.get(name, {}),
             }
             for name, ns in self.ns.items()
         }
@@ -105,6 +121,7 @@ class Hosts:
             "xfrmctl_cli_link": "",
             "xfrmctl_system_packages": [],
             "xfrmctl_tunnels": [tunnel],
+            **self.group_vars,
         }
         inventory = {"xfrmctl": {"hosts": hosts, "vars": group_vars}}
         self.inventory.write_text(yaml.safe_dump(inventory))
@@ -211,3 +228,89 @@ def test_role_is_idempotent_and_reloads_on_change(hosts: Hosts) -> None:
     log = Path(hosts.path("left", "xfrmctl_log_file")).read_text()
     assert log.count("xfrmctl daemon ready") == 1, log
     assert "trap policies removed" in log.split("xfrmctl daemon ready", 1)[1], log
+
+
+def build_wheel(tmp: Path, version: str, out: Path) -> None:
+    """This checkout's wheel as `version`, built with no index (setuptools from the wheelhouse),
+    from a copy: setuptools leaves build/ behind in the tree it builds."""
+    src = tmp / f"src-{version}"
+    shutil.copytree(REPO / "xfrmctl", src / "xfrmctl", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "README.md", src)
+    shutil.copy(REPO / "pyproject.toml", src)
+    init = src / "xfrmctl" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{xfrmctl.__version__}"', f'"{version}"', 1))
+    cmd = [str(BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "--no-index"]
+    cmd += ["--find-links", str(WHEELHOUSE), "--wheel-dir", str(out), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / f"xfrmctl-{version}-py3-none-any.whl").exists(), sorted(out.iterdir())
+
+
+def versions(cli: Path, socket: str) -> str:
+    proc = subprocess.run([str(cli), "--socket", socket, "version"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.timeout(900)
+def test_role_installs_and_upgrades_from_an_offline_wheelhouse(tmp_path: Path) -> None:
+    """The role's install path (`xfrmctl_install: true`, the default): a virtualenv per host
+    from a wheelhouse, copied to one host and read in place by the other, with no index (the
+    namespaces have no route anywhere); a new `xfrmctl_version` upgrades and restarts."""
+    assert any(WHEELHOUSE.glob("pydantic-*.whl")), f"{WHEELHOUSE} is empty: run scripts/setup.sh"
+    wheels = tmp_path / "wheels"
+    shutil.copytree(WHEELHOUSE, wheels)
+    old, new = xfrmctl.__version__, f"{xfrmctl.__version__}+upgrade"
+    build_wheel(tmp_path, old, wheels)
+    names = ("left", "right")
+    venv = {name: tmp_path / name / "venv" for name in names}
+    link = {name: tmp_path / name / "bin" / "xfrmctl" for name in names}
+    for path in link.values():
+        path.parent.mkdir(parents=True)
+    group = {
+        "xfrmctl_install": True,
+        "xfrmctl_python": getattr(sys, "_base_executable", sys.executable),
+        "xfrmctl_wheelhouse": str(wheels),
+        "xfrmctl_pip_offline": True,
+        "xfrmctl_version": old,
+    }
+    per_host = {
+        name: {
+            "xfrmctl_venv": str(venv[name]),
+            "xfrmctl_cli_link": str(link[name]),
+            "xfrmctl_wheelhouse_on_host": name == "right",
+        }
+        for name in names
+    }
+    hosts = Hosts(tmp_path, group, per_host)
+    try:
+        changed, out = hosts.playbook()
+        assert changed["left"] > 0 and changed["right"] > 0, out
+        pids = {}
+        for name in names:
+            assert link[name].resolve() == venv[name] / "bin" / "xfrmctl"
+            pids[name] = hosts.pid(name)
+            cmdline = Path(f"/proc/{pids[name]}/cmdline").read_bytes().split(b"\0")
+            assert str(venv[name] / "bin" / "xfrmctl").encode() in cmdline, cmdline
+            socket = hosts.path(name, "xfrmctl_socket")
+            cli, daemon = versions(link[name], socket).splitlines()[:2]
+            assert cli == f"xfrmctl {old}" and daemon.startswith(f"daemon {old} "), (cli, daemon)
+        copied = tmp_path / "left" / "venv-wheels"
+        assert (copied / f"xfrmctl-{old}-py3-none-any.whl").exists(), "wheelhouse not copied"
+        assert not (tmp_path / "right" / "venv-wheels").exists(), "copied though on the host"
+
+        changed, out = hosts.playbook()
+        assert changed == {"left": 0, "right": 0, "localhost": 0}, out
+
+        build_wheel(tmp_path, new, wheels)
+        hosts.group_vars["xfrmctl_version"] = new
+        hosts.write_inventory({})
+        changed, out = hosts.playbook()
+        assert out.count("RUNNING HANDLER [xfrmctl.ipsec.xfrmctl : Restart the background") == 1
+        for name in names:
+            assert hosts.pid(name) != pids[name], f"{name}: the daemon was not restarted"
+            socket = hosts.path(name, "xfrmctl_socket")
+            assert f"daemon {new} " in versions(link[name], socket), out
+        assert (copied / f"xfrmctl-{new}-py3-none-any.whl").exists()
+    finally:
+        hosts.close()
