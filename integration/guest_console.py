@@ -30,6 +30,9 @@ from typing import IO, NamedTuple
 
 CHUNK = 65536
 POLL_S = 5.0
+# Seconds without output or test progress before a suite's guest counts as stalled, unless
+# XFRMCTL_LAB_STALL says otherwise (lab.py for the host's limit, stall_watch.py for the guest's).
+STALL_DEFAULT_S = 1200.0
 SAMPLE_S = 2.0  # how long a stall's host view watches the guest's processes
 
 
@@ -65,8 +68,7 @@ def in_flight(progress: Path) -> list[str]:
     lines = []
     with contextlib.suppress(OSError):
         for entry in sorted(os.scandir(progress), key=lambda e: e.name):
-            text = Path(entry.path).read_text().strip()
-            if text:
+            if text := _read(entry.path).strip():
                 lines.append(f"{entry.name}: {text}")
     return lines
 

@@ -79,7 +79,7 @@ NETDEVSIM_ROOT = Path(os.environ.get("XFRMCTL_NETDEVSIM_ROOT", "/opt/xfrmctl-lab
 GUEST_LOCK = Path(os.environ.get("XFRMCTL_LAB_LOCK", "/run/lock/xfrmctl-lab.lock"))
 # A suite run whose guest prints nothing and starts or finishes no test for this long has
 # stalled (guest_console.py): well past pytest-timeout's 600 s, which fails a stuck test first.
-STALL_AFTER_S = float(os.environ.get("XFRMCTL_LAB_STALL", "1200"))
+STALL_AFTER_S = float(os.environ.get("XFRMCTL_LAB_STALL", guest_console.STALL_DEFAULT_S))
 STALLED = 124  # timeout(1)'s status for a command it stopped
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guest_console import in_flight, last_progress
+from guest_console import STALL_DEFAULT_S, in_flight, last_progress
 
 CHECK_EVERY_S = 30.0
 PS_FIELDS = "pid,ppid,stat,wchan:28,etime,time,args"
@@ -33,7 +33,7 @@ def progress_dir() -> Path | None:
 
 def report_after() -> float:
     """A while before the host's limit (XFRMCTL_LAB_STALL), so the report is out in time."""
-    return float(os.environ.get("XFRMCTL_LAB_STALL", "1200")) * 0.6
+    return float(os.environ.get("XFRMCTL_LAB_STALL", STALL_DEFAULT_S)) * 0.6
 
 
 def _note(config: pytest.Config, text: str) -> None:

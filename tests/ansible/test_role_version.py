@@ -13,8 +13,8 @@ import yaml
 
 import xfrmctl
 
-ROLE = Path(__file__).resolve().parents[2] / "ansible/collections/ansible_collections/xfrmctl"
-ROLE = ROLE / "ipsec/roles/xfrmctl"
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "ansible/collections/ansible_collections/xfrmctl/ipsec/roles/xfrmctl"
 
 
 def test_role_default_version_is_the_checkout_version() -> None:
